@@ -1,0 +1,41 @@
+"""
+lightning-bestlink: a ``best.ckpt`` that always points at the best checkpoint.
+
+The core (:class:`BestLinker`) imports neither torch nor Lightning. The Trainer
+callback is resolved lazily, so ``import lightning_bestlink`` stays light::
+
+    from lightning_bestlink import BestLinker                   # any loop
+    from lightning_bestlink import ModelCheckpointWithLinkBest  # imports lightning here
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkError
+from lightning_bestlink.linker import AliasReport, BestLinker, BestLinkWarning, read_metadata
+
+if TYPE_CHECKING:
+    from lightning_bestlink.callbacks import ModelCheckpointWithLinkBest
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AliasConflictError",
+    "AliasReport",
+    "AliasWriteError",
+    "BestLinkError",
+    "BestLinkWarning",
+    "BestLinker",
+    "ModelCheckpointWithLinkBest",
+    "read_metadata",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: the Trainer callback pulls in lightning, so only on first use
+    if name == "ModelCheckpointWithLinkBest":
+        from lightning_bestlink.callbacks import ModelCheckpointWithLinkBest
+
+        return ModelCheckpointWithLinkBest
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

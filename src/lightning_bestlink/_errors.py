@@ -1,0 +1,38 @@
+"""
+Exceptions. Each subclasses a built-in so callers can catch what they already know,
+and each pickles (it may cross a process boundary in a distributed run)."""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class BestLinkError(Exception):
+    """Base of every error this library raises on purpose."""
+
+
+class AliasConflictError(BestLinkError, FileExistsError):
+    """Something this library did not write sits where the alias goes; nothing was touched."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_errno.EEXIST, message)
+
+    def __str__(self) -> str:
+        return str(self.args[1])
+
+    def __reduce__(self) -> tuple[type[AliasConflictError], tuple[str]]:
+        return (type(self), (str(self),))
+
+
+class AliasWriteError(BestLinkError, OSError):
+    """Writing the alias failed; the previous alias and the linker's state are intact."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(errno if errno is not None else _errno.EIO, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[AliasWriteError], tuple[str, int | None]]:
+        return (type(self), (self.message, self.errno))
