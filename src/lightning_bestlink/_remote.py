@@ -1,0 +1,114 @@
+"""
+Storage on fsspec filesystems (object stores, ``memory://``): the alias is a copy
+the filesystem makes itself, a server-side copy on object stores, which replaces the
+object atomically. Never a download and re-upload, never a second serialisation.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import TYPE_CHECKING, Any, Literal
+
+from lightning_bestlink._publish import AliasKind, AliasState, Ident, LinkChoice, Staged, Storage
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+_IDENT_KEYS = ("ETag", "etag", "LastModified", "mtime", "created", "generation", "md5Hash")
+
+
+class FsspecStorage(Storage):
+    """Any fsspec filesystem: the alias is a copy the filesystem makes itself."""
+
+    remote = True
+
+    def __init__(self, fs: AbstractFileSystem) -> None:
+        self.fs = fs
+
+    def _strip(self, path: str) -> str:
+        return str(self.fs._strip_protocol(path))
+
+    def normalize(self, path: str | os.PathLike[str]) -> str:
+        return str(self.fs.unstrip_protocol(self._strip(os.fspath(path))))
+
+    def _info(self, path: str) -> dict[str, Any] | None:
+        self.fs.invalidate_cache(self._strip(path))
+        try:
+            info: dict[str, Any] = self.fs.info(self._strip(path))
+        except FileNotFoundError:
+            return None
+        return info
+
+    def target_type(self, path: str) -> Literal["file", "dir"] | None:
+        info = self._info(path)
+        if info is None:
+            return None
+        return "dir" if info.get("type") == "directory" else "file"
+
+    def inspect(self, alias: str) -> AliasState:
+        info = self._info(alias)
+        if info is None:
+            return AliasState("missing")
+        kind: AliasKind = "dir" if info.get("type") == "directory" else "file"
+        return AliasState(kind, ident=self._ident_of(info))
+
+    @staticmethod
+    def _ident_of(info: dict[str, Any]) -> Ident:
+        parts = [str(info.get("size"))] + [f"{k}={info[k]}" for k in _IDENT_KEYS if k in info]
+        return ";".join(parts)
+
+    def identity(self, path: str) -> Ident:
+        info = self._info(path)
+        return None if info is None else self._ident_of(info)
+
+    def stage(self, target: str, alias: str, choice: LinkChoice, *, durable: bool) -> Staged:
+        if self.target_type(target) == "dir":
+            raise IsADirectoryError(
+                errno.EISDIR,
+                f"cannot alias the directory checkpoint {target!r} on {self.fs.protocol!r}: an "
+                f"object store has no atomic way to replace a directory; save sharded "
+                f"checkpoints to a local or shared POSIX filesystem",
+            )
+        # nothing to stage: the filesystem's own copy replaces the object atomically
+        return Staged("copy", target, alias, None, None)
+
+    def commit(self, staged: Staged, *, durable: bool) -> None:
+        self.fs.copy(self._strip(staged.target), self._strip(staged.alias))
+        self.fs.invalidate_cache(self._strip(staged.alias))
+
+    def abort(self, staged: Staged) -> None:
+        return None
+
+    def cleanup(self, *paths: str) -> list[str]:
+        return []
+
+    def read_text(self, path: str) -> str | None:
+        try:
+            data: bytes = self.fs.cat_file(self._strip(path))
+        except FileNotFoundError:
+            return None
+        return data.decode("utf-8")
+
+    def write_text(self, path: str, text: str, *, durable: bool) -> None:
+        self.fs.pipe_file(self._strip(path), text.encode("utf-8"))
+        self.fs.invalidate_cache(self._strip(path))
+
+    def remove_file(self, path: str) -> None:
+        try:
+            self.fs.rm_file(self._strip(path))
+        except FileNotFoundError:
+            pass
+
+    def relative(self, target: str, alias: str) -> str:
+        return target
+
+    def absolute(self, recorded: str, alias: str) -> str:
+        return recorded
+
+    def size(self, path: str) -> int | None:
+        info = self._info(path)
+        if info is None or info.get("type") == "directory":
+            return None
+        size = info.get("size")
+        return int(size) if size is not None else None
