@@ -174,7 +174,14 @@ class BestLinker:
         """Whether ``score`` would become the best. Pure: no I/O, no state change."""
         return is_better(to_score(score), self._best_score, self._mode, self._ties)
 
-    def update(self, score: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> bool:
+    def update(
+        self,
+        score: Any,
+        path: str | os.PathLike[str],
+        *,
+        extra: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> bool:
         """
         Offer a checkpoint; point the alias at it if its score is the best so far.
 
@@ -183,6 +190,9 @@ class BestLinker:
             path: the checkpoint file, or directory for sharded checkpoints. It must
                 already be completely written; it is only checked when it becomes best.
             extra: JSON values recorded in the metadata (e.g. monitor, epoch, step).
+            force: point the alias at ``path`` whatever the score, for callers that follow
+                a decision made elsewhere (the Trainer adapter follows ModelCheckpoint's
+                ``best_model_path``). NaN is still refused.
 
         Returns:
             True when ``path`` became the best and the alias now points at it. False
@@ -200,7 +210,8 @@ class BestLinker:
         with self._lock:
             if self._needs_verify:
                 self._repair_after_load()
-            if not is_better(value, self._best_score, self._mode, self._ties):
+            better = is_better(value, self._best_score, self._mode, self._ties)
+            if not (better or (force and value == value)):  # value == value: not NaN
                 return False
             self._publish(value, self._checked_target(path), extra)
             return True
