@@ -1,0 +1,30 @@
+"""
+Every difference between Lightning versions that this package depends on, as named flags.
+
+Each flag is named after exactly what it checks (a unit test compares name and
+specifier). ``RequirementCache`` is lazy: nothing is imported until a flag is read.
+No other module compares Lightning versions.
+"""
+
+from __future__ import annotations
+
+from lightning_utilities.core.imports import RequirementCache
+
+# the unified package (``import lightning``) and the standalone one (``import pytorch_lightning``)
+_LIGHTNING_AVAILABLE = RequirementCache("lightning>=2.0")
+_PYTORCH_LIGHTNING_AVAILABLE = RequirementCache("pytorch_lightning>=2.0")
+
+#: ``ModelCheckpoint(enable_version_counter=...)`` exists.
+_LIGHTNING_GE_2_1 = RequirementCache("lightning>=2.1")
+#: ``ModelCheckpoint(save_last="link")`` exists.
+_LIGHTNING_GE_2_2 = RequirementCache("lightning>=2.2")
+#: ``ModelCheckpoint(save_on_exception=...)`` exists (it shifts the positional arguments).
+_LIGHTNING_GE_2_5 = RequirementCache("lightning>=2.5")
+
+_PYTORCH_LIGHTNING_GE_2_1 = RequirementCache("pytorch_lightning>=2.1")
+_PYTORCH_LIGHTNING_GE_2_2 = RequirementCache("pytorch_lightning>=2.2")
+_PYTORCH_LIGHTNING_GE_2_5 = RequirementCache("pytorch_lightning>=2.5")
+
+#: ``Fabric.load`` calls ``load_state_dict`` on objects in ``state`` that have one
+#: (set from what each version's ``Strategy.load_checkpoint`` does; see fabric.py).
+_FABRIC_LOADS_STATEFUL = RequirementCache("lightning>=2.1")
