@@ -1,0 +1,104 @@
+"""
+Fabric: ``save_and_link`` around ``fabric.save``, correct on every rank.
+
+In a single process, ``fabric.save(path, state)`` then ``linker.update(score, path)``
+is all it takes. With more than one process, use :func:`save_and_link`: every rank
+must call ``fabric.save`` (sharded strategies write from all ranks), the decision
+must be the same everywhere although each rank may compute a slightly different
+score, only one rank may touch the alias, and no rank may go on before the alias
+exists. Example::
+
+    from lightning_bestlink import BestLinker
+    from lightning_bestlink import fabric as bestlink
+
+    linker = BestLinker("checkpoints/best.ckpt", mode="min")
+    state = {"model": model, "optimizer": optimizer, "best": linker}
+    if resume:
+        bestlink.load(fabric, "checkpoints/last.ckpt", state)  # restores the linker too
+    ...
+    became_best = bestlink.save_and_link(fabric, f"checkpoints/epoch={epoch}.ckpt", state,
+                                         score=val_loss, linker=linker)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lightning_bestlink._score import to_score
+from lightning_bestlink.linker import BestLinker
+
+__all__ = ["load", "save_and_link"]
+
+
+def save_and_link(
+    fabric: Any,
+    path: str | os.PathLike[str],
+    state: dict[str, Any],
+    *,
+    score: Any,
+    linker: BestLinker,
+    extra: dict[str, Any] | None = None,
+    **save_kwargs: Any,
+) -> bool:
+    """
+    Save ``state`` with ``fabric.save`` and point ``linker``'s alias at it if it is the best.
+
+    Args:
+        fabric: a launched ``lightning.fabric.Fabric``.
+        path: where ``fabric.save`` writes (a file, or a directory for sharded strategies).
+        state: what ``fabric.save`` saves. A :class:`BestLinker` in it is saved as its
+            state *including this save's outcome*, so resuming from this very checkpoint
+            restores the right best.
+        score: this save's score. Rank zero's value decides, on every rank.
+        linker: the linker to update (on rank zero only; the others mirror its state).
+        extra: JSON values for the alias's metadata (epoch, step, ...).
+        **save_kwargs: passed to ``fabric.save`` (e.g. ``filter``).
+
+    Returns:
+        The same bool on every rank: whether ``path`` became the best. When it returns,
+        the alias exists for every rank that shares the filesystem.
+    """
+    value = float(fabric.broadcast(to_score(score), src=0))
+    becomes_best = bool(fabric.broadcast(linker.is_better(value) if fabric.global_rank == 0 else None, src=0))
+    target = os.fspath(path)
+    prospective = linker.state_dict()
+    if becomes_best:
+        prospective.update(best_score=value, best_path=linker.resolve_target(target))
+    to_save = {key: (prospective if obj is linker else obj) for key, obj in state.items()}
+    fabric.save(target, to_save, **save_kwargs)
+
+    error: BaseException | None = None
+    if fabric.global_rank == 0 and becomes_best:
+        try:
+            fabric_extra = dict(extra or {})
+            linker.update(value, target, extra=fabric_extra, force=True)
+        except Exception as err:  # reported to every rank below, so none waits forever
+            error = err
+    # the broadcast is also the barrier: no rank returns before rank zero has written
+    message = fabric.broadcast(None if error is None else f"{type(error).__name__}: {error}", src=0)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RuntimeError(f"rank zero could not update the best alias: {message}")
+    if fabric.global_rank != 0 and becomes_best:
+        linker.load_state_dict(prospective, verify=False)  # mirror rank zero, without touching files
+    return becomes_best
+
+
+def load(fabric: Any, path: str | os.PathLike[str], state: dict[str, Any], **load_kwargs: Any) -> dict[str, Any]:
+    """
+    ``fabric.load`` that also restores any :class:`BestLinker` in ``state``, on every version.
+
+    The linkers are taken out of ``state`` before ``fabric.load`` and restored from
+    what it returns, so it does not depend on how a Fabric version treats objects
+    with a ``state_dict``. Returns what ``fabric.load`` returns, minus the linkers.
+    """
+    linkers = {key: obj for key, obj in state.items() if isinstance(obj, BestLinker)}
+    rest = {key: obj for key, obj in state.items() if key not in linkers}
+    remainder: dict[str, Any] = fabric.load(os.fspath(path), rest, **load_kwargs) or {}
+    state.update(rest)  # fabric.load replaces plain values in the dict it was given
+    for key, linker in linkers.items():
+        if key in remainder:
+            linker.load_state_dict(remainder.pop(key), verify=fabric.global_rank == 0)
+    return remainder
