@@ -1,5 +1,4 @@
-"""
-lightning-bestlink: a ``best.ckpt`` that always points at the best checkpoint.
+"""lightning-bestlink: a ``best.ckpt`` that always points at the best checkpoint.
 
 The core (:class:`BestLinker`) imports neither torch nor Lightning. The Trainer
 callback is resolved lazily, so ``import lightning_bestlink`` stays light::

@@ -1,5 +1,4 @@
-"""
-Every difference between Lightning versions that this package depends on, as named flags.
+"""Every difference between Lightning versions that this package depends on, as named flags.
 
 Each flag is named after exactly what it checks (a unit test compares name and
 specifier). ``RequirementCache`` is lazy: nothing is imported until a flag is read.

@@ -1,5 +1,4 @@
-"""
-Exceptions. Each subclasses a built-in so callers can catch what they already know,
+"""Exceptions. Each subclasses a built-in so callers can catch what they already know,
 and each pickles (it may cross a process boundary in a distributed run)."""
 
 from __future__ import annotations

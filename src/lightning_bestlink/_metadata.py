@@ -1,5 +1,4 @@
-"""
-The JSON record next to the alias: what it points at, with which score, and proof of ownership.
+"""The JSON record next to the alias: what it points at, with which score, and proof of ownership.
 
 The record for ``best.ckpt`` is ``best.ckpt.bestlink.json`` in the same directory.
 It is plain JSON, readable without torch::
@@ -37,8 +36,7 @@ SUFFIX = ".bestlink.json"
 
 
 def metadata_path(link_path: str) -> str:
-    """
-    Where the record of ``link_path`` lives.
+    """Where the record of ``link_path`` lives.
 
     >>> metadata_path("/ckpt/best.ckpt")
     '/ckpt/best.ckpt.bestlink.json'

@@ -1,5 +1,4 @@
-"""
-Storage: how the alias is written, and nothing about which score is better.
+"""Storage: how the alias is written, and nothing about which score is better.
 
 Every alias change is staged under a hidden temporary name in the alias's own
 directory and published with one rename (``os.replace``; for directories an atomic

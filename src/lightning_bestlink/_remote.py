@@ -1,5 +1,4 @@
-"""
-Storage on fsspec filesystems (object stores, ``memory://``): the alias is a copy
+"""Storage on fsspec filesystems (object stores, ``memory://``): the alias is a copy
 the filesystem makes itself, a server-side copy on object stores, which replaces the
 object atomically. Never a download and re-upload, never a second serialisation.
 """

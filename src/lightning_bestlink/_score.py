@@ -1,5 +1,4 @@
-"""
-Score policy: turning a value into a float and deciding whether it is better.
+"""Score policy: turning a value into a float and deciding whether it is better.
 
 Pure functions, no I/O, no torch: a 0-d tensor or a numpy scalar is read through
 the methods it exposes (``numel``/``size`` and ``item``), never by importing the
@@ -19,8 +18,7 @@ TIES: tuple[str, ...] = ("first", "last")
 
 
 def check_mode(mode: object) -> Mode:
-    """
-    Return ``mode`` if it is ``"min"`` or ``"max"``, else raise ``ValueError``.
+    """Return ``mode`` if it is ``"min"`` or ``"max"``, else raise ``ValueError``.
 
     >>> check_mode("max")
     'max'
@@ -56,8 +54,7 @@ def _element_count(value: Any) -> int | None:
 
 
 def to_score(value: Any, *, name: str = "score") -> float:
-    """
-    Read one real number out of ``value``, without importing torch or numpy.
+    """Read one real number out of ``value``, without importing torch or numpy.
 
     Accepts int, float, numpy scalars and arrays, and tensors holding exactly one
     element (a 0-d tensor is what Lightning logs). NaN and infinities pass through;
@@ -98,8 +95,7 @@ def to_score(value: Any, *, name: str = "score") -> float:
 
 
 def is_better(candidate: float, best: float | None, mode: Mode, ties: Ties = "first") -> bool:
-    """
-    Whether ``candidate`` should replace ``best``.
+    """Whether ``candidate`` should replace ``best``.
 
     NaN never becomes the best. With no best yet, any other number does. Equal
     scores keep the first unless ``ties="last"``.

@@ -1,5 +1,4 @@
-"""
-The Trainer adapter, written once for both ``lightning.pytorch`` and ``pytorch_lightning``.
+"""The Trainer adapter, written once for both ``lightning.pytorch`` and ``pytorch_lightning``.
 
 ``BestLinkMixin`` holds no linking logic: it decides *when* (right after a
 checkpoint becomes ``best_model_path`` and is written, before Lightning evicts the
@@ -28,8 +27,7 @@ SaveBest = bool | str | None
 
 
 def check_save_best(save_best: object) -> str | None:
-    """
-    The link kind ``save_best`` asks for (None when off); raises ``ValueError`` otherwise.
+    """The link kind ``save_best`` asks for (None when off); raises ``ValueError`` otherwise.
 
     >>> check_save_best(True), check_save_best(None), check_save_best("copy")
     ('auto', None, 'copy')

@@ -1,5 +1,4 @@
-"""
-``ModelCheckpointWithLinkBest`` for ``lightning.pytorch``: a ``best.ckpt`` next to ``last.ckpt``.
+"""``ModelCheckpointWithLinkBest`` for ``lightning.pytorch``: a ``best.ckpt`` next to ``last.ckpt``.
 
 Example::
 
@@ -19,8 +18,7 @@ from lightning_bestlink._trainer import BestLinkMixin
 
 
 class ModelCheckpointWithLinkBest(BestLinkMixin, ModelCheckpoint):
-    """
-    Lightning's ``ModelCheckpoint`` plus a best alias (seed-compatible).
+    """Lightning's ``ModelCheckpoint`` plus a best alias (seed-compatible).
 
     Args:
         save_best: ``None``/``False`` (off), ``True`` (``"auto"``: symlink, else hardlink,

@@ -1,5 +1,4 @@
-"""
-Fabric: ``save_and_link`` around ``fabric.save``, correct on every rank.
+"""Fabric: ``save_and_link`` around ``fabric.save``, correct on every rank.
 
 In a single process, ``fabric.save(path, state)`` then ``linker.update(score, path)``
 is all it takes. With more than one process, use :func:`save_and_link`: every rank
@@ -41,8 +40,7 @@ def save_and_link(
     extra: dict[str, Any] | None = None,
     **save_kwargs: Any,
 ) -> bool:
-    """
-    Save ``state`` with ``fabric.save`` and point ``linker``'s alias at it if it is the best.
+    """Save ``state`` with ``fabric.save`` and point ``linker``'s alias at it if it is the best.
 
     Args:
         fabric: a launched ``lightning.fabric.Fabric``.
@@ -87,8 +85,7 @@ def save_and_link(
 
 
 def load(fabric: Any, path: str | os.PathLike[str], state: dict[str, Any], **load_kwargs: Any) -> dict[str, Any]:
-    """
-    ``fabric.load`` that also restores any :class:`BestLinker` in ``state``, on every version.
+    """``fabric.load`` that also restores any :class:`BestLinker` in ``state``, on every version.
 
     The linkers are taken out of ``state`` before ``fabric.load`` and restored from
     what it returns, so it does not depend on how a Fabric version treats objects

@@ -1,5 +1,4 @@
-"""
-``BestLinker``: keeps an alias pointing at the best checkpoint seen so far.
+"""``BestLinker``: keeps an alias pointing at the best checkpoint seen so far.
 
 It composes three independent parts: the score policy (:mod:`._score`), the
 storage that writes the alias (:mod:`._publish`) and the JSON record next to it
@@ -53,8 +52,7 @@ class AliasReport:
 
 
 class BestLinker:
-    """
-    Keep ``link_path`` pointing at the best checkpoint passed to :meth:`update`.
+    """Keep ``link_path`` pointing at the best checkpoint passed to :meth:`update`.
 
     Args:
         link_path: where the alias goes, e.g. ``"checkpoints/best.ckpt"`` or an fsspec
@@ -182,8 +180,7 @@ class BestLinker:
         extra: dict[str, Any] | None = None,
         force: bool = False,
     ) -> bool:
-        """
-        Offer a checkpoint; point the alias at it if its score is the best so far.
+        """Offer a checkpoint; point the alias at it if its score is the best so far.
 
         Args:
             score: one real number (int, float, numpy scalar, 0-d tensor).
@@ -373,8 +370,7 @@ class BestLinker:
         return report("ok", expected, f"{state.kind} copy of the best checkpoint")
 
     def repair(self) -> AliasReport:
-        """
-        Rebuild the alias if it is missing, dangling or points away from :attr:`best_path`.
+        """Rebuild the alias if it is missing, dangling or points away from :attr:`best_path`.
 
         Returns the report after the repair. Refuses (with :class:`AliasConflictError`)
         to replace a file this library did not write. When the best checkpoint itself
@@ -434,8 +430,7 @@ class BestLinker:
             }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """
-        Restore the best from :meth:`state_dict`; the alias is verified and, if needed,
+        """Restore the best from :meth:`state_dict`; the alias is verified and, if needed,
         rebuilt on the next :meth:`update` (or call :meth:`repair` to do it now)."""
         if not isinstance(state, dict) or "best_score" not in state or "best_path" not in state:
             raise ValueError(
@@ -469,8 +464,7 @@ class BestLinker:
     def from_metadata(
         cls, link_path: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
     ) -> BestLinker:
-        """
-        Rebuild a linker from the record next to an existing alias (used by the CLI).
+        """Rebuild a linker from the record next to an existing alias (used by the CLI).
 
         Raises ``FileNotFoundError`` when there is no record.
         """
@@ -492,8 +486,7 @@ class BestLinker:
 def read_metadata(
     link_path: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
 ) -> dict[str, Any] | None:
-    """
-    The record next to an alias, with ``target`` made absolute; None if there is none.
+    """The record next to an alias, with ``target`` made absolute; None if there is none.
 
     Handy for evaluation jobs: ``read_metadata("ckpt/best.ckpt")["score"]``.
     """

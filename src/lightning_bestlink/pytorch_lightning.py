@@ -1,5 +1,4 @@
-"""
-``ModelCheckpointWithLinkBest`` for the standalone ``pytorch_lightning`` package.
+"""``ModelCheckpointWithLinkBest`` for the standalone ``pytorch_lightning`` package.
 
 The same adapter as :mod:`lightning_bestlink.callbacks`, on
 ``pytorch_lightning.callbacks.ModelCheckpoint``::
