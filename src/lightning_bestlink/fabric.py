@@ -60,9 +60,7 @@ def save_and_link(
     value = float(fabric.broadcast(to_score(score), src=0))
     becomes_best = bool(fabric.broadcast(linker.is_better(value) if fabric.global_rank == 0 else None, src=0))
     target = os.fspath(path)
-    prospective = linker.state_dict()
-    if becomes_best:
-        prospective.update(best_score=value, best_path=linker.resolve_target(target))
+    prospective = linker.prospective_state(value, target) if becomes_best else linker.state_dict()
     to_save = {key: (prospective if obj is linker else obj) for key, obj in state.items()}
     fabric.save(target, to_save, **save_kwargs)
 

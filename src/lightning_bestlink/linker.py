@@ -415,23 +415,42 @@ class BestLinker:
     def state_dict(self) -> dict[str, Any]:
         """Plain, picklable, JSON-serialisable state."""
         with self._lock:
-            rel = None
-            if self._best_path is not None:
-                rel = self._storage.relative(self._best_path, self._link_path)
-            return {
-                "version": _STATE_VERSION,
-                "link_path": self._link_path,
-                "mode": self._mode,
-                "ties": self._ties,
-                "best_score": self._best_score,
-                "best_path": self._best_path,
-                "best_path_relative": rel,
-                "link_kind": self._link_kind,
-            }
+            return self._state(self._best_score, self._best_path)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the best from :meth:`state_dict`; the alias is verified and, if needed,
-        rebuilt on the next :meth:`update` (or call :meth:`repair` to do it now)."""
+    def prospective_state(self, score: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The :meth:`state_dict` this linker will have once ``path`` is the best with ``score``.
+
+        For saving the linker inside the very checkpoint that becomes the best (the
+        Fabric helper does this). No I/O; ``path`` need not exist yet.
+        """
+        with self._lock:
+            return self._state(to_score(score), self.normalize(path))
+
+    def normalize(self, path: str | os.PathLike[str]) -> str:
+        """The form :attr:`best_path` takes for ``path`` (absolute, or a full URL). No I/O."""
+        return self._storage.normalize(path)
+
+    def _state(self, best_score: float | None, best_path: str | None) -> dict[str, Any]:
+        rel = None if best_path is None else self._storage.relative(best_path, self._link_path)
+        return {
+            "version": _STATE_VERSION,
+            "link_path": self._link_path,
+            "mode": self._mode,
+            "ties": self._ties,
+            "best_score": best_score,
+            "best_path": best_path,
+            "best_path_relative": rel,
+            "link_kind": self._link_kind,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], *, verify: bool = True) -> None:
+        """Restore the best from :meth:`state_dict`.
+
+        With ``verify=True`` the alias is checked and, if needed, rebuilt on the next
+        :meth:`update` (or call :meth:`repair` to do it now). ``verify=False`` trusts
+        the state and never touches files for it (for ranks that only mirror the
+        rank that writes).
+        """
         if not isinstance(state, dict) or "best_score" not in state or "best_path" not in state:
             raise ValueError(
                 f"state must be a dict from BestLinker.state_dict(), got {type(state).__name__} {state!r:.200}"
@@ -458,7 +477,7 @@ class BestLinker:
             self._best_score = to_score(best_score, name="state['best_score']")
             self._best_path = target
             self._link_kind = state.get("link_kind")
-            self._needs_verify = True
+            self._needs_verify = bool(verify)
 
     @classmethod
     def from_metadata(
