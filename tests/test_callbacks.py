@@ -1,0 +1,370 @@
+"""ModelCheckpointWithLinkBest on the Trainer, for both Lightning packages.
+
+Each test runs once on ``lightning.pytorch`` and once on ``pytorch_lightning``
+(whichever are installed): the adapter is one mixin on two base classes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tests._lit import make_module, trainer  # noqa: E402
+
+pytestmark = pytest.mark.lightning
+
+PACKAGES = {
+    "lightning.pytorch": "lightning_bestlink.callbacks",
+    "pytorch_lightning": "lightning_bestlink.pytorch_lightning",
+}
+
+
+def _available(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(params=list(PACKAGES), ids=["lightning", "pytorch_lightning"])
+def pkg(request: pytest.FixtureRequest) -> Any:
+    if not _available(request.param):
+        pytest.skip(f"{request.param} is not installed")
+    return importlib.import_module(request.param)
+
+
+@pytest.fixture
+def cls(pkg: Any) -> Any:
+    return importlib.import_module(PACKAGES[pkg.__name__]).ModelCheckpointWithLinkBest
+
+
+def _flag(pkg: Any, minor: int) -> bool:
+    from lightning_bestlink import _compat
+
+    prefix = "_LIGHTNING" if pkg.__name__ == "lightning.pytorch" else "_PYTORCH_LIGHTNING"
+    return bool(getattr(_compat, f"{prefix}_GE_2_{minor}"))
+
+
+def resolve(path: str | Path) -> str:
+    return os.path.realpath(path)
+
+
+def alias_ok(ckpt: Any) -> None:
+    """The alias exists, resolves to an existing file, and that file is best_model_path."""
+    alias = ckpt.best_link_path
+    assert os.path.exists(alias), f"{alias} missing"
+    if os.path.islink(alias):
+        assert resolve(alias) == resolve(ckpt.best_model_path)
+    else:
+        assert os.path.samefile(alias, ckpt.best_model_path) or (
+            Path(alias).read_bytes() == Path(ckpt.best_model_path).read_bytes()
+        )
+
+
+def files(d: Path) -> set[str]:
+    return {p.name for p in d.iterdir() if not p.name.startswith(".")}
+
+
+# --- construction ----------------------------------------------------------------
+
+
+def test_is_a_model_checkpoint_and_seed_compatible(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    ckpt = cls(True, dirpath=tmp_path, monitor="val_loss")
+    assert isinstance(ckpt, pkg.callbacks.ModelCheckpoint)
+    assert cls.CHECKPOINT_NAME_BEST == "best"
+    assert ckpt.save_best is True
+    assert cls(dirpath=tmp_path).save_best is None
+    pickle.dumps(ckpt)
+
+
+def test_lazy_top_level_name() -> None:
+    pytest.importorskip("lightning")
+    import lightning_bestlink
+    from lightning_bestlink.callbacks import ModelCheckpointWithLinkBest
+
+    assert lightning_bestlink.ModelCheckpointWithLinkBest is ModelCheckpointWithLinkBest
+
+
+@pytest.mark.parametrize("bad", ["yes", 1.5, "link", "Symlink"])
+def test_bad_save_best_is_refused(cls: Any, bad: Any) -> None:
+    with pytest.raises(ValueError, match=r"save_best must be .* got"):
+        cls(save_best=bad)
+
+
+# --- every ModelCheckpoint feature, with and without save_best ---------------------
+
+LOSSES = [3.0, 1.0, 2.0, 0.5, 4.0]
+
+
+def _configs(pkg_name: str) -> list[Any]:
+    return [
+        pytest.param({"save_top_k": 1}, id="top1"),
+        pytest.param({"save_top_k": 2}, id="top2"),
+        pytest.param({"save_top_k": -1}, id="all"),
+        pytest.param({"save_top_k": 1, "save_last": True}, id="last-true"),
+        pytest.param({"save_top_k": 2, "save_last": "link"}, id="last-link"),
+        pytest.param({"save_top_k": 1, "enable_version_counter": False}, id="no-version-counter"),
+        pytest.param({"save_top_k": 2, "every_n_epochs": 2}, id="every-2-epochs"),
+        pytest.param({"save_top_k": 2, "save_on_train_epoch_end": True}, id="train-epoch-end"),
+        pytest.param({"save_top_k": 1, "save_weights_only": True}, id="weights-only"),
+        pytest.param({"save_top_k": 1, "mode": "max"}, id="mode-max"),
+        pytest.param({"monitor": None, "save_top_k": 1}, id="monitor-none"),
+        pytest.param({"monitor": None, "save_top_k": -1}, id="monitor-none-all"),
+        pytest.param({"save_top_k": 2, "every_n_train_steps": 3, "filename": "{step}"}, id="every-3-steps"),
+        pytest.param({"save_top_k": 2, "filename": "fixed"}, id="version-counter"),
+    ]
+
+
+def _needs(pkg: Any, options: dict[str, Any]) -> None:
+    if options.get("save_last") == "link" and not _flag(pkg, 2):
+        pytest.skip("save_last='link' exists from Lightning 2.2")
+    if "enable_version_counter" in options and not _flag(pkg, 1):
+        pytest.skip("enable_version_counter exists from Lightning 2.1")
+
+
+@pytest.mark.parametrize("options", _configs(""))
+def test_same_files_and_state_as_stock_model_checkpoint(
+    pkg: Any, cls: Any, tmp_path: Path, options: dict[str, Any]
+) -> None:
+    _needs(pkg, options)
+    options = {"monitor": "val_loss", **options}
+    runs = {}
+    for name, factory in (("stock", pkg.callbacks.ModelCheckpoint), ("ours", cls)):
+        d = tmp_path / name
+        extra = {"save_best": True} if name == "ours" else {}
+        ckpt = factory(dirpath=d, **options, **extra)
+        trainer(pkg, tmp_path, [ckpt], max_epochs=len(LOSSES)).fit(make_module(pkg, LOSSES))
+        runs[name] = (d, ckpt)
+    (d_stock, stock), (d_ours, ours) = runs["stock"], runs["ours"]
+    assert files(d_ours) - {"best.ckpt", "best.ckpt.bestlink.json"} == files(d_stock)
+    assert os.path.basename(ours.best_model_path) == os.path.basename(stock.best_model_path)
+    assert os.path.basename(ours.last_model_path) == os.path.basename(stock.last_model_path)
+    assert {os.path.basename(k) for k in ours.best_k_models} == {os.path.basename(k) for k in stock.best_k_models}
+    if options.get("save_last") == "link":
+        assert os.path.islink(d_ours / "last.ckpt"), "save_last='link' must stay a link"
+    alias_ok(ours)
+    record = json.loads((d_ours / "best.ckpt.bestlink.json").read_text())
+    assert record["target"] == os.path.basename(ours.best_model_path)
+    assert record["extra"]["monitor"] == options["monitor"]
+
+
+def test_train_time_interval(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    ckpt = cls(save_best=True, dirpath=tmp_path, monitor="val_loss", train_time_interval=timedelta(seconds=0))
+    trainer(pkg, tmp_path, [ckpt], max_epochs=3).fit(make_module(pkg, [2.0, 1.0, 3.0]))
+    assert ckpt.best_model_path
+    alias_ok(ckpt)
+
+
+def test_metadata_records_monitor_score_epoch_step(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    ckpt = cls(save_best=True, dirpath=tmp_path, monitor="val_loss")
+    trainer(pkg, tmp_path, [ckpt], max_epochs=4).fit(make_module(pkg, [3.0, 1.0, 2.0, 4.0]))
+    from lightning_bestlink import read_metadata
+
+    record = read_metadata(tmp_path / "best.ckpt")
+    assert record is not None
+    assert record["score"] == pytest.approx(1.0)
+    assert record["mode"] == "min"
+    assert record["extra"]["monitor"] == "val_loss"
+    assert record["extra"]["epoch"] == 1
+    assert record["extra"]["step"] == 4  # 2 batches a epoch, after epoch 1
+    assert os.path.basename(record["target"]) == "epoch=1-step=4.ckpt"
+
+
+# --- the alias never dangles -------------------------------------------------------
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_alias_never_points_at_a_removed_file(pkg: Any, cls: Any, tmp_path: Path, top_k: int) -> None:
+    checks: list[str] = []
+
+    class Watch(pkg.Callback):  # type: ignore[misc,name-defined]
+        def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+            strategy = trainer.strategy
+            original = strategy.remove_checkpoint
+
+            def remove(filepath: Any) -> None:
+                alias = ckpt.best_link_path
+                if os.path.lexists(alias):
+                    assert resolve(alias) != resolve(filepath), f"alias still points at {filepath}"
+                original(filepath)
+                if os.path.lexists(alias):
+                    assert os.path.exists(alias), "alias dangles after a removal"
+                checks.append(str(filepath))
+
+            strategy.remove_checkpoint = remove
+
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            if ckpt.best_model_path:
+                alias_ok(ckpt)
+
+    ckpt = cls(save_best=True, dirpath=tmp_path, monitor="val_loss", save_top_k=top_k)
+    losses = [5.0, 4.0, 3.0, 2.0, 1.0, 0.5]  # every epoch is a new best: every save evicts
+    trainer(pkg, tmp_path, [ckpt, Watch()], max_epochs=len(losses)).fit(make_module(pkg, losses))
+    assert len(checks) == len(losses) - top_k
+    alias_ok(ckpt)
+
+
+# --- naming: never "last", never evicted, no collisions ------------------------------
+
+
+def test_alias_is_not_a_last_checkpoint_and_survives_eviction(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    ckpt = cls(save_best=True, dirpath=tmp_path, monitor="val_loss", save_top_k=1, save_last=True)
+    t = trainer(pkg, tmp_path, [ckpt], max_epochs=4)
+    t.fit(make_module(pkg, [4.0, 3.0, 2.0, 1.0]))
+    assert {os.path.basename(p) for p in ckpt._find_last_checkpoints(t)} == {"last.ckpt"}
+    assert os.path.exists(tmp_path / "best.ckpt")
+    alias_ok(ckpt)
+
+
+@pytest.mark.parametrize(
+    ("attr", "value", "message"),
+    [
+        ("filename", "best", "makes checkpoints named like the best alias"),
+        ("CHECKPOINT_NAME_BEST", "last", "looks like a 'last' checkpoint name"),
+        ("CHECKPOINT_NAME_BEST", "last-best", "looks like a 'last' checkpoint name"),
+        ("CHECKPOINT_NAME_BEST", "{epoch}-best", "plain file name"),
+        ("CHECKPOINT_NAME_LAST", "best", "looks like a 'last' checkpoint name"),
+    ],
+)
+def test_colliding_names_are_refused_at_setup(
+    pkg: Any, cls: Any, tmp_path: Path, attr: str, value: str, message: str
+) -> None:
+    ckpt = cls(save_best=True, dirpath=tmp_path, monitor="val_loss", save_last=True)
+    setattr(ckpt, attr, value)
+    with pytest.raises(ValueError, match=message):
+        trainer(pkg, tmp_path, [ckpt], max_epochs=1).fit(make_module(pkg, [1.0]))
+    assert not (tmp_path / "best.ckpt").exists()
+
+
+def test_two_instances_keep_their_own_alias(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    loss = cls(save_best=True, dirpath=tmp_path, monitor="val_loss", filename="loss-{epoch}")
+    acc = cls(save_best=True, dirpath=tmp_path, monitor="val_acc", mode="max", filename="acc-{epoch}")
+    loss.CHECKPOINT_NAME_BEST = "best-val_loss"
+    acc.CHECKPOINT_NAME_BEST = "best-val_acc"
+
+    class Both(pkg.LightningModule):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = make_module(pkg, [3.0, 1.0, 2.0])
+
+        def forward(self, x: Any) -> Any:
+            return self.inner.layer(x)
+
+        def training_step(self, batch: Any, i: int) -> Any:
+            return self.inner.layer(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch: Any, i: int) -> None:
+            self.log("val_loss", [3.0, 1.0, 2.0][self.current_epoch])
+            self.log("val_acc", [0.1, 0.2, 0.9][self.current_epoch])
+
+        def configure_optimizers(self) -> Any:
+            return self.inner.configure_optimizers()
+
+        def train_dataloader(self) -> Any:
+            return self.inner.train_dataloader()
+
+        def val_dataloader(self) -> Any:
+            return self.inner.val_dataloader()
+
+    trainer(pkg, tmp_path, [loss, acc], max_epochs=3).fit(Both())
+    assert os.readlink(tmp_path / "best-val_loss.ckpt") == "loss-epoch=1.ckpt"
+    assert os.readlink(tmp_path / "best-val_acc.ckpt") == "acc-epoch=2.ckpt"
+
+
+def test_two_instances_writing_one_alias_are_refused(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    a = cls(save_best=True, dirpath=tmp_path, monitor="val_loss", filename="a-{epoch}")
+    b = cls(save_best=True, dirpath=tmp_path, monitor="val_acc", mode="max", filename="b-{epoch}")
+    with pytest.raises(ValueError, match="would both write the best alias"):
+        trainer(pkg, tmp_path, [a, b], max_epochs=1).fit(make_module(pkg, [1.0]))
+
+
+# --- resume --------------------------------------------------------------------------
+
+
+def _fit(pkg: Any, cls: Any, root: Path, losses: list[float], ckpt_path: str | None = None, **kw: Any) -> Any:
+    ckpt = cls(save_best=True, dirpath=root / "ckpt", monitor="val_loss", save_last=True, **kw)
+    t = trainer(pkg, root, [ckpt], max_epochs=len(losses))
+    t.fit(make_module(pkg, losses), ckpt_path=ckpt_path)
+    return ckpt
+
+
+@pytest.mark.parametrize("damage", ["none", "deleted", "pointed-away", "metadata-deleted"])
+def test_resume_keeps_the_best_and_repairs_the_alias(pkg: Any, cls: Any, tmp_path: Path, damage: str) -> None:
+    first = _fit(pkg, cls, tmp_path, [3.0, 1.0, 2.0], save_top_k=2)
+    best = first.best_model_path
+    alias = tmp_path / "ckpt" / "best.ckpt"
+    assert resolve(alias) == resolve(best)
+    if damage == "deleted":
+        alias.unlink()
+    elif damage == "pointed-away":
+        alias.unlink()
+        alias.symlink_to("last.ckpt")
+    elif damage == "metadata-deleted":
+        (tmp_path / "ckpt" / "best.ckpt.bestlink.json").unlink()
+
+    seen: list[str] = []
+
+    class Probe(pkg.Callback):  # type: ignore[misc,name-defined]
+        # Lightning runs checkpoint callbacks last, so look at the start of the first epoch
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            if not seen:
+                seen.append(resolve(alias))
+
+    ckpt = cls(save_best=True, dirpath=tmp_path / "ckpt", monitor="val_loss", save_last=True, save_top_k=2)
+    t = trainer(pkg, tmp_path, [ckpt, Probe()], max_epochs=5)
+    # worse scores after the resume: the alias must not move
+    t.fit(make_module(pkg, [3.0, 1.0, 2.0, 5.0, 6.0]), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert seen == [resolve(best)], "the alias is checked and rebuilt when training starts"
+    assert ckpt.best_model_path == best
+    assert resolve(alias) == resolve(best)
+
+
+def test_state_keeps_all_lightning_keys(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    stock = pkg.callbacks.ModelCheckpoint(dirpath=tmp_path, monitor="val_loss")
+    ours = cls(save_best=True, dirpath=tmp_path / "o", monitor="val_loss")
+    trainer(pkg, tmp_path, [ours], max_epochs=2).fit(make_module(pkg, [2.0, 1.0]))
+    state = ours.state_dict()
+    assert set(stock.state_dict()) <= set(state)
+    assert state["best_link"]["best_path"] == ours.best_model_path
+    json.dumps(state["best_link"])
+    assert ours.state_key.startswith("ModelCheckpointWithLinkBest")
+
+
+# --- remote dirpath ----------------------------------------------------------------
+
+
+def test_memory_dirpath_copies_without_a_second_save(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    counts: dict[str, int] = {}
+    for name, factory, extra in (
+        ("stock", pkg.callbacks.ModelCheckpoint, {}),
+        ("ours", cls, {"save_best": True}),
+    ):
+        ckpt = factory(dirpath=f"memory://bestlink-{name}", monitor="val_loss", save_top_k=1, **extra)
+        t = trainer(pkg, tmp_path, [ckpt], max_epochs=4)
+        calls = []
+        original = t.strategy.checkpoint_io.save_checkpoint
+
+        def save(checkpoint: Any, path: Any, *a: Any, _calls: list[Any] = calls, **k: Any) -> Any:
+            _calls.append(str(path))
+            return original(checkpoint, path, *a, **k)
+
+        t.strategy.checkpoint_io.save_checkpoint = save
+        t.fit(make_module(pkg, [3.0, 1.0, 2.0, 0.5]))
+        counts[name] = len(calls)
+        if name == "ours":
+            alias = "/bestlink-ours/best.ckpt"
+            assert fs.cat(alias) == fs.cat(ckpt.best_model_path.replace("memory://", ""))
+            assert ckpt.best_linker.link_kind == "copy"
+    assert counts["ours"] == counts["stock"], "the model must not be serialised a second time"
