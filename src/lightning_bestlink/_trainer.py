@@ -140,19 +140,36 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
         best = self.best_model_path
         if linker is None or not best or best == self._linked_best_path:
             return
-        error = None
+
+        def write() -> None:
+            linker.update(self._best_score(trainer), best, extra=self._best_extra(trainer), force=True)
+
+        self._on_rank_zero(trainer, linker, write, "update")
+        self._linked_best_path = best
+
+    def _on_rank_zero(self, trainer: Any, linker: BestLinker, action: Any, what: str) -> None:
+        """Run ``action`` on global rank zero; every rank gets its outcome and linker state.
+
+        The broadcast is also the barrier: no rank goes on before rank zero has
+        written, and an error on rank zero is raised on every rank instead of
+        leaving the others waiting.
+        """
+        outcome: dict[str, Any] = {"error": None, "state": None}
+        error: Exception | None = None
         if trainer.is_global_zero:
             try:
-                linker.update(self._best_score(trainer), best, extra=self._best_extra(trainer), force=True)
-            except Exception as err:  # reported to every rank below, so none waits forever
+                action()
+            except Exception as err:
                 error = err
-        # rank zero's outcome reaches every rank; it is also the barrier after the write
-        message = trainer.strategy.broadcast(None if error is None else f"{type(error).__name__}: {error}")
+                outcome["error"] = f"{type(err).__name__}: {err}"
+            outcome["state"] = linker.state_dict()
+        outcome = trainer.strategy.broadcast(outcome)
         if error is not None:
             raise error
-        if message is not None:
-            raise RuntimeError(f"rank zero could not update the best alias: {message}")
-        self._linked_best_path = best
+        if outcome["error"] is not None:
+            raise RuntimeError(f"rank zero could not {what} the best alias: {outcome['error']}")
+        if not trainer.is_global_zero:
+            linker.load_state_dict(outcome["state"], verify=False)  # mirror rank zero, no file I/O
 
     def _best_score(self, trainer: Any) -> Any:
         if self.monitor is None or self.best_model_score is None:
@@ -172,26 +189,20 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         super().on_train_start(trainer, pl_module)
         linker = self._best_linker
-        if linker is None or not self.best_model_path:
+        best = self.best_model_path
+        if linker is None or not best:
             return
+
         # after every restore (some strategies restore after on_fit_start): check the alias
-        # and rebuild it if it was deleted or damaged
-        error = None
-        if trainer.is_global_zero:
-            try:
-                score = self._best_score(trainer)
-                linker.load_state_dict({"best_score": _plain(score), "best_path": self.best_model_path})
-                report = linker.repair()
-                if not report.ok:
-                    warnings.warn(f"best alias not restored: {report.detail}", BestLinkWarning, stacklevel=2)
-            except Exception as err:
-                error = err
-        message = trainer.strategy.broadcast(None if error is None else f"{type(error).__name__}: {error}")
-        if error is not None:
-            raise error
-        if message is not None:
-            raise RuntimeError(f"rank zero could not verify the best alias: {message}")
-        self._linked_best_path = self.best_model_path
+        # against the restored best_model_path, and rebuild it if it was deleted or damaged
+        def repair() -> None:
+            linker.load_state_dict({"best_score": _plain(self._best_score(trainer)), "best_path": best})
+            report = linker.repair()
+            if not report.ok:
+                warnings.warn(f"best alias not restored: {report.detail}", BestLinkWarning, stacklevel=2)
+
+        self._on_rank_zero(trainer, linker, repair, "verify")
+        self._linked_best_path = best
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = super().state_dict()
