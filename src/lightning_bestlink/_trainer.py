@@ -16,6 +16,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from lightning_bestlink._publish import LINK_CHOICES
+from lightning_bestlink._ranks import on_rank_zero
 from lightning_bestlink.linker import BestLinker, BestLinkWarning
 
 if TYPE_CHECKING:
@@ -144,32 +145,8 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
         def write() -> None:
             linker.update(self._best_score(trainer), best, extra=self._best_extra(trainer), force=True)
 
-        self._on_rank_zero(trainer, linker, write, "update")
+        on_rank_zero(trainer.is_global_zero, trainer.strategy.broadcast, linker, write, "update")
         self._linked_best_path = best
-
-    def _on_rank_zero(self, trainer: Any, linker: BestLinker, action: Any, what: str) -> None:
-        """Run ``action`` on global rank zero; every rank gets its outcome and linker state.
-
-        The broadcast is also the barrier: no rank goes on before rank zero has
-        written, and an error on rank zero is raised on every rank instead of
-        leaving the others waiting.
-        """
-        outcome: dict[str, Any] = {"error": None, "state": None}
-        error: Exception | None = None
-        if trainer.is_global_zero:
-            try:
-                action()
-            except Exception as err:
-                error = err
-                outcome["error"] = f"{type(err).__name__}: {err}"
-            outcome["state"] = linker.state_dict()
-        outcome = trainer.strategy.broadcast(outcome)
-        if error is not None:
-            raise error
-        if outcome["error"] is not None:
-            raise RuntimeError(f"rank zero could not {what} the best alias: {outcome['error']}")
-        if not trainer.is_global_zero:
-            linker.load_state_dict(outcome["state"], verify=False)  # mirror rank zero, no file I/O
 
     def _best_score(self, trainer: Any) -> Any:
         if self.monitor is None or self.best_model_score is None:
@@ -201,7 +178,7 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
             if not report.ok:
                 warnings.warn(f"best alias not restored: {report.detail}", BestLinkWarning, stacklevel=2)
 
-        self._on_rank_zero(trainer, linker, repair, "verify")
+        on_rank_zero(trainer.is_global_zero, trainer.strategy.broadcast, linker, repair, "verify")
         self._linked_best_path = best
 
     def state_dict(self) -> dict[str, Any]:

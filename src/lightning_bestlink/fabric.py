@@ -22,10 +22,12 @@ exists. Example::
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
+from lightning_bestlink._ranks import on_rank_zero
 from lightning_bestlink._score import to_score
-from lightning_bestlink.linker import BestLinker
+from lightning_bestlink.linker import BestLinker, BestLinkWarning
 
 __all__ = ["load", "save_and_link"]
 
@@ -64,21 +66,11 @@ def save_and_link(
     to_save = {key: (prospective if obj is linker else obj) for key, obj in state.items()}
     fabric.save(target, to_save, **save_kwargs)
 
-    error: BaseException | None = None
-    if fabric.global_rank == 0 and becomes_best:
-        try:
-            fabric_extra = dict(extra or {})
-            linker.update(value, target, extra=fabric_extra, force=True)
-        except Exception as err:  # reported to every rank below, so none waits forever
-            error = err
-    # the broadcast is also the barrier: no rank returns before rank zero has written
-    message = fabric.broadcast(None if error is None else f"{type(error).__name__}: {error}", src=0)
-    if error is not None:
-        raise error
-    if message is not None:
-        raise RuntimeError(f"rank zero could not update the best alias: {message}")
-    if fabric.global_rank != 0 and becomes_best:
-        linker.load_state_dict(prospective, verify=False)  # mirror rank zero, without touching files
+    def write() -> None:
+        if becomes_best:
+            linker.update(value, target, extra=dict(extra or {}), force=True)
+
+    on_rank_zero(fabric.global_rank == 0, _broadcaster(fabric), linker, write, "update")
     return becomes_best
 
 
@@ -94,6 +86,20 @@ def load(fabric: Any, path: str | os.PathLike[str], state: dict[str, Any], **loa
     remainder: dict[str, Any] = fabric.load(os.fspath(path), rest, **load_kwargs) or {}
     state.update(rest)  # fabric.load replaces plain values in the dict it was given
     for key, linker in linkers.items():
-        if key in remainder:
-            linker.load_state_dict(remainder.pop(key), verify=fabric.global_rank == 0)
+        if key not in remainder:
+            continue
+        restored = remainder.pop(key)
+
+        def restore(linker: BestLinker = linker, restored: Any = restored) -> None:
+            # verify now, not at the next improving update: the alias may have been deleted
+            linker.load_state_dict(restored)
+            report = linker.repair()
+            if not report.ok:
+                warnings.warn(f"best alias not restored: {report.detail}", BestLinkWarning, stacklevel=3)
+
+        on_rank_zero(fabric.global_rank == 0, _broadcaster(fabric), linker, restore, "restore")
     return remainder
+
+
+def _broadcaster(fabric: Any) -> Any:
+    return lambda obj: fabric.broadcast(obj, src=0)
