@@ -76,9 +76,9 @@ def test_resume_repairs_a_deleted_alias(fabric: Any, tmp_path: Path) -> None:
 
 
 def test_plain_fabric_load_restores_a_linker_where_supported(fabric: Any, tmp_path: Path) -> None:
-    from lightning_bestlink._compat import _FABRIC_LOADS_STATEFUL
+    from lightning_bestlink._compat import _LIGHTNING_GE_2_1
 
-    if not _FABRIC_LOADS_STATEFUL:
+    if not _LIGHTNING_GE_2_1:
         pytest.skip("this Fabric does not call load_state_dict on other objects: use lightning_bestlink.fabric.load")
     linker = BestLinker(tmp_path / "best.ckpt")
     bestlink.save_and_link(fabric, tmp_path / "a.ckpt", _state(fabric, linker), score=1.0, linker=linker)

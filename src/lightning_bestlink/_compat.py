@@ -23,7 +23,3 @@ _LIGHTNING_GE_2_5 = RequirementCache("lightning>=2.5")
 _PYTORCH_LIGHTNING_GE_2_1 = RequirementCache("pytorch_lightning>=2.1")
 _PYTORCH_LIGHTNING_GE_2_2 = RequirementCache("pytorch_lightning>=2.2")
 _PYTORCH_LIGHTNING_GE_2_5 = RequirementCache("pytorch_lightning>=2.5")
-
-#: ``Fabric.load`` calls ``load_state_dict`` on objects in ``state`` that have one
-#: (set from what each version's ``Strategy.load_checkpoint`` does; see fabric.py).
-_FABRIC_LOADS_STATEFUL = RequirementCache("lightning>=2.1")

@@ -1,0 +1,23 @@
+"""The examples in the core's docstrings run (no torch needed)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+CORE = [
+    "lightning_bestlink._score",
+    "lightning_bestlink._metadata",
+    "lightning_bestlink.linker",
+    "lightning_bestlink._trainer",
+]
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_docstring_examples(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
+    assert result.attempted > 0
