@@ -17,9 +17,10 @@ _PYTORCH_LIGHTNING_AVAILABLE = RequirementCache("pytorch_lightning>=2.0")
 _LIGHTNING_GE_2_1 = RequirementCache("lightning>=2.1")
 #: ``ModelCheckpoint(save_last="link")`` exists.
 _LIGHTNING_GE_2_2 = RequirementCache("lightning>=2.2")
-#: ``ModelCheckpoint(save_on_exception=...)`` exists (it shifts the positional arguments).
-_LIGHTNING_GE_2_5 = RequirementCache("lightning>=2.5")
+#: Lightning loads its checkpoints with ``weights_only=False`` itself; before, on torch >= 2.6 a
+#: ``ckpt_path=`` resume needs ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (Lightning's limitation).
+_LIGHTNING_GE_2_4 = RequirementCache("lightning>=2.4")
 
 _PYTORCH_LIGHTNING_GE_2_1 = RequirementCache("pytorch_lightning>=2.1")
 _PYTORCH_LIGHTNING_GE_2_2 = RequirementCache("pytorch_lightning>=2.2")
-_PYTORCH_LIGHTNING_GE_2_5 = RequirementCache("pytorch_lightning>=2.5")
+_PYTORCH_LIGHTNING_GE_2_4 = RequirementCache("pytorch_lightning>=2.4")

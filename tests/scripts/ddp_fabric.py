@@ -49,3 +49,6 @@ for epoch, score in enumerate(scores):
     )
 with open(os.path.join(out, f"rank{fabric.global_rank}.json"), "w") as fh:
     json.dump(seen, fh)
+if torch.distributed.is_initialized():
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()  # a clean exit: gloo aborts if torn down mid-flight

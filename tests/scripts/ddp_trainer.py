@@ -83,3 +83,6 @@ trainer = pl.Trainer(
 trainer.fit(Module())
 with open(os.path.join(out, f"rank{trainer.global_rank}.json"), "w") as fh:
     json.dump({"seen": Check.seen, "best_model_path": ckpt.best_model_path}, fh)
+if torch.distributed.is_initialized():
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()  # a clean exit: gloo aborts if torn down mid-flight
