@@ -374,3 +374,20 @@ def test_memory_dirpath_copies_without_a_second_save(pkg: Any, cls: Any, tmp_pat
             assert fs.cat(alias) == fs.cat(ckpt.best_model_path.replace("memory://", ""))
             assert ckpt.best_linker.link_kind == "copy"
     assert counts["ours"] == counts["stock"], "the model must not be serialised a second time"
+
+
+@pytest.mark.parametrize("save_best", ["symlink", "hardlink", "copy"])
+def test_overwritten_best_file_refreshes_the_alias(pkg: Any, cls: Any, tmp_path: Path, save_best: str) -> None:
+    if not _flag(pkg, 1):
+        pytest.skip("enable_version_counter exists from Lightning 2.1")
+    ckpt = cls(
+        save_best=save_best,
+        dirpath=tmp_path,
+        monitor="val_loss",
+        filename="model",
+        enable_version_counter=False,
+    )
+    trainer(pkg, tmp_path, [ckpt], max_epochs=3).fit(make_module(pkg, [3.0, 2.0, 1.0]))
+    assert sorted(files(tmp_path)) == ["best.ckpt", "best.ckpt.bestlink.json", "model.ckpt"]
+    assert (tmp_path / "best.ckpt").read_bytes() == (tmp_path / "model.ckpt").read_bytes()
+    assert torch.load(tmp_path / "best.ckpt", weights_only=False)["epoch"] == 2

@@ -134,12 +134,14 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
         super()._save_checkpoint(trainer, filepath)
         # the new file exists now, and Lightning evicts the old best only after this returns:
         # moving the alias here means it never points at a deleted checkpoint
-        self._link_best(trainer)
+        self._link_best(trainer, saved=filepath)
 
-    def _link_best(self, trainer: Any) -> None:
+    def _link_best(self, trainer: Any, saved: str) -> None:
         linker = self._best_linker
         best = self.best_model_path
-        if linker is None or not best or best == self._linked_best_path:
+        # also when the best file itself was just rewritten (a fixed filename with
+        # enable_version_counter=False): a copy or hard link would otherwise keep the old bytes
+        if linker is None or not best or (best == self._linked_best_path and saved != best):
             return
 
         def write() -> None:
