@@ -229,8 +229,10 @@ class LocalStorage(Storage):
 
     def normalize(self, path: str | os.PathLike[str]) -> str:
         text = os.fspath(path)
-        if text.startswith("file://"):
-            text = text[len("file://") :]
+        for scheme in ("file://", "local://"):  # fsspec's names for the local filesystem
+            if text.startswith(scheme):
+                text = text[len(scheme) :]
+                break
         return os.path.abspath(text)
 
     def target_type(self, path: str) -> Literal["file", "dir"] | None:

@@ -83,6 +83,8 @@ def to_score(value: Any, *, name: str = "score") -> float:
         )
     item = getattr(value, "item", None)
     raw = item() if callable(item) and count is not None else value
+    if isinstance(raw, bool):  # numpy.bool_ or a bool tensor: a mask, not a score
+        raise TypeError(f"{name} must be a real number, got the boolean {type(value).__name__} {value!r}")
     if isinstance(raw, complex):
         raise TypeError(f"{name} must be a real number, got the complex number {raw!r}")
     try:

@@ -199,6 +199,8 @@ class BestLinker:
         Raises:
             TypeError, ValueError: bad ``score``, ``path`` or ``extra``; nothing changed.
             FileNotFoundError: ``path`` does not exist.
+            IsADirectoryError: ``path`` is a directory and ``link="hardlink"`` (directories
+                have no hard links) or the alias is on an object store; nothing changed.
             AliasConflictError: a file this library did not write sits at ``link_path``.
             AliasWriteError: writing the alias failed; the old alias and state are intact.
         """
@@ -226,7 +228,8 @@ class BestLinker:
                 f"put the alias next to the checkpoints"
             )
         target = self._storage.normalize(text)
-        if not self._storage.remote and os.path.islink(target):
+        # compared before and after resolving: the alias itself is often a symlink
+        if target != self._link_path and not self._storage.remote and os.path.islink(target):
             target = os.path.realpath(target)  # a link to a link would follow the wrong one later
         if target == self._link_path:
             raise ValueError(
@@ -272,6 +275,8 @@ class BestLinker:
         action = f"pointing {self._link_path!r} at {target!r}"
         try:
             staged = storage.stage(target, self._link_path, self._link, durable=self._durable)
+        except IsADirectoryError:
+            raise  # a directory this link kind cannot alias: a usage error, not a failed write
         except OSError as err:
             raise wrap_os_error(err, action) from err
         new = _metadata.make(
