@@ -1,0 +1,60 @@
+"""Self-validating fake checkpoints for the core tests (no torch).
+
+A checkpoint file is a header (magic, payload length, fill byte) followed by the
+fill byte repeated: any truncated or mixed read fails :func:`fill_of`. A directory
+checkpoint holds a few such shards with the same fill byte.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+MAGIC = b"BLCK"
+HEADER = struct.Struct("<4sQB")
+SHARDS = ("shard-0.bin", "shard-1.bin", "shard-2.bin")
+TMP_MARK = ".bestlink-"
+
+
+def ckpt_bytes(fill: int, size: int = 4096) -> bytes:
+    return HEADER.pack(MAGIC, size, fill) + bytes([fill]) * size
+
+
+def write_ckpt(path: str | os.PathLike[str], fill: int, size: int = 4096, *, kind: str = "file") -> Path:
+    """Write a file (``kind="file"``) or a directory of shards (``kind="dir"``)."""
+    path = Path(path)
+    if kind == "dir":
+        path.mkdir(parents=True, exist_ok=True)
+        for name in SHARDS:
+            (path / name).write_bytes(ckpt_bytes(fill, size))
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(ckpt_bytes(fill, size))
+    return path
+
+
+def fill_of_bytes(data: bytes) -> int | None:
+    """The fill byte of complete checkpoint bytes, None when they are partial or foreign."""
+    if len(data) < HEADER.size:
+        return None
+    magic, size, fill = HEADER.unpack_from(data)
+    if magic != MAGIC or len(data) != HEADER.size + size or data[HEADER.size :] != bytes([fill]) * size:
+        return None
+    return int(fill)
+
+
+def fill_of(path: str | os.PathLike[str]) -> int | None:
+    """The fill byte of the complete checkpoint at ``path`` (file or directory), else None."""
+    path = Path(path)
+    if path.is_dir():
+        if sorted(os.listdir(path)) != list(SHARDS):
+            return None
+        fills = {fill_of_bytes((path / name).read_bytes()) for name in SHARDS}
+        return fills.pop() if len(fills) == 1 else None
+    return fill_of_bytes(path.read_bytes())
+
+
+def leftovers(directory: str | os.PathLike[str]) -> list[str]:
+    """Names of temporary files the library left in ``directory``."""
+    return sorted(name for name in os.listdir(directory) if TMP_MARK in name)
