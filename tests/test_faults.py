@@ -1,0 +1,311 @@
+"""Fault injection: os.symlink, os.link, os.replace, the copy and the metadata write fail.
+
+After a failed update the old alias is intact (same target, same bytes), the linker's
+state and the metadata are unchanged and no temporary name is left; ``link="auto"``
+falls back to the next kind only on "not supported here" errors.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lightning_bestlink import AliasWriteError, BestLinker
+from lightning_bestlink import _publish
+from lightning_bestlink._publish import LocalStorage
+from tests._ckpt import fill_of, leftovers, write_ckpt
+
+KINDS = ["symlink", "hardlink", "copy", "auto"]
+ERRNOS = {"EXDEV": errno.EXDEV, "EPERM": errno.EPERM, "ENOSPC": errno.ENOSPC}
+FALLBACK = {errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, 524}
+FUNCS = ["symlink", "link", "replace", "copyfile", "copytree", "exchange"]
+
+
+def stage_funcs(kind: str, target: str) -> set[str]:
+    if kind == "symlink":
+        return {"symlink"}
+    if kind == "hardlink":
+        return {"link"}
+    return {"copytree", "copyfile"} if target == "dir" else {"copyfile"}
+
+
+def candidates(kind: str, target: str) -> list[str]:
+    if kind != "auto":
+        return [kind]
+    return ["symlink", "copy"] if target == "dir" else ["symlink", "hardlink", "copy"]
+
+
+def expected_outcome(kind: str, target: str, func: str, err: int) -> str | None:
+    """The link kind the update ends with, or None when it must fail."""
+    order = candidates(kind, target)
+    chosen = None
+    for i, k in enumerate(order):
+        if func in stage_funcs(k, target):
+            if kind == "auto" and err in FALLBACK and i + 1 < len(order):
+                continue
+            return None
+        chosen = k
+        break
+    assert chosen is not None
+    old_kind = order[0]  # the first, unfaulted update
+    old_is_dir = old_kind == "copy" and target == "dir"
+    new_is_dir = chosen == "copy" and target == "dir"
+    commit = "exchange" if (old_is_dir or new_is_dir) else "replace"
+    return None if func == commit else chosen
+
+
+class Snapshot:
+    """What must survive a failed update."""
+
+    def __init__(self, linker: BestLinker) -> None:
+        self.linker = linker
+        alias = linker.link_path
+        self.exists = os.path.lexists(alias)
+        self.mode = os.lstat(alias).st_mode if self.exists else None
+        self.readlink = os.readlink(alias) if self.exists and os.path.islink(alias) else None
+        self.ino = os.lstat(alias).st_ino if self.exists else None
+        self.fill = fill_of(alias) if self.exists else None
+        self.record = Path(linker.metadata_path).read_bytes() if os.path.exists(linker.metadata_path) else None
+        self.state = linker.state_dict()
+
+    def assert_unchanged(self) -> None:
+        alias = self.linker.link_path
+        assert os.path.lexists(alias) == self.exists
+        if self.exists:
+            st = os.lstat(alias)
+            assert stat.S_IFMT(st.st_mode) == stat.S_IFMT(self.mode or 0)
+            assert st.st_ino == self.ino
+            assert (os.readlink(alias) if os.path.islink(alias) else None) == self.readlink
+            assert fill_of(alias) == self.fill
+        now = Path(self.linker.metadata_path).read_bytes() if os.path.exists(self.linker.metadata_path) else None
+        assert now == self.record
+        assert self.linker.state_dict() == self.state
+        assert leftovers(os.path.dirname(alias)) == []
+
+
+def inject(monkeypatch: pytest.MonkeyPatch, func: str, err: int, *, only_dst: str | None = None) -> list[str]:
+    """Make ``func`` raise ``OSError(err)``; returns the list of calls seen."""
+    calls: list[str] = []
+    exc = OSError(err, os.strerror(err))
+    if func == "replace":
+        real = os.replace
+
+        def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+            if only_dst is None or os.fspath(dst) == only_dst:
+                calls.append(func)
+                raise exc
+            real(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, "replace", replace)
+        return calls
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        calls.append(func)
+        raise exc
+
+    owner: Any = {"symlink": os, "link": os, "copyfile": shutil, "copytree": shutil, "exchange": _publish}[func]
+    monkeypatch.setattr(owner, func, fail)
+    return calls
+
+
+@pytest.mark.parametrize("err_name", list(ERRNOS))
+@pytest.mark.parametrize("func", FUNCS)
+@pytest.mark.parametrize("target", ["file", "dir"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_fault_during_swap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, target: str, func: str, err_name: str
+) -> None:
+    if kind == "hardlink" and target == "dir":
+        pytest.skip("hardlink + directory is an error (test_linker.py::test_first_update)")
+    err = ERRNOS[err_name]
+    a = write_ckpt(tmp_path / "a", 1, kind=target)
+    b = write_ckpt(tmp_path / "b", 2, kind=target)
+    linker = BestLinker(tmp_path / "best", link=kind)  # type: ignore[arg-type]
+    assert linker.update(0.5, a, extra={"epoch": 1})
+    before = Snapshot(linker)
+    expected = expected_outcome(kind, target, func, err)
+    with monkeypatch.context() as m:
+        calls = inject(m, func, err, only_dst=linker.link_path)
+        if expected is None:
+            with pytest.raises(AliasWriteError) as info:
+                linker.update(0.1, b, extra={"epoch": 2})
+        else:
+            assert linker.update(0.1, b, extra={"epoch": 2})
+    if expected is None:
+        assert calls, "the fault was never reached"
+        assert isinstance(info.value, OSError)
+        assert info.value.errno in (err, errno.EIO)  # EIO: copytree's shutil.Error carries no errno
+        assert "unchanged" in str(info.value) and str(tmp_path / "best") in str(info.value)
+        assert pickle.loads(pickle.dumps(info.value)).errno == info.value.errno
+        before.assert_unchanged()
+        assert fill_of(a) == 1 and fill_of(b) == 2
+        # nothing was spoiled for the next attempt
+        assert linker.update(0.1, b)
+    else:
+        assert linker.link_kind == expected
+    assert fill_of(linker.link_path) == 2
+    assert linker.best_path == str(b) and linker.best_score == 0.1
+    assert linker.verify().ok
+    assert leftovers(tmp_path) == []
+    assert fill_of(a) == 1
+
+
+@pytest.mark.parametrize("err_name", list(ERRNOS))
+@pytest.mark.parametrize("func", ["symlink", "link", "copyfile", "replace"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_fault_on_first_update(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, func: str, err_name: str
+) -> None:
+    err = ERRNOS[err_name]
+    a = write_ckpt(tmp_path / "a", 1)
+    linker = BestLinker(tmp_path / "best", link=kind)  # type: ignore[arg-type]
+    expected = expected_outcome(kind, "file", func, err)
+    with monkeypatch.context() as m:
+        inject(m, func, err, only_dst=linker.link_path)
+        if expected is None:
+            with pytest.raises(AliasWriteError):
+                linker.update(0.5, a)
+        else:
+            assert linker.update(0.5, a)
+    if expected is None:
+        assert sorted(os.listdir(tmp_path)) == ["a"]  # no alias, no record, no temp
+        assert linker.best_score is None and linker.best_path is None
+    else:
+        assert fill_of(linker.link_path) == 1
+
+
+@pytest.mark.parametrize(
+    ("faults", "expected"),
+    [
+        ({"symlink": errno.EPERM}, "hardlink"),
+        ({"symlink": errno.ENOTSUP}, "hardlink"),
+        ({"symlink": 524}, "hardlink"),  # what NFS/CIFS return
+        ({"symlink": errno.EPERM, "link": errno.EXDEV}, "copy"),
+        ({"symlink": errno.EPERM, "link": errno.EMLINK}, "copy"),
+        ({"symlink": errno.EACCES}, None),
+        ({"symlink": errno.EEXIST}, None),
+        ({"symlink": errno.EPERM, "link": errno.ENOSPC}, None),
+        ({"symlink": errno.EPERM, "link": errno.EPERM, "copyfile": errno.EPERM}, None),
+    ],
+)
+def test_auto_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faults: dict[str, int], expected: str) -> None:
+    a = write_ckpt(tmp_path / "a", 1)
+    b = write_ckpt(tmp_path / "b", 2)
+    linker = BestLinker(tmp_path / "best", link="auto")
+    with monkeypatch.context() as m:
+        for func, err in faults.items():
+            inject(m, func, err)
+        if expected is None:
+            with pytest.raises(AliasWriteError):
+                linker.update(0.5, a)
+            assert sorted(os.listdir(tmp_path)) == ["a", "b"]
+            return
+        assert linker.update(0.5, a)
+        assert linker.link_kind == expected
+        # the probe is remembered: the unsupported kind is not tried again
+        assert linker.update(0.4, b)
+        assert linker.link_kind == expected
+    assert fill_of(linker.link_path) == 2
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("how", ["replace", "write_text"])
+def test_fault_in_metadata_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, how: str) -> None:
+    a = write_ckpt(tmp_path / "a", 1)
+    b = write_ckpt(tmp_path / "b", 2)
+    linker = BestLinker(tmp_path / "best", link=kind)  # type: ignore[arg-type]
+    assert linker.update(0.5, a)
+    before = Snapshot(linker)
+    with monkeypatch.context() as m:
+        if how == "replace":
+            inject(m, "replace", errno.ENOSPC, only_dst=linker.metadata_path)
+        else:
+
+            def write_text(self: Any, path: str, text: str, *, durable: bool) -> None:
+                raise OSError(errno.EROFS, "read-only file system", path)
+
+            m.setattr(LocalStorage, "write_text", write_text)
+        with pytest.raises(AliasWriteError, match="unchanged"):
+            linker.update(0.1, b)
+    before.assert_unchanged()
+    assert linker.update(0.1, b)
+    assert fill_of(linker.link_path) == 2
+
+
+@pytest.mark.parametrize("kind", ["copy", "hardlink", "symlink"])
+def test_swap_fails_and_restoring_the_record_fails_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # the record already names the new target when the swap fails, and putting the
+    # old record back fails as well: the original error is raised, the alias is intact,
+    # and the stale record still proves ownership of the old alias on the next run
+    a = write_ckpt(tmp_path / "a", 1)
+    b = write_ckpt(tmp_path / "b", 2)
+    linker = BestLinker(tmp_path / "best", link=kind)  # type: ignore[arg-type]
+    assert linker.update(0.5, a)
+    real_write = LocalStorage.write_text
+    writes: list[str] = []
+
+    def write_once(self: Any, path: str, text: str, *, durable: bool) -> None:
+        writes.append(path)
+        if len(writes) > 1:
+            raise OSError(errno.EIO, "I/O error", path)
+        real_write(self, path, text, durable=durable)
+
+    with monkeypatch.context() as m:
+        inject(m, "replace", errno.ENOSPC, only_dst=linker.link_path)
+        m.setattr(LocalStorage, "write_text", write_once)
+        with pytest.raises(AliasWriteError) as info:
+            linker.update(0.1, b)
+    assert info.value.errno == errno.ENOSPC
+    assert fill_of(linker.link_path) == 1
+    assert linker.best_path == str(a)
+    assert leftovers(tmp_path) == []
+    rerun = BestLinker(tmp_path / "best", link=kind)  # type: ignore[arg-type]
+    assert rerun.update(0.9, b)
+    assert fill_of(rerun.link_path) == 2 and rerun.verify().ok
+
+
+@pytest.mark.parametrize("target", ["file", "dir"])
+def test_interrupt_during_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+    a = write_ckpt(tmp_path / "a", 1, kind=target)
+    b = write_ckpt(tmp_path / "b", 2, kind=target)
+    linker = BestLinker(tmp_path / "best", link="copy")
+    assert linker.update(0.5, a)
+    before = Snapshot(linker)
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(_publish, "exchange", interrupted)
+        real = os.replace
+        m.setattr(os, "replace", lambda s, d: interrupted() if d == linker.link_path else real(s, d))
+        with pytest.raises(KeyboardInterrupt):
+            linker.update(0.1, b)
+    before.assert_unchanged()
+
+
+def test_leftovers_of_a_dead_process_are_removed(tmp_path: Path) -> None:
+    a = write_ckpt(tmp_path / "a", 1)
+    dead = 2**22 + 12345  # above the default pid_max: never a live process
+    junk = [
+        tmp_path / f".best.ckpt.bestlink-tmp-{dead}-deadbeef",
+        tmp_path / f".best.ckpt.bestlink.json.bestlink-tmp-{dead}-cafebabe",
+    ]
+    junk[0].write_bytes(b"partial")
+    junk[1].write_text("{")
+    (tmp_path / f".best.ckpt.bestlink-old-{dead}-00000000").mkdir()
+    alive = tmp_path / f".best.ckpt.bestlink-tmp-{os.getppid()}-feedface"  # a live writer's
+    alive.write_bytes(b"in progress")
+    linker = BestLinker(tmp_path / "best.ckpt")
+    assert linker.update(1.0, a)
+    assert leftovers(tmp_path) == [alive.name]
