@@ -1,12 +1,19 @@
 """Storage on fsspec filesystems (object stores, ``memory://``): the alias is a copy
 the filesystem makes itself, a server-side copy on object stores, which replaces the
 object atomically. Never a download and re-upload, never a second serialisation.
+
+On S3 (s3fs) one alias update is one ``CopyObject`` request: the server copies the
+bytes, the client sends and receives only headers. Errors of the client library
+that are not ``OSError`` (botocore's connection errors, for one) are turned into
+``OSError`` here, so the linker reports every storage failure the same way.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 from lightning_bestlink._publish import AliasKind, AliasState, Ident, LinkChoice, Staged, Storage
@@ -15,6 +22,17 @@ if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
 _IDENT_KEYS = ("ETag", "etag", "LastModified", "mtime", "created", "generation", "md5Hash")
+
+
+@contextmanager
+def _as_os_error(what: str, url: str) -> Iterator[None]:
+    """Re-raise a non-``OSError`` failure of the filesystem as ``OSError`` (EIO), cause kept."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as err:
+        raise OSError(errno.EIO, f"{what} {url!r} failed: {type(err).__name__}: {err}") from err
 
 
 class FsspecStorage(Storage):
@@ -32,9 +50,12 @@ class FsspecStorage(Storage):
         return str(self.fs.unstrip_protocol(self._strip(os.fspath(path))))
 
     def _info(self, path: str) -> dict[str, Any] | None:
+        # fresh from the server: a listing cached by anyone sharing this filesystem
+        # instance may still describe the object an earlier copy replaced
         self.fs.invalidate_cache(self._strip(path))
         try:
-            info: dict[str, Any] = self.fs.info(self._strip(path))
+            with _as_os_error("looking up", path):
+                info: dict[str, Any] = self.fs.info(self._strip(path))
         except FileNotFoundError:
             return None
         return info
@@ -73,8 +94,17 @@ class FsspecStorage(Storage):
         return Staged("copy", target, alias, None, None)
 
     def commit(self, staged: Staged, *, durable: bool) -> None:
-        self.fs.copy(self._strip(staged.target), self._strip(staged.alias))
-        self.fs.invalidate_cache(self._strip(staged.alias))
+        src, dst = self._strip(staged.target), self._strip(staged.alias)
+        try:
+            with _as_os_error(f"copying {staged.target!r} to", staged.alias):
+                try:
+                    # one file: cp_file skips copy()'s glob expansion and directory probes
+                    # (two listings on S3); s3fs makes it one CopyObject request
+                    self.fs.cp_file(src, dst)
+                except NotImplementedError:
+                    self.fs.copy(src, dst)
+        finally:
+            self.fs.invalidate_cache(dst)
 
     def abort(self, staged: Staged) -> None:
         return None
@@ -84,20 +114,27 @@ class FsspecStorage(Storage):
 
     def read_text(self, path: str) -> str | None:
         try:
-            data: bytes = self.fs.cat_file(self._strip(path))
+            with _as_os_error("reading", path):
+                data: bytes = self.fs.cat_file(self._strip(path))
         except FileNotFoundError:
             return None
         return data.decode("utf-8")
 
     def write_text(self, path: str, text: str, *, durable: bool) -> None:
-        self.fs.pipe_file(self._strip(path), text.encode("utf-8"))
-        self.fs.invalidate_cache(self._strip(path))
+        try:
+            with _as_os_error("writing", path):
+                self.fs.pipe_file(self._strip(path), text.encode("utf-8"))
+        finally:
+            self.fs.invalidate_cache(self._strip(path))
 
     def remove_file(self, path: str) -> None:
         try:
-            self.fs.rm_file(self._strip(path))
+            with _as_os_error("removing", path):
+                self.fs.rm_file(self._strip(path))
         except FileNotFoundError:
             pass
+        finally:
+            self.fs.invalidate_cache(self._strip(path))
 
     def relative(self, target: str, alias: str) -> str:
         return target
