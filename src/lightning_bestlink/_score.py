@@ -83,8 +83,11 @@ def to_score(value: Any, *, name: str = "score") -> float:
         )
     item = getattr(value, "item", None)
     raw = item() if callable(item) and count is not None else value
-    if isinstance(raw, bool):  # numpy.bool_ or a bool tensor: a mask, not a score
-        raise TypeError(f"{name} must be a real number, got the boolean {type(value).__name__} {value!r}")
+    if isinstance(raw, (bool, str, bytes)):  # a bool or str array/tensor: not a score
+        raise TypeError(
+            f"{name} must be a real number (int, float, numpy scalar or 0-d tensor), "
+            f"got {type(value).__name__} {value!r} holding {type(raw).__name__} {raw!r}"
+        )
     if isinstance(raw, complex):
         raise TypeError(f"{name} must be a real number, got the complex number {raw!r}")
     try:

@@ -1,0 +1,116 @@
+"""The JSON record next to the alias."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lightning_bestlink import AliasConflictError, BestLinker, read_metadata
+from lightning_bestlink import _metadata
+from tests._ckpt import write_ckpt
+
+
+def make(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "alias": "best.ckpt",
+        "target": "epoch=1.ckpt",
+        "link": "symlink",
+        "mode": "min",
+        "score": 0.25,
+        "unix_time": 1_700_000_000.5,
+        "alias_id": None,
+        "previous_alias_id": None,
+        "extra": {"monitor": "val_loss", "epoch": 1, "step": 10},
+    }
+    fields.update(overrides)
+    return _metadata.make(**fields)
+
+
+def test_schema() -> None:
+    record = make()
+    assert set(record) == {
+        "format",
+        "alias",
+        "target",
+        "link",
+        "mode",
+        "score",
+        "time",
+        "unix_time",
+        "alias_id",
+        "previous_alias_id",
+        "extra",
+    }
+    assert record["format"] == "lightning-bestlink/1"
+    assert record["time"] == "2023-11-14T22:13:20.500000+00:00"
+
+
+@pytest.mark.parametrize("score", [0.25, -3.0, math.inf, -math.inf])
+def test_roundtrip(score: float) -> None:
+    record = make(score=score, alias_id=[12, 34], extra={"best": [math.inf, 1]})
+    text = _metadata.encode(record)
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))  # strict JSON
+    back = _metadata.decode(text, "/x/best.ckpt.bestlink.json")
+    assert back["score"] == score
+    assert back["alias_id"] == [12, 34]
+    assert back["extra"] == {"best": ["inf", 1]}  # extra infinities stay strings
+
+
+@pytest.mark.parametrize("text", ["", "not json", "[]", '{"format": "other/1"}', '{"score": 1}'])
+def test_decode_refuses_foreign_files(text: str) -> None:
+    with pytest.raises(AliasConflictError, match=r"'/x/r.json' exists but is not a lightning-bestlink record"):
+        _metadata.decode(text, "/x/r.json")
+
+
+def test_metadata_path() -> None:
+    assert _metadata.metadata_path("/ckpt/best.ckpt") == "/ckpt/best.ckpt.bestlink.json"
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ([1], "extra must be a dict with str keys"),
+        ({1: "a"}, "extra must be a dict with str keys"),
+        ({"a": {1, 2}}, "extra must hold JSON values"),
+        ({"a": b"x"}, "extra must hold JSON values"),
+    ],
+)
+def test_check_extra(extra: Any, match: str) -> None:
+    with pytest.raises(TypeError, match=match):
+        _metadata.check_extra(extra)
+
+
+def test_check_extra_accepts_json() -> None:
+    extra = {"monitor": "val/loss", "epoch": 3, "nested": {"a": [1, 2.5, None, True]}, "inf": math.inf}
+    assert _metadata.check_extra(extra) == extra
+    assert _metadata.check_extra(None) == {}
+
+
+def test_record_follows_each_update(tmp_path: Path) -> None:
+    paths = [write_ckpt(tmp_path / f"epoch={i}.ckpt", i) for i in range(3)]
+    linker = BestLinker(tmp_path / "best.ckpt", mode="max", link="copy")
+    assert read_metadata(tmp_path / "best.ckpt") is None
+    for i, path in enumerate(paths):
+        linker.update(i / 10, path, extra={"monitor": "acc", "epoch": i, "step": 10 * i})
+        on_disk = json.loads(Path(linker.metadata_path).read_text())
+        assert on_disk["target"] == f"epoch={i}.ckpt"  # relative to the alias's folder
+        assert on_disk["score"] == i / 10 and on_disk["mode"] == "max" and on_disk["link"] == "copy"
+        assert on_disk["alias"] == "best.ckpt"
+        assert on_disk["extra"] == {"monitor": "acc", "epoch": i, "step": 10 * i}
+        assert on_disk["alias_id"] is not None  # the copy's identity: ownership on a rerun
+        meta = read_metadata(str(tmp_path / "best.ckpt"))
+        assert meta is not None and meta["target"] == str(path)
+
+
+def test_from_metadata(tmp_path: Path) -> None:
+    a = write_ckpt(tmp_path / "a.ckpt", 1)
+    BestLinker(tmp_path / "best.ckpt", mode="max", link="copy").update(0.9, a)
+    linker = BestLinker.from_metadata(tmp_path / "best.ckpt")
+    assert (linker.mode, linker.link, linker.best_score, linker.best_path) == ("max", "copy", 0.9, str(a))
+    assert linker.verify().ok
+    with pytest.raises(FileNotFoundError, match="no lightning-bestlink record"):
+        BestLinker.from_metadata(tmp_path / "other.ckpt")
