@@ -1,8 +1,8 @@
 """``lightning-bestlink demo``: a tiny model trained with the Trainer and with Fabric.
 
-Synthetic data, nothing downloaded, a few seconds on a laptop CPU. The only module
-of the package that imports torch and Lightning at the top: the CLI imports it for
-the ``demo`` command alone.
+Synthetic data, nothing downloaded, a few seconds on a laptop CPU. torch and
+Lightning are imported inside the functions, with their warnings and logs held back
+(see :func:`quiet`); the CLI imports this module for the ``demo`` command alone.
 """
 
 from __future__ import annotations

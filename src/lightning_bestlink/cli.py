@@ -130,12 +130,12 @@ def _load_alias(folder: str, name: str) -> Alias:
     try:
         alias.record = read_metadata(alias.path)
         alias.report = BestLinker.from_metadata(alias.path).verify()
-    except AliasConflictError as err:
-        alias.error = str(err)
+    except AliasConflictError:  # not JSON, or not our format
+        alias.error = f"{name}{SUFFIX} is not a lightning-bestlink record"
     except (KeyError, TypeError, ValueError) as err:  # our format, but a field is missing or wrong
-        alias.error = f"{alias.path + SUFFIX!r} is damaged ({type(err).__name__}: {err})"
+        alias.error = f"{name}{SUFFIX} is damaged ({type(err).__name__}: {err})"
     except OSError as err:
-        alias.error = f"cannot read {alias.path + SUFFIX!r}: {err}"
+        alias.error = f"cannot read {name}{SUFFIX}: {err.strerror or err}"
     return alias
 
 
@@ -273,7 +273,7 @@ def problem(alias: Alias, folder: str) -> str:
 def advice(alias: Alias, shown_dir: str) -> str:
     """What the user can do about a bad alias."""
     if alias.error is not None:
-        return f"move {alias.name}{SUFFIX} away (it is not a lightning-bestlink record) or restore it"
+        return f"restore {alias.name}{SUFFIX} or move it away; repair needs a readable record"
     report = alias.report
     assert report is not None
     if report.status == "foreign":
@@ -331,7 +331,7 @@ def render(folder: Folder, out: TextIO, *, title: str | None = None) -> None:
 def _shown(root_arg: str, root: str, path: str) -> str:
     """``path`` as the user would type it: under the DIR they passed."""
     rel = os.path.relpath(path, root)
-    return root_arg if rel == os.curdir else os.path.join(root_arg, rel)
+    return root_arg if rel == os.curdir else os.path.normpath(os.path.join(root_arg, rel))
 
 
 def _no_alias(found: list[Folder], args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -437,19 +437,23 @@ def cmd_repair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    if importlib.util.find_spec("lightning") is None or importlib.util.find_spec("torch") is None:
-        print("error: the demo needs torch and lightning: pip install 'lightning-bestlink[lightning]'", file=err)
-        return EXIT_PROBLEM
     if args.epochs < 1:
         print(f"error: --epochs must be at least 1, got {args.epochs}", file=err)
         return EXIT_USAGE
     keep = args.dir is not None
-    root = os.path.abspath(args.dir) if keep else tempfile.mkdtemp(prefix="lightning-bestlink-demo-")
-    for sub in ("trainer", "fabric"):
-        path = os.path.join(root, sub)
-        if os.path.isdir(path) and os.listdir(path):
-            print(f"error: {path} is not empty; choose another --dir or remove it", file=err)
+    if keep:
+        if os.path.exists(args.dir) and not os.path.isdir(args.dir):
+            print(f"error: --dir {args.dir!r} is not a directory", file=err)
             return EXIT_USAGE
+        for sub in ("trainer", "fabric"):
+            path = os.path.join(args.dir, sub)
+            if os.path.isdir(path) and os.listdir(path):
+                print(f"error: {path} is not empty; choose another --dir or remove it", file=err)
+                return EXIT_USAGE
+    if importlib.util.find_spec("lightning") is None or importlib.util.find_spec("torch") is None:
+        print("error: the demo needs torch and lightning: pip install 'lightning-bestlink[lightning]'", file=err)
+        return EXIT_PROBLEM
+    root = os.path.abspath(args.dir) if keep else tempfile.mkdtemp(prefix="lightning-bestlink-demo-")
     from lightning_bestlink import _demo  # torch and Lightning are imported here, and only here
 
     shown = args.dir if keep else root

@@ -1,0 +1,382 @@
+"""The ``lightning-bestlink`` command, driven as a user drives it: in a subprocess.
+
+Checkpoint folders are built from plain files with :class:`BestLinker`, so every test
+but the demo runs without torch or Lightning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from lightning_bestlink import BestLinker
+
+SCORES = [0.9, 0.5, 0.3, 0.4]  # mode="min": epoch=2 is the best
+BEST = "epoch=2.ckpt"
+
+needs_symlinks = pytest.mark.skipif(os.name == "nt", reason="the damage is made with symlinks")
+
+
+def cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_bestlink", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+def make_run(d: Path, *, link: str = "auto", last: bool = True, scores: list[float] = SCORES) -> BestLinker:
+    """A folder as a training run leaves it: epoch=N.ckpt, last.ckpt, best.ckpt and its record."""
+    d.mkdir(parents=True, exist_ok=True)
+    linker = BestLinker(d / "best.ckpt", mode="min", link=link)  # type: ignore[arg-type]
+    for epoch, score in enumerate(scores):
+        path = d / f"epoch={epoch}.ckpt"
+        path.write_bytes(b"w" * (100 + epoch))  # distinct sizes: a wrong copy is detectable
+        linker.update(score, path, extra={"monitor": "val_loss", "epoch": epoch, "step": 4 * (epoch + 1)})
+    if last:
+        (d / "last.ckpt").write_bytes(b"w" * (100 + len(scores) - 1))
+    return linker
+
+
+def row(output: str, name: str) -> str:
+    """The line of ``show``'s table that starts with ``name``."""
+    lines = [line for line in output.splitlines() if line.strip().startswith(name + " ") or line.strip() == name]
+    assert lines, f"no row {name!r} in:\n{output}"
+    return lines[0]
+
+
+# --- healthy folders --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink", "copy"])
+def test_healthy_folder(tmp_path: Path, link: str) -> None:
+    make_run(tmp_path, link=link)
+
+    shown = cli("show", tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr == ""
+    out = shown.stdout
+    assert "(alias healthy)" in out
+    best = row(out, BEST)
+    assert "best" in best.split()
+    assert "val_loss=0.3 (min, epoch 2, step 12)" in best
+    assert "last" in row(out, "last.ckpt").split()
+    assert "best" not in row(out, "epoch=1.ckpt").split()
+    alias = row(out, "best.ckpt")
+    assert alias.split()[:4] == ["best.ckpt", link, BEST, "ok"]
+    assert "bestlink.json" not in out.split("ALIAS")[0]  # records are not listed as checkpoints
+
+    verified = cli("verify", tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.startswith(f"ok      {tmp_path / 'best.ckpt'} -> {BEST} ({link}, val_loss=0.3, min, epoch 2")
+    assert cli("verify", "--quiet", tmp_path).stdout == ""
+
+    repaired = cli("repair", tmp_path)
+    assert repaired.returncode == 0
+    assert "nothing to do" in repaired.stdout
+
+
+def test_paths_are_shown_as_typed(tmp_path: Path) -> None:
+    make_run(tmp_path / "ckpt")
+    result = cli("verify", "ckpt", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"ok      {os.path.join('ckpt', 'best.ckpt')} -> {BEST}")
+    assert cli("show", "ckpt", cwd=tmp_path).stdout.startswith("ckpt  (alias healthy)")
+
+
+@needs_symlinks
+def test_show_marks_a_last_link_and_two_aliases(tmp_path: Path) -> None:
+    make_run(tmp_path, last=False)
+    os.symlink("epoch=3.ckpt", tmp_path / "last.ckpt")  # save_last="link"
+    acc = BestLinker(tmp_path / "best-val_acc.ckpt", mode="max")
+    acc.update(0.8, tmp_path / "epoch=3.ckpt", extra={"monitor": "val_acc"})
+
+    out = cli("show", tmp_path).stdout
+    assert "(2 aliases healthy)" in out
+    assert "best-val_acc,last" in row(out, "epoch=3.ckpt").split()
+    assert "val_acc=0.8 (max)" in row(out, "epoch=3.ckpt")
+    assert "best" in row(out, BEST).split()
+    assert "last.ckpt ->" not in out  # a last link marks its target, it is not a row
+    assert cli("verify", tmp_path).stdout.count("ok ") == 2
+
+
+@needs_symlinks
+def test_directory_checkpoints(tmp_path: Path) -> None:
+    for epoch in range(2):
+        shard = tmp_path / f"epoch={epoch}"  # a sharded checkpoint: a directory, no .ckpt suffix
+        shard.mkdir()
+        (shard / ".metadata").write_bytes(b"m")
+        (shard / "__0_0.distcp").write_bytes(b"x" * 2048)
+    BestLinker(tmp_path / "best.ckpt").update(0.1, tmp_path / "epoch=1")
+
+    out = cli("show", "-r", tmp_path).stdout
+    assert out.count("(alias healthy)") == 1  # the checkpoint directories are not folders of their own
+    assert row(out, "epoch=1/").split()[1:4] == ["2.0", "KiB", "best"]
+    assert row(out, "epoch=0/")
+    assert cli("verify", tmp_path).returncode == 0
+
+
+# --- damaged folders ----------------------------------------------------------------------
+
+
+def _delete_alias(d: Path) -> None:
+    (d / "best.ckpt").unlink()
+
+
+def _dangling(d: Path) -> None:
+    (d / "best.ckpt").unlink()
+    os.symlink("epoch=9.ckpt", d / "best.ckpt")
+
+
+def _wrong_file(d: Path) -> None:
+    (d / "best.ckpt").unlink()
+    os.symlink("epoch=0.ckpt", d / "best.ckpt")
+
+
+DAMAGE = {
+    "alias deleted": (_delete_alias, "missing: best.ckpt does not exist (its record names epoch=2.ckpt)"),
+    "dangling": (_dangling, "dangling: best.ckpt points at epoch=9.ckpt, which does not exist"),
+    "wrong file": (_wrong_file, "mismatch: best.ckpt points at epoch=0.ckpt, but its record names epoch=2.ckpt"),
+}
+
+
+@needs_symlinks
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_verify_fails_and_repair_fixes(tmp_path: Path, damage: str) -> None:
+    make_run(tmp_path, link="symlink")
+    record = json.loads((tmp_path / "best.ckpt.bestlink.json").read_text())
+    damage_fn, message = DAMAGE[damage]
+    damage_fn(tmp_path)
+
+    verified = cli("verify", tmp_path)
+    assert verified.returncode == 1
+    assert f"FAILED  {tmp_path / 'best.ckpt'}: {message}" in verified.stdout
+    assert f"run: lightning-bestlink repair {tmp_path}" in verified.stdout
+    assert verified.stderr == "verify: 1 of 1 alias needs attention\n"
+    assert message in row(cli("show", tmp_path).stdout, "best.ckpt")
+
+    repaired = cli("repair", tmp_path)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert f"repaired  {tmp_path / 'best.ckpt'} -> {BEST} (symlink)" in repaired.stdout
+    assert f"was {message}" in repaired.stdout
+    assert os.readlink(tmp_path / "best.ckpt") == BEST
+    after = json.loads((tmp_path / "best.ckpt.bestlink.json").read_text())
+    assert (after["score"], after["extra"], after["link"]) == (record["score"], record["extra"], "symlink")
+    assert cli("verify", tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("link", ["hardlink", "copy"])
+def test_repair_rebuilds_the_recorded_kind(tmp_path: Path, link: str) -> None:
+    make_run(tmp_path, link=link)
+    (tmp_path / "best.ckpt").unlink()
+    assert cli("repair", tmp_path).returncode == 0
+    alias = tmp_path / "best.ckpt"
+    assert not alias.is_symlink()
+    assert alias.read_bytes() == (tmp_path / BEST).read_bytes()
+    assert os.path.samefile(alias, tmp_path / BEST) == (link == "hardlink")
+    assert "ok" in row(cli("show", tmp_path).stdout, "best.ckpt").split()
+
+
+def test_foreign_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    (tmp_path / "best.ckpt").unlink()
+    (tmp_path / "best.ckpt").write_bytes(b"my own weights")  # not written by lightning-bestlink
+
+    verified = cli("verify", tmp_path)
+    assert verified.returncode == 1
+    assert "foreign: best.ckpt was not written by lightning-bestlink" in verified.stdout
+    assert "move or delete best.ckpt, then run: lightning-bestlink repair" in verified.stdout
+
+    repaired = cli("repair", tmp_path)
+    assert repaired.returncode == 1
+    assert f"REFUSED   {tmp_path / 'best.ckpt'}: foreign" in repaired.stdout
+    assert repaired.stderr == "repair: 1 of 1 alias not repaired\n"
+    assert (tmp_path / "best.ckpt").read_bytes() == b"my own weights"
+
+
+def test_metadata_deleted(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    (tmp_path / "best.ckpt.bestlink.json").unlink()
+    note = "best.ckpt: no .bestlink.json record"
+
+    verified = cli("verify", tmp_path)
+    assert verified.returncode == 0  # it may be the user's own file: nothing to check it against
+    assert note in verified.stdout
+    assert "no lightning-bestlink alias in" in verified.stdout
+    required = cli("verify", "--require", tmp_path)
+    assert required.returncode == 1
+    assert required.stderr.startswith(f"error: no lightning-bestlink alias in {tmp_path}")
+
+    repaired = cli("repair", tmp_path)
+    assert repaired.returncode == 0
+    assert "nothing to repair from" in repaired.stdout
+    assert os.path.lexists(tmp_path / "best.ckpt")  # untouched
+
+    out = cli("show", tmp_path).stdout
+    assert "(no best alias)" in out
+    assert "note: best.ckpt has no .bestlink.json record" in out
+
+
+@needs_symlinks
+def test_best_checkpoint_deleted_cannot_be_repaired(tmp_path: Path) -> None:
+    make_run(tmp_path, link="symlink")
+    (tmp_path / BEST).unlink()  # the alias dangles, and the record names a file that is gone
+
+    verified = cli("verify", tmp_path)
+    assert verified.returncode == 1
+    assert "dangling: best.ckpt points at epoch=2.ckpt, which does not exist" in verified.stdout
+    assert "the best checkpoint itself is gone; repair cannot bring it back" in verified.stdout
+
+    repaired = cli("repair", tmp_path)
+    assert repaired.returncode == 1
+    assert "FAILED" in repaired.stdout
+    assert os.readlink(tmp_path / "best.ckpt") == BEST  # nothing changed
+
+
+def test_unreadable_record(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    (tmp_path / "best.ckpt.bestlink.json").write_text("{not json")
+    for command in ("verify", "repair"):
+        result = cli(command, tmp_path)
+        assert result.returncode == 1
+        assert "unreadable record" in result.stdout
+        assert "is not a lightning-bestlink record" in result.stdout
+    shown = cli("show", tmp_path)
+    assert shown.returncode == 0  # show reports, it does not judge
+    assert "unreadable record: best.ckpt.bestlink.json is not a lightning-bestlink record" in row(
+        shown.stdout, "best.ckpt"
+    )
+    assert "(1 of 1 alias needs attention)" in shown.stdout
+
+
+# --- folders without aliases, recursion, usage ------------------------------------------------
+
+
+def test_folder_without_alias(tmp_path: Path) -> None:
+    (tmp_path / "model.ckpt").write_bytes(b"w")
+    verified = cli("verify", tmp_path)
+    assert (verified.returncode, verified.stdout) == (
+        0,
+        f"no lightning-bestlink alias in {tmp_path}: nothing to check\n",
+    )
+    assert cli("verify", "--require", tmp_path).returncode == 1
+    assert cli("repair", "--require", tmp_path).returncode == 1
+    out = cli("show", tmp_path).stdout
+    assert "(no best alias)" in out
+    assert row(out, "model.ckpt")
+
+
+def test_recursive(tmp_path: Path) -> None:
+    make_run(tmp_path / "lightning_logs" / "version_0" / "checkpoints")
+    make_run(tmp_path / "lightning_logs" / "version_1" / "checkpoints")
+    (tmp_path / "lightning_logs" / "version_1" / "checkpoints" / "best.ckpt").unlink()
+
+    flat = cli("verify", tmp_path / "lightning_logs")
+    assert flat.returncode == 0
+    assert "(use -r to look in sub-folders)" in flat.stdout
+
+    deep = cli("verify", "-r", "lightning_logs", cwd=tmp_path)
+    assert deep.returncode == 1
+    v0, v1 = (os.path.join("lightning_logs", f"version_{i}", "checkpoints") for i in range(2))
+    assert f"ok      {os.path.join(v0, 'best.ckpt')}" in deep.stdout
+    assert f"FAILED  {os.path.join(v1, 'best.ckpt')}: missing" in deep.stdout
+    assert f"run: lightning-bestlink repair {v1}" in deep.stdout
+    assert deep.stderr == "verify: 1 of 2 aliases needs attention\n"
+
+    assert cli("repair", "-r", "lightning_logs", cwd=tmp_path).returncode == 0
+    assert cli("verify", "-r", "lightning_logs", cwd=tmp_path).returncode == 0
+    shown = cli("show", "-r", "lightning_logs", cwd=tmp_path).stdout
+    assert shown.count("(alias healthy)") == 2
+
+
+def test_not_a_directory(tmp_path: Path) -> None:
+    for command in ("show", "verify", "repair"):
+        result = cli(command, tmp_path / "nope")
+        assert result.returncode == 2
+        assert "is not a directory" in result.stderr
+
+
+def test_help_is_useful_on_its_own() -> None:
+    top = cli("--help")
+    assert top.returncode == 0
+    for command in ("show", "verify", "repair", "demo"):
+        assert command in top.stdout
+        result = cli(command, "--help")
+        assert result.returncode == 0
+        assert result.stdout.startswith(f"usage: lightning-bestlink {command}")
+        assert "examples:" in result.stdout
+    assert "exit status:" in cli("verify", "--help").stdout
+    assert "--require" in cli("verify", "--help").stdout
+    no_command = cli()
+    assert no_command.returncode == 2
+    assert "usage: lightning-bestlink" in no_command.stderr
+
+
+def test_version_and_console_script() -> None:
+    from lightning_bestlink import __version__
+
+    assert cli("--version").stdout.strip() == f"lightning-bestlink {__version__}"
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("lightning-bestlink") == "lightning_bestlink.cli:main"
+
+
+@pytest.mark.parametrize("command", ["show", "verify", "repair"])
+def test_no_torch_import(tmp_path: Path, command: str) -> None:
+    make_run(tmp_path)
+    (tmp_path / "best.ckpt").unlink()  # so repair has work to do
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lightning_bestlink", command, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode in (0, 1), result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "lightning_bestlink.cli" in imported
+    heavy = {m for m in imported if m.split(".")[0] in ("torch", "lightning", "pytorch_lightning", "lightning_fabric")}
+    assert not heavy
+
+
+def test_demo_refuses_a_used_folder(tmp_path: Path) -> None:
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "epoch=0.ckpt").write_bytes(b"w")
+    result = cli("demo", "--dir", tmp_path)
+    assert result.returncode == 2
+    assert "is not empty; choose another --dir or remove it" in result.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["epoch=0.ckpt", "trainer"]
+
+
+# --- the demo -------------------------------------------------------------------------------
+
+
+@pytest.mark.lightning
+@pytest.mark.slow
+def test_demo() -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("lightning")
+    result = cli("demo")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no Lightning tips, no warnings
+    out = result.stdout
+    assert out.count("new best: best.ckpt -> ") >= 2
+    for part in ("trainer", "fabric"):
+        section = out.split(f"{os.sep}{part}  (")[1]
+        assert section.startswith("alias healthy)")
+        assert "best  val_loss=" in section
+        assert "last" in row(section, "last.ckpt").split()
+        assert "best.ckpt  symlink" in section or "best.ckpt  hardlink" in section
+    first = out.splitlines()[1]
+    assert first.startswith("output: ") and "temporary" in first
+    temp = first.split()[1]
+    assert f"Removed {temp}" in out
+    assert not os.path.exists(temp)
