@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._ckpt import fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import BestLinker, read_metadata
-from tests._ckpt import fill_of, leftovers, write_ckpt
 
 pytestmark = [
     pytest.mark.slow,

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from lightning_bestlink import AliasWriteError, BestLinker
-from lightning_bestlink import _publish
-from lightning_bestlink._publish import LocalStorage
 from tests._ckpt import fill_of, leftovers, write_ckpt
+
+from lightning_bestlink import AliasWriteError, BestLinker, _publish
+from lightning_bestlink._publish import LocalStorage
 
 KINDS = ["symlink", "hardlink", "copy", "auto"]
 ERRNOS = {"EXDEV": errno.EXDEV, "EPERM": errno.EPERM, "ENOSPC": errno.ENOSPC}

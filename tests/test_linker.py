@@ -17,10 +17,10 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from tests._ckpt import fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import AliasConflictError, BestLinker, BestLinkWarning, read_metadata
 from lightning_bestlink._publish import LocalStorage, Storage
-from tests._ckpt import fill_of, leftovers, write_ckpt
 
 KINDS = ["symlink", "hardlink", "copy", "auto"]
 
@@ -151,7 +151,7 @@ def test_foreign_alias_is_never_destroyed(tmp_path: Path, kind: str, target: str
         alias.mkdir()
         (alias / "inside.txt").write_text("precious")
     linker = BestLinker(alias, link=kind)
-    with pytest.raises(AliasConflictError, match="best.ckpt") as info:
+    with pytest.raises(AliasConflictError, match=r"best\.ckpt") as info:
         linker.update(1.0, a)
     assert isinstance(info.value, FileExistsError)
     assert pickle.loads(pickle.dumps(info.value)).args == info.value.args
@@ -318,11 +318,11 @@ def test_non_improving_update_does_no_file_io(tmp_path: Path, monkeypatch: pytes
 
 def test_path_must_exist(tmp_path: Path) -> None:
     linker = BestLinker(tmp_path / "best")
-    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
         linker.update(1.0, tmp_path / "missing.ckpt")
     assert os.listdir(tmp_path) == []
     assert linker.best_score is None
-    with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+    with pytest.raises(TypeError, match=r"path must be a str or os\.PathLike"):
         linker.update(1.0, 3)  # type: ignore[arg-type]
 
 
@@ -495,7 +495,7 @@ def test_memory_url(memory_root: Any) -> None:
     assert fs.cat_file(f"{root}/best.ckpt") == bytes([2]) * 100
     # a foreign object at the alias is never replaced
     fs.pipe_file(f"{root}/other.ckpt", b"precious")
-    with pytest.raises(AliasConflictError, match="other.ckpt"):
+    with pytest.raises(AliasConflictError, match=r"other\.ckpt"):
         BestLinker(f"{root}/other.ckpt").update(0, f"{root}/a.ckpt")
     assert fs.cat_file(f"{root}/other.ckpt") == b"precious"
     with pytest.raises(ValueError, match="not possible"):

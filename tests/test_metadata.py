@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from lightning_bestlink import AliasConflictError, BestLinker, read_metadata
-from lightning_bestlink import _metadata
 from tests._ckpt import write_ckpt
+
+from lightning_bestlink import AliasConflictError, BestLinker, _metadata, read_metadata
 
 
 def make(**overrides: Any) -> dict[str, Any]:
