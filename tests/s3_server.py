@@ -235,3 +235,6 @@ class MotoS3:
 
     def stop(self) -> None:
         self._server.stop()
+        wsgi = getattr(self._server, "_server", None)
+        if wsgi is not None:
+            wsgi.server_close()  # stop() shuts the loop down but leaves the socket open

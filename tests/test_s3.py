@@ -64,6 +64,10 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
         s3fs.S3FileSystem.clear_instance_cache()
         try:
             yield S3(proxy, {"endpoint_url": proxy.url, "key": "testing", "secret": "testing"})
+            # every client the linkers (and Lightning) got from fsspec talked to the local proxy only
+            clients = [fs._s3 for fs in list(s3fs.S3FileSystem._cache.values()) if fs._s3 is not None]
+            assert clients, "no S3 client was made"
+            assert {c.meta.endpoint_url for c in clients} == {proxy.url}
         finally:
             s3fs.S3FileSystem.clear_instance_cache()
             proxy.stop()
