@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -198,7 +199,11 @@ def folders(root: str, recursive: bool) -> list[Folder]:
         return [scan(root)]
     found: list[Folder] = []
     for top, dirs, _ in os.walk(root):
-        folder = scan(top)
+        try:
+            folder = scan(top)
+        except PermissionError:
+            dirs[:] = []
+            continue
         inside = {e.name for e in folder.entries if e.is_dir}
         dirs[:] = sorted((d for d in dirs if not d.startswith(".") and d not in inside), key=_natural)
         if not folder.empty:
@@ -492,6 +497,11 @@ _EXIT_HELP = """exit status:
 """
 
 
+def _wrap(*paragraphs: str) -> str:
+    """Help text for RawDescriptionHelpFormatter: prose is filled, lines with line breaks are kept."""
+    return "\n\n".join(p if "\n" in p else textwrap.fill(p, 88) for p in paragraphs)
+
+
 def _directory(text: str) -> str:
     if not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
@@ -527,18 +537,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "show",
         help="table of the checkpoints in DIR: best, last, scores, alias health",
-        description="List the checkpoints in DIR (*.ckpt, *.pt, *.pth files and checkpoint directories), "
-        "mark the best (every alias with a <alias>.bestlink.json record) and the last (last*.ckpt), "
-        "with the score, link kind and health of each alias. Reads only; imports no torch.",
+        description=_wrap(
+            "List the checkpoints in DIR (*.ckpt, *.pt, *.pth files and checkpoint directories), "
+            "mark the best (the target of every alias with a <alias>.bestlink.json record) and the "
+            "last (last*.ckpt, or what a last* symlink names), with the score, link kind and health "
+            "of each alias. Reads only; imports no torch."
+        ),
         epilog="examples:\n"
         "  lightning-bestlink show lightning_logs/version_0/checkpoints\n"
         "  lightning-bestlink show -r runs/\n\n"
         "output (MARK: best = the target of best.ckpt, last = last.ckpt or what a last* link names):\n"
         "  runs/exp/checkpoints  (alias healthy)\n"
         "    CHECKPOINT                    SIZE     MARK  SCORE\n"
-        "    epoch=3-val_loss=2.1465.ckpt  5.3 KiB\n"
-        "    epoch=4-val_loss=2.1241.ckpt  5.6 KiB  best  val_loss=2.1241 (min, epoch 4, step 20)\n"
-        "    last.ckpt                     6.5 KiB  last\n\n"
+        "    epoch=3-val_loss=2.1465.ckpt  5.5 KiB\n"
+        "    epoch=4-val_loss=2.1241.ckpt  5.8 KiB  best  val_loss=2.12406 (min, epoch 4, step 25)\n"
+        "    last.ckpt                     6.8 KiB  last\n\n"
         "    ALIAS      KIND     TARGET                        HEALTH\n"
         "    best.ckpt  symlink  epoch=4-val_loss=2.1241.ckpt  ok",
         formatter_class=fmt,
@@ -549,15 +562,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "verify",
         help="exit 1 if an alias is missing, dangling, mismatched or foreign",
-        description="Check every alias in DIR against its record: it must exist and point at the "
-        "checkpoint the record names. Prints one line per alias; a failing one says what is wrong "
-        "and what to do. Changes nothing. For scripts and CI.\n\n"
-        "missing    the record names a best checkpoint but the alias is gone\n"
-        "dangling   the alias is a symlink to a file that no longer exists\n"
-        "mismatch   the alias points at another checkpoint than its record names\n"
-        "foreign    a file lightning-bestlink did not write sits at the alias path\n"
-        "bad-record <alias>.bestlink.json is not a readable lightning-bestlink record\n\n"
-        "A folder with no record at all passes (with a note); use --require to make it fail.",
+        description=_wrap(
+            "Check every alias in DIR against its record: it must exist and point at the checkpoint "
+            "the record names. Prints one line per alias; a failing one says what is wrong and what "
+            "to do. Changes nothing. For scripts and CI. A failure is one of:",
+            "  missing            the record names a best checkpoint but the alias is gone\n"
+            "  dangling           the alias is a symlink to a file that does not exist\n"
+            "  mismatch           the alias points at another checkpoint than its record names\n"
+            "  foreign            a file lightning-bestlink did not write sits at the alias path\n"
+            "  unreadable record  <alias>.bestlink.json is not a lightning-bestlink record",
+            "A folder with no record at all passes, with a note (an alias without its record cannot "
+            "be checked: it may be a file of your own); use --require to make that a failure.",
+        ),
         epilog="examples:\n"
         "  lightning-bestlink verify checkpoints/ && echo healthy\n"
         "  lightning-bestlink verify --require -r lightning_logs   # fail if no alias was written at all\n\n"
@@ -572,11 +588,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "repair",
         help="rebuild broken aliases from their records",
-        description="Rebuild every alias in DIR that is missing, dangling or points at the wrong "
-        "checkpoint, from its <alias>.bestlink.json record, with the same atomic swap as during "
-        "training and the link kind the record names. Never replaces a file that lightning-bestlink "
-        "did not write (reported as REFUSED, exit 1), and cannot help when the best checkpoint "
-        "itself was deleted.",
+        description=_wrap(
+            "Rebuild every alias in DIR that is missing, dangling or points at the wrong checkpoint, "
+            "from its <alias>.bestlink.json record, with the same atomic swap as during training and "
+            "the link kind the record names. Healthy aliases are left alone. Never replaces a file "
+            "that lightning-bestlink did not write (reported as REFUSED, exit 1), and cannot help "
+            "when the best checkpoint itself was deleted (FAILED, exit 1)."
+        ),
         epilog="examples:\n  lightning-bestlink repair checkpoints/\n  lightning-bestlink repair -r lightning_logs\n\n"
         + _EXIT_HELP,
         formatter_class=fmt,
@@ -588,11 +606,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="train a tiny model with the Trainer and with Fabric, then show the folders",
-        description="Train a tiny linear model on synthetic data (nothing is downloaded) twice: with the "
-        "Lightning Trainer and ModelCheckpointWithLinkBest(save_best=True, save_last=True, "
-        "monitor='val_loss'), and with a Fabric loop and lightning_bestlink.fabric.save_and_link. "
-        "Prints a line per epoch, then each checkpoint folder with best and last marked. Needs torch "
-        "and lightning (pip install 'lightning-bestlink[lightning]'); takes a few seconds on a CPU.",
+        description=_wrap(
+            "Train a tiny linear model on synthetic data (nothing is downloaded) twice: with the "
+            "Lightning Trainer and ModelCheckpointWithLinkBest(save_best=True, save_last=True, "
+            "monitor='val_loss'), and with a Fabric loop and lightning_bestlink.fabric.save_and_link. "
+            "Prints a line per epoch, then each checkpoint folder with best and last marked, as "
+            "'show' does. Needs torch and lightning (pip install 'lightning-bestlink[lightning]'); "
+            "takes a few seconds on a CPU."
+        ),
         epilog="examples:\n"
         "  lightning-bestlink demo                 # in a temporary folder, removed at the end\n"
         "  lightning-bestlink demo --dir runs/demo # keep the checkpoints, then:\n"
@@ -619,6 +640,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    except OSError as exc:  # e.g. a folder that cannot be read
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
