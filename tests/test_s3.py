@@ -302,11 +302,6 @@ def test_server_going_away_mid_update_keeps_the_old_alias(s3: S3, bucket: str) -
     assert linker.verify().ok
 
 
-@pytest.mark.xfail(
-    reason="linker._finish reads the new alias's identity outside its try: the error escapes as a bare "
-    "OSError and the state stays on the old best although the copy landed (docs/remote.md, known gap)",
-    raises=OSError,
-)
 def test_server_going_away_after_the_copy_landed(s3: S3, bucket: str) -> None:
     linker, _old, new, alias = _two_bests(s3, bucket, {**s3.options, **_NO_RETRIES})
     linker._storage.fs.retries = 1  # type: ignore[attr-defined]

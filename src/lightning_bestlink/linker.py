@@ -310,8 +310,8 @@ class BestLinker:
     def _finish(self, value: float, target: str, staged: Staged, record: dict[str, Any]) -> None:
         if staged.ident is None and self._storage.remote:
             # the filesystem's copy has an identity only once it exists: record it
-            record["alias_id"] = self._storage.identity(self._link_path)
             try:
+                record["alias_id"] = self._storage.identity(self._link_path)
                 self._storage.write_text(self._meta_path, _metadata.encode(record), durable=self._durable)
             except OSError as err:  # the alias is right; only ownership on a rerun is weaker
                 warnings.warn(f"could not update {self._meta_path!r}: {err}", BestLinkWarning, stacklevel=4)
