@@ -265,14 +265,17 @@ class BestLinker:
 
     def _publish(self, value: float, target: str, extra: dict[str, Any]) -> None:
         storage = self._storage
-        if not self._cleaned:
-            storage.cleanup(self._link_path, self._meta_path)
-            self._cleaned = True
-        old_text = storage.read_text(self._meta_path)
-        record = None if old_text is None else _metadata.decode(old_text, self._meta_path)
-        state = storage.inspect(self._link_path)
-        self._check_owned(state, record)
         action = f"pointing {self._link_path!r} at {target!r}"
+        try:  # nothing is written yet: any storage error here leaves everything as it was
+            if not self._cleaned:
+                storage.cleanup(self._link_path, self._meta_path)
+                self._cleaned = True
+            old_text = storage.read_text(self._meta_path)
+            state = storage.inspect(self._link_path)
+        except OSError as err:
+            raise wrap_os_error(err, action) from err
+        record = None if old_text is None else _metadata.decode(old_text, self._meta_path)
+        self._check_owned(state, record)
         try:
             staged = storage.stage(target, self._link_path, self._link, durable=self._durable)
         except IsADirectoryError:
