@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkError
+from lightning_bestlink._metadata import SUFFIX as METADATA_SUFFIX
 from lightning_bestlink.linker import AliasReport, BestLinker, BestLinkWarning, read_metadata
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ __all__ = [
     "BestLinkError",
     "BestLinkWarning",
     "BestLinker",
+    "METADATA_SUFFIX",
     "ModelCheckpointWithLinkBest",
     "read_metadata",
 ]

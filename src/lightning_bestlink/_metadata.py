@@ -70,8 +70,25 @@ def decode(text: str, path: str) -> dict[str, Any]:
             f"{path!r} exists but is not a lightning-bestlink record (no "
             f"'format': {FORMAT!r}); nothing was changed. Move it away or choose another link_path."
         )
-    if isinstance(record.get("score"), str):
-        record["score"] = float(record["score"])
+    problems = []
+    if not isinstance(record.get("target"), str) or not record["target"]:
+        problems.append("'target' must be a non-empty string")
+    if record.get("mode") not in ("min", "max"):
+        problems.append("'mode' must be 'min' or 'max'")
+    score = record.get("score")
+    try:  # infinities are stored as strings to keep the file strict JSON
+        record["score"] = float(score) if isinstance(score, (str, int, float)) and not isinstance(score, bool) else None
+    except ValueError:
+        record["score"] = None
+    if record["score"] is None:
+        problems.append(f"'score' must be a number, got {score!r}")
+    if not isinstance(record.get("extra", {}), dict):
+        problems.append("'extra' must be an object")
+    if problems:
+        raise AliasConflictError(
+            f"{path!r} is a lightning-bestlink record but is damaged: {'; '.join(problems)}. Nothing was "
+            f"changed; delete the record and the alias next to it to start over"
+        )
     return record
 
 

@@ -22,9 +22,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from lightning_bestlink import METADATA_SUFFIX as SUFFIX
 from lightning_bestlink import __version__
 from lightning_bestlink._errors import AliasConflictError, BestLinkError
-from lightning_bestlink._metadata import SUFFIX
 from lightning_bestlink.linker import AliasReport, BestLinker, read_metadata
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
