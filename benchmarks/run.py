@@ -48,7 +48,8 @@ GiB = 1 << 30
 @dataclass(frozen=True)
 class Config:
     sizes: tuple[int, ...]
-    reps: tuple[int, ...]  # timed repetitions per size, in the order of ``sizes``
+    reps: tuple[int, ...]  # timed rounds per size, in the order of ``sizes``
+    cheap_per_round: tuple[int, ...]  # samples per round of the contenders that write no data
     noop_loops: int
     noop_repeats: int
     fit_epochs: int
@@ -60,11 +61,12 @@ class Config:
 
 FULL = Config(
     sizes=(MiB, 100 * MiB, GiB),
-    reps=(101, 21, 7),
+    reps=(101, 21, 9),
+    cheap_per_round=(1, 3, 6),
     noop_loops=200_000,
     noop_repeats=9,
-    fit_epochs=60,
-    fit_reps=7,
+    fit_epochs=100,
+    fit_reps=21,
     import_reps=9,
     churn_updates=100_000,
     churn_improve_every=5,
@@ -72,6 +74,7 @@ FULL = Config(
 SMOKE = Config(
     sizes=(4 * KiB, 64 * KiB, MiB),
     reps=(9, 7, 5),
+    cheap_per_round=(1, 1, 2),
     noop_loops=10_000,
     noop_repeats=3,
     fit_epochs=3,
@@ -178,6 +181,25 @@ CONTENDERS = (
 FLOOR, FLOOR_JSON, SYMLINK, HARDLINK, COPY, LIGHTNING, SAVE = CONTENDERS
 
 
+def floor_link(d: str, alias: str, i: int, target: str) -> None:
+    """The floor: a bare relative symlink under a temporary name, renamed over the alias."""
+    tmp = os.path.join(d, f".floor-{i}.tmp")
+    os.symlink(os.path.basename(target), tmp)
+    os.replace(tmp, alias)
+
+
+def floor_link_and_record(d: str, alias: str, i: int, target: str) -> None:
+    """The floor plus what any alias with a record next to it costs at least: one small JSON
+    file written under a temporary name and renamed over the previous record."""
+    floor_link(d, alias, i, target)
+    record = {"format": "bench/1", "alias": os.path.basename(alias), "target": os.path.basename(target)}
+    record.update(link="symlink", mode="min", score=-float(i), time=time.time(), extra={"epoch": i})
+    tmp = os.path.join(d, f".floor-json-{i}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, alias + ".json")
+
+
 def _alias_ops(d: str, aliases: dict[str, str], state: Any) -> tuple[dict[str, Op], dict[str, Any]]:
     """One callable per contender: ``op(i, target)`` moves that contender's alias to ``target``."""
     import torch
@@ -192,22 +214,11 @@ def _alias_ops(d: str, aliases: dict[str, str], state: Any) -> tuple[dict[str, O
         COPY: BestLinker(aliases[COPY], mode="min", link="copy"),
     }
 
-    def floor(i: int, target: str, alias: str = aliases[FLOOR]) -> None:
-        tmp = os.path.join(d, f".floor-{i}.tmp")
-        os.symlink(os.path.basename(target), tmp)
-        os.replace(tmp, alias)
+    def floor(i: int, target: str) -> None:
+        floor_link(d, aliases[FLOOR], i, target)
 
     def floor_json(i: int, target: str) -> None:
-        # what any alias with a record next to it costs at least: the floor plus one small
-        # file written under a temporary name and renamed over the previous record
-        alias = aliases[FLOOR_JSON]
-        floor(i, target, alias)
-        record = {"format": "bench/1", "alias": os.path.basename(alias), "target": os.path.basename(target)}
-        record.update(link="symlink", mode="min", score=-float(i), time=time.time(), extra={"epoch": i})
-        tmp = os.path.join(d, f".floor-json-{i}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, indent=2) + "\n")
-        os.replace(tmp, alias + ".json")
+        floor_link_and_record(d, aliases[FLOOR_JSON], i, target)
 
     def via_linker(name: str) -> Op:
         linker = linkers[name]
@@ -237,7 +248,7 @@ def _alias_ops(d: str, aliases: dict[str, str], state: Any) -> tuple[dict[str, O
     return ops, linkers
 
 
-def _bench_one_size(size: int, reps: int, root: str, rng: random.Random) -> dict[str, Any]:
+def _bench_one_size(size: int, reps: int, cheap: int, root: str, rng: random.Random) -> dict[str, Any]:
     import torch
 
     log(f"alias updates at {fmt_size(size)}: {reps} interleaved repetitions of {len(CONTENDERS)} contenders")
@@ -252,18 +263,23 @@ def _bench_one_size(size: int, reps: int, root: str, rng: random.Random) -> dict
         ops, linkers = _alias_ops(d, aliases, state)
         times: dict[str, list[int]] = {n: [] for n in CONTENDERS}
         written: dict[str, list[int]] = {n: [] for n in CONTENDERS}
-        order = list(CONTENDERS)
-        for rep in range(reps + 1):  # round 0 is a warm-up (first-use cleanup, caches), not timed
-            target = targets[rep % 2]  # alternate between two checkpoints
-            rng.shuffle(order)
-            for name in order:
+        # the contenders that write no data run ``cheap`` times per round: more samples, same time
+        tasks = [n for n in CONTENDERS for _ in range(1 if n in (COPY, SAVE) else cheap)]
+        count = dict.fromkeys(CONTENDERS, 0)
+        serial = 0
+        for rnd in range(reps + 1):  # round 0 is a warm-up (first-use cleanup, caches), not timed
+            rng.shuffle(tasks)
+            for name in tasks:
+                serial += 1  # a new, better score for every update
+                target = targets[count[name] % 2]  # each contender alternates between two checkpoints
+                count[name] += 1
                 os.sync()  # flush the previous contender's dirty pages outside the timed region
                 w0 = wchar()
                 t0 = time.perf_counter_ns()
-                ops[name](rep, target)
+                ops[name](serial, target)
                 t1 = time.perf_counter_ns()
                 w1 = wchar()
-                if rep:
+                if rnd:
                     times[name].append(t1 - t0)
                     if w0 is not None and w1 is not None:
                         written[name].append(w1 - w0)
@@ -287,13 +303,13 @@ def _bench_one_size(size: int, reps: int, root: str, rng: random.Random) -> dict
         row["x_floor"] = row["median_ns"] / rows[FLOOR]["median_ns"]
         row["x_save"] = row["median_ns"] / rows[SAVE]["median_ns"]
     log("  " + ", ".join(f"{n}: {fmt_time(rows[n]['median_ns'])}" for n in CONTENDERS))
-    return {"size": size, "checkpoint_bytes": ckpt_bytes, "reps": reps, "rows": rows}
+    return {"size": size, "checkpoint_bytes": ckpt_bytes, "reps": reps, "cheap_reps": reps * cheap, "rows": rows}
 
 
 def bench_alias_updates(cfg: Config, root: str, rng: random.Random) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for size, reps in zip(cfg.sizes, cfg.reps, strict=True):
-        out[str(size)] = _bench_one_size(size, reps, root, rng)
+    for size, reps, cheap in zip(cfg.sizes, cfg.reps, cfg.cheap_per_round, strict=True):
+        out[str(size)] = _bench_one_size(size, reps, cheap, root, rng)
         gc.collect()
     return out
 
@@ -328,6 +344,7 @@ def bench_noop(cfg: Config, root: str, rng: random.Random) -> dict[str, Any]:
         "baseline: empty Python method call": "noop.update(1.0, target)",
         "BestLinker.update(float) (worse score)": "linker.update(1.0, target)",
         "BestLinker.update(0-d tensor) (worse score)": "linker.update(t, target)",
+        "baseline: 0-d tensor .item() alone": "t.item()",
     }
     if ns["np"] is not None:
         contenders["BestLinker.update(numpy.float32) (worse score)"] = "linker.update(np, target)"
@@ -350,7 +367,7 @@ def bench_noop(cfg: Config, root: str, rng: random.Random) -> dict[str, Any]:
     for name, values in per_call.items():
         q1, med, q3 = quartiles(values)
         rows[name] = {"median_ns": med, "q1_ns": q1, "q3_ns": q3, "x_baseline": med / base}
-    calls = cfg.noop_repeats * cfg.noop_loops * (len(timers) - 1)
+    calls = cfg.noop_repeats * cfg.noop_loops * sum(1 for n in timers if n.startswith("BestLinker"))
     io = None
     if io0 is not None and io1 is not None:
         # the reads of /proc/self/io themselves are the only I/O expected here
@@ -619,9 +636,13 @@ def bench_churn(cfg: Config, root: str) -> dict[str, Any]:
         with open(t, "wb") as fh:
             fh.write(os.urandom(MiB))
     linker = BestLinker(os.path.join(d, "best.ckpt"), mode="min", link="symlink")
+    # a control measured alongside: the floor plus a JSON record, in a directory of its own. If
+    # the linker's cost drifts and the control's drifts alike, the drift is the machine's
+    control_dir = tempfile.mkdtemp(prefix="churn-control-", dir=root)
+    control_alias = os.path.join(control_dir, "best.ckpt")
     n, every = cfg.churn_updates, cfg.churn_improve_every
     per = max(n // 10, 1)
-    log(f"{n:,} updates (1 in {every} improving, alternating targets), 10 deciles")
+    log(f"{n:,} updates (1 in {every} improving, alternating targets), 10 deciles, with a control")
     gc.collect()
     rss_start = rss_bytes()
     objects_start = len(gc.get_objects())
@@ -631,26 +652,30 @@ def bench_churn(cfg: Config, root: str) -> dict[str, Any]:
     for dec in range(10):
         good: list[int] = []
         worse: list[int] = []
-        t_dec = clock()
+        control: list[int] = []
         for i in range(dec * per, (dec + 1) * per):
             if i % every == 0:
                 improving += 1
+                target = targets[improving % 2]
                 t0 = clock()
-                moved = linker.update(-float(i), targets[improving % 2])
-                good.append(clock() - t0)
+                moved = linker.update(-float(i), target)
+                t1 = clock()
+                floor_link_and_record(control_dir, control_alias, i, target)
+                control.append(clock() - t1)
+                good.append(t1 - t0)
             else:
                 t0 = clock()
                 moved = not linker.update(1e9, targets[0])
                 worse.append(clock() - t0)
             if not moved:
                 raise AssertionError(f"update {i} did not do what it should")
-        total = clock() - t_dec
         deciles.append(
             {
                 "decile": dec + 1,
-                "mean_ns_per_update": total / per,
+                "mean_ns_per_update": (sum(good) + sum(worse)) / per,
                 "improving_median_ns": statistics.median(good) if good else None,
                 "worse_median_ns": statistics.median(worse) if worse else None,
+                "control_median_ns": statistics.median(control) if control else None,
                 "rss_end": rss_bytes(),
             }
         )
@@ -667,6 +692,7 @@ def bench_churn(cfg: Config, root: str) -> dict[str, Any]:
         "deciles": deciles,
     }
     shutil.rmtree(d)
+    shutil.rmtree(control_dir)
     first, last = deciles[0]["mean_ns_per_update"], deciles[-1]["mean_ns_per_update"]
     log(
         f"  first decile {first:.0f} ns/update, last {last:.0f} ns/update; RSS {rss_start:,} -> {result['rss_end']:,} B"
@@ -782,7 +808,11 @@ def render_markdown(res: dict[str, Any]) -> str:
     )
     add("")
     sizes = list(res["alias"].values())
-    add("| contender | " + " | ".join(f"{fmt_size(s['size'])} (n={s['reps']})" for s in sizes) + " |")
+    add(
+        "| contender | "
+        + " | ".join(f"{fmt_size(s['size'])} (n={s['reps']}; {s['cheap_reps']} for links)" for s in sizes)
+        + " |"
+    )
     add("|---|" + "---|" * len(sizes))
     for name in CONTENDERS:
         cells = []
@@ -888,19 +918,28 @@ def render_markdown(res: dict[str, Any]) -> str:
     add(f"## 6. {ch['updates']:,} updates: cost and memory stay flat")
     add("")
     add(
+        "The control is the floor plus a JSON record (section 1), run right after each improving update in a "
+        "directory of its own: when both drift together, the drift comes from the machine or the filesystem."
+    )
+    add("")
+    add(
         f"One BestLinker (symlink), {ch['improving']:,} improving updates (alternating two targets) among "
         f"{ch['updates']:,}. RSS {fmt_bytes(ch['rss_start'])} at start, {fmt_bytes(ch['rss_end'])} at end; "
         f"gc-tracked objects {ch['gc_objects_start']:,} -> {ch['gc_objects_end']:,}; files left in the "
         f"directory: {', '.join(ch['dir_entries_end'])}."
     )
     add("")
-    add("| decile | mean per update | improving (median) | non-improving (median) | RSS at end |")
-    add("|---|---|---|---|---|")
+    add(
+        "| decile | mean per update | improving (median) | non-improving (median) | control: floor + JSON "
+        "record (median) | improving / control | RSS at end |"
+    )
+    add("|---|---|---|---|---|---|---|")
     for row in ch["deciles"]:
+        good, ctl = row["improving_median_ns"] or 0, row["control_median_ns"] or 0
         add(
             f"| {row['decile']} | {fmt_time(row['mean_ns_per_update'])} | "
-            f"{fmt_time(row['improving_median_ns'] or 0)} | {fmt_time(row['worse_median_ns'] or 0)} | "
-            f"{row['rss_end'] / MiB:.1f} MiB |"
+            f"{fmt_time(good)} | {fmt_time(row['worse_median_ns'] or 0)} | {fmt_time(ctl)} | "
+            f"{good / ctl if ctl else float('nan'):.2f}x | {row['rss_end'] / MiB:.1f} MiB |"
         )
     add("")
     return "\n".join(lines)
@@ -927,13 +966,14 @@ def plot(res: dict[str, Any], path: str) -> None:
     ax.set_ylabel("one improving alias update (µs, median, IQR bars)")
     ax.set_title("Alias update cost against checkpoint size")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
 
     ch = res["churn"]
     dec = [r["decile"] for r in ch["deciles"]]
     ax2.plot(dec, [r["improving_median_ns"] / 1e3 for r in ch["deciles"]], "o-", label="improving (median)")
     ax2.plot(dec, [r["mean_ns_per_update"] / 1e3 for r in ch["deciles"]], "s-", label="mean, all updates")
     ax2.plot(dec, [r["worse_median_ns"] / 1e3 for r in ch["deciles"]], "^-", label="non-improving (median)")
+    ax2.plot(dec, [r["control_median_ns"] / 1e3 for r in ch["deciles"]], "P:", label="control: floor + JSON record")
     ax2.set_yscale("log")
     ax2.set_xlabel(f"decile of {ch['updates']:,} updates")
     ax2.set_ylabel("µs per update")
