@@ -133,3 +133,18 @@ def test_example_runs_and_resumes(tmp_path: Path) -> None:
     second = run("--epochs", "5")
     assert "resumed at epoch 3" in second and "epoch 5:" in second
     assert os.path.exists(tmp_path / "run" / "best.ckpt")
+
+
+def test_resume_when_the_best_checkpoint_is_gone_warns_and_starts_over(fabric: Any, tmp_path: Path) -> None:
+    from lightning_bestlink import BestLinkWarning
+
+    linker = BestLinker(tmp_path / "best.ckpt")
+    bestlink.save_and_link(fabric, tmp_path / "a.ckpt", _state(fabric, linker), score=1.0, linker=linker)
+    fabric.save(tmp_path / "last.ckpt", {"best": linker.state_dict()})
+    (tmp_path / "a.ckpt").unlink()
+    resumed = BestLinker(tmp_path / "best.ckpt")
+    with pytest.warns(BestLinkWarning, match="cannot be linked"):
+        bestlink.load(fabric, tmp_path / "last.ckpt", {"best": resumed})
+    assert resumed.best_score is None
+    assert bestlink.save_and_link(fabric, tmp_path / "b.ckpt", _state(fabric, resumed), score=5.0, linker=resumed)
+    assert os.readlink(tmp_path / "best.ckpt") == "b.ckpt"

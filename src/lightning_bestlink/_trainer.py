@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from typing import TYPE_CHECKING, Any
 
 from lightning_bestlink._publish import LINK_CHOICES
 from lightning_bestlink._ranks import on_rank_zero
-from lightning_bestlink.linker import BestLinker, BestLinkWarning
+from lightning_bestlink.linker import BestLinker
 
 if TYPE_CHECKING:
     _Base = Any  # ModelCheckpoint of either package; the mixin only uses its public surface
@@ -176,9 +175,7 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
         # against the restored best_model_path, and rebuild it if it was deleted or damaged
         def repair() -> None:
             linker.load_state_dict({"best_score": _plain(self._best_score(trainer)), "best_path": best})
-            report = linker.repair()
-            if not report.ok:
-                warnings.warn(f"best alias not restored: {report.detail}", BestLinkWarning, stacklevel=2)
+            linker.restore_alias()
 
         on_rank_zero(trainer.is_global_zero, trainer.strategy.broadcast, linker, repair, "verify")
         self._linked_best_path = best

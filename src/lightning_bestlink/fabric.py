@@ -22,12 +22,11 @@ exists. Example::
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 from lightning_bestlink._ranks import on_rank_zero
 from lightning_bestlink._score import to_score
-from lightning_bestlink.linker import BestLinker, BestLinkWarning
+from lightning_bestlink.linker import BestLinker
 
 __all__ = ["load", "save_and_link"]
 
@@ -93,9 +92,7 @@ def load(fabric: Any, path: str | os.PathLike[str], state: dict[str, Any], **loa
         def restore(linker: BestLinker = linker, restored: Any = restored) -> None:
             # verify now, not at the next improving update: the alias may have been deleted
             linker.load_state_dict(restored)
-            report = linker.repair()
-            if not report.ok:
-                warnings.warn(f"best alias not restored: {report.detail}", BestLinkWarning, stacklevel=3)
+            linker.restore_alias()
 
         on_rank_zero(fabric.global_rank == 0, _broadcaster(fabric), linker, restore, "restore")
     return remainder

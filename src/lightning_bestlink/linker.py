@@ -73,7 +73,7 @@ class BestLinker:
     a missing or half-written one.
 
     Example:
-        >>> import os, tempfile
+        >>> import os, shutil, tempfile
         >>> d = tempfile.mkdtemp()
         >>> for name in ("a.ckpt", "b.ckpt"):
         ...     with open(os.path.join(d, name), "w") as fh:
@@ -87,6 +87,7 @@ class BestLinker:
         'a.ckpt'
         >>> linker.best_score
         0.5
+        >>> shutil.rmtree(d)
     """
 
     def __init__(
@@ -208,7 +209,7 @@ class BestLinker:
         extra = _metadata.check_extra(extra)
         with self._lock:
             if self._needs_verify:
-                self._repair_after_load()
+                self.restore_alias()
             better = is_better(value, self._best_score, self._mode, self._ties)
             if not (better or (force and value == value)):  # value == value: not NaN
                 return False
@@ -404,19 +405,27 @@ class BestLinker:
             self._publish(self._best_score, self._best_path, extra)
             return self._verify()
 
-    def _repair_after_load(self) -> None:
-        self._needs_verify = False
-        report = self.repair()
-        if not report.ok:
-            warnings.warn(
-                f"the best checkpoint restored from state, {self._best_path!r} (score "
-                f"{self._best_score!r}), no longer exists: {report.detail}. The next checkpoint "
-                f"offered will become the best",
-                BestLinkWarning,
-                stacklevel=3,
-            )
-            self._best_score = None
-            self._best_path = None
+    def restore_alias(self) -> AliasReport:
+        """Run now the check that :meth:`load_state_dict` leaves for the next update.
+
+        Rebuilds the alias if it is missing, dangling or points elsewhere. If the best
+        checkpoint itself is gone, warns (:class:`BestLinkWarning`) and forgets it, so the
+        next checkpoint offered becomes the best. Returns the report.
+        """
+        with self._lock:
+            self._needs_verify = False
+            report = self.repair()
+            if not report.ok:
+                warnings.warn(
+                    f"the best checkpoint restored from state, {self._best_path!r} (score "
+                    f"{self._best_score!r}), cannot be linked: {report.detail}. The next checkpoint "
+                    f"offered will become the best",
+                    BestLinkWarning,
+                    stacklevel=3,
+                )
+                self._best_score = None
+                self._best_path = None
+            return report
 
     # --- state ----------------------------------------------------------------
 
