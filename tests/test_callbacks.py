@@ -365,9 +365,11 @@ def test_memory_dirpath_copies_without_a_second_save(pkg: Any, cls: Any, tmp_pat
         calls = []
         original = t.strategy.checkpoint_io.save_checkpoint
 
-        def save(checkpoint: Any, path: Any, *a: Any, _calls: list[Any] = calls, **k: Any) -> Any:
+        def save(
+            checkpoint: Any, path: Any, *a: Any, _calls: list[Any] = calls, _orig: Any = original, **k: Any
+        ) -> Any:
             _calls.append(str(path))
-            return original(checkpoint, path, *a, **k)
+            return _orig(checkpoint, path, *a, **k)
 
         t.strategy.checkpoint_io.save_checkpoint = save
         t.fit(make_module(pkg, [3.0, 1.0, 2.0, 0.5]))

@@ -39,7 +39,7 @@ def test_trainer_ddp_two_ranks_agree_and_see_the_alias(tmp_path: Path) -> None:
     assert os.path.realpath(alias) == ranks[0]["best_model_path"]
     seen0, seen1 = ranks[0]["seen"], ranks[1]["seen"]
     assert len(seen0) == len(seen1) > 0
-    for a, b in zip(seen0, seen1):
+    for a, b in zip(seen0, seen1, strict=True):
         # after every call of the callback, on both ranks: the alias is the best, and rank 1's
         # linker mirrors rank zero's (score included, although rank 1 logged other values)
         assert (a["linker_best"], a["linker_score"]) == (b["linker_best"], b["linker_score"])

@@ -12,9 +12,8 @@ pytest.importorskip("torch")
 pytest.importorskip("lightning")
 pytest.importorskip("jsonargparse")
 
-from lightning.pytorch.cli import LightningCLI  # noqa: E402
-
-from tests._lit import make_module  # noqa: E402
+from lightning.pytorch.cli import LightningCLI
+from tests._lit import make_module
 
 pytestmark = [
     pytest.mark.lightning,

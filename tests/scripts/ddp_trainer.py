@@ -9,10 +9,10 @@ import json
 import os
 import sys
 
+import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import lightning.pytorch as pl
 from lightning_bestlink import ModelCheckpointWithLinkBest
 
 out = sys.argv[1]
@@ -43,8 +43,10 @@ class Module(pl.LightningModule):
         return DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2)
 
 
+SEEN = []
+
+
 class Check(ModelCheckpointWithLinkBest):
-    seen = []
 
     def on_validation_end(self, trainer, pl_module):
         super().on_validation_end(trainer, pl_module)
@@ -56,7 +58,7 @@ class Check(ModelCheckpointWithLinkBest):
 
     def record(self, trainer):
         alias = self.best_link_path
-        self.seen.append(
+        SEEN.append(
             {
                 "epoch": trainer.current_epoch,
                 "best_model_path": self.best_model_path,
@@ -82,7 +84,7 @@ trainer = pl.Trainer(
 )
 trainer.fit(Module())
 with open(os.path.join(out, f"rank{trainer.global_rank}.json"), "w") as fh:
-    json.dump({"seen": Check.seen, "best_model_path": ckpt.best_model_path}, fh)
+    json.dump({"seen": SEEN, "best_model_path": ckpt.best_model_path}, fh)
 if torch.distributed.is_initialized():
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()  # a clean exit: gloo aborts if torn down mid-flight
