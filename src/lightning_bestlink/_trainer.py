@@ -120,7 +120,7 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
                 raise ValueError(
                     f"two ModelCheckpointWithLinkBest callbacks (monitor={self.monitor!r} and "
                     f"monitor={other.monitor!r}) would both write the best alias {alias!r}. Give each its "
-                    f"own name, e.g. callback.CHECKPOINT_NAME_BEST = 'best-{{monitor}}' spelled out"
+                    f"own name, e.g. set CHECKPOINT_NAME_BEST = 'best-{other.monitor}' on the second one"
                 )
 
     # --- when the alias moves --------------------------------------------------
