@@ -13,7 +13,8 @@ from lightning_utilities.core.imports import RequirementCache
 _LIGHTNING_AVAILABLE = RequirementCache("lightning>=2.0")
 _PYTORCH_LIGHTNING_AVAILABLE = RequirementCache("pytorch_lightning>=2.0")
 
-#: ``ModelCheckpoint(enable_version_counter=...)`` exists.
+#: ``ModelCheckpoint(enable_version_counter=...)`` exists, and ``Fabric.save`` calls
+#: ``state_dict()`` on objects in ``state`` that have one (2.0 pickles them as they are).
 _LIGHTNING_GE_2_1 = RequirementCache("lightning>=2.1")
 #: ``ModelCheckpoint(save_last="link")`` exists.
 _LIGHTNING_GE_2_2 = RequirementCache("lightning>=2.2")
