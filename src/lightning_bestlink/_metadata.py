@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
 from typing import Any
 
 from lightning_bestlink._errors import AliasConflictError
@@ -112,12 +111,18 @@ def make(
         "link": link,
         "mode": mode,
         "score": score,
-        "time": datetime.fromtimestamp(unix_time, tz=timezone.utc).isoformat(),
+        "time": _iso(unix_time),
         "unix_time": unix_time,
         "alias_id": alias_id,
         "previous_alias_id": previous_alias_id,
         "extra": dict(extra or {}),
     }
+
+
+def _iso(unix_time: float) -> str:
+    from datetime import datetime, timezone  # only when a record is written
+
+    return datetime.fromtimestamp(unix_time, tz=timezone.utc).isoformat()
 
 
 def check_extra(extra: Any) -> dict[str, Any]:

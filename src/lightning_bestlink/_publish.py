@@ -9,17 +9,13 @@ stores), which replaces the object atomically.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import secrets
-import shutil
 import stat
 import sys
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from lightning_bestlink._errors import AliasWriteError
 
@@ -57,7 +53,7 @@ def is_unsupported(err: OSError, kind: str) -> bool:
 def tmp_name(path: str, tag: str) -> str:
     """A hidden sibling of ``path`` that :meth:`LocalStorage.cleanup` recognises."""
     head, base = os.path.split(path)
-    return os.path.join(head, f".{base}{TMP_MARK}{tag}-{os.getpid()}-{secrets.token_hex(4)}")
+    return os.path.join(head, f".{base}{TMP_MARK}{tag}-{os.getpid()}-{os.urandom(4).hex()}")
 
 
 # --- atomic exchange of two paths (Linux renameat2) --------------------------------
@@ -69,6 +65,8 @@ _AT_FDCWD = -100
 def _load_renameat2() -> Any:
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # only for directory swaps: keeps the core's import light
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         fn = libc.renameat2
@@ -79,13 +77,18 @@ def _load_renameat2() -> Any:
     return fn
 
 
-_renameat2 = _load_renameat2()
+_renameat2: Any = False  # False: not looked up yet; None: not available
 
 
 def exchange(a: str, b: str) -> bool:
     """Atomically swap the names ``a`` and ``b``; False when the platform cannot."""
+    global _renameat2
+    if _renameat2 is False:
+        _renameat2 = _load_renameat2()
     if _renameat2 is None:
         return False
+    import ctypes
+
     rc = _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     if rc == 0:
         return True
@@ -98,8 +101,7 @@ def exchange(a: str, b: str) -> bool:
 # --- the storage interface --------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AliasState:
+class AliasState(NamedTuple):
     """What is at the alias path now."""
 
     kind: AliasKind
@@ -107,8 +109,7 @@ class AliasState:
     points_to: str | None = None  # for a symlink: the normalised path it names
 
 
-@dataclass
-class Staged:
+class Staged(NamedTuple):
     """An alias written under a temporary name, not yet published."""
 
     kind: LinkKind
@@ -186,6 +187,8 @@ class Storage(ABC):
 def _remove_tree_or_file(path: str) -> None:
     st = os.lstat(path)
     if stat.S_ISDIR(st.st_mode):
+        import shutil
+
         shutil.rmtree(path)
     else:
         os.unlink(path)
@@ -302,8 +305,12 @@ class LocalStorage(Storage):
         elif kind == "hardlink":
             os.link(target, tmp, follow_symlinks=False)
         elif is_dir:
+            import shutil  # copies only: the import stays off the link path
+
             shutil.copytree(target, tmp, symlinks=True)
         else:
+            import shutil
+
             shutil.copyfile(target, tmp)
             shutil.copymode(target, tmp)
             if durable:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from lightning_bestlink import _metadata
 from lightning_bestlink._errors import AliasConflictError, AliasWriteError
@@ -35,8 +34,7 @@ class BestLinkWarning(UserWarning):
     """Something about the alias needed attention, and was handled."""
 
 
-@dataclass(frozen=True)
-class AliasReport:
+class AliasReport(NamedTuple):
     """The health of an alias, as :meth:`BestLinker.verify` sees it."""
 
     status: Status
