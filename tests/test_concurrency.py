@@ -76,7 +76,7 @@ READER = textwrap.dedent(
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind", ["symlink", "copy", "hardlink"])
 def test_reader_never_sees_a_missing_or_partial_alias(tmp_path: Path, kind: str, record_counts: Counts) -> None:
-    n, swaps_wanted, budget = 6, 1500, 15.0
+    n, swaps_wanted, budget = 6, 1500, 60.0  # the budget only guards against a hung reader
     folder = tmp_path / "run"
     paths = [write_ckpt(folder / f"epoch={i}.ckpt", i, size=64 * 1024 + i) for i in range(n)]
     linker = BestLinker(folder / "best.ckpt", mode="max", link=kind)  # type: ignore[arg-type]
