@@ -585,3 +585,13 @@ class AliasMachine(RuleBasedStateMachine):
 
 AliasMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=20, deadline=None)
 test_alias_machine = AliasMachine.TestCase
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "copy"])
+def test_alias_folder_is_created_on_demand(tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "a.ckpt"
+    target.write_bytes(b"checkpoint")
+    linker = BestLinker(tmp_path / "not" / "yet" / "best.ckpt", link=kind)  # type: ignore[arg-type]
+    assert linker.update(1.0, target)
+    assert (tmp_path / "not" / "yet" / "best.ckpt").read_bytes() == b"checkpoint"
+    assert linker.verify().ok

@@ -275,12 +275,18 @@ class LocalStorage(Storage):
                 f"link='hardlink' cannot alias the directory checkpoint {target!r}: directories "
                 f"have no hard links; use link='auto', 'symlink' or 'copy'",
             )
-        os.makedirs(os.path.dirname(alias), exist_ok=True)
         candidates = self._candidates(choice, is_dir)
         for i, kind in enumerate(candidates):
             tmp = tmp_name(alias, "tmp")
             try:
-                self._make(kind, target, tmp, is_dir, durable=durable)
+                try:
+                    self._make(kind, target, tmp, is_dir, durable=durable)
+                except FileNotFoundError:
+                    if os.path.isdir(os.path.dirname(alias)):
+                        raise
+                    # the alias's folder does not exist yet: make it (only then, to spare a syscall)
+                    os.makedirs(os.path.dirname(alias), exist_ok=True)
+                    self._make(kind, target, tmp, is_dir, durable=durable)
             except OSError as err:
                 self._discard(tmp)
                 if choice == "auto" and i + 1 < len(candidates) and is_unsupported(err, kind):
@@ -335,11 +341,15 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             old = None
         # rename(2) onto another name of the same inode is a no-op that leaves tmp behind
-        same_inode = old is not None and not stat.S_ISLNK(old.st_mode) and os.path.samestat(old, os.lstat(tmp))
-        if staged.kind == "hardlink" and same_inode:
+        if (
+            staged.kind == "hardlink"
+            and old is not None
+            and not stat.S_ISLNK(old.st_mode)
+            and os.path.samestat(old, os.lstat(tmp))
+        ):
             os.unlink(tmp)
             return
-        tmp_is_dir = stat.S_ISDIR(os.lstat(tmp).st_mode)
+        tmp_is_dir = staged.kind == "copy" and stat.S_ISDIR(os.lstat(tmp).st_mode)  # links are never dirs
         if old is not None and (stat.S_ISDIR(old.st_mode) or tmp_is_dir):
             # rename() cannot put a directory over a file or a non-empty directory
             if exchange(tmp, alias):
