@@ -595,3 +595,18 @@ def test_alias_folder_is_created_on_demand(tmp_path: Path, kind: str) -> None:
     assert linker.update(1.0, target)
     assert (tmp_path / "not" / "yet" / "best.ckpt").read_bytes() == b"checkpoint"
     assert linker.verify().ok
+
+
+def test_record_changed_by_someone_else_is_read_again(tmp_path: Path) -> None:
+    # the linker remembers the record it wrote; a change made behind its back must still count
+    a, b = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    linker = BestLinker(tmp_path / "best.ckpt", link="copy")
+    assert linker.update(2.0, a)
+    record = Path(linker.metadata_path)
+    text = record.read_text()
+    record.write_text(text.replace('"lightning-bestlink/1"', '"lightning-bestlink/9"'))  # in place, same size
+    with pytest.raises(AliasConflictError):
+        linker.update(1.0, b)
+    assert (tmp_path / "best.ckpt").read_bytes() == b"a"

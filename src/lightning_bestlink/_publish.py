@@ -208,6 +208,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _file_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _fsync_dir(path: str) -> None:
     if os.name == "nt":
         return
@@ -229,6 +233,9 @@ class LocalStorage(Storage):
     def __init__(self) -> None:
         # link kinds that failed with "not supported" here; "auto" skips them next time
         self._unsupported: set[str] = set()
+        # what write_text last wrote, per path, with the file's identity: reading it back is a
+        # stat instead of open/read/close, and any change by someone else shows in the stat
+        self._written: dict[str, tuple[tuple[int, int, int, int], str]] = {}
 
     def normalize(self, path: str | os.PathLike[str]) -> str:
         text = os.fspath(path)
@@ -394,6 +401,13 @@ class LocalStorage(Storage):
         return removed
 
     def read_text(self, path: str) -> str | None:
+        cached = self._written.get(path)
+        if cached is not None:
+            try:
+                if _file_key(os.stat(path)) == cached[0]:
+                    return cached[1]
+            except FileNotFoundError:
+                return None
         try:
             with open(path, encoding="utf-8") as fh:
                 return fh.read()
@@ -402,18 +416,22 @@ class LocalStorage(Storage):
 
     def write_text(self, path: str, text: str, *, durable: bool) -> None:
         tmp = tmp_name(path, "tmp")
+        self._written.pop(path, None)
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(text)
+                fh.flush()
                 if durable:
-                    fh.flush()
                     os.fsync(fh.fileno())
+                key = _file_key(os.fstat(fh.fileno()))  # the rename keeps inode, size and mtime
             os.replace(tmp, path)
         except BaseException:
             self._discard(tmp)
             raise
+        self._written[path] = (key, text)
 
     def remove_file(self, path: str) -> None:
+        self._written.pop(path, None)
         try:
             os.unlink(path)
         except FileNotFoundError:
