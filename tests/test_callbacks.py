@@ -396,3 +396,28 @@ def test_overwritten_best_file_refreshes_the_alias(pkg: Any, cls: Any, tmp_path:
     assert sorted(files(tmp_path)) == ["best.ckpt", "best.ckpt.bestlink.json", "model.ckpt"]
     assert (tmp_path / "best.ckpt").read_bytes() == (tmp_path / "model.ckpt").read_bytes()
     assert torch.load(tmp_path / "best.ckpt", weights_only=False)["epoch"] == 2
+
+
+def test_a_save_onto_a_leftover_link_never_writes_through(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    if not _flag(pkg, 2):
+        pytest.skip("save_last='link' exists from Lightning 2.2")
+    first = cls(save_best=True, dirpath=tmp_path, monitor="val_loss", save_top_k=-1, save_last="link")
+    trainer(pkg, tmp_path, [first], max_epochs=2).fit(make_module(pkg, [2.0, 1.0]))
+    assert os.path.islink(tmp_path / "last.ckpt")
+    pointed = tmp_path / os.readlink(tmp_path / "last.ckpt")
+    before = pointed.read_bytes()
+
+    # a second run into the same folder saves last.ckpt as a file: without care, torch.save
+    # would open the leftover link and overwrite the top-k checkpoint it points at
+    second = cls(
+        save_best=True,
+        dirpath=tmp_path,
+        monitor="val_loss",
+        save_last=True,
+        filename="run2-{epoch}",
+        enable_version_counter=False,  # else Lightning sidesteps to last-v1.ckpt
+    )
+    trainer(pkg, tmp_path, [second], max_epochs=1).fit(make_module(pkg, [5.0]))
+    assert pointed.read_bytes() == before, "the checkpoint behind the old link was overwritten"
+    assert not os.path.islink(tmp_path / "last.ckpt")
+    alias_ok(second)
