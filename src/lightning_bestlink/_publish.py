@@ -137,8 +137,8 @@ class Storage(ABC):
         """Describe what sits at ``alias`` without following it."""
 
     @abstractmethod
-    def stage(self, target: str, alias: str, choice: LinkChoice, *, durable: bool) -> Staged:
-        """Write the new alias under a temporary name."""
+    def stage(self, target: str, alias: str, choice: LinkChoice, *, is_dir: bool, durable: bool) -> Staged:
+        """Write the new alias under a temporary name (``is_dir``: the target is a directory)."""
 
     @abstractmethod
     def commit(self, staged: Staged, *, durable: bool) -> None:
@@ -274,8 +274,7 @@ class LocalStorage(Storage):
         usable = [k for k in order if k not in self._unsupported]
         return usable or ["copy"]
 
-    def stage(self, target: str, alias: str, choice: LinkChoice, *, durable: bool) -> Staged:
-        is_dir = os.path.isdir(target)
+    def stage(self, target: str, alias: str, choice: LinkChoice, *, is_dir: bool, durable: bool) -> Staged:
         if choice == "hardlink" and is_dir:
             raise IsADirectoryError(
                 errno.EISDIR,

@@ -82,8 +82,8 @@ class FsspecStorage(Storage):
         info = self._info(path)
         return None if info is None else self._ident_of(info)
 
-    def stage(self, target: str, alias: str, choice: LinkChoice, *, durable: bool) -> Staged:
-        if self.target_type(target) == "dir":
+    def stage(self, target: str, alias: str, choice: LinkChoice, *, is_dir: bool, durable: bool) -> Staged:
+        if is_dir:
             raise IsADirectoryError(
                 errno.EISDIR,
                 f"cannot alias the directory checkpoint {target!r} on {self.fs.protocol!r}: an "

@@ -211,12 +211,13 @@ class BestLinker:
             better = is_better(value, self._best_score, self._mode, self._ties)
             if not (better or (force and value == value)):  # value == value: not NaN
                 return False
-            self._publish(value, self._checked_target(path), extra)
+            self._publish(value, *self._checked_target(path), extra)
             return True
 
     # --- writing the alias ----------------------------------------------------
 
-    def _checked_target(self, path: str | os.PathLike[str]) -> str:
+    def _checked_target(self, path: str | os.PathLike[str]) -> tuple[str, Literal["file", "dir"]]:
+        """The normalised target and what it is; raises when it cannot be the best."""
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
         text = os.fspath(path)
@@ -235,9 +236,10 @@ class BestLinker:
                 f"path must not be the alias itself, got {text!r} (link_path is {self._link_path!r}); "
                 f"pass the checkpoint file the alias should point at"
             )
-        if self._storage.target_type(target) is None:
+        kind = self._storage.target_type(target)
+        if kind is None:
             raise FileNotFoundError(f"path {text!r} does not exist; call update() after the checkpoint is fully saved")
-        return target
+        return target, kind
 
     def _read_record(self) -> dict[str, Any] | None:
         text = self._storage.read_text(self._meta_path)
@@ -262,7 +264,7 @@ class BestLinker:
             f"or choose another link_path"
         )
 
-    def _publish(self, value: float, target: str, extra: dict[str, Any]) -> None:
+    def _publish(self, value: float, target: str, kind: Literal["file", "dir"], extra: dict[str, Any]) -> None:
         storage = self._storage
         action = f"pointing {self._link_path!r} at {target!r}"
         try:  # nothing is written yet: any storage error here leaves everything as it was
@@ -276,7 +278,7 @@ class BestLinker:
         record = None if old_text is None else _metadata.decode(old_text, self._meta_path)
         self._check_owned(state, record)
         try:
-            staged = storage.stage(target, self._link_path, self._link, durable=self._durable)
+            staged = storage.stage(target, self._link_path, self._link, is_dir=kind == "dir", durable=self._durable)
         except IsADirectoryError:
             raise  # a directory this link kind cannot alias: a usage error, not a failed write
         except OSError as err:
@@ -390,7 +392,8 @@ class BestLinker:
                     raise AliasConflictError(before.detail)
                 return before
             assert self._best_path is not None and self._best_score is not None
-            if self._storage.target_type(self._best_path) is None:
+            kind = self._storage.target_type(self._best_path)
+            if kind is None:
                 return AliasReport(
                     before.status,
                     self._link_path,
@@ -400,7 +403,7 @@ class BestLinker:
                 )
             record = self._read_record()
             extra = dict(record.get("extra") or {}) if record else {}
-            self._publish(self._best_score, self._best_path, extra)
+            self._publish(self._best_score, self._best_path, kind, extra)
             return self._verify()
 
     def restore_alias(self) -> AliasReport:
