@@ -42,17 +42,6 @@ def check_save_best(save_best: object) -> str | None:
     raise ValueError(f"save_best must be None, False, True or one of {choices}, got {save_best!r}")
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-friendly form of a logged value (tensors become numbers)."""
-    item = getattr(value, "item", None)
-    if callable(item):
-        try:
-            return item()
-        except (RuntimeError, ValueError):  # more than one element
-            return None
-    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
-
-
 class BestLinkMixin(_Base):  # type: ignore[misc]
     """Adds ``save_best`` to a ``ModelCheckpoint``: ``best.ckpt`` follows ``best_model_path``."""
 
@@ -174,7 +163,7 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
         # after every restore (some strategies restore after on_fit_start): check the alias
         # against the restored best_model_path, and rebuild it if it was deleted or damaged
         def repair() -> None:
-            linker.load_state_dict({"best_score": _plain(self._best_score(trainer)), "best_path": best})
+            linker.load_state_dict({"best_score": self._best_score(trainer), "best_path": best})
             linker.restore_alias()
 
         on_rank_zero(trainer.is_global_zero, trainer.strategy.broadcast, linker, repair, "verify")

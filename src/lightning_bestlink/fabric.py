@@ -58,8 +58,10 @@ def save_and_link(
         The same bool on every rank: whether ``path`` became the best. When it returns,
         the alias exists for every rank that shares the filesystem.
     """
-    value = float(fabric.broadcast(to_score(score), src=0))
-    becomes_best = bool(fabric.broadcast(linker.is_better(value) if fabric.global_rank == 0 else None, src=0))
+    local = to_score(score)  # every rank checks its own argument
+    # one broadcast carries rank zero's score and its decision to every rank
+    decision = fabric.broadcast((local, linker.is_better(local)) if fabric.global_rank == 0 else None, src=0)
+    value, becomes_best = float(decision[0]), bool(decision[1])
     target = os.fspath(path)
     prospective = linker.prospective_state(value, target) if becomes_best else linker.state_dict()
     to_save = {key: (prospective if obj is linker else obj) for key, obj in state.items()}
@@ -67,7 +69,7 @@ def save_and_link(
 
     def write() -> None:
         if becomes_best:
-            linker.update(value, target, extra=dict(extra or {}), force=True)
+            linker.update(value, target, extra=extra, force=True)
 
     on_rank_zero(fabric.global_rank == 0, _broadcaster(fabric), linker, write, "update")
     return becomes_best
