@@ -248,6 +248,11 @@ def _count(n: int, total: int, verb: str) -> str:
     return f"{n} of {total} alias{'es' if total > 1 else ''} {verb}"
 
 
+def _attention(bad: int, total: int) -> str:
+    """``"1 of 2 aliases needs attention"``."""
+    return _count(bad, total, "need attention" if bad > 1 else "needs attention")
+
+
 def _rel(path: str | None, folder: str) -> str:
     if path is None:
         return "?"
@@ -305,7 +310,7 @@ def render(folder: Folder, out: TextIO, *, title: str | None = None) -> None:
     if not folder.aliases:
         summary = "no best alias"
     elif bad:
-        summary = _count(bad, len(folder.aliases), "need attention" if bad > 1 else "needs attention")
+        summary = _attention(bad, len(folder.aliases))
     else:
         summary = "alias healthy" if len(folder.aliases) == 1 else f"{len(folder.aliases)} aliases healthy"
     print(f"{title or folder.path}  ({summary})", file=out)
@@ -364,15 +369,22 @@ def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _survey(
+    args: argparse.Namespace, out: TextIO, *, width: int, unrecorded: str, quiet: bool = False
+) -> tuple[str, list[Folder], list[tuple[Folder, Alias]]]:
+    """The folders and aliases ``verify`` and ``repair`` work on; notes the aliases without a record."""
     root = os.path.abspath(args.dir)
     found = folders(root, args.recursive)
-    aliases = [(f, a) for f in found for a in f.aliases]
     for folder in found:
         for name in folder.unrecorded:
-            if not args.quiet:
+            if not quiet:
                 shown = _shown(args.dir, root, os.path.join(folder.path, name))
-                print(f"note    {shown}: no {SUFFIX} record, not verified", file=out)
+                print(f"{'note':<{width}}{shown}: no {SUFFIX} record, {unrecorded}", file=out)
+    return root, found, [(f, a) for f in found for a in f.aliases]
+
+
+def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    root, found, aliases = _survey(args, out, width=8, unrecorded="not verified", quiet=args.quiet)
     if not aliases:
         return _no_alias(found, args, out, err)
     bad = 0
@@ -389,19 +401,13 @@ def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"FAILED  {shown}: {problem(alias, folder.path)}", file=out)
         print(f"        {advice(alias, _shown(args.dir, root, folder.path))}", file=out)
     if bad:
-        print(f"verify: {_count(bad, len(aliases), 'need attention' if bad > 1 else 'needs attention')}", file=err)
+        print(f"verify: {_attention(bad, len(aliases))}", file=err)
         return EXIT_PROBLEM
     return EXIT_OK
 
 
 def cmd_repair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    root = os.path.abspath(args.dir)
-    found = folders(root, args.recursive)
-    aliases = [(f, a) for f in found for a in f.aliases]
-    for folder in found:
-        for name in folder.unrecorded:
-            shown = _shown(args.dir, root, os.path.join(folder.path, name))
-            print(f"note      {shown}: no {SUFFIX} record, nothing to repair from", file=out)
+    root, found, aliases = _survey(args, out, width=10, unrecorded="nothing to repair from")
     if not aliases:
         return _no_alias(found, args, out, err)
     failed = 0
