@@ -52,7 +52,6 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.save_best = save_best
         self._best_linker: BestLinker | None = None
-        self._best_linker_for = ""
         self._linked_best_path = ""  # the best_model_path the alias was last pointed at (all ranks)
 
     # --- naming and setup -----------------------------------------------------
@@ -76,9 +75,9 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
         self._check_names(trainer)
         link_path = self.best_link_path
         assert link_path is not None
-        if self._best_linker is None or self._best_linker_for != link_path:
+        linker = self._best_linker
+        if linker is None or linker.link_path != linker.normalize(link_path):  # first setup, or dirpath moved
             self._best_linker = BestLinker(link_path, mode=self.mode, link=self._best_link_kind)  # type: ignore[arg-type]
-            self._best_linker_for = link_path
 
     def _check_names(self, trainer: Any) -> None:
         name = self.CHECKPOINT_NAME_BEST

@@ -505,17 +505,14 @@ class BestLinker:
 
         Raises ``FileNotFoundError`` when there is no record.
         """
-        probe = cls(link_path, storage_options=storage_options)
-        record = probe._read_record()
+        record = read_metadata(link_path, storage_options=storage_options)
         if record is None:
-            raise FileNotFoundError(f"no lightning-bestlink record at {probe.metadata_path!r}")
-        link = record.get("link", "auto")
-        if link not in LINK_CHOICES or probe._storage.remote:
-            link = "auto"
-        linker = cls(link_path, mode=record["mode"], link=link, storage_options=storage_options)
-        target = linker._storage.absolute(str(record["target"]), linker.link_path)
+            raise FileNotFoundError(f"no lightning-bestlink record next to {os.fspath(link_path)!r}")
+        linker = cls(link_path, mode=record["mode"], storage_options=storage_options)
+        if record.get("link") in LINK_CHOICES and not linker._storage.remote:
+            linker._link = record["link"]  # a repair makes the alias the way it was made
         linker._best_score = float(record["score"])
-        linker._best_path = target
+        linker._best_path = record["target"]  # read_metadata made it absolute
         linker._link_kind = record.get("link")
         return linker
 
