@@ -10,6 +10,7 @@ import os
 import sys
 
 import torch
+from _ddp_exit import finish
 from lightning.fabric import Fabric
 
 from lightning_bestlink import BestLinker
@@ -49,6 +50,4 @@ for epoch, score in enumerate(scores):
     )
 with open(os.path.join(out, f"rank{fabric.global_rank}.json"), "w") as fh:
     json.dump(seen, fh)
-if torch.distributed.is_initialized():
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()  # a clean exit: gloo aborts if torn down mid-flight
+finish()

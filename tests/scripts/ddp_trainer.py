@@ -11,6 +11,7 @@ import sys
 
 import lightning.pytorch as pl
 import torch
+from _ddp_exit import finish
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_bestlink import ModelCheckpointWithLinkBest
@@ -85,6 +86,4 @@ trainer = pl.Trainer(
 trainer.fit(Module())
 with open(os.path.join(out, f"rank{trainer.global_rank}.json"), "w") as fh:
     json.dump({"seen": SEEN, "best_model_path": ckpt.best_model_path}, fh)
-if torch.distributed.is_initialized():
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()  # a clean exit: gloo aborts if torn down mid-flight
+finish()
