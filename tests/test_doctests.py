@@ -11,6 +11,8 @@ CORE = [
     "lightning_bestlink._score",
     "lightning_bestlink._metadata",
     "lightning_bestlink.linker",
+    "lightning_bestlink._names",
+    "lightning_bestlink._storage.base",
     "lightning_bestlink._trainer",
 ]
 

@@ -16,48 +16,43 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests._ckpt import fill_of, leftovers, write_ckpt
+from tests._helpers import KINDS, fill_of, leftovers, write_ckpt
 
-from lightning_bestlink import AliasWriteError, BestLinker, _publish
-from lightning_bestlink._publish import LocalStorage
+from lightning_bestlink import AliasWriteError, BestLinker
+from lightning_bestlink._storage import LocalStorage, _syscalls
 
-KINDS = ["symlink", "hardlink", "copy", "auto"]
 ERRNOS = {"EXDEV": errno.EXDEV, "EPERM": errno.EPERM, "ENOSPC": errno.ENOSPC}
-FALLBACK = {errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, 524}
 FUNCS = ["symlink", "link", "replace", "copyfile", "copytree", "exchange"]
+FAIL = None  # the update raises AliasWriteError and changes nothing
 
-
-def stage_funcs(kind: str, target: str) -> set[str]:
-    if kind == "symlink":
-        return {"symlink"}
-    if kind == "hardlink":
-        return {"link"}
-    return {"copytree", "copyfile"} if target == "dir" else {"copyfile"}
-
-
-def candidates(kind: str, target: str) -> list[str]:
-    if kind != "auto":
-        return [kind]
-    return ["symlink", "copy"] if target == "dir" else ["symlink", "hardlink", "copy"]
+# The second update of a linker (the first one ran without faults) meets a fault in `func`.
+# What it ends with, for an "unsupported here" errno (EXDEV, EPERM) and for ENOSPC: a link
+# kind, or FAIL. A function that the update does not call changes nothing: not listed.
+FAULTED: dict[tuple[str, str, str], tuple[str | None, str | None]] = {
+    ("symlink", "file", "symlink"): (FAIL, FAIL),
+    ("symlink", "file", "replace"): (FAIL, FAIL),
+    ("symlink", "dir", "symlink"): (FAIL, FAIL),
+    ("symlink", "dir", "replace"): (FAIL, FAIL),  # a symlink to a directory is still renamed over
+    ("hardlink", "file", "link"): (FAIL, FAIL),
+    ("hardlink", "file", "replace"): (FAIL, FAIL),
+    ("copy", "file", "copyfile"): (FAIL, FAIL),
+    ("copy", "file", "replace"): (FAIL, FAIL),
+    ("copy", "dir", "copytree"): (FAIL, FAIL),
+    ("copy", "dir", "copyfile"): (FAIL, FAIL),  # copytree copies each file with copyfile
+    ("copy", "dir", "exchange"): (FAIL, FAIL),  # a directory is swapped, not renamed over
+    ("auto", "file", "symlink"): ("hardlink", FAIL),  # auto falls back only when unsupported
+    ("auto", "file", "replace"): (FAIL, FAIL),
+    ("auto", "dir", "symlink"): ("copy", FAIL),  # no hard links of directories
+    ("auto", "dir", "replace"): (FAIL, FAIL),
+}
+#: the kind each (link=, target) makes when nothing fails
+UNFAULTED = {"symlink": "symlink", "hardlink": "hardlink", "copy": "copy", "auto": "symlink"}
 
 
 def expected_outcome(kind: str, target: str, func: str, err: int) -> str | None:
-    """The link kind the update ends with, or None when it must fail."""
-    order = candidates(kind, target)
-    chosen = None
-    for i, k in enumerate(order):
-        if func in stage_funcs(k, target):
-            if kind == "auto" and err in FALLBACK and i + 1 < len(order):
-                continue
-            return None
-        chosen = k
-        break
-    assert chosen is not None
-    old_kind = order[0]  # the first, unfaulted update
-    old_is_dir = old_kind == "copy" and target == "dir"
-    new_is_dir = chosen == "copy" and target == "dir"
-    commit = "exchange" if (old_is_dir or new_is_dir) else "replace"
-    return None if func == commit else chosen
+    """The link kind the update ends with, or None (FAIL) when it must fail."""
+    unsupported, real = FAULTED.get((kind, target, func), (UNFAULTED[kind], UNFAULTED[kind]))
+    return real if err == errno.ENOSPC else unsupported
 
 
 class Snapshot:
@@ -109,7 +104,7 @@ def inject(monkeypatch: pytest.MonkeyPatch, func: str, err: int, *, only_dst: st
         calls.append(func)
         raise exc
 
-    owner: Any = {"symlink": os, "link": os, "copyfile": shutil, "copytree": shutil, "exchange": _publish}[func]
+    owner: Any = {"symlink": os, "link": os, "copyfile": shutil, "copytree": shutil, "exchange": _syscalls}[func]
     monkeypatch.setattr(owner, func, fail)
     return calls
 
@@ -286,7 +281,7 @@ def test_interrupt_during_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(_publish, "exchange", interrupted)
+        m.setattr(_syscalls, "exchange", interrupted)
         real = os.replace
         m.setattr(os, "replace", lambda s, d: interrupted() if d == linker.link_path else real(s, d))
         with pytest.raises(KeyboardInterrupt):

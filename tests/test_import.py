@@ -28,7 +28,7 @@ def test_import_with_torch_and_lightning_unimportable() -> None:
         import lightning_bestlink
         from lightning_bestlink import BestLinker, AliasConflictError, AliasWriteError, read_metadata
         import lightning_bestlink.linker, lightning_bestlink._score, lightning_bestlink._metadata
-        import lightning_bestlink._publish
+        import lightning_bestlink._storage.local
         assert BestLinker.__module__ == "lightning_bestlink.linker"
         loaded = [m for m in {HEAVY!r} if sys.modules.get(m) is not None]
         print(json.dumps({{"loaded": loaded}}))
@@ -74,3 +74,54 @@ def test_unknown_attribute() -> None:
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         lightning_bestlink.nope  # noqa: B018
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """Each package module and the package modules it imports, function-level imports included."""
+    import ast
+    from pathlib import Path
+
+    import lightning_bestlink
+
+    root = Path(lightning_bestlink.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = ["lightning_bestlink", *path.relative_to(root).with_suffix("").parts]
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                edges.update(alias.name for alias in node.names if alias.name in modules)
+            elif isinstance(node, ast.ImportFrom) and node.module in modules:
+                for alias in node.names:  # `from pkg import submodule` imports the submodule
+                    sub = f"{node.module}.{alias.name}"
+                    edges.add(sub if sub in modules else node.module)
+        graph[name] = edges - {name}
+    return graph
+
+
+def test_no_import_cycle_inside_the_package() -> None:
+    graph = _package_imports()
+    assert "lightning_bestlink.linker" in graph and graph["lightning_bestlink.linker"], "the scan found nothing"
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join([*path[path.index(name) :], name])}"
+        if name in done:
+            return
+        for dep in sorted(graph[name]):
+            visit(dep, [*path, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+
+
+def test_the_core_imports_no_adapter() -> None:
+    graph = _package_imports()
+    adapters = {"lightning_bestlink._trainer", "lightning_bestlink.callbacks", "lightning_bestlink.fabric"}
+    for core in ("linker", "_storage", "_storage.local", "_storage.fsspec", "_metadata", "_score", "_health"):
+        assert not graph[f"lightning_bestlink.{core}"] & adapters, core

@@ -17,12 +17,11 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from tests._ckpt import fill_of, leftovers, write_ckpt
+from tests._helpers import KINDS, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import AliasConflictError, BestLinker, BestLinkWarning, read_metadata
-from lightning_bestlink._publish import LocalStorage, Storage
-
-KINDS = ["symlink", "hardlink", "copy", "auto"]
+from lightning_bestlink._score import is_better
+from lightning_bestlink._storage import LocalStorage, Storage
 
 
 @pytest.fixture(params=KINDS)
@@ -266,7 +265,7 @@ def test_nan_never_becomes_best(tmp_path: Path) -> None:
     assert not linker.update(float("nan"), a)
     assert not os.path.lexists(linker.link_path)
     assert linker.update(math.inf, a)  # +inf is a number: the first one becomes the best
-    assert not linker.update(float("nan"), a, force=True)
+    assert not linker.follow(float("nan"), a)
     assert linker.best_score == math.inf
     assert record(linker)["score"] == "inf"
     assert read_metadata(linker.link_path)["score"] == math.inf  # type: ignore[index]
@@ -534,18 +533,10 @@ class AliasMachine(RuleBasedStateMachine):
         self.mode, self.ties, self.link = mode, ties, link
         self.linker = BestLinker(os.path.join(self.dir, "best"), mode=mode, ties=ties, link=link)  # type: ignore[arg-type]
 
-    def _beats(self, score: float) -> bool:
-        if math.isnan(score):
-            return False
-        if self.best is None:
-            return True
-        if score == self.best[0]:
-            return self.ties == "last"
-        return score < self.best[0] if self.mode == "min" else score > self.best[0]
-
     @rule(score=SCORES, index=st.integers(0, N_PATHS - 1))
     def update(self, score: float, index: int) -> None:
-        expected = self._beats(float(score))
+        # the policy itself is specified in test_score.py; here: the linker follows it
+        expected = is_better(float(score), None if self.best is None else self.best[0], self.mode, self.ties)  # type: ignore[arg-type]
         assert self.linker.update(score, self.paths[index]) is expected
         if expected:
             self.best = (float(score), index)

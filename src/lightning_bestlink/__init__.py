@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkError
+from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkError, BestLinkWarning
+from lightning_bestlink._health import AliasReport
 from lightning_bestlink._metadata import SUFFIX as METADATA_SUFFIX
-from lightning_bestlink.linker import AliasReport, BestLinker, BestLinkWarning, read_metadata
+from lightning_bestlink.linker import BestLinker, read_metadata
 
 if TYPE_CHECKING:
     from lightning_bestlink.callbacks import ModelCheckpointWithLinkBest

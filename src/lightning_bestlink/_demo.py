@@ -14,7 +14,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from lightning_bestlink.linker import BestLinker, BestLinkWarning
+from lightning_bestlink._errors import BestLinkWarning
+from lightning_bestlink.linker import BestLinker
 
 SEED = 4  # with this seed the validation loss bottoms out mid-run, then rises (overfitting)
 FEATURES = 20

@@ -1,5 +1,6 @@
-"""Exceptions. Each subclasses a built-in so callers can catch what they already know,
-and each pickles (it may cross a process boundary in a distributed run)."""
+"""Exceptions and the warning. Each exception subclasses a built-in so callers can catch
+what they already know, and each pickles (it may cross a process boundary in a
+distributed run)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import errno as _errno
 
 class BestLinkError(Exception):
     """Base of every error this library raises on purpose."""
+
+
+class BestLinkWarning(UserWarning):
+    """Something about the alias needed attention, and was handled."""
 
 
 class AliasConflictError(BestLinkError, FileExistsError):
@@ -29,6 +34,15 @@ class AliasWriteError(BestLinkError, OSError):
     def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(errno if errno is not None else _errno.EIO, message)
         self.message = message
+
+    @classmethod
+    def from_os_error(cls, err: OSError, action: str) -> AliasWriteError:
+        """The error for ``action`` (e.g. "pointing 'best.ckpt' at 'a.ckpt'") failing with ``err``."""
+        return cls(
+            f"{action} failed: {err.__class__.__name__}: {err}; the previous alias and the linker's state "
+            f"are unchanged",
+            err.errno,
+        )
 
     def __str__(self) -> str:
         return self.message

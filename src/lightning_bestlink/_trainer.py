@@ -11,11 +11,11 @@ with each package's ``ModelCheckpoint``.
 from __future__ import annotations
 
 import os
-import re
 from typing import TYPE_CHECKING, Any
 
-from lightning_bestlink._publish import LINK_CHOICES
+from lightning_bestlink._names import is_last_name
 from lightning_bestlink._ranks import on_rank_zero
+from lightning_bestlink._storage import LINK_CHOICES
 from lightning_bestlink.linker import BestLinker
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.save_best = save_best
         self._best_linker: BestLinker | None = None
+        self._best_linker_for = ""  # the alias path the linker was made for
         self._linked_best_path = ""  # the best_model_path the alias was last pointed at (all ranks)
 
     # --- naming and setup -----------------------------------------------------
@@ -75,9 +76,9 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
         self._check_names(trainer)
         link_path = self.best_link_path
         assert link_path is not None
-        linker = self._best_linker
-        if linker is None or linker.link_path != linker.normalize(link_path):  # first setup, or dirpath moved
+        if self._best_linker is None or self._best_linker_for != link_path:  # first setup, or dirpath moved
             self._best_linker = BestLinker(link_path, mode=self.mode, link=self._best_link_kind)  # type: ignore[arg-type]
+            self._best_linker_for = link_path
 
     def _check_names(self, trainer: Any) -> None:
         name = self.CHECKPOINT_NAME_BEST
@@ -87,7 +88,7 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
                 f"{name!r}: the best alias needs one stable name. Set it to e.g. 'best' or 'best-val_loss'"
             )
         alias = self.best_link_path
-        if re.match(rf"^{re.escape(str(self.CHECKPOINT_NAME_LAST))}(-(\d+))?", name):
+        if is_last_name(name, str(self.CHECKPOINT_NAME_LAST)):
             raise ValueError(
                 f"CHECKPOINT_NAME_BEST={name!r} looks like a 'last' checkpoint name "
                 f"(CHECKPOINT_NAME_LAST={self.CHECKPOINT_NAME_LAST!r}): Lightning would resume from the "
@@ -132,7 +133,7 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
             return
 
         def write() -> None:
-            linker.update(self._best_score(trainer), best, extra=self._best_extra(trainer), force=True)
+            linker.follow(self._best_score(trainer), best, extra=self._best_extra(trainer))
 
         on_rank_zero(trainer.is_global_zero, trainer.strategy.broadcast, linker, write, "update")
         self._linked_best_path = best

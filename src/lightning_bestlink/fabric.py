@@ -63,13 +63,13 @@ def save_and_link(
     decision = fabric.broadcast((local, linker.is_better(local)) if fabric.global_rank == 0 else None, src=0)
     value, becomes_best = float(decision[0]), bool(decision[1])
     target = os.fspath(path)
-    prospective = linker.prospective_state(value, target) if becomes_best else linker.state_dict()
+    prospective = linker._state_after(value, target) if becomes_best else linker.state_dict()
     to_save = {key: (prospective if obj is linker else obj) for key, obj in state.items()}
     fabric.save(target, to_save, **save_kwargs)
 
     def write() -> None:
         if becomes_best:
-            linker.update(value, target, extra=extra, force=True)
+            linker.follow(value, target, extra=extra)
 
     on_rank_zero(fabric.global_rank == 0, _broadcaster(fabric), linker, write, "update")
     return becomes_best

@@ -1,52 +1,26 @@
 """``BestLinker``: keeps an alias pointing at the best checkpoint seen so far.
 
 It composes three independent parts: the score policy (:mod:`._score`), the
-storage that writes the alias (:mod:`._publish`) and the JSON record next to it
-(:mod:`._metadata`). It imports neither torch nor Lightning.
+storage that writes the alias (:mod:`._storage`) and the JSON record next to it
+(:mod:`._metadata`). It asks the storage what it can do, never what it is, and
+imports neither torch nor Lightning.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import warnings
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
 from lightning_bestlink import _metadata
-from lightning_bestlink._errors import AliasConflictError, AliasWriteError
-from lightning_bestlink._publish import (
-    LINK_CHOICES,
-    AliasState,
-    LinkChoice,
-    Staged,
-    Storage,
-    now,
-    storage_for,
-    wrap_os_error,
-)
+from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning
+from lightning_bestlink._health import AliasReport, diagnose, not_owned_detail, owned
 from lightning_bestlink._score import Mode, Ties, check_mode, check_ties, is_better, to_score
+from lightning_bestlink._storage import LINK_CHOICES, LinkChoice, Staged, Storage, TargetType, storage_for
 
-Status = Literal["ok", "no-best", "missing", "dangling", "mismatch", "foreign"]
 _STATE_VERSION = 1
-
-
-class BestLinkWarning(UserWarning):
-    """Something about the alias needed attention, and was handled."""
-
-
-class AliasReport(NamedTuple):
-    """The health of an alias, as :meth:`BestLinker.verify` sees it."""
-
-    status: Status
-    link_path: str
-    expected: str | None
-    actual: str | None
-    detail: str
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing needs repair (a healthy alias, or no best yet and no alias)."""
-        return self.status in ("ok", "no-best")
 
 
 class BestLinker:
@@ -105,10 +79,10 @@ class BestLinker:
         if not isinstance(link_path, (str, os.PathLike)) or not os.fspath(link_path):
             raise TypeError(f"link_path must be a non-empty str or os.PathLike, got {link_path!r}")
         self._storage: Storage = storage_for(link_path, storage_options)
-        if self._storage.remote and link in ("symlink", "hardlink"):
+        if link != "auto" and link not in self._storage.link_kinds:
             raise ValueError(
-                f"link={link!r} is not possible on {os.fspath(link_path)!r}: fsspec filesystems "
-                f"have no links. Use link='auto' or 'copy' (a copy made by the filesystem itself)"
+                f"link={link!r} is not possible on {os.fspath(link_path)!r}, which can only have "
+                f"{' or '.join(self._storage.link_kinds)} aliases. Use link='auto' or one of those"
             )
         self._link: LinkChoice = link
         self._durable = bool(durable)
@@ -150,6 +124,11 @@ class BestLinker:
         return self._mode
 
     @property
+    def ties(self) -> Ties:
+        """``"first"`` or ``"last"``: which of two equal scores is the best."""
+        return self._ties
+
+    @property
     def link(self) -> LinkChoice:
         """The link kind asked for (may be ``"auto"``)."""
         return self._link
@@ -171,24 +150,17 @@ class BestLinker:
         """Whether ``score`` would become the best. Pure: no I/O, no state change."""
         return is_better(to_score(score), self._best_score, self._mode, self._ties)
 
-    def update(
-        self,
-        score: Any,
-        path: str | os.PathLike[str],
-        *,
-        extra: dict[str, Any] | None = None,
-        force: bool = False,
-    ) -> bool:
+    def update(self, score: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> bool:
         """Offer a checkpoint; point the alias at it if its score is the best so far.
+
+        The best score never gets worse: a score that is not better than :attr:`best_score`
+        leaves everything as it is.
 
         Args:
             score: one real number (int, float, numpy scalar, 0-d tensor).
             path: the checkpoint file, or directory for sharded checkpoints. It must
                 already be completely written; it is only checked when it becomes best.
             extra: JSON values recorded in the metadata (e.g. monitor, epoch, step).
-            force: point the alias at ``path`` whatever the score, for callers that follow
-                a decision made elsewhere (the Trainer adapter follows ModelCheckpoint's
-                ``best_model_path``). NaN is still refused.
 
         Returns:
             True when ``path`` became the best and the alias now points at it. False
@@ -208,29 +180,45 @@ class BestLinker:
         with self._lock:
             if self._needs_verify:
                 self.restore_alias()
-            better = is_better(value, self._best_score, self._mode, self._ties)
-            if not (better or (force and value == value)):  # value == value: not NaN
+            if not is_better(value, self._best_score, self._mode, self._ties):
                 return False
+            self._publish(value, *self._checked_target(path), extra)
+            return True
+
+    def follow(self, score: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> bool:
+        """Point the alias at ``path`` because a decision made elsewhere says it is the best.
+
+        For callers that own the decision: the Trainer adapter follows
+        ``ModelCheckpoint.best_model_path``, the Fabric helper follows rank zero. The
+        score is recorded as given, even when it is not better than :attr:`best_score`
+        (use :meth:`update` for a linker that decides itself). A NaN score is refused
+        (returns False, nothing changes). Raises as :meth:`update` does.
+        """
+        value = to_score(score)
+        extra = _metadata.check_extra(extra)
+        with self._lock:
+            if value != value:  # NaN: never the best, whoever decided
+                return False
+            self._needs_verify = False  # the alias is rewritten now anyway
             self._publish(value, *self._checked_target(path), extra)
             return True
 
     # --- writing the alias ----------------------------------------------------
 
-    def _checked_target(self, path: str | os.PathLike[str]) -> tuple[str, Literal["file", "dir"]]:
+    def _checked_target(self, path: str | os.PathLike[str]) -> tuple[str, TargetType]:
         """The normalised target and what it is; raises when it cannot be the best."""
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
         text = os.fspath(path)
-        is_url = "://" in text and not text.startswith(("file://", "local://"))
-        if is_url != self._storage.remote:
+        if not self._storage.handles(text):
             raise ValueError(
                 f"path {text!r} and link_path {self._link_path!r} must be on the same filesystem; "
                 f"put the alias next to the checkpoints"
             )
         target = self._storage.normalize(text)
         # compared before and after resolving: the alias itself is often a symlink
-        if target != self._link_path and not self._storage.remote and os.path.islink(target):
-            target = os.path.realpath(target)  # a link to a link would follow the wrong one later
+        if target != self._link_path:
+            target = self._storage.resolve_target(target)
         if target == self._link_path:
             raise ValueError(
                 f"path must not be the alias itself, got {text!r} (link_path is {self._link_path!r}); "
@@ -245,26 +233,7 @@ class BestLinker:
         text = self._storage.read_text(self._meta_path)
         return None if text is None else _metadata.decode(text, self._meta_path)
 
-    def _check_owned(self, state: AliasState, record: dict[str, Any] | None) -> None:
-        if state.kind in ("missing", "symlink"):
-            return  # replacing a link never destroys data
-        if state.ident is not None and state.ident == self._owned_ident:
-            return
-        if record is not None:
-            if state.ident in (record.get("alias_id"), record.get("previous_alias_id")):
-                return
-            if record.get("alias_id") is None and self._storage.remote:
-                # a copy was under way when the writer stopped: the alias is ours if it matches
-                target = self._storage.absolute(str(record.get("target")), self._link_path)
-                if self._storage.size(self._link_path) == self._storage.size(target):
-                    return
-        raise AliasConflictError(
-            f"link_path {self._link_path!r} is a {state.kind} that lightning-bestlink did not write "
-            f"(no matching record in {self._meta_path!r}); nothing was changed. Move or delete it, "
-            f"or choose another link_path"
-        )
-
-    def _publish(self, value: float, target: str, kind: Literal["file", "dir"], extra: dict[str, Any]) -> None:
+    def _publish(self, value: float, target: str, kind: TargetType, extra: dict[str, Any]) -> None:
         storage = self._storage
         action = f"pointing {self._link_path!r} at {target!r}"
         try:  # nothing is written yet: any storage error here leaves everything as it was
@@ -274,22 +243,23 @@ class BestLinker:
             old_text = storage.read_text(self._meta_path)
             state = storage.inspect(self._link_path)
         except OSError as err:
-            raise wrap_os_error(err, action) from err
+            raise AliasWriteError.from_os_error(err, action) from err
         record = None if old_text is None else _metadata.decode(old_text, self._meta_path)
-        self._check_owned(state, record)
+        if not owned(storage, self._link_path, state, record, self._owned_ident):
+            raise AliasConflictError(not_owned_detail(self._link_path, state.kind, self._meta_path))
         try:
             staged = storage.stage(target, self._link_path, self._link, is_dir=kind == "dir", durable=self._durable)
         except IsADirectoryError:
             raise  # a directory this link kind cannot alias: a usage error, not a failed write
         except OSError as err:
-            raise wrap_os_error(err, action) from err
+            raise AliasWriteError.from_os_error(err, action) from err
         new = _metadata.make(
             alias=os.path.basename(self._link_path.rstrip("/")),
             target=storage.relative(target, self._link_path),
             link=staged.kind,
             mode=self._mode,
             score=value,
-            unix_time=now(),
+            unix_time=time.time(),
             alias_id=staged.ident,
             previous_alias_id=state.ident,
             extra=extra,
@@ -305,15 +275,15 @@ class BestLinker:
                 raise
         except OSError as err:
             storage.abort(staged)
-            raise wrap_os_error(err, action) from err
+            raise AliasWriteError.from_os_error(err, action) from err
         except BaseException:
             storage.abort(staged)
             raise
         self._finish(value, target, staged, new)
 
     def _finish(self, value: float, target: str, staged: Staged, record: dict[str, Any]) -> None:
-        if staged.ident is None and self._storage.remote:
-            # the filesystem's copy has an identity only once it exists: record it
+        if staged.ident is None and staged.kind != "symlink":
+            # a copy the filesystem made itself has an identity only once it exists: record it
             try:
                 record["alias_id"] = self._storage.identity(self._link_path)
                 self._storage.write_text(self._meta_path, _metadata.encode(record), durable=self._durable)
@@ -341,42 +311,16 @@ class BestLinker:
             return self._verify()
 
     def _verify(self) -> AliasReport:
-        storage, alias, expected = self._storage, self._link_path, self._best_path
-        state = storage.inspect(alias)
-
-        def report(status: Status, actual: str | None, detail: str) -> AliasReport:
-            return AliasReport(status, alias, expected, actual, detail)
-
-        if expected is None:
-            if state.kind == "missing":
-                return report("no-best", None, "no best checkpoint yet and no alias")
-            return report("ok", None, "no best checkpoint recorded by this linker; alias left as found")
-        if state.kind == "missing":
-            return report("missing", None, f"{alias!r} does not exist")
-        if state.kind == "symlink":
-            actual = state.points_to
-            if storage.target_type(alias) is None:
-                return report("dangling", actual, f"{alias!r} points at {actual!r}, which does not exist")
-            if actual == expected or _same_file(alias, expected):
-                return report("ok", actual, "symlink to the best checkpoint")
-            return report("mismatch", actual, f"{alias!r} points at {actual!r}, not at {expected!r}")
-        try:
-            record = self._read_record()
-        except AliasConflictError as err:
-            return report("foreign", None, str(err))
-        if not storage.remote and _same_file(alias, expected):
-            return report("ok", expected, "hard link to the best checkpoint")
-        try:
-            self._check_owned(state, record)
-        except AliasConflictError as err:
-            return report("foreign", None, str(err))
-        assert record is not None or state.ident == self._owned_ident
-        recorded = None if record is None else storage.absolute(str(record["target"]), alias)
-        if record is not None and recorded != expected:
-            return report("mismatch", recorded, f"{alias!r} is a copy of {recorded!r}, not of {expected!r}")
-        if state.kind == "file" and storage.size(alias) != storage.size(expected):
-            return report("mismatch", recorded, f"{alias!r} differs in size from {expected!r}")
-        return report("ok", expected, f"{state.kind} copy of the best checkpoint")
+        state = self._storage.inspect(self._link_path)
+        record = None
+        if state.kind in ("file", "dir") and self._best_path is not None:
+            try:
+                record = self._read_record()
+            except AliasConflictError as err:
+                return AliasReport("foreign", self._link_path, self._best_path, None, str(err))
+        return diagnose(
+            self._storage, self._link_path, self._best_path, state, record, self._owned_ident, self._meta_path
+        )
 
     def repair(self) -> AliasReport:
         """Rebuild the alias if it is missing, dangling or points away from :attr:`best_path`.
@@ -407,11 +351,13 @@ class BestLinker:
             return self._verify()
 
     def restore_alias(self) -> AliasReport:
-        """Run now the check that :meth:`load_state_dict` leaves for the next update.
+        """After :meth:`load_state_dict`: check the alias now and rebuild it if needed.
 
-        Rebuilds the alias if it is missing, dangling or points elsewhere. If the best
-        checkpoint itself is gone, warns (:class:`BestLinkWarning`) and forgets it, so the
-        next checkpoint offered becomes the best. Returns the report.
+        :meth:`load_state_dict` leaves this check for the next :meth:`update`; call it
+        to have the alias right at once (the Trainer and Fabric adapters do). Rebuilds
+        the alias if it is missing, dangling or points elsewhere. If the best checkpoint
+        itself is gone, warns (:class:`BestLinkWarning`) and forgets it, so the next
+        checkpoint offered becomes the best. Returns the report.
         """
         with self._lock:
             self._needs_verify = False
@@ -431,22 +377,18 @@ class BestLinker:
     # --- state ----------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain, picklable, JSON-serialisable state."""
+        """Plain, picklable, JSON-serialisable state (keep it in your checkpoint)."""
         with self._lock:
             return self._state(self._best_score, self._best_path)
 
-    def prospective_state(self, score: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
+    def _state_after(self, score: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
         """The :meth:`state_dict` this linker will have once ``path`` is the best with ``score``.
 
         For saving the linker inside the very checkpoint that becomes the best (the
         Fabric helper does this). No I/O; ``path`` need not exist yet.
         """
         with self._lock:
-            return self._state(to_score(score), self.normalize(path))
-
-    def normalize(self, path: str | os.PathLike[str]) -> str:
-        """The form :attr:`best_path` takes for ``path`` (absolute, or a full URL). No I/O."""
-        return self._storage.normalize(path)
+            return self._state(to_score(score), self._storage.normalize(path))
 
     def _state(self, best_score: float | None, best_path: str | None) -> dict[str, Any]:
         rel = None if best_path is None else self._storage.relative(best_path, self._link_path)
@@ -465,19 +407,30 @@ class BestLinker:
         """Restore the best from :meth:`state_dict`.
 
         With ``verify=True`` the alias is checked and, if needed, rebuilt on the next
-        :meth:`update` (or call :meth:`repair` to do it now). ``verify=False`` trusts
-        the state and never touches files for it (for ranks that only mirror the
-        rank that writes).
+        :meth:`update` (or call :meth:`restore_alias` to do it now). ``verify=False``
+        trusts the state and never touches files for it (for ranks that only mirror the
+        rank that writes). If the checkpoint is gone but the run folder was moved with
+        the alias, the best is found next to the alias again.
+
+        Raises:
+            ValueError: ``state`` is not a state of this library's format, or was saved
+                with another ``mode``, ``ties`` or state version; nothing changed.
         """
         if not isinstance(state, dict) or "best_score" not in state or "best_path" not in state:
             raise ValueError(
                 f"state must be a dict from BestLinker.state_dict(), got {type(state).__name__} {state!r:.200}"
             )
-        if state.get("mode", self._mode) != self._mode:
+        if state.get("version", _STATE_VERSION) != _STATE_VERSION:
             raise ValueError(
-                f"state was saved with mode={state.get('mode')!r} but this linker has "
-                f"mode={self._mode!r}; construct the linker with mode={state.get('mode')!r}"
+                f"state['version'] must be {_STATE_VERSION}, got {state.get('version')!r}: this state was "
+                f"written by another version of lightning-bestlink; upgrade it or start without the state"
             )
+        for name, mine in (("mode", self._mode), ("ties", self._ties)):
+            if state.get(name, mine) != mine:
+                raise ValueError(
+                    f"state was saved with {name}={state.get(name)!r} but this linker has {name}={mine!r}; "
+                    f"construct the linker with {name}={state.get(name)!r}"
+                )
         best_score = state["best_score"]
         best_path = state["best_path"]
         with self._lock:
@@ -485,14 +438,16 @@ class BestLinker:
                 self._best_score, self._best_path = None, None
                 self._needs_verify = False
                 return
+            score = to_score(best_score, name="state['best_score']")
             target = self._storage.normalize(best_path)
             rel = state.get("best_path_relative")
-            if rel and self._storage.target_type(target) is None:
-                # the run folder moved: find the checkpoint next to the alias
-                moved = self._storage.absolute(rel, self._link_path)
-                if self._storage.target_type(moved) is not None:
-                    target = moved
-            self._best_score = to_score(best_score, name="state['best_score']")
+            moved = state.get("link_path", self._link_path) != self._link_path
+            if isinstance(rel, str) and rel and moved and self._storage.target_type(target) is None:
+                # the run folder moved with the alias: find the checkpoint next to the alias
+                beside = self._storage.absolute(rel, self._link_path)
+                if self._storage.target_type(beside) is not None:
+                    target = beside
+            self._best_score = score
             self._best_path = target
             self._link_kind = state.get("link_kind")
             self._needs_verify = bool(verify)
@@ -501,19 +456,22 @@ class BestLinker:
     def from_metadata(
         cls, link_path: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
     ) -> BestLinker:
-        """Rebuild a linker from the record next to an existing alias (used by the CLI).
+        """A linker for an existing alias, rebuilt from its record (the CLI's ``repair`` uses this).
 
-        Raises ``FileNotFoundError`` when there is no record.
+        The linker makes the alias the way the record says it was made. Raises
+        ``FileNotFoundError`` when there is no record.
         """
         record = read_metadata(link_path, storage_options=storage_options)
         if record is None:
             raise FileNotFoundError(f"no lightning-bestlink record next to {os.fspath(link_path)!r}")
-        linker = cls(link_path, mode=record["mode"], storage_options=storage_options)
-        if record.get("link") in LINK_CHOICES and not linker._storage.remote:
-            linker._link = record["link"]  # a repair makes the alias the way it was made
-        linker._best_score = float(record["score"])
-        linker._best_path = record["target"]  # read_metadata made it absolute
-        linker._link_kind = record.get("link")
+        probe = storage_for(link_path, storage_options)
+        recorded_link = record.get("link")
+        link: LinkChoice = recorded_link if recorded_link in probe.link_kinds else "auto"
+        linker = cls(link_path, mode=record["mode"], link=link, storage_options=storage_options)
+        linker.load_state_dict(
+            {"best_score": record["score"], "best_path": record["target"], "link_kind": record.get("link")},
+            verify=False,
+        )
         return linker
 
 
@@ -533,13 +491,6 @@ def read_metadata(
     record = _metadata.decode(text, path)
     record["target"] = storage.absolute(str(record["target"]), alias)
     return record
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 __all__ = ["AliasConflictError", "AliasReport", "AliasWriteError", "BestLinkWarning", "BestLinker", "read_metadata"]

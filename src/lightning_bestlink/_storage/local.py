@@ -1,10 +1,8 @@
-"""Storage: how the alias is written, and nothing about which score is better.
+"""Local (POSIX or Windows) paths: a symlink, hard link or copy, staged then renamed.
 
-Every alias change is staged under a hidden temporary name in the alias's own
-directory and published with one rename (``os.replace``; for directories an atomic
-exchange, ``renameat2(RENAME_EXCHANGE)``). On filesystems reached through fsspec
-the alias is a copy the filesystem makes itself (a server-side copy on object
-stores), which replaces the object atomically.
+The new alias is written under a hidden temporary name in the alias's own folder
+and published with one ``os.replace`` (a directory, which ``rename`` cannot put over
+another, with an atomic exchange where the platform has one).
 """
 
 from __future__ import annotations
@@ -12,20 +10,22 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import sys
-import time
-from abc import ABC, abstractmethod
-from typing import Any, Literal, NamedTuple
 
-from lightning_bestlink._errors import AliasWriteError
+import lightning_bestlink._storage._syscalls as _syscalls
+from lightning_bestlink._storage.base import (
+    LOCAL_SCHEMES,
+    AliasKind,
+    AliasState,
+    Ident,
+    LinkChoice,
+    LinkKind,
+    Staged,
+    Storage,
+    TargetType,
+    is_url,
+)
 
-LinkKind = Literal["symlink", "hardlink", "copy"]
-LinkChoice = Literal["auto", "symlink", "hardlink", "copy"]
-LINK_CHOICES: tuple[str, ...] = ("auto", "symlink", "hardlink", "copy")
-AliasKind = Literal["missing", "symlink", "file", "dir"]
-#: A JSON-friendly identity of a file or directory written as an alias.
-Ident = Any
-
+#: what marks a temporary name; a name with it and a dead pid is a leftover to remove
 TMP_MARK = ".bestlink-"
 
 # Errors that mean "this filesystem cannot make that kind of link here". Anything
@@ -56,134 +56,6 @@ def tmp_name(path: str, tag: str) -> str:
     return os.path.join(head, f".{base}{TMP_MARK}{tag}-{os.getpid()}-{os.urandom(4).hex()}")
 
 
-# --- atomic exchange of two paths (Linux renameat2) --------------------------------
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _load_renameat2() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes  # only for directory swaps: keeps the core's import light
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_renameat2: Any = False  # False: not looked up yet; None: not available
-
-
-def exchange(a: str, b: str) -> bool:
-    """Atomically swap the names ``a`` and ``b``; False when the platform cannot."""
-    global _renameat2
-    if _renameat2 is False:
-        _renameat2 = _load_renameat2()
-    if _renameat2 is None:
-        return False
-    import ctypes
-
-    rc = _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), a)
-
-
-# --- the storage interface --------------------------------------------------------
-
-
-class AliasState(NamedTuple):
-    """What is at the alias path now."""
-
-    kind: AliasKind
-    ident: Ident = None
-    points_to: str | None = None  # for a symlink: the normalised path it names
-
-
-class Staged(NamedTuple):
-    """An alias written under a temporary name, not yet published."""
-
-    kind: LinkKind
-    target: str
-    alias: str
-    tmp: str | None
-    ident: Ident = None
-
-
-class Storage(ABC):
-    """Where aliases live. One implementation per kind of filesystem."""
-
-    remote: bool = False
-
-    @abstractmethod
-    def normalize(self, path: str | os.PathLike[str]) -> str:
-        """The canonical form of a path on this storage."""
-
-    @abstractmethod
-    def target_type(self, path: str) -> Literal["file", "dir"] | None:
-        """``"file"``, ``"dir"``, or None when nothing is there."""
-
-    @abstractmethod
-    def inspect(self, alias: str) -> AliasState:
-        """Describe what sits at ``alias`` without following it."""
-
-    @abstractmethod
-    def stage(self, target: str, alias: str, choice: LinkChoice, *, is_dir: bool, durable: bool) -> Staged:
-        """Write the new alias under a temporary name (``is_dir``: the target is a directory)."""
-
-    @abstractmethod
-    def commit(self, staged: Staged, *, durable: bool) -> None:
-        """Publish a staged alias in one atomic step."""
-
-    @abstractmethod
-    def abort(self, staged: Staged) -> None:
-        """Remove whatever :meth:`stage` left; never raises."""
-
-    @abstractmethod
-    def identity(self, path: str) -> Ident:
-        """A JSON-friendly identity of the file or directory at ``path``."""
-
-    @abstractmethod
-    def cleanup(self, *paths: str) -> list[str]:
-        """Remove temporary names that a killed process left next to ``paths``."""
-
-    @abstractmethod
-    def read_text(self, path: str) -> str | None:
-        """The text at ``path``, or None when there is nothing."""
-
-    @abstractmethod
-    def write_text(self, path: str, text: str, *, durable: bool) -> None:
-        """Replace ``path`` with ``text`` atomically."""
-
-    @abstractmethod
-    def remove_file(self, path: str) -> None:
-        """Remove a file this library wrote; missing is fine."""
-
-    @abstractmethod
-    def relative(self, target: str, alias: str) -> str:
-        """How the metadata records ``target``: relative to the alias where possible."""
-
-    @abstractmethod
-    def absolute(self, recorded: str, alias: str) -> str:
-        """Inverse of :meth:`relative`."""
-
-    @abstractmethod
-    def size(self, path: str) -> int | None:
-        """Size in bytes of a file, None for directories or missing paths."""
-
-
-# --- local filesystem -------------------------------------------------------------
-
-
 def _remove_tree_or_file(path: str) -> None:
     st = os.lstat(path)
     if stat.S_ISDIR(st.st_mode):
@@ -192,6 +64,16 @@ def _remove_tree_or_file(path: str) -> None:
         shutil.rmtree(path)
     else:
         os.unlink(path)
+
+
+def _discard(path: str | None) -> None:
+    """Remove a temporary name; errors are left for :meth:`LocalStorage.cleanup`."""
+    if path is None:
+        return
+    try:
+        _remove_tree_or_file(path)
+    except OSError:
+        pass  # the caller's own error is the one that matters
 
 
 def _pid_alive(pid: int) -> bool:
@@ -230,6 +112,8 @@ def _fsync_file(path: str) -> None:
 class LocalStorage(Storage):
     """Local paths: symlink, hardlink or copy, staged then renamed."""
 
+    link_kinds: tuple[LinkKind, ...] = ("symlink", "hardlink", "copy")
+
     def __init__(self) -> None:
         # link kinds that failed with "not supported" here; "auto" skips them next time
         self._unsupported: set[str] = set()
@@ -237,15 +121,41 @@ class LocalStorage(Storage):
         # stat instead of open/read/close, and any change by someone else shows in the stat
         self._written: dict[str, tuple[tuple[int, int, int, int], str]] = {}
 
+    # --- paths ------------------------------------------------------------------
+
+    def handles(self, path: str) -> bool:
+        return not is_url(path)
+
     def normalize(self, path: str | os.PathLike[str]) -> str:
         text = os.fspath(path)
-        for scheme in ("file://", "local://"):  # fsspec's names for the local filesystem
+        for scheme in LOCAL_SCHEMES:
             if text.startswith(scheme):
                 text = text[len(scheme) :]
                 break
         return os.path.abspath(text)
 
-    def target_type(self, path: str) -> Literal["file", "dir"] | None:
+    def resolve_target(self, path: str) -> str:
+        # a link to a link would follow the wrong file once the middle link moves
+        return os.path.realpath(path) if os.path.islink(path) else path
+
+    def relative(self, target: str, alias: str) -> str:
+        try:
+            return os.path.relpath(target, os.path.dirname(alias))
+        except ValueError:  # another drive on Windows: no relative path exists
+            return target
+
+    def absolute(self, recorded: str, alias: str) -> str:
+        return os.path.normpath(os.path.join(os.path.dirname(alias), recorded))
+
+    def same_file(self, a: str, b: str) -> bool:
+        try:
+            return os.path.samefile(a, b)
+        except OSError:
+            return False
+
+    # --- what is there ------------------------------------------------------------
+
+    def target_type(self, path: str) -> TargetType | None:
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -264,8 +174,18 @@ class LocalStorage(Storage):
         return AliasState(kind, ident=[st.st_dev, st.st_ino])
 
     def identity(self, path: str) -> Ident:
-        st = os.lstat(path)
-        return [st.st_dev, st.st_ino]
+        return _identity(path)
+
+    def looks_like_copy(self, alias: str, target: str) -> bool:
+        try:
+            a, t = os.stat(alias), os.stat(target)
+        except OSError:
+            return False
+        if stat.S_ISDIR(a.st_mode) or stat.S_ISDIR(t.st_mode):
+            return stat.S_ISDIR(a.st_mode) and stat.S_ISDIR(t.st_mode)
+        return a.st_size == t.st_size
+
+    # --- writing the alias --------------------------------------------------------
 
     def _candidates(self, choice: LinkChoice, is_dir: bool) -> list[LinkKind]:
         if choice != "auto":
@@ -286,58 +206,25 @@ class LocalStorage(Storage):
             tmp = tmp_name(alias, "tmp")
             try:
                 try:
-                    self._make(kind, target, tmp, is_dir, durable=durable)
+                    _make(kind, target, tmp, is_dir, durable=durable)
                 except FileNotFoundError:
                     if os.path.isdir(os.path.dirname(alias)):
                         raise
                     # the alias's folder does not exist yet: make it (only then, to spare a syscall)
                     os.makedirs(os.path.dirname(alias), exist_ok=True)
-                    self._make(kind, target, tmp, is_dir, durable=durable)
+                    _make(kind, target, tmp, is_dir, durable=durable)
             except OSError as err:
-                self._discard(tmp)
+                _discard(tmp)
                 if choice == "auto" and i + 1 < len(candidates) and is_unsupported(err, kind):
                     self._unsupported.add(kind)
                     continue
                 raise
             except BaseException:
-                self._discard(tmp)
+                _discard(tmp)
                 raise
-            ident = None if kind == "symlink" else self.identity(tmp)
+            ident = None if kind == "symlink" else _identity(tmp)
             return Staged(kind, target, alias, tmp, ident)
         raise AssertionError("unreachable: the last candidate either returns or raises")
-
-    @staticmethod
-    def _make(kind: LinkKind, target: str, tmp: str, is_dir: bool, *, durable: bool) -> None:
-        if kind == "symlink":
-            try:
-                rel = os.path.relpath(target, os.path.dirname(tmp))
-            except ValueError:  # another drive on Windows: no relative path exists
-                rel = target
-            os.symlink(rel, tmp, target_is_directory=is_dir)
-        elif kind == "hardlink":
-            os.link(target, tmp, follow_symlinks=False)
-        elif is_dir:
-            import shutil  # copies only: the import stays off the link path
-
-            shutil.copytree(target, tmp, symlinks=True)
-        else:
-            import shutil
-
-            shutil.copyfile(target, tmp)
-            shutil.copymode(target, tmp)
-            if durable:
-                _fsync_file(tmp)
-
-    @staticmethod
-    def _discard(path: str | None) -> None:
-        if path is None:
-            return
-        try:
-            _remove_tree_or_file(path)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            pass  # left for cleanup(); the caller's own error is the one that matters
 
     def commit(self, staged: Staged, *, durable: bool) -> None:
         tmp, alias = staged.tmp, staged.alias
@@ -358,8 +245,8 @@ class LocalStorage(Storage):
         tmp_is_dir = staged.kind == "copy" and stat.S_ISDIR(os.lstat(tmp).st_mode)  # links are never dirs
         if old is not None and (stat.S_ISDIR(old.st_mode) or tmp_is_dir):
             # rename() cannot put a directory over a file or a non-empty directory
-            if exchange(tmp, alias):
-                self._discard(tmp)  # the old alias now sits at tmp
+            if _syscalls.exchange(tmp, alias):
+                _discard(tmp)  # the old alias now sits at tmp
             else:
                 trash = tmp_name(alias, "old")
                 os.rename(alias, trash)  # short window without an alias: no atomic exchange here
@@ -368,14 +255,14 @@ class LocalStorage(Storage):
                 except BaseException:
                     os.rename(trash, alias)
                     raise
-                self._discard(trash)
+                _discard(trash)
         else:
             os.replace(tmp, alias)
         if durable:
             _fsync_dir(os.path.dirname(alias))
 
     def abort(self, staged: Staged) -> None:
-        self._discard(staged.tmp)
+        _discard(staged.tmp)
 
     def cleanup(self, *paths: str) -> list[str]:
         removed: list[str] = []
@@ -398,6 +285,8 @@ class LocalStorage(Storage):
                 except FileNotFoundError:
                     pass
         return removed
+
+    # --- the record ----------------------------------------------------------------
 
     def read_text(self, path: str) -> str | None:
         cached = self._written.get(path)
@@ -425,7 +314,7 @@ class LocalStorage(Storage):
                 key = _file_key(os.fstat(fh.fileno()))  # the rename keeps inode, size and mtime
             os.replace(tmp, path)
         except BaseException:
-            self._discard(tmp)
+            _discard(tmp)
             raise
         self._written[path] = (key, text)
 
@@ -436,49 +325,28 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             pass
 
-    def relative(self, target: str, alias: str) -> str:
+
+def _identity(path: str) -> Ident:
+    st = os.lstat(path)
+    return [st.st_dev, st.st_ino]
+
+
+def _make(kind: LinkKind, target: str, tmp: str, is_dir: bool, *, durable: bool) -> None:
+    if kind == "symlink":
         try:
-            return os.path.relpath(target, os.path.dirname(alias))
-        except ValueError:
-            return target
+            rel = os.path.relpath(target, os.path.dirname(tmp))
+        except ValueError:  # another drive on Windows: no relative path exists
+            rel = target
+        os.symlink(rel, tmp, target_is_directory=is_dir)
+    elif kind == "hardlink":
+        os.link(target, tmp, follow_symlinks=False)
+    else:
+        import shutil  # copies only: the import stays off the link path
 
-    def absolute(self, recorded: str, alias: str) -> str:
-        return os.path.normpath(os.path.join(os.path.dirname(alias), recorded))
-
-    def size(self, path: str) -> int | None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return None if stat.S_ISDIR(st.st_mode) else st.st_size
-
-
-def storage_for(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Storage:
-    """Pick the storage for ``path``: local for plain paths and ``file://``, fsspec otherwise."""
-    text = os.fspath(path)
-    if "://" not in text or text.startswith(("file://", "local://")):
-        if storage_options:
-            raise ValueError(
-                f"storage_options only apply to fsspec URLs, got {storage_options!r} for the "
-                f"local path {text!r}; drop storage_options"
-            )
-        return LocalStorage()
-    import fsspec  # only remote users pay for the import
-
-    from lightning_bestlink._remote import FsspecStorage
-
-    fs, _ = fsspec.core.url_to_fs(text, **(storage_options or {}))
-    return FsspecStorage(fs)
-
-
-def wrap_os_error(err: OSError, action: str) -> AliasWriteError:
-    """An :class:`AliasWriteError` that says what failed and that nothing was lost."""
-    return AliasWriteError(
-        f"{action} failed: {err.__class__.__name__}: {err}; the previous alias and the linker's state are unchanged",
-        err.errno,
-    )
-
-
-def now() -> float:
-    """Wall-clock time (a function so tests can freeze it)."""
-    return time.time()
+        if is_dir:
+            shutil.copytree(target, tmp, symlinks=True)
+        else:
+            shutil.copyfile(target, tmp)
+            shutil.copymode(target, tmp)
+            if durable:
+                _fsync_file(tmp)

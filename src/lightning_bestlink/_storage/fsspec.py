@@ -14,9 +14,18 @@ import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from lightning_bestlink._publish import AliasKind, AliasState, Ident, LinkChoice, Staged, Storage
+from lightning_bestlink._storage.base import (
+    AliasKind,
+    AliasState,
+    Ident,
+    LinkChoice,
+    Staged,
+    Storage,
+    TargetType,
+    is_url,
+)
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -35,19 +44,19 @@ def _as_os_error(what: str, url: str) -> Iterator[None]:
         raise OSError(errno.EIO, f"{what} {url!r} failed: {type(err).__name__}: {err}") from err
 
 
+def _ident_of(info: dict[str, Any]) -> Ident:
+    parts = [str(info.get("size"))] + [f"{k}={info[k]}" for k in _IDENT_KEYS if k in info]
+    return ";".join(parts)
+
+
 class FsspecStorage(Storage):
     """Any fsspec filesystem: the alias is a copy the filesystem makes itself."""
-
-    remote = True
 
     def __init__(self, fs: AbstractFileSystem) -> None:
         self.fs = fs
 
     def _strip(self, path: str) -> str:
         return str(self.fs._strip_protocol(path))
-
-    def normalize(self, path: str | os.PathLike[str]) -> str:
-        return str(self.fs.unstrip_protocol(self._strip(os.fspath(path))))
 
     def _info(self, path: str) -> dict[str, Any] | None:
         # fresh from the server: a listing cached by anyone sharing this filesystem
@@ -60,7 +69,17 @@ class FsspecStorage(Storage):
             return None
         return info
 
-    def target_type(self, path: str) -> Literal["file", "dir"] | None:
+    # --- paths ------------------------------------------------------------------
+
+    def handles(self, path: str) -> bool:
+        return is_url(path)
+
+    def normalize(self, path: str | os.PathLike[str]) -> str:
+        return str(self.fs.unstrip_protocol(self._strip(os.fspath(path))))
+
+    # --- what is there ------------------------------------------------------------
+
+    def target_type(self, path: str) -> TargetType | None:
         info = self._info(path)
         if info is None:
             return None
@@ -71,16 +90,19 @@ class FsspecStorage(Storage):
         if info is None:
             return AliasState("missing")
         kind: AliasKind = "dir" if info.get("type") == "directory" else "file"
-        return AliasState(kind, ident=self._ident_of(info))
-
-    @staticmethod
-    def _ident_of(info: dict[str, Any]) -> Ident:
-        parts = [str(info.get("size"))] + [f"{k}={info[k]}" for k in _IDENT_KEYS if k in info]
-        return ";".join(parts)
+        return AliasState(kind, ident=_ident_of(info))
 
     def identity(self, path: str) -> Ident:
         info = self._info(path)
-        return None if info is None else self._ident_of(info)
+        return None if info is None else _ident_of(info)
+
+    def looks_like_copy(self, alias: str, target: str) -> bool:
+        a, t = self._info(alias), self._info(target)
+        if a is None or t is None or a.get("type") == "directory" or t.get("type") == "directory":
+            return False
+        return a.get("size") is not None and a.get("size") == t.get("size")
+
+    # --- writing the alias --------------------------------------------------------
 
     def stage(self, target: str, alias: str, choice: LinkChoice, *, is_dir: bool, durable: bool) -> Staged:
         if is_dir:
@@ -90,7 +112,8 @@ class FsspecStorage(Storage):
                 f"object store has no atomic way to replace a directory; save sharded "
                 f"checkpoints to a local or shared POSIX filesystem",
             )
-        # nothing to stage: the filesystem's own copy replaces the object atomically
+        # nothing to stage: the filesystem's own copy replaces the object atomically, and
+        # the copy's identity is known only once it exists
         return Staged("copy", target, alias, None, None)
 
     def commit(self, staged: Staged, *, durable: bool) -> None:
@@ -106,11 +129,7 @@ class FsspecStorage(Storage):
         finally:
             self.fs.invalidate_cache(dst)
 
-    def abort(self, staged: Staged) -> None:
-        return None
-
-    def cleanup(self, *paths: str) -> list[str]:
-        return []
+    # --- the record ----------------------------------------------------------------
 
     def read_text(self, path: str) -> str | None:
         try:
@@ -135,16 +154,3 @@ class FsspecStorage(Storage):
             pass
         finally:
             self.fs.invalidate_cache(self._strip(path))
-
-    def relative(self, target: str, alias: str) -> str:
-        return target
-
-    def absolute(self, recorded: str, alias: str) -> str:
-        return recorded
-
-    def size(self, path: str) -> int | None:
-        info = self._info(path)
-        if info is None or info.get("type") == "directory":
-            return None
-        size = info.get("size")
-        return int(size) if size is not None else None

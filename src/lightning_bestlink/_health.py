@@ -1,0 +1,97 @@
+"""Is the alias what its record says, and is the thing at the alias path ours to replace.
+
+Two pure rules on what the storage reports (no writing): :func:`owned` decides
+whether a file or directory at the alias path was written by this library (so it
+may be replaced), :func:`diagnose` compares the alias with the best checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple
+
+from lightning_bestlink._storage import AliasState, Storage
+
+Status = Literal["ok", "no-best", "missing", "dangling", "mismatch", "foreign"]
+
+
+class AliasReport(NamedTuple):
+    """The health of an alias, as :meth:`BestLinker.verify` sees it."""
+
+    status: Status
+    link_path: str
+    expected: str | None
+    actual: str | None
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing needs repair (a healthy alias, or no best yet and no alias)."""
+        return self.status in ("ok", "no-best")
+
+
+def owned(storage: Storage, alias: str, state: AliasState, record: dict[str, Any] | None, mine: Any) -> bool:
+    """Whether what sits at ``alias`` (described by ``state``) may be replaced.
+
+    ``mine`` is the identity of the alias this process last wrote, ``record`` the
+    record next to the alias (None when there is none).
+    """
+    if state.kind in ("missing", "symlink"):
+        return True  # replacing a link never destroys data
+    if state.ident is not None and state.ident == mine:
+        return True
+    if record is None:
+        return False
+    if state.ident in (record.get("alias_id"), record.get("previous_alias_id")):
+        return True
+    if record.get("alias_id") is None and record.get("link") == "copy":
+        # a copy whose identity is known only once it exists was under way when the
+        # writer stopped: the alias is ours if it is a complete copy of the target
+        return storage.looks_like_copy(alias, storage.absolute(str(record.get("target")), alias))
+    return False
+
+
+def not_owned_detail(alias: str, kind: str, record_path: str) -> str:
+    """What :class:`AliasConflictError` says about an alias path this library did not write."""
+    return (
+        f"link_path {alias!r} is a {kind} that lightning-bestlink did not write (no matching record in "
+        f"{record_path!r}); nothing was changed. Move or delete it, or choose another link_path"
+    )
+
+
+def diagnose(
+    storage: Storage,
+    alias: str,
+    expected: str | None,
+    state: AliasState,
+    record: dict[str, Any] | None,
+    mine: Any,
+    record_path: str,
+) -> AliasReport:
+    """Compare the alias (``state``) with the best checkpoint ``expected``. Reads only."""
+
+    def report(status: Status, actual: str | None, detail: str) -> AliasReport:
+        return AliasReport(status, alias, expected, actual, detail)
+
+    if expected is None:
+        if state.kind == "missing":
+            return report("no-best", None, "no best checkpoint yet and no alias")
+        return report("ok", None, "no best checkpoint recorded by this linker; alias left as found")
+    if state.kind == "missing":
+        return report("missing", None, f"{alias!r} does not exist")
+    if state.kind == "symlink":
+        actual = state.points_to
+        if storage.target_type(alias) is None:
+            return report("dangling", actual, f"{alias!r} points at {actual!r}, which does not exist")
+        if actual == expected or storage.same_file(alias, expected):
+            return report("ok", actual, "symlink to the best checkpoint")
+        return report("mismatch", actual, f"{alias!r} points at {actual!r}, not at {expected!r}")
+    if storage.same_file(alias, expected):
+        return report("ok", expected, "hard link to the best checkpoint")
+    if not owned(storage, alias, state, record, mine):
+        return report("foreign", None, not_owned_detail(alias, state.kind, record_path))
+    recorded = None if record is None else storage.absolute(str(record["target"]), alias)
+    if record is not None and recorded != expected:
+        return report("mismatch", recorded, f"{alias!r} is a copy of {recorded!r}, not of {expected!r}")
+    if not storage.looks_like_copy(alias, expected):
+        return report("mismatch", recorded, f"{alias!r} differs in size from {expected!r}")
+    return report("ok", expected, f"{state.kind} copy of the best checkpoint")

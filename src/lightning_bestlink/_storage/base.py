@@ -1,0 +1,139 @@
+"""The storage seam: what the linker asks of the place where aliases live.
+
+The linker never asks *what* a storage is, only what it can do: which link kinds
+it can make, whether a path belongs to it, whether two paths are one file, what
+identifies an alias it wrote. An alias change is always three steps: :meth:`stage`
+it under a temporary name (nothing visible changes), :meth:`commit` it in one atomic
+step, or :meth:`abort` it (nothing is left behind).
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Any, Literal, NamedTuple
+
+LinkKind = Literal["symlink", "hardlink", "copy"]
+LinkChoice = Literal["auto", "symlink", "hardlink", "copy"]
+LINK_CHOICES: tuple[LinkChoice, ...] = ("auto", "symlink", "hardlink", "copy")
+AliasKind = Literal["missing", "symlink", "file", "dir"]
+TargetType = Literal["file", "dir"]
+#: A JSON-friendly identity of a file or directory written as an alias.
+Ident = Any
+
+#: fsspec's names for the local filesystem: such URLs are plain paths to us
+LOCAL_SCHEMES = ("file://", "local://")
+
+
+def is_url(path: str) -> bool:
+    """Whether ``path`` names a location on an fsspec filesystem other than the local one.
+
+    >>> is_url("s3://bucket/run/best.ckpt"), is_url("file:///tmp/best.ckpt"), is_url("runs/best.ckpt")
+    (True, False, False)
+    """
+    return "://" in path and not path.startswith(LOCAL_SCHEMES)
+
+
+class AliasState(NamedTuple):
+    """What is at the alias path now."""
+
+    kind: AliasKind
+    ident: Ident = None
+    points_to: str | None = None  # for a symlink: the normalised path it names
+
+
+class Staged(NamedTuple):
+    """An alias written under a temporary name, not yet published."""
+
+    kind: LinkKind
+    target: str
+    alias: str
+    tmp: str | None
+    ident: Ident = None  # None when the identity is only known once committed
+
+
+class Storage(ABC):
+    """Where aliases live: one implementation per kind of filesystem (``local.py``, ``fsspec.py``).
+
+    Subclasses implement the abstract methods; the others have defaults that fit a
+    storage without links, temporary names or relative paths.
+    """
+
+    #: the link kinds this storage can make, in the order ``link="auto"`` tries them
+    link_kinds: tuple[LinkKind, ...] = ("copy",)
+
+    # --- paths ------------------------------------------------------------------
+
+    @abstractmethod
+    def handles(self, path: str) -> bool:
+        """Whether ``path`` (as the user wrote it) lives on this storage."""
+
+    @abstractmethod
+    def normalize(self, path: str | os.PathLike[str]) -> str:
+        """The canonical form of a path on this storage (absolute, or a full URL). No I/O."""
+
+    def resolve_target(self, path: str) -> str:
+        """``path`` with links followed, so the alias names the checkpoint itself."""
+        return path
+
+    def relative(self, target: str, alias: str) -> str:
+        """How the record stores ``target``: relative to the alias's folder where that exists."""
+        return target
+
+    def absolute(self, recorded: str, alias: str) -> str:
+        """Inverse of :meth:`relative`."""
+        return recorded
+
+    def same_file(self, a: str, b: str) -> bool:
+        """Whether ``a`` and ``b`` are one file (two names of it); False when unknown."""
+        return False
+
+    # --- what is there ------------------------------------------------------------
+
+    @abstractmethod
+    def target_type(self, path: str) -> TargetType | None:
+        """``"file"``, ``"dir"``, or None when nothing is there."""
+
+    @abstractmethod
+    def inspect(self, alias: str) -> AliasState:
+        """Describe what sits at ``alias`` without following it."""
+
+    @abstractmethod
+    def identity(self, path: str) -> Ident:
+        """A JSON-friendly identity of the file or directory at ``path`` (None when nothing is there)."""
+
+    @abstractmethod
+    def looks_like_copy(self, alias: str, target: str) -> bool:
+        """Whether the file at ``alias`` can be a complete copy of ``target`` (a cheap check)."""
+
+    # --- writing the alias --------------------------------------------------------
+
+    @abstractmethod
+    def stage(self, target: str, alias: str, choice: LinkChoice, *, is_dir: bool, durable: bool) -> Staged:
+        """Write the new alias under a temporary name (``is_dir``: the target is a directory)."""
+
+    @abstractmethod
+    def commit(self, staged: Staged, *, durable: bool) -> None:
+        """Publish a staged alias in one atomic step."""
+
+    def abort(self, staged: Staged) -> None:
+        """Remove whatever :meth:`stage` left; never raises."""
+        return None
+
+    def cleanup(self, *paths: str) -> list[str]:
+        """Remove temporary names that a killed process left next to ``paths``."""
+        return []
+
+    # --- the record ----------------------------------------------------------------
+
+    @abstractmethod
+    def read_text(self, path: str) -> str | None:
+        """The text at ``path``, or None when there is nothing."""
+
+    @abstractmethod
+    def write_text(self, path: str, text: str, *, durable: bool) -> None:
+        """Replace ``path`` with ``text`` atomically."""
+
+    @abstractmethod
+    def remove_file(self, path: str) -> None:
+        """Remove a file this library wrote; missing is fine."""
