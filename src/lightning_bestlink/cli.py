@@ -13,327 +13,21 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import re
 import shutil
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TextIO
+from collections.abc import Iterable
+from typing import TextIO
 
-from lightning_bestlink import METADATA_SUFFIX as SUFFIX
 from lightning_bestlink import __version__
 from lightning_bestlink._errors import AliasConflictError, BestLinkError
-from lightning_bestlink.linker import AliasReport, BestLinker, read_metadata
+from lightning_bestlink._metadata import SUFFIX
+from lightning_bestlink._render import advice, attention, count, problem, rel, render, score_parts
+from lightning_bestlink._survey import Alias, Folder, folders, scan
+from lightning_bestlink.linker import BestLinker, read_metadata
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
-
-#: file names taken for checkpoints (besides the targets of aliases, whatever their name)
-CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
-#: what marks a directory as one sharded checkpoint (torch.distributed.checkpoint, Lightning FSDP/DeepSpeed)
-_SHARDED_MARKERS = (".metadata", "meta.pt", "latest", "zero_to_fp32.py")
-_LAST = re.compile(r"^last(?![a-zA-Z0-9])")  # last.ckpt, last-v1.ckpt, last_run.ckpt; not lastly.ckpt
-
-
-# --- what is in a folder ------------------------------------------------------------
-
-
-@dataclass
-class Alias:
-    """One alias with a record in the folder, and its health."""
-
-    name: str
-    path: str
-    record: dict[str, Any] | None = None
-    report: AliasReport | None = None
-    error: str | None = None  # the record could not be read
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.report is not None and self.report.ok
-
-    @property
-    def status(self) -> str:
-        if self.error is not None:
-            return "bad-record"
-        assert self.report is not None
-        return self.report.status
-
-    @property
-    def target(self) -> str | None:
-        return None if self.record is None else str(self.record["target"])
-
-    @property
-    def label(self) -> str:
-        """The mark on the checkpoint row: ``best`` for ``best.ckpt``, ``best-acc`` for ``best-acc.ckpt``."""
-        stem, ext = os.path.splitext(self.name)
-        return stem if ext and stem else self.name
-
-
-@dataclass
-class Entry:
-    """A checkpoint (file or directory) in the folder."""
-
-    name: str
-    path: str
-    is_dir: bool
-    size: int | None
-    marks: list[str] = field(default_factory=list)
-    scores: list[str] = field(default_factory=list)
-    link_to: str | None = None  # a symlink that is neither a recorded alias nor a last link
-
-
-@dataclass
-class Folder:
-    """What ``show``, ``verify`` and ``repair`` know about one directory."""
-
-    path: str
-    entries: list[Entry]
-    aliases: list[Alias]
-    unrecorded: list[str]  # names that look like a best alias but have no record
-    subdirs: bool  # has sub-directories that are not checkpoints (for the "-r" hint)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.entries or self.aliases or self.unrecorded)
-
-
-def _natural(name: str) -> list[Any]:
-    """Sort key: ``epoch=9`` before ``epoch=10``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def _is_sharded(path: str) -> bool:
-    try:
-        names = os.listdir(path)
-    except OSError:
-        return False
-    return any(n in _SHARDED_MARKERS or n.endswith(".distcp") for n in names)
-
-
-def _tree_size(path: str) -> int | None:
-    total = 0
-    try:
-        for top, _, files in os.walk(path):
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(top, name)).st_size
-                except OSError:
-                    pass
-    except OSError:
-        return None
-    return total
-
-
-def _load_alias(folder: str, name: str) -> Alias:
-    alias = Alias(name, os.path.join(folder, name))
-    try:
-        alias.record = read_metadata(alias.path)
-        alias.report = BestLinker.from_metadata(alias.path).verify()
-    except AliasConflictError:  # not JSON, or not our format
-        alias.error = f"{name}{SUFFIX} is not a lightning-bestlink record"
-    except (KeyError, TypeError, ValueError) as err:  # our format, but a field is missing or wrong
-        alias.error = f"{name}{SUFFIX} is damaged ({type(err).__name__}: {err})"
-    except OSError as err:
-        alias.error = f"cannot read {name}{SUFFIX}: {err.strerror or err}"
-    return alias
-
-
-def scan(folder: str) -> Folder:
-    """Read one directory: checkpoints, aliases with records, last checkpoints. Changes nothing."""
-    folder = os.path.abspath(folder)
-    with os.scandir(folder) as it:
-        listing = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: _natural(e.name))
-    alias_names = {e.name[: -len(SUFFIX)] for e in listing if e.name.endswith(SUFFIX) and len(e.name) > len(SUFFIX)}
-    aliases = [_load_alias(folder, name) for name in sorted(alias_names, key=_natural)]
-    targets = {a.target for a in aliases if a.target is not None}
-
-    entries: dict[str, Entry] = {}
-    last_targets: list[str] = []
-    unrecorded: list[str] = []
-    subdirs = False
-    for e in listing:
-        if e.name.endswith(SUFFIX) or e.name in alias_names:
-            continue
-        is_link = e.is_symlink()
-        if is_link and _LAST.match(e.name):
-            last_targets.append(os.path.realpath(e.path))  # save_last="link": marks the checkpoint it names
-            continue
-        try:
-            is_dir = e.is_dir()  # follows symlinks
-        except OSError:
-            is_dir = False
-        looks_like = e.name.endswith(CHECKPOINT_SUFFIXES) or e.path in targets or bool(_LAST.match(e.name))
-        if is_dir and not is_link and not looks_like and not _is_sharded(e.path):
-            subdirs = True
-            continue
-        if not (looks_like or is_link or is_dir):
-            continue
-        if e.name.startswith("best") or (is_link and not looks_like):
-            unrecorded.append(e.name)
-        if is_link:
-            size = None
-            link_to = os.readlink(e.path)
-        else:
-            size = _tree_size(e.path) if is_dir else e.stat(follow_symlinks=False).st_size
-            link_to = None
-        entries[e.path] = Entry(e.name, e.path, is_dir, size, link_to=link_to)
-        if _LAST.match(e.name) and not is_link:
-            entries[e.path].marks.append("last")
-
-    for alias in aliases:
-        if alias.target in entries:
-            entries[alias.target].marks.append(alias.label)
-            if alias.record is not None:
-                entries[alias.target].scores.append(_score_text(alias.record))
-    for target in last_targets:
-        if target in entries and "last" not in entries[target].marks:
-            entries[target].marks.append("last")
-    return Folder(folder, list(entries.values()), aliases, unrecorded, subdirs)
-
-
-def folders(root: str, recursive: bool) -> list[Folder]:
-    """``root`` alone, or with ``recursive`` every folder under it holding checkpoints or aliases."""
-    if not recursive:
-        return [scan(root)]
-    found: list[Folder] = []
-    for top, dirs, _ in os.walk(root):
-        try:
-            folder = scan(top)
-        except PermissionError:
-            dirs[:] = []
-            continue
-        inside = {e.name for e in folder.entries if e.is_dir}
-        dirs[:] = sorted((d for d in dirs if not d.startswith(".") and d not in inside), key=_natural)
-        if not folder.empty:
-            found.append(folder)
-    return found
-
-
-# --- rendering ----------------------------------------------------------------------
-
-
-def _size_text(size: int | None) -> str:
-    if size is None:
-        return ""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def _score_parts(record: dict[str, Any]) -> tuple[str, list[str]]:
-    """``("val_loss=0.0312", ["min", "epoch 6", "step 28"])`` from a record."""
-    extra = record.get("extra") or {}
-    score = record.get("score")
-    value = format(score, ".6g") if isinstance(score, (int, float)) else str(score)
-    monitor = extra.get("monitor")
-    details = [str(record.get("mode"))]
-    for key in ("epoch", "step"):
-        if extra.get(key) is not None:
-            details.append(f"{key} {extra[key]}")
-    return (f"{monitor}={value}" if monitor else value), details
-
-
-def _score_text(record: dict[str, Any]) -> str:
-    text, details = _score_parts(record)
-    return f"{text} ({', '.join(details)})"
-
-
-def _count(n: int, total: int, verb: str) -> str:
-    """``"1 of 2 aliases needs attention"`` with the right plural."""
-    return f"{n} of {total} alias{'es' if total > 1 else ''} {verb}"
-
-
-def _attention(bad: int, total: int) -> str:
-    """``"1 of 2 aliases needs attention"``."""
-    return _count(bad, total, "need attention" if bad > 1 else "needs attention")
-
-
-def _rel(path: str | None, folder: str) -> str:
-    if path is None:
-        return "?"
-    if "://" in path:
-        return path
-    rel = os.path.relpath(path, folder)
-    return path if rel.startswith(os.pardir + os.sep + os.pardir) else rel
-
-
-def problem(alias: Alias, folder: str) -> str:
-    """One sentence on what is wrong with ``alias`` (empty when nothing is)."""
-    if alias.error is not None:
-        return f"unreadable record: {alias.error}"
-    report = alias.report
-    assert report is not None
-    expected, actual = _rel(report.expected, folder), _rel(report.actual, folder)
-    if report.status == "missing":
-        return f"missing: {alias.name} does not exist (its record names {expected})"
-    if report.status == "dangling":
-        return f"dangling: {alias.name} points at {actual}, which does not exist"
-    if report.status == "mismatch":
-        return f"mismatch: {alias.name} points at {actual}, but its record names {expected}"
-    if report.status == "foreign":
-        return f"foreign: {alias.name} was not written by lightning-bestlink; it is left as it is"
-    return ""
-
-
-def advice(alias: Alias, shown_dir: str) -> str:
-    """What the user can do about a bad alias."""
-    if alias.error is not None:
-        return f"restore {alias.name}{SUFFIX} or move it away; repair needs a readable record"
-    report = alias.report
-    assert report is not None
-    if report.status == "foreign":
-        return f"move or delete {alias.name}, then run: lightning-bestlink repair {shown_dir}"
-    if report.expected is not None and not os.path.lexists(report.expected) and "://" not in report.expected:
-        return "the best checkpoint itself is gone; repair cannot bring it back"
-    return f"run: lightning-bestlink repair {shown_dir}"
-
-
-def _table(rows: Sequence[Sequence[str]], out: TextIO, indent: str = "  ") -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        print((indent + "  ".join(cells)).rstrip(), file=out)
-
-
-def _health(alias: Alias, folder: str) -> str:
-    return "ok" if alias.ok else problem(alias, folder)
-
-
-def render(folder: Folder, out: TextIO, *, title: str | None = None) -> None:
-    """The table ``show`` prints (and the demo ends with)."""
-    bad = sum(not a.ok for a in folder.aliases)
-    if not folder.aliases:
-        summary = "no best alias"
-    elif bad:
-        summary = _attention(bad, len(folder.aliases))
-    else:
-        summary = "alias healthy" if len(folder.aliases) == 1 else f"{len(folder.aliases)} aliases healthy"
-    print(f"{title or folder.path}  ({summary})", file=out)
-    if folder.entries:
-        rows = [["CHECKPOINT", "SIZE", "MARK", "SCORE"]]
-        for e in folder.entries:
-            name = e.name + ("/" if e.is_dir and e.link_to is None else "")
-            if e.link_to is not None:
-                name += f" -> {e.link_to}"
-            rows.append([name, _size_text(e.size), ",".join(e.marks), "; ".join(e.scores)])
-        _table(rows, out)
-    else:
-        print("  no checkpoints", file=out)
-    if folder.aliases:
-        rows = [["ALIAS", "KIND", "TARGET", "HEALTH"]]
-        for a in folder.aliases:
-            kind = str(a.record.get("link", "?")) if a.record else "?"
-            rows.append([a.name, kind, _rel(a.target, folder.path) if a.target else "?", _health(a, folder.path)])
-        print(file=out)
-        _table(rows, out)
-    for name in folder.unrecorded:
-        print(f"  note: {name} has no {SUFFIX} record; lightning-bestlink cannot vouch for it", file=out)
-
 
 # --- commands -----------------------------------------------------------------------
 
@@ -393,15 +87,15 @@ def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if alias.ok:
             if not args.quiet:
                 record = alias.record or {}
-                text, details = _score_parts(record)
-                target = _rel(alias.target, folder.path)
+                text, details = score_parts(record)
+                target = rel(alias.target, folder.path)
                 print(f"ok      {shown} -> {target} ({', '.join([str(record.get('link')), text, *details])})", file=out)
             continue
         bad += 1
         print(f"FAILED  {shown}: {problem(alias, folder.path)}", file=out)
         print(f"        {advice(alias, _shown(args.dir, root, folder.path))}", file=out)
     if bad:
-        print(f"verify: {_attention(bad, len(aliases))}", file=err)
+        print(f"verify: {attention(bad, len(aliases))}", file=err)
         return EXIT_PROBLEM
     return EXIT_OK
 
@@ -434,7 +128,7 @@ def cmd_repair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             continue
         if report.ok:
             fixed = read_metadata(alias.path) or {}
-            target = _rel(report.expected, folder.path)
+            target = rel(report.expected, folder.path)
             print(f"repaired  {shown} -> {target} ({fixed.get('link', '?')})", file=out)
             print(f"          was {before}", file=out)
         else:
@@ -442,7 +136,7 @@ def cmd_repair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(f"FAILED    {shown}: {before}", file=out)
             print(f"          {advice(alias, _shown(args.dir, root, folder.path))}", file=out)
     if failed:
-        print(f"repair: {_count(failed, len(aliases), 'not repaired')}", file=err)
+        print(f"repair: {count(failed, len(aliases), 'not repaired')}", file=err)
         return EXIT_PROBLEM
     return EXIT_OK
 
@@ -655,4 +349,4 @@ def main(argv: Iterable[str] | None = None) -> int:
     return code
 
 
-__all__ = ["build_parser", "main", "render", "scan"]
+__all__ = ["build_parser", "main"]
