@@ -6,7 +6,6 @@ which checkpoint is the best.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,7 +53,3 @@ def trainer(pl: Any, root: Any, callbacks: list[Any], **kwargs: Any) -> Any:
     )
     options.update(kwargs)
     return pl.Trainer(callbacks=callbacks, **options)
-
-
-def package(name: str) -> Any:
-    return importlib.import_module(name)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests._ckpt import fill_of, leftovers, write_ckpt
+from tests._helpers import fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import BestLinker, read_metadata
 

@@ -4,31 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests._helpers import run_script
 
 pytest.importorskip("torch")
 pytest.importorskip("lightning")
 
 pytestmark = [pytest.mark.lightning, pytest.mark.slow]
-SCRIPTS = Path(__file__).parent / "scripts"
-
-
-def run_script(name: str, tmp_path: Path, *args: str) -> None:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PL_DISABLE_FORK": "1"}
-    env.pop("LOCAL_RANK", None)
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / name), str(tmp_path), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def test_trainer_ddp_two_ranks_agree_and_see_the_alias(tmp_path: Path) -> None:

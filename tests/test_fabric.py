@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("lightning")
 
 from lightning.fabric import Fabric  # noqa: E402
-from tests.test_ddp import run_script  # noqa: E402
+from tests._helpers import run_script  # noqa: E402
 
 from lightning_bestlink import BestLinker  # noqa: E402
 from lightning_bestlink import fabric as bestlink  # noqa: E402

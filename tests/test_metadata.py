@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests._ckpt import write_ckpt
+from tests._helpers import write_ckpt
 
 from lightning_bestlink import AliasConflictError, BestLinker, _metadata, read_metadata
 

@@ -1,6 +1,6 @@
-"""Self-validating fake checkpoints for the core tests (no torch).
+"""What several test files share (no torch): fake checkpoints, the link kinds, subprocess runs.
 
-A checkpoint file is a header (magic, payload length, fill byte) followed by the
+A fake checkpoint file is a header (magic, payload length, fill byte) followed by the
 fill byte repeated: any truncated or mixed read fails :func:`fill_of`. A directory
 checkpoint holds a few such shards with the same fill byte.
 """
@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
+from lightning_bestlink._storage.local import TMP_MARK
+
+#: every ``link=`` choice of a local linker
+KINDS = ("symlink", "hardlink", "copy", "auto")
 MAGIC = b"BLCK"
 HEADER = struct.Struct("<4sQB")
 SHARDS = ("shard-0.bin", "shard-1.bin", "shard-2.bin")
-TMP_MARK = ".bestlink-"
+SCRIPTS = Path(__file__).parent / "scripts"
 
 
 def ckpt_bytes(fill: int, size: int = 4096) -> bytes:
@@ -58,3 +64,18 @@ def fill_of(path: str | os.PathLike[str]) -> int | None:
 def leftovers(directory: str | os.PathLike[str]) -> list[str]:
     """Names of temporary files the library left in ``directory``."""
     return sorted(name for name in os.listdir(directory) if TMP_MARK in name)
+
+
+def run_script(name: str, tmp_path: Path, *args: str) -> None:
+    """Run ``tests/scripts/<name>`` (a multi-process Lightning run) in ``tmp_path``; it must exit 0."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PL_DISABLE_FORK": "1"}
+    env.pop("LOCAL_RANK", None)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / name), str(tmp_path), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
