@@ -259,6 +259,30 @@ def test_mode_max_and_ties_last(tmp_path: Path) -> None:
     assert linker.best_score == 2.0
 
 
+def test_update_never_moves_the_alias_to_a_worse_score(tmp_path: Path) -> None:
+    a, b = write_ckpt(tmp_path / "a", 1), write_ckpt(tmp_path / "b", 2)
+    linker = BestLinker(tmp_path / "best", mode="min")
+    assert linker.update(0.1, a)
+    assert not linker.update(0.9, b)
+    assert (linker.best_score, linker.best_path, fill_of(linker.link_path)) == (0.1, str(a), 1)
+    assert linker.is_better(0.05) and not linker.is_better(0.5)
+
+
+def test_follow_records_a_decision_made_elsewhere(tmp_path: Path) -> None:
+    a, b, c = (write_ckpt(tmp_path / n, i) for i, n in enumerate("abc"))
+    linker = BestLinker(tmp_path / "best", mode="min")
+    assert linker.update(0.1, a)
+    assert linker.follow(0.9, b)  # whoever decided says b is the best now
+    assert (linker.best_score, fill_of(linker.link_path), record(linker)["score"]) == (0.9, 1, 0.9)
+    assert linker.follow(None, c)  # a decision without a score: the latest save
+    assert (linker.best_score, linker.best_path, record(linker)["score"]) == (None, str(c), None)
+    assert read_metadata(linker.link_path)["score"] is None  # type: ignore[index]
+    restored = BestLinker(tmp_path / "best", mode="min")
+    restored.load_state_dict(json.loads(json.dumps(linker.state_dict())))
+    assert (restored.best_score, restored.best_path) == (None, str(c))
+    assert restored.restore_alias().ok
+
+
 def test_nan_never_becomes_best(tmp_path: Path) -> None:
     a = write_ckpt(tmp_path / "a", 1)
     linker = BestLinker(tmp_path / "best")

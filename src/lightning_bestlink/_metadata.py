@@ -9,7 +9,7 @@ It is plain JSON, readable without torch::
       "target": "epoch=6-step=28.ckpt",   # relative to the alias's directory (a URL off local disk)
       "link": "symlink",                   # symlink | hardlink | copy
       "mode": "min",
-      "score": 0.0312,
+      "score": 0.0312,                     # null when the alias follows a decision without a score
       "time": "2026-11-29T04:01:02.345678+00:00",
       "unix_time": 1795665662.345678,
       "alias_id": null,                    # identity of a copied/hard-linked alias, null for a symlink
@@ -75,13 +75,13 @@ def decode(text: str, path: str) -> dict[str, Any]:
         problems.append("'target' must be a non-empty string")
     if record.get("mode") not in ("min", "max"):
         problems.append("'mode' must be 'min' or 'max'")
-    score = record.get("score")
-    try:  # infinities are stored as strings to keep the file strict JSON
-        record["score"] = float(score) if isinstance(score, (str, int, float)) and not isinstance(score, bool) else None
-    except ValueError:
-        record["score"] = None
-    if record["score"] is None:
-        problems.append(f"'score' must be a number, got {score!r}")
+    score = record.get("score")  # null: the alias follows a decision without a score (the latest save)
+    if score in ("inf", "-inf"):  # infinities are stored as strings to keep the file strict JSON
+        record["score"] = float(score)
+    elif isinstance(score, bool) or not isinstance(score, (int, float, type(None))):
+        problems.append(f"'score' must be a number or null, got {score!r}")
+    elif score is not None:
+        record["score"] = float(score)
     if not isinstance(record.get("extra", {}), dict):
         problems.append("'extra' must be an object")
     if problems:
@@ -98,7 +98,7 @@ def make(
     target: str,
     link: str,
     mode: str,
-    score: float,
+    score: float | None,
     unix_time: float,
     alias_id: Any,
     previous_alias_id: Any,

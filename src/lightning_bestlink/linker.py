@@ -110,7 +110,7 @@ class BestLinker:
 
     @property
     def best_score(self) -> float | None:
-        """The best score so far, or None before the first successful update."""
+        """The best score so far; None before the first update, or when :meth:`follow` was given none."""
         return self._best_score
 
     @property
@@ -191,13 +191,14 @@ class BestLinker:
         For callers that own the decision: the Trainer adapter follows
         ``ModelCheckpoint.best_model_path``, the Fabric helper follows rank zero. The
         score is recorded as given, even when it is not better than :attr:`best_score`
-        (use :meth:`update` for a linker that decides itself). A NaN score is refused
-        (returns False, nothing changes). Raises as :meth:`update` does.
+        (use :meth:`update` for a linker that decides itself); ``score=None`` records
+        that there is no score (an alias that follows the latest save). A NaN score is
+        refused (returns False, nothing changes). Raises as :meth:`update` does.
         """
-        value = to_score(score)
+        value = None if score is None else to_score(score)
         extra = _metadata.check_extra(extra)
         with self._lock:
-            if value != value:  # NaN: never the best, whoever decided
+            if value is not None and value != value:  # NaN: never the best, whoever decided
                 return False
             self._needs_verify = False  # the alias is rewritten now anyway
             self._publish(value, *self._checked_target(path), extra)
@@ -233,7 +234,7 @@ class BestLinker:
         text = self._storage.read_text(self._meta_path)
         return None if text is None else _metadata.decode(text, self._meta_path)
 
-    def _publish(self, value: float, target: str, kind: TargetType, extra: dict[str, Any]) -> None:
+    def _publish(self, value: float | None, target: str, kind: TargetType, extra: dict[str, Any]) -> None:
         storage = self._storage
         action = f"pointing {self._link_path!r} at {target!r}"
         try:  # nothing is written yet: any storage error here leaves everything as it was
@@ -281,7 +282,7 @@ class BestLinker:
             raise
         self._finish(value, target, staged, new)
 
-    def _finish(self, value: float, target: str, staged: Staged, record: dict[str, Any]) -> None:
+    def _finish(self, value: float | None, target: str, staged: Staged, record: dict[str, Any]) -> None:
         if staged.ident is None and staged.kind != "symlink":
             # a copy the filesystem made itself has an identity only once it exists: record it
             try:
@@ -335,7 +336,7 @@ class BestLinker:
                 if before.status == "foreign":
                     raise AliasConflictError(before.detail)
                 return before
-            assert self._best_path is not None and self._best_score is not None
+            assert self._best_path is not None
             kind = self._storage.target_type(self._best_path)
             if kind is None:
                 return AliasReport(
@@ -434,11 +435,11 @@ class BestLinker:
         best_score = state["best_score"]
         best_path = state["best_path"]
         with self._lock:
-            if best_score is None or best_path is None:
+            if best_path is None:
                 self._best_score, self._best_path = None, None
                 self._needs_verify = False
                 return
-            score = to_score(best_score, name="state['best_score']")
+            score = None if best_score is None else to_score(best_score, name="state['best_score']")
             target = self._storage.normalize(best_path)
             rel = state.get("best_path_relative")
             moved = state.get("link_path", self._link_path) != self._link_path
