@@ -404,14 +404,16 @@ class BestLinker:
             "link_kind": self._link_kind,
         }
 
-    def load_state_dict(self, state: dict[str, Any], *, verify: bool = True) -> None:
+    def load_state_dict(self, state: dict[str, Any], *, verify: bool = True, allow_outside: bool = False) -> None:
         """Restore the best from :meth:`state_dict`.
 
         With ``verify=True`` the alias is checked and, if needed, rebuilt on the next
         :meth:`update` (or call :meth:`restore_alias` to do it now). ``verify=False``
         trusts the state and never touches files for it (for ranks that only mirror the
         rank that writes). If the checkpoint is gone but the run folder was moved with
-        the alias, the best is found next to the alias again.
+        the alias, the best is found next to the alias again. A best checkpoint outside
+        the alias's folder is refused unless ``allow_outside=True`` (the state is input,
+        not authority: pass it when you trust where the state came from).
 
         Raises:
             ValueError: ``state`` is not a state of this library's format, or was saved
