@@ -19,40 +19,61 @@ import pytest
 from tests._helpers import KINDS, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import AliasWriteError, BestLinker
+from lightning_bestlink._errors import AliasBusyError
 from lightning_bestlink._storage import LocalStorage, _syscalls
 
 ERRNOS = {"EXDEV": errno.EXDEV, "EPERM": errno.EPERM, "ENOSPC": errno.ENOSPC}
-FUNCS = ["symlink", "link", "replace", "copyfile", "copytree", "exchange"]
 FAIL = None  # the update raises AliasWriteError and changes nothing
+#: how the alias is published: Linux renameat2 (exchange / no-replace), or without it
+#: (other platforms, NFS): one last check, then os.replace (os.link for a new alias)
+PLATFORMS = ("renameat2", "portable")
+FUNCS = ["symlink", "link", "copyfile", "copytree", "exchange", "replace"]
 
 # The second update of a linker (the first one ran without faults) meets a fault in `func`.
 # What it ends with, for an "unsupported here" errno (EXDEV, EPERM) and for ENOSPC: a link
 # kind, or FAIL. A function that the update does not call changes nothing: not listed.
-FAULTED: dict[tuple[str, str, str], tuple[str | None, str | None]] = {
+STAGING: dict[tuple[str, str, str], tuple[str | None, str | None]] = {
     ("symlink", "file", "symlink"): (FAIL, FAIL),
-    ("symlink", "file", "replace"): (FAIL, FAIL),
     ("symlink", "dir", "symlink"): (FAIL, FAIL),
-    ("symlink", "dir", "replace"): (FAIL, FAIL),  # a symlink to a directory is still renamed over
     ("hardlink", "file", "link"): (FAIL, FAIL),
-    ("hardlink", "file", "replace"): (FAIL, FAIL),
     ("copy", "file", "copyfile"): (FAIL, FAIL),
-    ("copy", "file", "replace"): (FAIL, FAIL),
     ("copy", "dir", "copytree"): (FAIL, FAIL),
     ("copy", "dir", "copyfile"): (FAIL, FAIL),  # copytree copies each file with copyfile
-    ("copy", "dir", "exchange"): (FAIL, FAIL),  # a directory is swapped, not renamed over
     ("auto", "file", "symlink"): ("hardlink", FAIL),  # auto falls back only when unsupported
-    ("auto", "file", "replace"): (FAIL, FAIL),
     ("auto", "dir", "symlink"): ("copy", FAIL),  # no hard links of directories
-    ("auto", "dir", "replace"): (FAIL, FAIL),
 }
-#: the kind each (link=, target) makes when nothing fails
+#: the call that publishes over an existing alias: renameat2's exchange, or without it
+#: os.replace (a directory copy is moved aside and back instead: not faulted here)
+PUBLISH = {"renameat2": "exchange", "portable": "replace"}
+#: the call that publishes a first alias: renameat2's no-replace, or without it link(2),
+#: which never replaces either (where links are unsupported: a last check, then rename)
+FIRST_PUBLISH = {"renameat2": "rename_noreplace", "portable": "link"}
+#: the kind each link= makes when nothing fails
 UNFAULTED = {"symlink": "symlink", "hardlink": "hardlink", "copy": "copy", "auto": "symlink"}
 
 
-def expected_outcome(kind: str, target: str, func: str, err: int) -> str | None:
-    """The link kind the update ends with, or None (FAIL) when it must fail."""
-    unsupported, real = FAULTED.get((kind, target, func), (UNFAULTED[kind], UNFAULTED[kind]))
+def expected_outcome(platform: str, kind: str, target: str, func: str, err: int) -> str | None:
+    """The link kind the second update ends with, or None (FAIL) when it must fail."""
+    if func == PUBLISH[platform] and not (platform == "portable" and (kind, target) == ("copy", "dir")):
+        return FAIL
+    unsupported, real = STAGING.get((kind, target, func), (UNFAULTED[kind], UNFAULTED[kind]))
     return real if err == errno.ENOSPC else unsupported
+
+
+def expected_first(platform: str, kind: str, func: str, err: int) -> str | None:
+    """The link kind the first update (no alias yet) ends with, or None (FAIL)."""
+    unsupported, real = STAGING.get((kind, "file", func), (UNFAULTED[kind], UNFAULTED[kind]))
+    if func == FIRST_PUBLISH[platform] and unsupported is not FAIL:
+        unsupported, real = (FAIL, FAIL) if platform == "renameat2" else (unsupported, FAIL)
+    return real if err == errno.ENOSPC else unsupported
+
+
+@pytest.fixture
+def platform(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "portable":
+        monkeypatch.setattr(_syscalls, "exchange", lambda a, b: False)
+        monkeypatch.setattr(_syscalls, "rename_noreplace", lambda a, b: False)
+    return str(request.param)
 
 
 class Snapshot:
@@ -104,7 +125,8 @@ def inject(monkeypatch: pytest.MonkeyPatch, func: str, err: int, *, only_dst: st
         calls.append(func)
         raise exc
 
-    owner: Any = {"symlink": os, "link": os, "copyfile": shutil, "copytree": shutil, "exchange": _syscalls}[func]
+    owners = {"symlink": os, "link": os, "copyfile": shutil, "copytree": shutil}
+    owner: Any = owners.get(func, _syscalls)  # exchange, rename_noreplace
     monkeypatch.setattr(owner, func, fail)
     return calls
 
@@ -114,10 +136,14 @@ KIND_TARGET = [(k, t) for k in KINDS for t in ("file", "dir") if (k, t) != ("har
 
 
 @pytest.mark.parametrize("err_name", list(ERRNOS))
-@pytest.mark.parametrize("func", FUNCS)
+@pytest.mark.parametrize(
+    ("platform", "func"),
+    [(p, f) for p in PLATFORMS for f in FUNCS if (p, f) != ("portable", "exchange")],
+    indirect=["platform"],
+)
 @pytest.mark.parametrize(("kind", "target"), KIND_TARGET)
 def test_fault_during_swap(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, target: str, func: str, err_name: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str, kind: str, target: str, func: str, err_name: str
 ) -> None:
     err = ERRNOS[err_name]
     a = write_ckpt(tmp_path / "a", 1, kind=target)
@@ -125,7 +151,7 @@ def test_fault_during_swap(
     linker = BestLinker(tmp_path / "best", link=kind)  # type: ignore[arg-type]
     assert linker.update(0.5, a, extra={"epoch": 1})
     before = Snapshot(linker)
-    expected = expected_outcome(kind, target, func, err)
+    expected = expected_outcome(platform, kind, target, func, err)
     with monkeypatch.context() as m:
         calls = inject(m, func, err, only_dst=linker.link_path)
         if expected is None:
@@ -153,15 +179,24 @@ def test_fault_during_swap(
 
 
 @pytest.mark.parametrize("err_name", list(ERRNOS))
-@pytest.mark.parametrize("func", ["symlink", "link", "copyfile", "replace"])
+@pytest.mark.parametrize(
+    ("platform", "func"),
+    [
+        (p, f)
+        for p in PLATFORMS
+        for f in ("symlink", "link", "copyfile", "rename_noreplace")
+        if (p, f) != ("portable", "rename_noreplace")
+    ],
+    indirect=["platform"],
+)
 @pytest.mark.parametrize("kind", KINDS)
 def test_fault_on_first_update(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, func: str, err_name: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str, kind: str, func: str, err_name: str
 ) -> None:
     err = ERRNOS[err_name]
     a = write_ckpt(tmp_path / "a", 1)
     linker = BestLinker(tmp_path / "best", link=kind)  # type: ignore[arg-type]
-    expected = expected_outcome(kind, "file", func, err)
+    expected = expected_first(platform, kind, func, err)
     with monkeypatch.context() as m:
         inject(m, func, err, only_dst=linker.link_path)
         if expected is None:
@@ -170,7 +205,7 @@ def test_fault_on_first_update(
         else:
             assert linker.update(0.5, a)
     if expected is None:
-        assert sorted(os.listdir(tmp_path)) == ["a"]  # no alias, no record, no temp
+        assert sorted(os.listdir(tmp_path)) == [".best.bestlink.lock", "a"]  # no alias, no record, no temp
         assert linker.best_score is None and linker.best_path is None
     else:
         assert fill_of(linker.link_path) == 1
@@ -200,7 +235,7 @@ def test_auto_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faults: 
         if expected is None:
             with pytest.raises(AliasWriteError):
                 linker.update(0.5, a)
-            assert sorted(os.listdir(tmp_path)) == ["a", "b"]
+            assert sorted(os.listdir(tmp_path)) == [".best.bestlink.lock", "a", "b"]
             return
         assert linker.update(0.5, a)
         assert linker.link_kind == expected
@@ -256,7 +291,7 @@ def test_swap_fails_and_restoring_the_record_fails_too(
         real_write(self, path, text, durable=durable)
 
     with monkeypatch.context() as m:
-        inject(m, "replace", errno.ENOSPC, only_dst=linker.link_path)
+        inject(m, "exchange", errno.ENOSPC)
         m.setattr(LocalStorage, "write_text", write_once)
         with pytest.raises(AliasWriteError) as info:
             linker.update(0.1, b)
@@ -289,18 +324,24 @@ def test_interrupt_during_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     before.assert_unchanged()
 
 
-def test_leftovers_of_a_dead_process_are_removed(tmp_path: Path) -> None:
+def test_leftovers_of_a_killed_writer_are_removed_under_the_lock(tmp_path: Path) -> None:
+    from filelock import FileLock
+
     a = write_ckpt(tmp_path / "a", 1)
-    dead = 2**22 + 12345  # above the default pid_max: never a live process
     junk = [
-        tmp_path / f".best.ckpt.bestlink-tmp-{dead}-deadbeef",
-        tmp_path / f".best.ckpt.bestlink.json.bestlink-tmp-{dead}-cafebabe",
+        tmp_path / ".best.ckpt.bestlink-tmp-4242-deadbeef",
+        tmp_path / ".best.ckpt.bestlink.json.bestlink-tmp-4242-cafebabe",
     ]
     junk[0].write_bytes(b"partial")
     junk[1].write_text("{")
-    (tmp_path / f".best.ckpt.bestlink-old-{dead}-00000000").mkdir()
-    alive = tmp_path / f".best.ckpt.bestlink-tmp-{os.getppid()}-feedface"  # a live writer's
-    alive.write_bytes(b"in progress")
-    linker = BestLinker(tmp_path / "best.ckpt")
+    (tmp_path / ".best.ckpt.bestlink-old-4242-00000000").mkdir()
+    linker = BestLinker(tmp_path / "best.ckpt", lock_timeout=0.2)
+    # a writer holds the lock: its temporary names are its own, and nobody touches them
+    with FileLock(str(tmp_path / ".best.ckpt.bestlink.lock")), pytest.raises(AliasBusyError, match="lock_timeout"):
+        linker.update(1.0, a)
+    assert len(leftovers(tmp_path)) == 3
+    assert not os.path.lexists(linker.link_path)
+    # once the lock is free, whatever temporary names remain belong to a writer that was killed
     assert linker.update(1.0, a)
-    assert leftovers(tmp_path) == [alive.name]
+    assert leftovers(tmp_path) == []
+    assert linker.verify().ok

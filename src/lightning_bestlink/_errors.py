@@ -28,6 +28,18 @@ class AliasConflictError(BestLinkError, FileExistsError):
         return (type(self), (str(self),))
 
 
+class RecordError(AliasConflictError):
+    """The record next to an alias cannot be used (not a regular file, too large, not our JSON,
+    damaged); the record names the file and what is wrong, and nothing was changed."""
+
+
+class AliasBusyError(BestLinkError, TimeoutError):
+    """Another process held the alias's lock for longer than ``lock_timeout``; nothing was changed."""
+
+    def __reduce__(self) -> tuple[type[AliasBusyError], tuple[str]]:
+        return (type(self), (str(self),))
+
+
 class AliasWriteError(BestLinkError, OSError):
     """Writing the alias failed; the previous alias and the linker's state are intact."""
 

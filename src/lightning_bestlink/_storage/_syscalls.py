@@ -1,6 +1,10 @@
-"""System calls the standard library does not wrap: Linux ``renameat2`` (atomic exchange).
+"""System calls the standard library does not wrap: Linux ``renameat2``.
 
-Loaded through ctypes on first use only, so importing the package stays light.
+Two of its flags make the alias swap safe against a file that appears or changes at
+the alias path while the new alias is staged: ``RENAME_NOREPLACE`` publishes only if
+nothing is there, ``RENAME_EXCHANGE`` swaps two names atomically (so what was at the
+alias can be checked, and swapped back, after the swap). Loaded through ctypes on
+first use only, so importing the package stays light.
 """
 
 from __future__ import annotations
@@ -10,8 +14,11 @@ import os
 import sys
 from typing import Any
 
+_RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+# what renameat2 answers where the platform or the filesystem lacks the flag (NFS: EINVAL)
+_UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP)
 
 _renameat2: Any = False  # False: not looked up yet; None: not available
 
@@ -30,8 +37,7 @@ def _load_renameat2() -> Any:
     return fn
 
 
-def exchange(a: str, b: str) -> bool:
-    """Atomically swap the names ``a`` and ``b``; False when the platform or filesystem cannot."""
+def _renameat2_call(a: str, b: str, flags: int) -> bool:
     global _renameat2
     if _renameat2 is False:
         _renameat2 = _load_renameat2()
@@ -39,9 +45,22 @@ def exchange(a: str, b: str) -> bool:
         return False
     import ctypes
 
-    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), flags) == 0:
         return True
     err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+    if err in _UNSUPPORTED:
         return False
-    raise OSError(err, os.strerror(err), a)
+    raise OSError(err, os.strerror(err), b)
+
+
+def exchange(a: str, b: str) -> bool:
+    """Atomically swap the names ``a`` and ``b`` (both must exist); False when the platform cannot."""
+    return _renameat2_call(a, b, _RENAME_EXCHANGE)
+
+
+def rename_noreplace(src: str, dst: str) -> bool:
+    """Rename ``src`` to ``dst`` only if ``dst`` does not exist (else ``FileExistsError``).
+
+    False when the platform or filesystem cannot do it in one step.
+    """
+    return _renameat2_call(src, dst, _RENAME_NOREPLACE)

@@ -9,6 +9,7 @@ step, or :meth:`abort` it (nothing is left behind).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from abc import ABC, abstractmethod
 from typing import Any, Literal, NamedTuple
@@ -17,7 +18,7 @@ LinkKind = Literal["symlink", "hardlink", "copy"]
 LinkChoice = Literal["auto", "symlink", "hardlink", "copy"]
 LINK_CHOICES: tuple[LinkChoice, ...] = ("auto", "symlink", "hardlink", "copy")
 AliasKind = Literal["missing", "symlink", "file", "dir"]
-TargetType = Literal["file", "dir"]
+TargetType = Literal["file", "dir", "other"]  # other: a device, FIFO, socket, or a file of /proc or /sys
 #: A JSON-friendly identity of a file or directory written as an alias.
 Ident = Any
 
@@ -38,8 +39,9 @@ class AliasState(NamedTuple):
     """What is at the alias path now."""
 
     kind: AliasKind
-    ident: Ident = None
+    ident: Ident = None  # of a file or directory: what the record's alias_id is compared with
     points_to: str | None = None  # for a symlink: the normalised path it names
+    key: Ident = None  # what is there (a symlink too), to notice a change before publishing over it
 
 
 class Staged(NamedTuple):
@@ -61,6 +63,8 @@ class Storage(ABC):
 
     #: the link kinds this storage can make, in the order ``link="auto"`` tries them
     link_kinds: tuple[LinkKind, ...] = ("copy",)
+    #: whether :meth:`lock` excludes other processes (a kernel lock, released when its holder dies)
+    can_lock: bool = False
 
     # --- paths ------------------------------------------------------------------
 
@@ -88,6 +92,14 @@ class Storage(ABC):
         """Whether ``a`` and ``b`` are one file (two names of it); False when unknown."""
         return False
 
+    @abstractmethod
+    def in_folder_of(self, alias: str, path: str) -> bool:
+        """Whether ``path`` (links followed) lies inside the alias's folder, below it or in it."""
+
+    @abstractmethod
+    def encloses(self, path: str, alias: str) -> bool:
+        """Whether ``path`` is the alias's folder or a folder above it (an alias must not be inside its target)."""
+
     # --- what is there ------------------------------------------------------------
 
     @abstractmethod
@@ -108,13 +120,26 @@ class Storage(ABC):
 
     # --- writing the alias --------------------------------------------------------
 
+    def check_can_alias(self, target: str, choice: LinkChoice, *, is_dir: bool) -> None:
+        """Raise ``IsADirectoryError`` (a usage error, before anything is written) when ``choice``
+        cannot alias ``target`` here; :meth:`stage` relies on it having been called."""
+        return None
+
     @abstractmethod
     def stage(self, target: str, alias: str, choice: LinkChoice, *, is_dir: bool, durable: bool) -> Staged:
         """Write the new alias under a temporary name (``is_dir``: the target is a directory)."""
 
+    def lock(self, alias: str, timeout: float) -> contextlib.AbstractContextManager[Any]:
+        """A lock that serialises the writers of ``alias`` (``can_lock``: across processes)."""
+        return contextlib.nullcontext()
+
     @abstractmethod
-    def commit(self, staged: Staged, *, durable: bool) -> None:
-        """Publish a staged alias in one atomic step."""
+    def commit(self, staged: Staged, expected: AliasState, *, durable: bool) -> None:
+        """Publish a staged alias in one atomic step, only over what ``expected`` describes.
+
+        Raises ``FileExistsError`` (and changes nothing) when something else appeared at
+        the alias path, or replaced what was there, since :meth:`inspect` described it.
+        """
 
     def abort(self, staged: Staged) -> None:
         """Remove whatever :meth:`stage` left; never raises."""
@@ -127,8 +152,12 @@ class Storage(ABC):
     # --- the record ----------------------------------------------------------------
 
     @abstractmethod
-    def read_text(self, path: str) -> str | None:
-        """The text at ``path``, or None when there is nothing."""
+    def read_text(self, path: str, limit: int) -> str | None:
+        """The UTF-8 text of the regular file at ``path``, or None when there is nothing.
+
+        Raises :class:`~lightning_bestlink._errors.RecordError` for anything else (a
+        link, a FIFO or device, more than ``limit`` bytes, not UTF-8).
+        """
 
     @abstractmethod
     def write_text(self, path: str, text: str, *, durable: bool) -> None:

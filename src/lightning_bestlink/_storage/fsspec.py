@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from lightning_bestlink._errors import RecordError
 from lightning_bestlink._storage.base import (
     AliasKind,
     AliasState,
@@ -77,6 +79,20 @@ class FsspecStorage(Storage):
     def normalize(self, path: str | os.PathLike[str]) -> str:
         return str(self.fs.unstrip_protocol(self._strip(os.fspath(path))))
 
+    def _within(self, path: str, folder: str) -> bool:
+        """``path`` equals ``folder`` or lies below it; a path with ``..`` in it never does."""
+        stripped = self._strip(path)
+        if ".." in stripped.split("/"):
+            return False  # object keys are literal: "a/../b" is not "b"
+        return stripped == folder or stripped.startswith(folder.rstrip("/") + "/")
+
+    def in_folder_of(self, alias: str, path: str) -> bool:
+        folder = posixpath.dirname(self._strip(alias))
+        return self._strip(path) != folder and self._within(path, folder)
+
+    def encloses(self, path: str, alias: str) -> bool:
+        return self._within(posixpath.dirname(self._strip(alias)), self._strip(path).rstrip("/"))
+
     # --- what is there ------------------------------------------------------------
 
     def target_type(self, path: str) -> TargetType | None:
@@ -90,7 +106,8 @@ class FsspecStorage(Storage):
         if info is None:
             return AliasState("missing")
         kind: AliasKind = "dir" if info.get("type") == "directory" else "file"
-        return AliasState(kind, ident=_ident_of(info))
+        ident = _ident_of(info)
+        return AliasState(kind, ident=ident, key=ident)
 
     def identity(self, path: str) -> Ident:
         info = self._info(path)
@@ -104,7 +121,7 @@ class FsspecStorage(Storage):
 
     # --- writing the alias --------------------------------------------------------
 
-    def stage(self, target: str, alias: str, choice: LinkChoice, *, is_dir: bool, durable: bool) -> Staged:
+    def check_can_alias(self, target: str, choice: LinkChoice, *, is_dir: bool) -> None:
         if is_dir:
             raise IsADirectoryError(
                 errno.EISDIR,
@@ -112,11 +129,15 @@ class FsspecStorage(Storage):
                 f"object store has no atomic way to replace a directory; save sharded "
                 f"checkpoints to a local or shared POSIX filesystem",
             )
+
+    def stage(self, target: str, alias: str, choice: LinkChoice, *, is_dir: bool, durable: bool) -> Staged:
         # nothing to stage: the filesystem's own copy replaces the object atomically, and
         # the copy's identity is known only once it exists
         return Staged("copy", target, alias, None, None)
 
-    def commit(self, staged: Staged, *, durable: bool) -> None:
+    def commit(self, staged: Staged, expected: AliasState, *, durable: bool) -> None:
+        # not checked again here: nothing is staged, so no time passes between the look at the
+        # alias and the copy but the record's write (an object store has no link to race with)
         src, dst = self._strip(staged.target), self._strip(staged.alias)
         try:
             with _as_os_error(f"copying {staged.target!r} to", staged.alias):
@@ -131,13 +152,18 @@ class FsspecStorage(Storage):
 
     # --- the record ----------------------------------------------------------------
 
-    def read_text(self, path: str) -> str | None:
+    def read_text(self, path: str, limit: int) -> str | None:
         try:
             with _as_os_error("reading", path):
-                data: bytes = self.fs.cat_file(self._strip(path))
-        except FileNotFoundError:
+                data: bytes = self.fs.cat_file(self._strip(path), start=0, end=limit + 1)
+        except (FileNotFoundError, IsADirectoryError):
             return None
-        return data.decode("utf-8")
+        if len(data) > limit:
+            raise RecordError(f"{path!r} is larger than {limit} bytes: not a lightning-bestlink record; move it away")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise RecordError(f"{path!r} is not UTF-8 text ({err}): not a lightning-bestlink record") from None
 
     def write_text(self, path: str, text: str, *, durable: bool) -> None:
         try:

@@ -1,0 +1,236 @@
+"""File primitives for local aliases: temporary names, identities, bounded reads, and the
+publishing step that never replaces what it did not expect.
+
+``local.py`` decides what to do (which link kind, when to fall back); this module
+does each step with as few system calls as it takes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+
+import lightning_bestlink._storage._syscalls as _syscalls
+from lightning_bestlink._errors import RecordError
+from lightning_bestlink._storage.base import AliasState, Ident, LinkKind
+
+#: what marks a temporary name; a name with it and a dead pid is a leftover to remove
+TMP_MARK = ".bestlink-"
+
+# Errors that mean "this filesystem cannot make that kind of link here". Anything
+# else (ENOSPC, EACCES, EEXIST, ...) is a real failure and must not trigger a fallback.
+_UNSUPPORTED = {
+    errno.EPERM,
+    errno.EXDEV,
+    errno.ENOSYS,
+    getattr(errno, "ENOTSUP", 95),
+    getattr(errno, "EOPNOTSUPP", 95),
+    524,  # ENOTSUPP, what Linux NFS/CIFS return for symlinks they refuse
+}
+_WINERROR_PRIVILEGE_NOT_HELD = 1314
+
+
+def is_unsupported(err: OSError, kind: str) -> bool:
+    """Whether ``err`` from making a ``kind`` link means "not supported here"."""
+    if getattr(err, "winerror", None) == _WINERROR_PRIVILEGE_NOT_HELD:
+        return True
+    if kind == "hardlink" and err.errno == errno.EMLINK:
+        return True
+    return err.errno in _UNSUPPORTED
+
+
+def tmp_name(path: str, tag: str) -> str:
+    """A hidden sibling of ``path`` that :meth:`LocalStorage.cleanup` recognises."""
+    head, base = os.path.split(path)
+    return os.path.join(head, f".{base}{TMP_MARK}{tag}-{os.getpid()}-{os.urandom(4).hex()}")
+
+
+def remove_tree_or_file(path: str) -> None:
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode):
+        import shutil
+
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def discard(path: str | None) -> None:
+    """Remove a temporary name; errors are left for :meth:`LocalStorage.cleanup`."""
+    if path is None:
+        return
+    try:
+        remove_tree_or_file(path)
+    except OSError:
+        pass  # the caller's own error is the one that matters
+
+
+def file_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def ident_of(st: os.stat_result) -> Ident:
+    """What identifies a file or directory: an inode number alone is reused once freed (ext4
+    does so at once), so size and modification time in nanoseconds come with it."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def key_of(st: os.stat_result) -> Ident:
+    """What was at a path, to notice a change before publishing over it."""
+    return [st.st_dev, st.st_ino] if stat.S_ISLNK(st.st_mode) else ident_of(st)
+
+
+def _stamp(path: str) -> None:
+    """Give a fresh copy random nanoseconds in its mtime (within its second).
+
+    A copy's identity must not be matched by a file someone writes at the alias path later,
+    even one that reuses the freed inode number with the same size in the same clock tick.
+    """
+    st = os.lstat(path)
+    nanos = int.from_bytes(os.urandom(4), "little") % 1_000_000_000
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - st.st_mtime_ns % 1_000_000_000 + nanos))
+
+
+_VIRTUAL_DEVICES: set[int] | None = None  # filled on first use
+
+
+def virtual_devices() -> set[int]:
+    """The devices of /proc, /sys and /dev: their files are views of the system, never checkpoints."""
+    global _VIRTUAL_DEVICES
+    if _VIRTUAL_DEVICES is None:
+        found = set()
+        for root in ("/proc", "/sys", "/dev"):
+            try:
+                found.add(os.stat(root).st_dev)
+            except OSError:
+                pass
+        _VIRTUAL_DEVICES = found
+    return _VIRTUAL_DEVICES
+
+
+def fsync_dir(path: str) -> None:
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: str) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _changed(alias: str) -> FileExistsError:
+    return FileExistsError(errno.EEXIST, "something else was put there while the new alias was staged", alias)
+
+
+def publish_new(tmp: str, alias: str) -> None:
+    """Move ``tmp`` to ``alias`` only if nothing is at ``alias``; ``FileExistsError`` otherwise."""
+    if _syscalls.rename_noreplace(tmp, alias):
+        return
+    if not os.path.isdir(tmp) or os.path.islink(tmp):
+        try:  # link(2) never replaces: a second name appears only where none is
+            os.link(tmp, alias, follow_symlinks=False)
+        except FileExistsError:
+            raise _changed(alias) from None
+        except OSError as err:
+            if not is_unsupported(err, "hardlink"):
+                raise
+        else:
+            os.unlink(tmp)
+            return
+    # neither here (a directory without renameat2, or no hard links on this filesystem): check
+    # once more; rename() of a directory also fails on anything but an empty directory
+    if os.path.lexists(alias):
+        raise _changed(alias)
+    os.rename(tmp, alias)
+
+
+def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callable[[str], AliasState]) -> None:
+    """Put ``tmp`` at ``alias`` if ``alias`` still holds what ``expected`` describes; else change nothing."""
+    if _syscalls.exchange(tmp, alias):
+        # the old alias now sits at tmp: it must be what was checked, or it goes back
+        if key_of(os.lstat(tmp)) != expected.key:
+            _syscalls.exchange(tmp, alias)
+            raise _changed(alias)
+        discard(tmp)
+        return
+    # no atomic exchange here: check once more right before the one rename
+    if inspect(alias).key != expected.key:
+        raise _changed(alias)
+    if expected.kind == "dir" or (os.path.isdir(tmp) and not os.path.islink(tmp)):
+        # rename() cannot put a directory over a file or a non-empty directory
+        trash = tmp_name(alias, "old")
+        os.rename(alias, trash)  # short window without an alias: no atomic exchange on this platform
+        try:
+            os.rename(tmp, alias)
+        except BaseException:
+            os.rename(trash, alias)
+            raise
+        discard(trash)
+    else:
+        os.replace(tmp, alias)
+
+
+def read_regular(path: str, limit: int) -> str | None:
+    """The text of the regular file at ``path`` (at most ``limit`` bytes); None when nothing is there.
+
+    Never follows a symlink, never blocks on a FIFO, never reads more than ``limit`` + 1 bytes.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP or os.path.islink(path):
+            raise RecordError(f"{path!r} is a symbolic link, not a record file; move it away") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise RecordError(f"{path!r} is not a regular file (mode {stat.filemode(st.st_mode)}); move it away")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise RecordError(f"{path!r} is larger than {limit} bytes: not a lightning-bestlink record; move it away")
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RecordError(
+            f"{path!r} is not UTF-8 text ({err}): not a lightning-bestlink record; move it away"
+        ) from None
+
+
+def make(kind: LinkKind, target: str, tmp: str, is_dir: bool, *, durable: bool) -> None:
+    if kind == "symlink":
+        try:
+            rel = os.path.relpath(target, os.path.dirname(tmp))
+        except ValueError:  # another drive on Windows: no relative path exists
+            rel = target
+        os.symlink(rel, tmp, target_is_directory=is_dir)
+    elif kind == "hardlink":
+        os.link(target, tmp, follow_symlinks=False)
+    else:
+        import shutil  # copies only: the import stays off the link path
+
+        if is_dir:
+            shutil.copytree(target, tmp, symlinks=True)
+        else:
+            shutil.copyfile(target, tmp)
+            shutil.copymode(target, tmp)
+        _stamp(tmp)
+        if durable and not is_dir:
+            _fsync_file(tmp)
