@@ -43,18 +43,22 @@ def owned(storage: Storage, alias: str, state: AliasState, record: dict[str, Any
         return False
     if state.ident in (record.get("alias_id"), record.get("previous_alias_id")):
         return True
+    recorded = storage.absolute(str(record.get("target")), alias)
+    if record.get("link") == "hardlink" and storage.same_file(alias, recorded):
+        return True  # another name of the recorded checkpoint (rewritten in place, say): no data lost
     if record.get("alias_id") is None and record.get("link") == "copy":
         # a copy whose identity is known only once it exists was under way when the
         # writer stopped: the alias is ours if it is a complete copy of the target
-        return storage.looks_like_copy(alias, storage.absolute(str(record.get("target")), alias))
+        return storage.looks_like_copy(alias, recorded)
     return False
 
 
 def not_owned_detail(alias: str, kind: str, record_path: str) -> str:
     """What :class:`AliasConflictError` says about an alias path this library did not write."""
     return (
-        f"link_path {alias!r} is a {kind} that lightning-bestlink did not write (no matching record in "
-        f"{record_path!r}); nothing was changed. Move or delete it, or choose another link_path"
+        f"link_path {alias!r} is a {kind} that lightning-bestlink did not write, or that was changed "
+        f"since (it does not match the record {record_path!r}); nothing was changed. Move or delete it, "
+        f"or choose another link_path"
     )
 
 
@@ -93,5 +97,9 @@ def diagnose(
     if record is not None and recorded != expected:
         return report("mismatch", recorded, f"{alias!r} is a copy of {recorded!r}, not of {expected!r}")
     if not storage.looks_like_copy(alias, expected):
-        return report("mismatch", recorded, f"{alias!r} differs in size from {expected!r}")
+        return report(
+            "mismatch",
+            None,
+            f"{alias!r} is no longer a copy of {expected!r}: the checkpoint changed after it was copied",
+        )
     return report("ok", expected, f"{state.kind} copy of the best checkpoint")

@@ -1,24 +1,25 @@
 """``BestLinker``: keeps an alias pointing at the best checkpoint seen so far.
 
-It composes three independent parts: the score policy (:mod:`._score`), the
-storage that writes the alias (:mod:`._storage`) and the JSON record next to it
-(:mod:`._metadata`). It asks the storage what it can do, never what it is, and
-imports neither torch nor Lightning.
+It composes independent parts: the score policy (:mod:`._score`), the storage that
+writes the alias (:mod:`._storage`), the JSON record next to it (:mod:`._metadata`)
+and the transaction that puts them together safely (:mod:`._writer`). It asks the
+storage what it can do, never what it is, and imports neither torch nor Lightning.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
-import time
 import warnings
 from typing import Any
 
 from lightning_bestlink import _metadata
 from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning
-from lightning_bestlink._health import AliasReport, diagnose, not_owned_detail, owned
+from lightning_bestlink._health import AliasReport, diagnose
 from lightning_bestlink._score import Mode, Ties, check_mode, check_ties, is_better, to_score
-from lightning_bestlink._storage import LINK_CHOICES, LinkChoice, Staged, Storage, TargetType, storage_for
+from lightning_bestlink._storage import LINK_CHOICES, LinkChoice, Storage, TargetType, storage_for
+from lightning_bestlink._writer import AliasWriter
 
 _STATE_VERSION = 1
 
@@ -38,6 +39,9 @@ class BestLinker:
         durable: also ``fsync`` the copied data and the directory, so the alias survives
             a power loss, not only a killed process. Costs one or two disk flushes.
         storage_options: passed to fsspec for URLs (credentials, endpoint).
+        lock_timeout: seconds to wait for another process that is updating the same alias
+            (updates of one alias are serialised by a lock file next to it) before giving
+            up with :class:`~lightning_bestlink.AliasBusyError`.
 
     A relative symlink is used, so moving the whole folder keeps the alias valid.
     Each update is staged under a hidden temporary name next to the alias and
@@ -71,6 +75,7 @@ class BestLinker:
         ties: Ties = "first",
         durable: bool = False,
         storage_options: dict[str, Any] | None = None,
+        lock_timeout: float = 60.0,
     ) -> None:
         self._mode: Mode = check_mode(mode)
         self._ties: Ties = check_ties(ties)
@@ -84,15 +89,25 @@ class BestLinker:
                 f"link={link!r} is not possible on {os.fspath(link_path)!r}, which can only have "
                 f"{' or '.join(self._storage.link_kinds)} aliases. Use link='auto' or one of those"
             )
+        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout > 0:
+            raise ValueError(f"lock_timeout must be a positive number of seconds, got {lock_timeout!r}")
         self._link: LinkChoice = link
-        self._durable = bool(durable)
         self._link_path = self._storage.normalize(link_path)
-        self._meta_path = _metadata.metadata_path(self._link_path)
+        if os.path.basename(self._link_path.rstrip("/")) in ("", ".", ".."):
+            raise ValueError(f"link_path must name a file, got {os.fspath(link_path)!r}; e.g. 'checkpoints/best.ckpt'")
+        self._writer = AliasWriter(
+            self._storage,
+            self._link_path,
+            link=link,
+            durable=bool(durable),
+            lock_timeout=float(lock_timeout),
+            clean_every_time=False,
+        )
+        self._meta_path = self._writer.meta_path
         self._best_score: float | None = None
         self._best_path: str | None = None
         self._link_kind: str | None = None
-        self._owned_ident: Any = None  # identity of the file alias this instance last wrote
-        self._cleaned = False
+        self._confined = False  # the best came from a state or record: it must stay inside the folder
         self._needs_verify = False
         self._lock = threading.RLock()
 
@@ -206,103 +221,68 @@ class BestLinker:
 
     # --- writing the alias ----------------------------------------------------
 
-    def _checked_target(self, path: str | os.PathLike[str]) -> tuple[str, TargetType]:
+    def _checked_target(self, path: str | os.PathLike[str], *, confined: bool = False) -> tuple[str, TargetType]:
         """The normalised target and what it is; raises when it cannot be the best."""
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
         text = os.fspath(path)
-        if not self._storage.handles(text):
+        if not text:
+            raise ValueError("path must name a checkpoint, got an empty string")
+        storage = self._storage
+        if not storage.handles(text):
             raise ValueError(
                 f"path {text!r} and link_path {self._link_path!r} must be on the same filesystem; "
                 f"put the alias next to the checkpoints"
             )
-        target = self._storage.normalize(text)
+        target = storage.normalize(text)
         # compared before and after resolving: the alias itself is often a symlink
         if target != self._link_path:
-            target = self._storage.resolve_target(target)
+            target = storage.resolve_target(target)
         if target == self._link_path:
             raise ValueError(
                 f"path must not be the alias itself, got {text!r} (link_path is {self._link_path!r}); "
                 f"pass the checkpoint file the alias should point at"
             )
-        kind = self._storage.target_type(target)
+        try:
+            kind = storage.target_type(target)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise ValueError(f"path {text!r} is a loop of symbolic links; pass the checkpoint itself") from None
+            raise AliasWriteError.from_os_error(err, f"looking at path {text!r}") from err
         if kind is None:
             raise FileNotFoundError(f"path {text!r} does not exist; call update() after the checkpoint is fully saved")
+        if kind == "other":
+            raise ValueError(
+                f"path {text!r} is not a regular file or directory (a device, FIFO, socket, or a file of "
+                f"/proc or /sys); a checkpoint is a file or a directory of shards"
+            )
+        if kind == "dir" and storage.encloses(target, self._link_path):
+            raise ValueError(
+                f"path {text!r} is a folder that holds the alias {self._link_path!r}: an alias inside what it "
+                f"points at would link or copy into itself; pass the checkpoint file or shard directory"
+            )
+        storage.check_can_alias(target, self._link, is_dir=kind == "dir")
+        if confined and not storage.in_folder_of(self._link_path, target):
+            raise ValueError(
+                f"the best checkpoint {text!r} (from a saved state or record) lies outside the alias's folder "
+                f"{os.path.dirname(self._link_path)!r}; nothing was changed. If you trust where it came from, "
+                f"load it with allow_outside=True"
+            )
         return target, kind
 
     def _read_record(self) -> dict[str, Any] | None:
-        text = self._storage.read_text(self._meta_path)
-        return None if text is None else _metadata.decode(text, self._meta_path)
+        return self._writer.read_record()
 
     def _publish(self, value: float | None, target: str, kind: TargetType, extra: dict[str, Any]) -> None:
-        storage = self._storage
-        action = f"pointing {self._link_path!r} at {target!r}"
-        try:  # nothing is written yet: any storage error here leaves everything as it was
-            if not self._cleaned:
-                storage.cleanup(self._link_path, self._meta_path)
-                self._cleaned = True
-            old_text = storage.read_text(self._meta_path)
-            state = storage.inspect(self._link_path)
-        except OSError as err:
-            raise AliasWriteError.from_os_error(err, action) from err
-        record = None if old_text is None else _metadata.decode(old_text, self._meta_path)
-        if not owned(storage, self._link_path, state, record, self._owned_ident):
-            raise AliasConflictError(not_owned_detail(self._link_path, state.kind, self._meta_path))
-        try:
-            staged = storage.stage(target, self._link_path, self._link, is_dir=kind == "dir", durable=self._durable)
-        except IsADirectoryError:
-            raise  # a directory this link kind cannot alias: a usage error, not a failed write
-        except OSError as err:
-            raise AliasWriteError.from_os_error(err, action) from err
-        new = _metadata.make(
-            alias=os.path.basename(self._link_path.rstrip("/")),
-            target=storage.relative(target, self._link_path),
-            link=staged.kind,
-            mode=self._mode,
-            score=value,
-            unix_time=time.time(),
-            alias_id=staged.ident,
-            previous_alias_id=state.ident,
-            extra=extra,
-        )
-        try:
-            # the record goes first: it names the staged alias, so a run killed between the
-            # two renames still recognises whichever alias it finds as its own
-            storage.write_text(self._meta_path, _metadata.encode(new), durable=self._durable)
-            try:
-                storage.commit(staged, durable=self._durable)
-            except BaseException:
-                self._restore_record(old_text)
-                raise
-        except OSError as err:
-            storage.abort(staged)
-            raise AliasWriteError.from_os_error(err, action) from err
-        except BaseException:
-            storage.abort(staged)
-            raise
-        self._finish(value, target, staged, new)
+        record = self._writer.write(value, target, kind, self._mode, extra)
+        assert record is not None
+        self._remember(value, target, str(record["link"]))
 
-    def _finish(self, value: float | None, target: str, staged: Staged, record: dict[str, Any]) -> None:
-        if staged.ident is None and staged.kind != "symlink":
-            # a copy the filesystem made itself has an identity only once it exists: record it
-            try:
-                record["alias_id"] = self._storage.identity(self._link_path)
-                self._storage.write_text(self._meta_path, _metadata.encode(record), durable=self._durable)
-            except OSError as err:  # the alias is right; only ownership on a rerun is weaker
-                warnings.warn(f"could not update {self._meta_path!r}: {err}", BestLinkWarning, stacklevel=4)
-        self._owned_ident = record["alias_id"]
-        self._best_score = value
-        self._best_path = target
-        self._link_kind = staged.kind
+    def _remember(self, value: float | None, target: str, link_kind: str | None) -> None:
+        self._best_score, self._best_path, self._link_kind = value, target, link_kind
+        import logging  # the core logs, never prints; the import is free after the first
 
-    def _restore_record(self, old_text: str | None) -> None:
-        try:
-            if old_text is None:
-                self._storage.remove_file(self._meta_path)
-            else:
-                self._storage.write_text(self._meta_path, old_text, durable=self._durable)
-        except OSError:
-            pass  # the original error is the one to report; a stale record is repaired later
+        logging.getLogger("lightning_bestlink").debug("%s -> %s (score %s)", self._link_path, target, value)
 
     # --- health ---------------------------------------------------------------
 
@@ -320,7 +300,7 @@ class BestLinker:
             except AliasConflictError as err:
                 return AliasReport("foreign", self._link_path, self._best_path, None, str(err))
         return diagnose(
-            self._storage, self._link_path, self._best_path, state, record, self._owned_ident, self._meta_path
+            self._storage, self._link_path, self._best_path, state, record, self._writer.owned_ident, self._meta_path
         )
 
     def repair(self) -> AliasReport:
@@ -337,8 +317,9 @@ class BestLinker:
                     raise AliasConflictError(before.detail)
                 return before
             assert self._best_path is not None
-            kind = self._storage.target_type(self._best_path)
-            if kind is None:
+            try:
+                target, kind = self._checked_target(self._best_path, confined=self._confined)
+            except FileNotFoundError:
                 return AliasReport(
                     before.status,
                     self._link_path,
@@ -348,7 +329,7 @@ class BestLinker:
                 )
             record = self._read_record()
             extra = dict(record.get("extra") or {}) if record else {}
-            self._publish(self._best_score, self._best_path, kind, extra)
+            self._publish(self._best_score, target, kind, extra)
             return self._verify()
 
     def restore_alias(self) -> AliasReport:
@@ -434,35 +415,56 @@ class BestLinker:
                     f"state was saved with {name}={state.get(name)!r} but this linker has {name}={mine!r}; "
                     f"construct the linker with {name}={state.get(name)!r}"
                 )
-        best_score = state["best_score"]
-        best_path = state["best_path"]
+        best_score, best_path = state["best_score"], state["best_path"]
         with self._lock:
             if best_path is None:
                 self._best_score, self._best_path = None, None
                 self._needs_verify = False
                 return
+            if not isinstance(best_path, str) or not best_path:
+                raise ValueError(f"state['best_path'] must be a path or None, got {best_path!r:.200}")
             score = None if best_score is None else to_score(best_score, name="state['best_score']")
+            if score is not None and score != score:
+                raise ValueError("state['best_score'] is NaN, which is never the best; this state is damaged")
             target = self._storage.normalize(best_path)
-            rel = state.get("best_path_relative")
-            moved = state.get("link_path", self._link_path) != self._link_path
-            if isinstance(rel, str) and rel and moved and self._storage.target_type(target) is None:
-                # the run folder moved with the alias: find the checkpoint next to the alias
-                beside = self._storage.absolute(rel, self._link_path)
-                if self._storage.target_type(beside) is not None:
-                    target = beside
+            if verify:  # the state is input: look before acting on it (ranks that only mirror never act)
+                target = self._located(target, state)
+                if not allow_outside and not self._storage.in_folder_of(self._link_path, target):
+                    raise ValueError(
+                        f"state['best_path'] {best_path!r} lies outside the alias's folder "
+                        f"{os.path.dirname(self._link_path)!r}; nothing was changed. If you trust this state, "
+                        f"load it with allow_outside=True"
+                    )
             self._best_score = score
             self._best_path = target
-            self._link_kind = state.get("link_kind")
+            self._link_kind = state.get("link_kind") if state.get("link_kind") in LINK_CHOICES else None
+            self._confined = not allow_outside
             self._needs_verify = bool(verify)
+
+    def _located(self, target: str, state: dict[str, Any]) -> str:
+        """``target``, or the checkpoint next to the alias when the run folder moved with it."""
+        rel = state.get("best_path_relative")
+        moved = state.get("link_path", self._link_path) != self._link_path
+        if not (isinstance(rel, str) and rel and moved) or self._storage.target_type(target) is not None:
+            return target
+        beside = self._storage.absolute(rel, self._link_path)
+        inside = self._storage.in_folder_of(self._link_path, beside)  # a relative path never leads out
+        return beside if inside and self._storage.target_type(beside) is not None else target
 
     @classmethod
     def from_metadata(
-        cls, link_path: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
+        cls,
+        link_path: str | os.PathLike[str],
+        *,
+        storage_options: dict[str, Any] | None = None,
+        allow_outside: bool = False,
     ) -> BestLinker:
         """A linker for an existing alias, rebuilt from its record (the CLI's ``repair`` uses this).
 
-        The linker makes the alias the way the record says it was made. Raises
-        ``FileNotFoundError`` when there is no record.
+        The linker makes the alias the way the record says it was made. The record is
+        input, not authority: its target must lie inside the alias's folder unless
+        ``allow_outside=True``. Raises ``FileNotFoundError`` when there is no record,
+        :class:`~lightning_bestlink.RecordError` when it is not a usable one.
         """
         record = read_metadata(link_path, storage_options=storage_options)
         if record is None:
@@ -471,10 +473,8 @@ class BestLinker:
         recorded_link = record.get("link")
         link: LinkChoice = recorded_link if recorded_link in probe.link_kinds else "auto"
         linker = cls(link_path, mode=record["mode"], link=link, storage_options=storage_options)
-        linker.load_state_dict(
-            {"best_score": record["score"], "best_path": record["target"], "link_kind": record.get("link")},
-            verify=False,
-        )
+        state = {"best_score": record["score"], "best_path": record["target"], "link_kind": record.get("link")}
+        linker.load_state_dict(state, allow_outside=allow_outside)
         return linker
 
 
@@ -487,12 +487,9 @@ def read_metadata(
     """
     storage = storage_for(link_path, storage_options)
     alias = storage.normalize(link_path)
-    path = _metadata.metadata_path(alias)
-    text = storage.read_text(path)
-    if text is None:
-        return None
-    record = _metadata.decode(text, path)
-    record["target"] = storage.absolute(str(record["target"]), alias)
+    record = _metadata.read(storage, _metadata.metadata_path(alias))
+    if record is not None:
+        record["target"] = storage.absolute(str(record["target"]), alias)
     return record
 
 
