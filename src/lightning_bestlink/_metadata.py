@@ -28,10 +28,16 @@ import json
 import math
 from typing import Any
 
-from lightning_bestlink._errors import AliasConflictError
+from lightning_bestlink._errors import RecordError
+from lightning_bestlink._storage import Storage
 
 FORMAT = "lightning-bestlink/1"
 SUFFIX = ".bestlink.json"
+#: a record is read only up to this size (ours are under a kilobyte plus ``extra``)
+LIMIT = 1 << 20
+#: ``extra`` must encode to at most this, so a record always stays readable
+EXTRA_LIMIT = 256 << 10
+_LINKS = ("symlink", "hardlink", "copy")
 
 
 def metadata_path(link_path: str) -> str:
@@ -59,37 +65,81 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def read(storage: Storage, path: str) -> dict[str, Any] | None:
+    """The record at ``path`` (None when there is none), checked by :func:`decode`.
+
+    Raises :class:`RecordError` naming ``path`` for anything that is not a readable record.
+    """
+    text = storage.read_text(path, LIMIT)
+    return None if text is None else decode(text, path)
+
+
 def decode(text: str, path: str) -> dict[str, Any]:
-    """Parse a record; anything that is not ours raises :class:`AliasConflictError`."""
+    """Parse and check a record; anything that is not one of ours raises :class:`RecordError`.
+
+    >>> decode('{"format": "lightning-bestlink/1", "target": "a.ckpt", "mode": "min", "score": 1}', "r")["score"]
+    1.0
+    >>> decode("[[[", "best.ckpt.bestlink.json")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    lightning_bestlink._errors.RecordError: 'best.ckpt.bestlink.json' exists but is not a lightning-bestlink record...
+    """
     try:
         record = json.loads(text)
+    except RecursionError:
+        raise RecordError(f"{path!r} is nested too deeply to be a lightning-bestlink record; move it away") from None
     except ValueError:
         record = None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise AliasConflictError(
-            f"{path!r} exists but is not a lightning-bestlink record (no "
-            f"'format': {FORMAT!r}); nothing was changed. Move it away or choose another link_path."
+        raise RecordError(
+            f"{path!r} exists but is not a lightning-bestlink record (no 'format': {FORMAT!r}); nothing "
+            f"was changed. Move it away or choose another link_path."
         )
-    problems = []
-    if not isinstance(record.get("target"), str) or not record["target"]:
-        problems.append("'target' must be a non-empty string")
-    if record.get("mode") not in ("min", "max"):
-        problems.append("'mode' must be 'min' or 'max'")
-    score = record.get("score")  # null: the alias follows a decision without a score (the latest save)
-    if score in ("inf", "-inf"):  # infinities are stored as strings to keep the file strict JSON
-        record["score"] = float(score)
-    elif isinstance(score, bool) or not isinstance(score, (int, float, type(None))):
-        problems.append(f"'score' must be a number or null, got {score!r}")
-    elif score is not None:
-        record["score"] = float(score)
-    if not isinstance(record.get("extra", {}), dict):
-        problems.append("'extra' must be an object")
+    problems = _problems(record)
     if problems:
-        raise AliasConflictError(
+        raise RecordError(
             f"{path!r} is a lightning-bestlink record but is damaged: {'; '.join(problems)}. Nothing was "
             f"changed; delete the record and the alias next to it to start over"
         )
     return record
+
+
+def _problems(record: dict[str, Any]) -> list[str]:
+    """What is wrong with a parsed record; fixes up the score (a float, or None) in place."""
+    problems = []
+    target = record.get("target")
+    if not isinstance(target, str) or not target or "\0" in target:
+        problems.append(f"'target' must be a non-empty path, got {target!r:.80}")
+    if record.get("mode") not in ("min", "max"):
+        problems.append(f"'mode' must be 'min' or 'max', got {record.get('mode')!r:.80}")
+    if record.get("link", "symlink") not in _LINKS:
+        problems.append(f"'link' must be one of {', '.join(_LINKS)}, got {record.get('link')!r:.80}")
+    score = record.get("score")  # null: the alias follows a decision without a score (the latest save)
+    if score in ("inf", "-inf"):  # infinities are stored as strings to keep the file strict JSON
+        record["score"] = float(score)
+    elif isinstance(score, bool) or not isinstance(score, (int, float, type(None))):
+        problems.append(f"'score' must be a number or null, got {score!r:.80}")
+    elif score is not None:
+        try:
+            record["score"] = float(score)
+        except OverflowError:
+            record["score"] = None
+            problems.append(f"'score' is out of range for a float, got {str(score)[:40]}...")
+        else:  # NaN cannot be written (allow_nan=False), but a hand-made record may say 1e999 - 1e999
+            if math.isnan(record["score"]):
+                problems.append("'score' must not be NaN")
+    for key in ("alias_id", "previous_alias_id"):
+        if not _is_ident(record.get(key)):
+            problems.append(f"'{key}' must be null, a string or a list of integers, got {record.get(key)!r:.80}")
+    if not isinstance(record.get("extra", {}), dict):
+        problems.append("'extra' must be an object")
+    return problems
+
+
+def _is_ident(value: Any) -> bool:
+    if value is None or isinstance(value, str):
+        return True
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
 
 
 def make(
@@ -127,16 +177,20 @@ def _iso(unix_time: float) -> str:
 
 
 def check_extra(extra: Any) -> dict[str, Any]:
-    """``extra`` must be a mapping of str keys to JSON values."""
+    """``extra`` must be a mapping of str keys to JSON values, small enough for a record."""
     if extra is None:
         return {}
     if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
-        raise TypeError(f"extra must be a dict with str keys, got {type(extra).__name__} {extra!r}")
+        raise TypeError(f"extra must be a dict with str keys, got {type(extra).__name__} {extra!r:.200}")
     try:
-        json.dumps(_finite(extra), allow_nan=False)
+        size = len(json.dumps(_finite(extra), allow_nan=False))
+    except RecursionError:
+        raise TypeError("extra must hold plain JSON values, got a structure nested too deeply (or a cycle)") from None
     except (TypeError, ValueError) as err:
         raise TypeError(
             f"extra must hold JSON values (str, int, float, bool, None, lists, dicts), got "
-            f"{extra!r}: {err}; convert tensors with .item() first"
+            f"{extra!r:.200}: {err}; convert tensors with .item() first"
         ) from err
+    if size > EXTRA_LIMIT:
+        raise ValueError(f"extra must encode to at most {EXTRA_LIMIT} bytes of JSON, got {size}; keep it small")
     return dict(extra)

@@ -73,7 +73,12 @@ def to_score(value: Any, *, name: str = "score") -> float:
             f"got {type(value).__name__} {value!r}; pass float(...) of it if it is a number"
         )
     if isinstance(value, (int, float)):
-        return float(value)
+        return _float(value, name)
+    if _masked(value):
+        raise ValueError(
+            f"{name} is a masked value ({type(value).__name__} {value!r}): it holds no number; "
+            f"pass the unmasked value or skip this checkpoint"
+        )
     count = _element_count(value)
     if count is not None and count != 1:
         shape = tuple(getattr(value, "shape", ()))
@@ -91,12 +96,33 @@ def to_score(value: Any, *, name: str = "score") -> float:
     if isinstance(raw, complex):
         raise TypeError(f"{name} must be a real number, got the complex number {raw!r}")
     try:
-        return float(raw)
-    except (TypeError, ValueError) as err:
+        return _float(raw, name)
+    except TypeError as err:
         raise TypeError(
             f"{name} must be a real number (int, float, numpy scalar or 0-d tensor), "
             f"got {type(value).__name__} {value!r}"
         ) from err
+
+
+def _float(value: Any, name: str) -> float:
+    """``float(value)``; a number too large for a float is a ``ValueError``, anything else a ``TypeError``."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(
+            f"{name} is out of range for a float, got {str(value)[:40]}...; pass a finite number"
+        ) from None
+    except ValueError as err:
+        raise TypeError(str(err)) from err
+
+
+def _masked(value: Any) -> bool:
+    """Whether a numpy masked array or scalar hides its number (read without importing numpy)."""
+    mask = getattr(value, "mask", None)
+    if mask is None or callable(mask) or not callable(getattr(value, "filled", None)):
+        return False  # numpy's masked arrays and the masked constant have a mask and filled()
+    any_ = getattr(mask, "any", None)
+    return bool(any_() if callable(any_) else mask)
 
 
 def is_better(candidate: float, best: float | None, mode: Mode, ties: Ties = "first") -> bool:
