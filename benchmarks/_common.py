@@ -1,0 +1,124 @@
+"""What every section shares: the ``Section`` type, counters of this process, and the floor that
+alias updates are compared with. Units and formatting live in ``_tables``."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from _tables import Part
+
+
+@dataclass(frozen=True)
+class Section:
+    """One measured section of the run (see run.py's docstring for how to add one).
+
+    ``full`` and ``smoke`` are the section's settings (a frozen dataclass each, same fields);
+    ``run(settings, scratch_dir, rng)`` measures and returns JSON-able figures, stored under
+    ``results[key]``; ``report(figures)`` turns them into numbered tables for results.md and
+    docs/benchmarks.md, and must read nothing but ``figures`` (``--report-from`` re-renders old runs).
+    """
+
+    key: str
+    full: Any
+    smoke: Any
+    run: Callable[[Any, str, random.Random], dict[str, Any]]
+    report: Callable[[dict[str, Any]], list[Part]]
+
+
+# --- counters of this process ------------------------------------------------------
+
+
+def proc_io() -> dict[str, int] | None:
+    """This process's I/O counters (Linux); ``wchar`` counts bytes passed to write-like calls."""
+    try:
+        with open("/proc/self/io") as fh:
+            return {k: int(v) for k, v in (line.split(":") for line in fh if ":" in line)}
+    except (OSError, ValueError):
+        return None
+
+
+def wchar() -> int | None:
+    io = proc_io()
+    return None if io is None else io["wchar"]
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def fs_type(path: str) -> str:
+    best, kind = "", "unknown"
+    try:
+        with open("/proc/mounts") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) > 2 and path.startswith(parts[1]) and len(parts[1]) > len(best):
+                    best, kind = parts[1], parts[2]
+    except OSError:
+        pass
+    return kind
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for mod in ("torch", "lightning", "lightning_bestlink", "numpy", "matplotlib"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # a missing version is only cosmetic here
+            out[mod] = "n/a"
+    return out
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        v = float(values[0])
+        return v, v, v
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], statistics.median(values), q[2]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --- the floor: the least any atomic alias update costs -------------------------------
+
+
+def floor_link(d: str, alias: str, i: int, target: str) -> None:
+    """The floor: a bare relative symlink under a temporary name, renamed over the alias."""
+    tmp = os.path.join(d, f".floor-{i}.tmp")
+    os.symlink(os.path.basename(target), tmp)
+    os.replace(tmp, alias)
+
+
+def floor_link_and_record(d: str, alias: str, i: int, target: str) -> None:
+    """The floor plus what any alias with a record next to it costs at least: one small JSON
+    file written under a temporary name and renamed over the previous record."""
+    floor_link(d, alias, i, target)
+    record = {"format": "bench/1", "alias": os.path.basename(alias), "target": os.path.basename(target)}
+    record.update(link="symlink", mode="min", score=-float(i), time=time.time(), extra={"epoch": i})
+    tmp = os.path.join(d, f".floor-json-{i}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, alias + ".json")

@@ -1,0 +1,236 @@
+"""Section 3: Trainer.fit with ModelCheckpointWithLinkBest against the stock ModelCheckpoint."""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from _common import Section, log, quartiles, wchar
+from _tables import Column, Part, fmt_time, named_rows
+
+STOCK = "stock ModelCheckpoint"
+LINK_BEST = "ModelCheckpointWithLinkBest(save_best=True)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    epochs: int
+    reps: int
+
+
+FULL = Settings(epochs=100, reps=21)
+SMOKE = Settings(epochs=3, reps=1)
+
+
+def _val_losses(epochs: int) -> list[float]:
+    """A validation loss that trends down with noise: it improves on some epochs only."""
+    rng = random.Random(1234)
+    return [round(1.0 / (1.0 + 0.1 * e) * (1.0 + 0.4 * rng.random()), 6) for e in range(epochs)]
+
+
+def _make_module(losses: Sequence[float]) -> Any:
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Tiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(16, 4)
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            return self.layer(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self.log("val_loss", torch.tensor(losses[min(self.current_epoch, len(losses) - 1)]))
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+        def train_dataloader(self) -> Any:
+            g = torch.Generator().manual_seed(0)
+            return DataLoader(TensorDataset(torch.randn(8, 16, generator=g)), batch_size=4)
+
+        def val_dataloader(self) -> Any:
+            g = torch.Generator().manual_seed(1)
+            return DataLoader(TensorDataset(torch.randn(4, 16, generator=g)), batch_size=4)
+
+    return Tiny()
+
+
+def _scan_ckpt_dir(d: str, alias_name: str = "best.ckpt") -> dict[str, int]:
+    """Bytes in a checkpoint directory: Lightning's checkpoints, the alias's own data, the JSON record."""
+    entries = {e.name: e.stat(follow_symlinks=False) for e in os.scandir(d)}
+    alias = entries.pop(alias_name, None)
+    meta = sum(st.st_size for name, st in entries.items() if name.endswith(".bestlink.json"))
+    ckpts = {name: st for name, st in entries.items() if not name.endswith(".bestlink.json")}
+    alias_data = 0
+    if alias is not None and not os.path.islink(os.path.join(d, alias_name)):
+        shared = any(os.path.samestat(alias, st) for st in ckpts.values())  # a hard link
+        alias_data = 0 if shared else alias.st_size
+    return {
+        "checkpoint_bytes": sum(st.st_size for st in ckpts.values()),
+        "checkpoint_files": len(ckpts),
+        "alias_kind": "none"
+        if alias is None
+        else ("symlink" if os.path.islink(os.path.join(d, alias_name)) else "file"),
+        "alias_data_bytes": alias_data,
+        "metadata_bytes": meta,
+    }
+
+
+def run(cfg: Settings, root: str, rng: random.Random) -> dict[str, Any]:
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lightning_bestlink import ModelCheckpointWithLinkBest
+
+    class TimedLinkBest(ModelCheckpointWithLinkBest):
+        """Adds up the time and bytes spent moving the alias (the callback's only extra work)."""
+
+        spent_ns = 0
+        link_wchar = 0
+
+        def _link_best(self, *args: Any, **kwargs: Any) -> None:
+            w0 = wchar()
+            t0 = time.perf_counter_ns()
+            super()._link_best(*args, **kwargs)
+            self.spent_ns += time.perf_counter_ns() - t0
+            w1 = wchar()
+            if w0 is not None and w1 is not None:
+                self.link_wchar += w1 - w0
+
+    torch.set_num_threads(1)  # the same for both contenders; less scheduling noise on 2 shared cores
+    losses = _val_losses(cfg.epochs)
+    new_bests = sum(1 for i, v in enumerate(losses) if v < min(losses[:i], default=float("inf")))
+    settings = dict(monitor="val_loss", mode="min", save_top_k=1, save_last=True)
+    kinds = {
+        STOCK: lambda d: ModelCheckpoint(dirpath=d, **settings),
+        LINK_BEST: lambda d: TimedLinkBest(save_best=True, dirpath=d, **settings),
+        "ModelCheckpointWithLinkBest(save_best='copy')": lambda d: TimedLinkBest(
+            save_best="copy", dirpath=d, **settings
+        ),
+    }
+
+    def fit(name: str, run: int) -> dict[str, Any]:
+        d = tempfile.mkdtemp(prefix=f"fit-{run}-", dir=root)
+        ckpt = kinds[name](os.path.join(d, "checkpoints"))
+        trainer = pl.Trainer(
+            max_epochs=cfg.epochs,
+            default_root_dir=d,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            accelerator="cpu",
+            devices=1,
+            num_sanity_val_steps=0,
+            callbacks=[ckpt],
+        )
+        model = _make_module(losses)
+        gc.collect()
+        w0 = wchar()
+        t0 = time.perf_counter_ns()
+        trainer.fit(model)
+        t1 = time.perf_counter_ns()
+        w1 = wchar()
+        result = {
+            "wall_ns": t1 - t0,
+            "wchar": None if w0 is None or w1 is None else w1 - w0,
+            "link_ns": getattr(ckpt, "spent_ns", 0),
+            "link_wchar": getattr(ckpt, "link_wchar", 0),
+            **_scan_ckpt_dir(os.path.join(d, "checkpoints")),
+        }
+        shutil.rmtree(d)
+        return result
+
+    log(f"Trainer.fit, {cfg.epochs} epochs ({new_bests} new bests): {cfg.reps} interleaved repetitions")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import logging
+
+        logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+        for name in kinds:  # warm-up: imports, first-call costs
+            fit(name, -1)
+        runs: dict[str, list[dict[str, Any]]] = {n: [] for n in kinds}
+        order = list(kinds)
+        for r in range(cfg.reps):
+            rng.shuffle(order)
+            for name in order:
+                runs[name].append(fit(name, r))
+    rows: dict[str, Any] = {}
+    for name, rs in runs.items():
+        walls = [x["wall_ns"] for x in rs]
+        q1, med, q3 = quartiles(walls)
+        rows[name] = {
+            "median_ns": med,
+            "q1_ns": q1,
+            "q3_ns": q3,
+            "link_ns_median": statistics.median(x["link_ns"] for x in rs),
+            "wchar_median": None if rs[0]["wchar"] is None else statistics.median(x["wchar"] for x in rs),
+            "link_wchar_median": statistics.median(x["link_wchar"] for x in rs),
+            **{
+                k: rs[-1][k]
+                for k in ("checkpoint_bytes", "checkpoint_files", "alias_kind", "alias_data_bytes", "metadata_bytes")
+            },
+        }
+    base = rows[STOCK]
+    for name, row in rows.items():
+        # paired ratios: repetition r of each contender ran back to back with the stock one
+        pairs = [a["wall_ns"] / b["wall_ns"] for a, b in zip(runs[name], runs[STOCK], strict=True)]
+        row["ratio_median_of_pairs"] = statistics.median(pairs)
+        row["ratio_min"], row["ratio_max"] = min(pairs), max(pairs)
+        row["ratio_of_medians"] = row["median_ns"] / base["median_ns"]
+        row["link_share"] = row["link_ns_median"] / row["median_ns"]
+        # the callback's own state (the linker's best score and path) rides inside every checkpoint
+        row["state_bytes_per_checkpoint"] = (row["checkpoint_bytes"] - base["checkpoint_bytes"]) / max(
+            row["checkpoint_files"], 1
+        )
+        row["extra_wchar"] = None if row["wchar_median"] is None else row["wchar_median"] - (base["wchar_median"] or 0)
+    log(
+        "  "
+        + ", ".join(f"{n}: {fmt_time(r['median_ns'])} ({r['ratio_median_of_pairs']:.3f}x)" for n, r in rows.items())
+    )
+    return {"epochs": cfg.epochs, "reps": cfg.reps, "new_bests": new_bests, "rows": rows}
+
+
+def report(res: dict[str, Any]) -> list[Part]:
+    return [
+        Part(
+            3,
+            "Trainer.fit: ModelCheckpointWithLinkBest against the stock ModelCheckpoint",
+            intro=[
+                f"A tiny model, {res['epochs']} epochs, `monitor='val_loss'` (scripted; {res['new_bests']} new "
+                f"bests), `save_top_k=1`, `save_last=True`, `torch.set_num_threads(1)`; {res['reps']} interleaved "
+                "repetitions. Ratio = median over repetitions of (contender / the stock run next to it). "
+                '"In alias update" is the time spent in the callback\'s alias step, timed from inside.'
+            ],
+            columns=[
+                Column("callback", "{name}"),
+                Column("fit wall time (IQR)", "{median_ns:time} ({q1_ns:time}-{q3_ns:time})"),
+                Column("ratio to stock (range)", "{ratio_median_of_pairs:.3f} ({ratio_min:.3f}-{ratio_max:.3f})"),
+                Column("in alias update", "{link_ns_median:time} ({link_share:.2%})"),
+                Column("alias data bytes", "{alias_data_bytes:,} B ({alias_kind})"),
+                Column("metadata JSON", "{metadata_bytes} B"),
+                Column(
+                    "Lightning's checkpoints on disk (callback state per file)",
+                    "{checkpoint_files} files, {checkpoint_bytes:,} B ({state_bytes_per_checkpoint:+.0f} B)",
+                ),
+                Column("bytes written in fit (extra)", "{wchar_median:bytes} ({extra_wchar:+,.0f})"),
+                Column("written by alias step", "{link_wchar_median:,} B"),
+            ],
+            rows=named_rows(res["rows"]),
+        )
+    ]
+
+
+SECTION = Section("trainer", FULL, SMOKE, run, report)
