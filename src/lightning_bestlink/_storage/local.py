@@ -60,6 +60,11 @@ class LocalStorage(Storage):
         self._real: dict[str, str] = {}
         self._locks: dict[str, Any] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_locks"] = {}  # a lock held by this process stays with it; a copy makes its own
+        return state
+
     # --- paths ------------------------------------------------------------------
 
     def handles(self, path: str) -> bool:
