@@ -57,6 +57,7 @@ class Follower:
         self.record: dict[str, Any] | None = None
         self._print: Any = None  # fingerprint of the record last read
         self._pending = False  # a new record seen, not yet agreed by the alias
+        self.note: str | None = None  # what was wrong at the first look
 
     def start(self) -> str | None:
         """The first look: the initial best is not an event. Returns a fatal problem, or None."""
@@ -66,10 +67,16 @@ class Follower:
         if located.alias is None:
             return None if _empty(located) else located.error
         self.alias = located.alias
-        self._print = lister_for(self.alias).fingerprint(self.alias + SUFFIX)
-        alias = load_alias(self.alias)
+        try:
+            self._print = lister_for(self.alias).fingerprint(self.alias + SUFFIX)
+        except OSError as err:
+            self.note = f"cannot look at {self.alias}{SUFFIX}: {reason(err)}"
+        found = located.folder.aliases if located.folder is not None else []
+        alias = found[0] if found else load_alias(self.alias)  # a folder's survey loaded it already
         if alias.record is not None:
             self.best, self.record = _key(alias.record), alias.record
+        if alias.error is not None:
+            self.note = alias.error
         return None
 
     def look(self) -> tuple[dict[str, Any] | None, str | None]:
@@ -96,10 +103,12 @@ class Follower:
             self._pending = False  # a damaged record: read again when it changes
             return None, first.error
         if _key(first.record) == self.best:
-            self._pending = False  # the same best, rewritten
+            self._pending = False  # the same best, rewritten (a repair, a resumed run)
             return None, None
         if not (first.ok and second.ok and first.record == second.record):
-            self._pending = True  # between the record and the alias: look again next time
+            self._pending = True  # between the record and the alias (or being rewritten): look again
+            if first.error is not None:
+                return None, first.error
             target = rel(first.target, _folder_of(self.alias))
             return None, f"the record names {target}, the alias does not point at it yet ({first.status})"
         self._pending = False
@@ -196,7 +205,9 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             err,
             f"watch: following {follower.alias} (best now: {now}); a look every {args.interval:g} s, Ctrl-C to stop",
         )
-    seen, last_problem = 0, None
+    if follower.note is not None:
+        say(err, f"watch: {follower.note}")
+    seen, last_problem = 0, follower.note
     try:
         while True:
             time.sleep(args.interval)
@@ -206,8 +217,8 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             last_problem = problem
             if event is None:
                 continue
+            seen += 1  # counted first: a Ctrl-C once the line is out must count it
             print(_event_line(follower, event, args.json), file=out, flush=True)
-            seen += 1
             if argv is not None:
                 _run(argv, event["record"], str(follower.alias), err)
             if args.count is not None and seen >= args.count:
