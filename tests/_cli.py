@@ -169,7 +169,9 @@ class Writer(Child):
         return answer == "True\n"
 
 
-def watch(*args: str | Path, env: Mapping[str, str | None] | None = None, faults: bool = False) -> Child:
+def watch(
+    *args: str | Path, env: Mapping[str, str | None] | None = None, faults: bool = False, cwd: Path | None = None
+) -> Child:
     """``lightning-bestlink watch ARGS`` in the background (with the fault/counter wrapper if asked)."""
     head = [str(SCRIPTS / "cli_faults.py")] if faults else ["-m", "lightning_bestlink"]
-    return Child([sys.executable, *head, "watch", *map(str, args)], env=env)
+    return Child([sys.executable, *head, "watch", *map(str, args)], env=env, cwd=cwd)

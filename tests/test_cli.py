@@ -74,6 +74,18 @@ def test_show_marks_a_last_link_and_two_aliases(tmp_path: Path) -> None:
 
 
 @needs_symlinks
+def test_a_folder_reached_through_a_link(tmp_path: Path) -> None:
+    make_run(tmp_path / "data" / "a" / "ckpt", last=False)
+    os.symlink("epoch=3.ckpt", tmp_path / "data" / "a" / "ckpt" / "last.ckpt")
+    os.symlink(tmp_path / "data" / "a" / "ckpt", tmp_path / "ckpt")
+
+    out = cli("show", "ckpt", cwd=tmp_path).stdout
+    assert row(out, "epoch=3.ckpt").split()[-1] == "last"  # the link marks its target, it is no row
+    assert "last.ckpt" not in out
+    assert "best" in row(out, BEST).split()
+
+
+@needs_symlinks
 def test_directory_checkpoints(tmp_path: Path) -> None:
     for epoch in range(2):
         shard = tmp_path / f"epoch={epoch}"  # a sharded checkpoint: a directory, no .ckpt suffix

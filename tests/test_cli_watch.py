@@ -131,14 +131,14 @@ def test_looks_are_cheap(tmp_path: Path) -> None:
 
 def test_text_lines_and_ctrl_c(tmp_path: Path) -> None:
     make_run(tmp_path / "ckpt")
-    w = watch(tmp_path / "ckpt", *FAST)
+    w = watch("ckpt", *FAST, cwd=tmp_path)
     run = Writer(tmp_path / "ckpt" / "best.ckpt")
+    alias = os.path.join("ckpt", "best.ckpt")
     try:
         line = w.err.until("watch: following")
-        assert "(best now: epoch=2.ckpt); a look every 0.02 s, Ctrl-C to stop" in line
+        assert line == f"watch: following {alias} (best now: epoch=2.ckpt); a look every 0.02 s, Ctrl-C to stop\n"
         assert run.update(0.1, "epoch=7.ckpt")
-        out = w.out.next()
-        assert out == f"new best  {tmp_path / 'ckpt'} -> epoch=7.ckpt (symlink, val_loss=0.1, min, epoch 7)\n"
+        assert w.out.next() == f"new best  {alias} -> epoch=7.ckpt (symlink, val_loss=0.1, min, epoch 7)\n"
         w.proc.send_signal(signal.SIGINT)
         assert w.wait() == 130
         assert w.err.until("interrupted") == "watch: interrupted after 1 new best\n"

@@ -240,8 +240,10 @@ def scan(folder: str) -> Folder:
             entries[alias.target].marks.append(alias.label)
             if alias.record is not None:
                 entries[alias.target].records.append(alias.record)
+    # a link's target is resolved; the folder may have been reached through a link of its own
+    real = {os.path.realpath(e.path): e for e in entries.values()} if last_links else {}
     for link in last_links:
-        marked = entries.get(link.resolved or "")
+        marked = real.get(link.resolved or "")
         if marked is not None and link.leads_to is not None:
             if "last" not in marked.marks:
                 marked.marks.append("last")

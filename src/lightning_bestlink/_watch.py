@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from lightning_bestlink._commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, usage_error
+from lightning_bestlink._commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, shown, usage_error
 from lightning_bestlink._listing import lister_for
 from lightning_bestlink._metadata import SUFFIX
 from lightning_bestlink._render import printable, rel, say, score_parts
@@ -58,6 +58,11 @@ class Follower:
         self._print: Any = None  # fingerprint of the record last read
         self._pending = False  # a new record seen, not yet agreed by the alias
         self.note: str | None = None  # what was wrong at the first look
+
+    def shown(self) -> str:
+        """The alias as the user would type it: under the DIR (or next to the record) they passed."""
+        alias = str(self.alias)
+        return shown(self.arg, lister_for(alias).normalize(self.arg), alias)
 
     def start(self) -> str | None:
         """The first look: the initial best is not an event. Returns a fatal problem, or None."""
@@ -145,7 +150,9 @@ def _event_line(follower: Follower, event: dict[str, Any], as_json: bool) -> str
         )
     text, details = score_parts(record)
     target = rel(str(record.get("target")), _folder_of(alias))
-    return printable(f"new best  {follower.arg} -> {target} ({', '.join([str(record.get('link')), text, *details])})")
+    return printable(
+        f"new best  {follower.shown()} -> {target} ({', '.join([str(record.get('link')), text, *details])})"
+    )
 
 
 def _run(argv: list[str], record: dict[str, Any], alias: str, err: TextIO) -> None:
@@ -203,7 +210,7 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
         say(
             err,
-            f"watch: following {follower.alias} (best now: {now}); a look every {args.interval:g} s, Ctrl-C to stop",
+            f"watch: following {follower.shown()} (best now: {now}); a look every {args.interval:g} s, Ctrl-C to stop",
         )
     if follower.note is not None:
         say(err, f"watch: {follower.note}")
