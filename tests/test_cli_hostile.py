@@ -286,3 +286,12 @@ def test_show_lists_a_dangling_last_link(tmp_path: Path) -> None:
     document = json.loads(cli("show", "--json", tmp_path).stdout)
     last = next(c for c in document["folders"][0]["checkpoints"] if c["name"] == "last.ckpt")
     assert (last["link"], last["dangling"], last["marks"]) == ("epoch=9.ckpt", True, ["last"])
+
+
+def test_the_escaping_examples_run() -> None:
+    import doctest
+
+    from lightning_bestlink import _render
+
+    result = doctest.testmod(_render)
+    assert (result.failed, result.attempted > 0) == (0, True)
