@@ -107,6 +107,32 @@ def test_a_new_best_is_reported_once_the_alias_points_at_it(tmp_path: Path, link
     assert "the alias does not point at it yet" in w.err.text()
 
 
+@pytest.mark.parametrize("link", ["symlink", "copy"])
+def test_a_fast_run_gives_only_real_bests_in_order(tmp_path: Path, link: str) -> None:
+    alias = tmp_path / "best.ckpt"
+    run = Writer(alias, link)
+    w = watch(alias, "--json", "--interval", "0.001")
+    try:
+        w.err.until("waiting for")
+        made = []  # (target, score) of every update that became the best, in order
+        for epoch in range(120):
+            score = 1.0 / (1 + epoch) if epoch % 3 else 2.0  # every third one is worse
+            if run.update(score, f"epoch={epoch}.ckpt"):
+                made.append((str(tmp_path / f"epoch={epoch}.ckpt"), score))
+        seen = []
+        while not seen or seen[-1] != made[-1]:
+            event = json.loads(w.out.next() or "")
+            seen.append((event["target"], event["score"]))
+            with open(event["target"]) as fh:  # the checkpoint it names holds the score it reports
+                assert fh.read().split()[1] == repr(event["score"])
+    finally:
+        run.stop()
+        w.stop()
+    assert len(made) == 81  # epoch 0 (the first offer), and every epoch not a multiple of 3
+    index = [made.index(item) for item in seen]  # every event was a real best (coalescing may skip some)
+    assert index == sorted(set(index))  # in order, none twice, never back to an older best
+
+
 def test_looks_are_cheap(tmp_path: Path) -> None:
     make_run(tmp_path)
     counts = tmp_path / "counts.json"

@@ -12,7 +12,7 @@ import os
 from typing import TextIO
 
 from lightning_bestlink._errors import AliasConflictError, BestLinkError
-from lightning_bestlink._listing import lister_for
+from lightning_bestlink._listing import lister_for, parent
 from lightning_bestlink._metadata import SUFFIX
 from lightning_bestlink._render import advice, attention, count, printable, problem, rel, render, say, score_parts
 from lightning_bestlink._render_json import dumps, survey_json
@@ -34,11 +34,9 @@ def shown(root_arg: str, root: str, path: str) -> str:
     """``path`` as the user would type it: under the DIR they passed."""
     if is_url(root):
         base = root.rstrip("/") + "/"
-        return (
-            root_arg
-            if path == root
-            else (root_arg.rstrip("/") + "/" + path[len(base) :] if path.startswith(base) else path)
-        )
+        if path == root:
+            return root_arg
+        return root_arg.rstrip("/") + "/" + path[len(base) :] if path.startswith(base) else path
     rel_path = os.path.relpath(path, root)
     return root_arg if rel_path == os.curdir else os.path.normpath(os.path.join(root_arg, rel_path))
 
@@ -205,10 +203,9 @@ def cmd_path(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if located.alias is None or located.error is not None:
         say(err, f"lightning-bestlink path: {located.error}")
         return EXIT_USAGE if not located.exists else EXIT_PROBLEM
-    alias = next((a for a in located.folder.aliases if a.path == located.alias), None) if located.folder else None
-    alias = alias or load_alias(located.alias)
+    alias = located.loaded or load_alias(located.alias)
     if not alias.ok or alias.target is None:
-        folder = os.path.dirname(alias.path) if not is_url(alias.path) else alias.path.rsplit("/", 1)[0]
+        folder = parent(alias.path)
         say(err, f"lightning-bestlink path: {printable(alias.path)} is not healthy: {problem(alias, folder)}")
         say(err, f"  {advice(alias, folder)}")
         return EXIT_PROBLEM

@@ -202,6 +202,11 @@ class FsspecLister:
 Lister = LocalLister | FsspecLister
 
 
+def parent(path: str) -> str:
+    """The folder of ``path`` (a local path or a URL)."""
+    return path.rstrip("/").rsplit("/", 1)[0] if is_url(path) else os.path.dirname(path)
+
+
 def lister_for(path: str) -> Lister:
     """The lister for ``path``: fsspec for URLs (other than ``file://``), local otherwise."""
     if not is_url(path):

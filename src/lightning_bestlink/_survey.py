@@ -288,6 +288,7 @@ class Located:
     folder: Folder | None = None  # the folder surveyed, when the argument was one
     error: str | None = None
     exists: bool = True  # False: nothing at all is at the argument's path
+    loaded: Alias | None = None  # the alias as the folder's survey loaded it
 
 
 def locate(arg: str) -> Located:
@@ -315,7 +316,7 @@ def locate(arg: str) -> Located:
     if len(folder.aliases) > 1:
         names = ", ".join(a.name for a in folder.aliases)
         return Located(None, folder, f"{arg} holds {len(folder.aliases)} aliases ({names}); name one of them")
-    return Located(folder.aliases[0].path, folder)
+    return Located(folder.aliases[0].path, folder, loaded=folder.aliases[0])
 
 
 __all__ = ["Alias", "Entry", "Folder", "Located", "folders", "load_alias", "locate", "natural", "scan"]

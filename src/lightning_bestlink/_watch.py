@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import os
 import re
 import shlex
 import shutil
@@ -23,11 +22,10 @@ import time
 from typing import Any, TextIO
 
 from lightning_bestlink._commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, shown, usage_error
-from lightning_bestlink._listing import lister_for
+from lightning_bestlink._listing import lister_for, parent
 from lightning_bestlink._metadata import SUFFIX
 from lightning_bestlink._render import printable, rel, say, score_parts
 from lightning_bestlink._render_json import VERSION, dumps, record_fields
-from lightning_bestlink._storage import is_url
 from lightning_bestlink._survey import Located, load_alias, locate, reason
 
 _PLACEHOLDER = re.compile(r"\{(target|score|alias)\}")
@@ -36,10 +34,6 @@ _PLACEHOLDER = re.compile(r"\{(target|score|alias)\}")
 def _key(record: dict[str, Any]) -> tuple[str, str]:
     """What makes a best new: another checkpoint, or another score (NaN-safe)."""
     return str(record.get("target")), repr(record.get("score"))
-
-
-def _folder_of(path: str) -> str:
-    return path.rsplit("/", 1)[0] if is_url(path) else os.path.dirname(path)
 
 
 def _empty(located: Located) -> bool:
@@ -76,8 +70,7 @@ class Follower:
             self._print = lister_for(self.alias).fingerprint(self.alias + SUFFIX)
         except OSError as err:
             self.note = f"cannot look at {self.alias}{SUFFIX}: {reason(err)}"
-        found = located.folder.aliases if located.folder is not None else []
-        alias = found[0] if found else load_alias(self.alias)  # a folder's survey loaded it already
+        alias = located.loaded or load_alias(self.alias)  # a folder's survey loaded it already
         if alias.record is not None:
             self.best, self.record = _key(alias.record), alias.record
         if alias.error is not None:
@@ -114,7 +107,7 @@ class Follower:
             self._pending = True  # between the record and the alias (or being rewritten): look again
             if first.error is not None:
                 return None, first.error
-            target = rel(first.target, _folder_of(self.alias))
+            target = rel(first.target, parent(self.alias))
             return None, f"the record names {target}, the alias does not point at it yet ({first.status})"
         self._pending = False
         self.best, previous, self.record = _key(first.record), self.record, first.record
@@ -149,7 +142,7 @@ def _event_line(follower: Follower, event: dict[str, Any], as_json: bool) -> str
             }
         )
     text, details = score_parts(record)
-    target = rel(str(record.get("target")), _folder_of(alias))
+    target = rel(str(record.get("target")), parent(alias))
     return printable(
         f"new best  {follower.shown()} -> {target} ({', '.join([str(record.get('link')), text, *details])})"
     )
@@ -206,7 +199,7 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         now = (
             "no best yet"
             if follower.record is None
-            else rel(str(follower.record.get("target")), _folder_of(follower.alias))
+            else rel(str(follower.record.get("target")), parent(follower.alias))
         )
         say(
             err,
