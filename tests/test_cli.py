@@ -358,3 +358,22 @@ def test_demo() -> None:
     temp = first.split()[1]
     assert f"Removed {temp}" in out
     assert not os.path.exists(temp)
+
+
+def test_repair_refuses_a_record_that_names_a_file_outside_the_folder(tmp_path: Path) -> None:
+    secret = tmp_path / "private" / "secret.ckpt"
+    secret.parent.mkdir()
+    secret.write_bytes(b"s" * 100)
+    run = tmp_path / "run"
+    make_run(run, link="copy")
+    record = json.loads((run / "best.ckpt.bestlink.json").read_text())
+    record["target"] = os.path.relpath(secret, run)  # planted by someone who can write the run folder
+    (run / "best.ckpt.bestlink.json").write_text(json.dumps(record))
+    (run / "best.ckpt").unlink()
+    proc = cli("repair", run)
+    assert proc.returncode == 1, proc
+    assert "REFUSED" in proc.stdout and "--allow-outside" in proc.stdout
+    assert not (run / "best.ckpt").exists()
+    proc = cli("repair", "--allow-outside", run)
+    assert proc.returncode == 0, proc
+    assert (run / "best.ckpt").read_bytes() == secret.read_bytes()

@@ -11,7 +11,7 @@ import argparse
 import os
 from typing import TextIO
 
-from lightning_bestlink._errors import AliasConflictError, BestLinkError
+from lightning_bestlink._errors import AliasConflictError, BestLinkError, OutsideFolderError
 from lightning_bestlink._listing import lister_for, parent
 from lightning_bestlink._metadata import SUFFIX
 from lightning_bestlink._render import advice, attention, count, printable, problem, rel, render, say, score_parts
@@ -141,7 +141,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def _repair_one(alias: Alias, folder: Folder, shown_dir: str, where: str, out: TextIO) -> bool:
+def _repair_one(alias: Alias, folder: Folder, shown_dir: str, where: str, out: TextIO, allow_outside: bool) -> bool:
     """Repair one alias and say how it went; whether it is healthy now."""
     if alias.ok:
         say(out, f"ok        {where} (nothing to do)")
@@ -152,7 +152,11 @@ def _repair_one(alias: Alias, folder: Folder, shown_dir: str, where: str, out: T
         say(out, f"          {advice(alias, shown_dir)}")
         return False
     try:
-        report = BestLinker.from_metadata(alias.path).repair()
+        report = BestLinker.from_metadata(alias.path, allow_outside=allow_outside).repair()
+    except OutsideFolderError:
+        say(out, f"REFUSED   {where}: its record names {alias.target}, outside {shown_dir}")
+        say(out, "          a record is input, not authority: run with --allow-outside if you trust it")
+        return False
     except AliasConflictError:
         say(out, f"REFUSED   {where}: {before}")
         say(out, f"          {advice(alias, shown_dir)}")
@@ -185,7 +189,9 @@ def cmd_repair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not aliases and not unreadable:
         return _no_alias(found, args, err)
     failed = sum(
-        not _repair_one(alias, folder, shown_of[folder.path], shown(args.dir, root, alias.path), out)
+        not _repair_one(
+            alias, folder, shown_of[folder.path], shown(args.dir, root, alias.path), out, args.allow_outside
+        )
         for folder, alias in aliases
     )
     if failed or unreadable:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from lightning_bestlink._storage import is_url
+from lightning_bestlink._storage.base import LOCAL_SCHEMES
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -64,10 +65,17 @@ class LocalLister:
     """Plain paths (and ``file://`` URLs)."""
 
     def normalize(self, path: str) -> str:
-        for scheme in ("file://", "local://"):
+        for scheme in LOCAL_SCHEMES:
             if path.startswith(scheme):
                 path = path[len(scheme) :]
-        return os.path.abspath(path)
+        # the folders on the way resolved, as the linker resolves them (not the last name: it may
+        # be an alias that is a link): a record's target then names the path the listing shows
+        head, name = os.path.split(os.path.abspath(os.path.expanduser(path)))
+        return os.path.join(os.path.realpath(head), name) if name else os.path.realpath(head)
+
+    def normalize_folder(self, path: str) -> str:
+        """A folder to list, the folder itself resolved too (it may be a link to the real one)."""
+        return os.path.realpath(self.normalize(path))
 
     def join(self, folder: str, name: str) -> str:
         return os.path.join(folder, name)
@@ -146,6 +154,9 @@ class FsspecLister:
 
     def normalize(self, path: str) -> str:
         return str(self.fs.unstrip_protocol(self._strip(path)))
+
+    def normalize_folder(self, path: str) -> str:
+        return self.normalize(path)
 
     def join(self, folder: str, name: str) -> str:
         return folder.rstrip("/") + "/" + name

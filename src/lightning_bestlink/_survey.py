@@ -159,7 +159,9 @@ def load_alias(path: str, record_item: Item | None = None, lister: Lister | None
         alias.error = f"{record_name} is damaged and cannot be read: {type(err).__name__}: {str(err)[:200]}"
         return alias
     try:
-        alias.report = BestLinker.from_metadata(path).verify()
+        # checking reads only: an alias may rightly point outside its folder (a Trainer resumed
+        # into a new folder); repair asks for --allow-outside before it acts on such a record
+        alias.report = BestLinker.from_metadata(path, allow_outside=True).verify()
     except AliasConflictError as err:
         alias.error = str(err)
     except OSError as err:
@@ -195,7 +197,7 @@ def scan(folder: str) -> Folder:
     ``error`` set; a record that cannot be read gives an :class:`Alias` with ``error`` set.
     """
     lister = lister_for(folder)
-    path = lister.normalize(folder)
+    path = lister.normalize_folder(folder)
     try:
         listing = sorted((i for i in lister.listing(path) if not i.name.startswith(".")), key=lambda i: natural(i.name))
     except OSError as err:

@@ -210,6 +210,12 @@ def _add_repair(sub: argparse._SubParsersAction[argparse.ArgumentParser], fmt: t
     )
     _dir_args(p)
     p.add_argument("--require", action="store_true", help="fail (exit 1) when there is no alias record at all")
+    p.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="also act on records whose checkpoint lies outside the alias's folder (refused by default: a "
+        "record someone else planted could make repair copy or link a file from anywhere)",
+    )
     p.set_defaults(func=cmd_repair)
 
 

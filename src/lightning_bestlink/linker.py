@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lightning_bestlink import _metadata
-from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning
+from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning, OutsideFolderError
 from lightning_bestlink._health import AliasReport, diagnose
 from lightning_bestlink._score import Mode, Ties, check_mode, check_ties, is_better, to_score
 from lightning_bestlink._storage import LINK_CHOICES, LinkChoice, Storage, TargetType, storage_for
@@ -306,7 +306,7 @@ class BestLinker:
             )
         storage.check_can_alias(target, self._link, is_dir=kind == "dir")
         if confined and not storage.in_folder_of(self._link_path, target):
-            raise ValueError(
+            raise OutsideFolderError(
                 f"the best checkpoint {text!r} (from a saved state or record) lies outside the alias's folder "
                 f"{os.path.dirname(self._link_path)!r}; nothing was changed. If you trust where it came from, "
                 f"load it with allow_outside=True"
@@ -516,7 +516,7 @@ class BestLinker:
             if verify:  # the state is input: look before acting on it (ranks that only mirror never act)
                 target = self._located(target, state)
                 if not allow_outside and not self._storage.in_folder_of(self._link_path, target):
-                    raise ValueError(
+                    raise OutsideFolderError(
                         f"state['best_path'] {best_path!r} lies outside the alias's folder "
                         f"{os.path.dirname(self._link_path)!r}; nothing was changed. If you trust this state, "
                         f"load it with allow_outside=True"

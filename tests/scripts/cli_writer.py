@@ -33,10 +33,10 @@ if "--resume" in sys.argv:
 if "--pause" in sys.argv:
     commit = LocalStorage.commit
 
-    def paused(self: LocalStorage, staged: Any, *, durable: bool) -> None:
+    def paused(self: LocalStorage, staged: Any, expected: Any, *, durable: bool) -> None:
         print("paused", flush=True)
         assert sys.stdin.readline().strip() == "go"
-        commit(self, staged, durable=durable)
+        commit(self, staged, expected, durable=durable)
 
     LocalStorage.commit = paused  # type: ignore[method-assign]
 
