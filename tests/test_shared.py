@@ -210,3 +210,25 @@ def test_follow_and_a_mode_mismatch_are_refused(tmp_path: Path) -> None:
     assert linker.update(0.5, a)
     with pytest.raises(ValueError, match="mode='min'"):
         BestLinker(tmp_path / "best", mode="max", shared=True).update(0.9, a)
+
+
+def test_show_on_the_sweep_folder_names_the_best_trial(tmp_path: Path) -> None:
+    from tests._cli import cli, row
+
+    for trial, score in ((0, 0.5), (1, 0.3), (0, 0.4)):
+        path = write_ckpt(tmp_path / f"trial-{trial}" / f"epoch={int(score * 10)}.ckpt", trial)
+        BestLinker(tmp_path / "best.ckpt", shared=True).update(score, path, extra={"trial": trial})
+    proc = cli("show", tmp_path)
+    assert proc.returncode == 0, proc
+    assert row(proc.stdout, "best.ckpt").split() == [
+        "best.ckpt",
+        "symlink",
+        "trial-1/epoch=3.ckpt",
+        "0.3",
+        "(min,",
+        "trial",
+        "1)",
+        "ok",
+    ]
+    (alias,) = json.loads(cli("show", "--json", tmp_path).stdout)["folders"][0]["aliases"]
+    assert (alias["score"], alias["extra"]) == (0.3, {"trial": 1})

@@ -68,14 +68,24 @@ def number(score: Any) -> str:
     return format(score, ".6g") if isinstance(score, (int, float)) and not isinstance(score, bool) else str(score)
 
 
+#: extra keys shown in their own words (or not at all: the filename is the target's)
+_KNOWN_EXTRA = ("monitor", "epoch", "step", "filename")
+
+
 def score_parts(record: dict[str, Any]) -> tuple[str, list[str]]:
-    """``("val_loss=0.0312", ["min", "epoch 6", "step 28"])`` from a record."""
+    """``("val_loss=0.0312", ["min", "epoch 6", "step 28"])`` from a record.
+
+    Other plain values of ``extra`` follow as ``key value`` (a sweep's ``trial 3``).
+    """
     extra = record.get("extra") or {}
     score, monitor = record.get("score"), extra.get("monitor")
     details = [str(record.get("mode"))]
     for key in ("epoch", "step"):
         if extra.get(key) is not None:
             details.append(f"{key} {extra[key]}")
+    for key, value in extra.items():
+        if key not in _KNOWN_EXTRA and isinstance(value, (str, int, float, bool)):
+            details.append(f"{key} {number(value) if isinstance(value, float) else value}")
     if score is None:  # an alias that follows a decision without a score (the latest save)
         return "no score", details
     return (f"{monitor}={number(score)}" if monitor else number(score)), details
@@ -187,10 +197,16 @@ def render(folder: Folder, out: TextIO, *, title: str | None = None) -> None:
     else:
         say(out, "  no checkpoints")
     if folder.aliases:
-        rows = [["ALIAS", "KIND", "TARGET", "HEALTH"]]
+        # a target outside this folder's listing (a sweep's alias into trial-3/) has no checkpoint
+        # row to carry its score: then the alias rows do
+        listed = {e.path for e in folder.entries}
+        scores = any(a.record is not None and a.target not in listed for a in folder.aliases)
+        rows = [["ALIAS", "KIND", "TARGET", *(["SCORE"] if scores else []), "HEALTH"]]
         for a in folder.aliases:
             kind = str(a.record.get("link", "?")) if a.record else "?"
-            rows.append([a.name, kind, rel(a.target, folder.path) if a.target else "?", health(a, folder.path)])
+            target = rel(a.target, folder.path) if a.target else "?"
+            score = [score_text(a.record) if a.record else ""] if scores else []
+            rows.append([a.name, kind, target, *score, health(a, folder.path)])
         print(file=out)
         table(rows, out)
     for name in folder.unrecorded:
