@@ -2,31 +2,77 @@
 
 ``BestLinkMixin`` holds no linking logic: it decides *when* (right after a
 checkpoint becomes ``best_model_path`` and is written, before Lightning evicts the
-previous best) and *what* (``best_model_path``, with monitor, epoch and step as
-metadata); :class:`~lightning_bestlink.BestLinker` does the file work. It imports
-neither Lightning package: ``callbacks.py`` and ``pytorch_lightning.py`` combine it
-with each package's ``ModelCheckpoint``.
+previous best) and *with what* (``best_model_path`` and its score, with monitor,
+epoch and step as metadata); :class:`~lightning_bestlink.BestLinker` does the file
+work. It imports neither Lightning package: ``callbacks.py`` and
+``pytorch_lightning.py`` combine it with each package's ``ModelCheckpoint``.
+
+On a resume it restores the best from the checkpoint (Lightning's own
+``best_model_path``/``best_model_score`` and the linker's ``best_link`` state,
+whichever is better), takes over the state saved by the class it replaces, and
+lets ``ckpt_path="best"`` find the alias's record in a fresh process.
 """
 
+# mypy: disable-error-code="safe-super"
+# (the Protocol below stands for the real ModelCheckpoint, whose methods super() reaches)
 from __future__ import annotations
 
+import copy
+import inspect
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from lightning_bestlink._errors import BestLinkWarning
 from lightning_bestlink._names import is_last_name
 from lightning_bestlink._ranks import on_rank_zero
-from lightning_bestlink._storage import LINK_CHOICES
-from lightning_bestlink.linker import BestLinker
+from lightning_bestlink._score import check_mode
+from lightning_bestlink._storage import LINK_CHOICES, LinkChoice
+from lightning_bestlink.linker import BestLinker, read_metadata
+
+SaveBest = bool | LinkChoice | None
+_DEFAULT_NAME = "best"
+_C = TypeVar("_C", bound=type)
+
+
+@runtime_checkable
+class ModelCheckpointLike(Protocol):
+    """What the mixin uses of ``ModelCheckpoint`` (the same in Lightning 2.0 to 2.6, in both packages).
+
+    The type checker's view of the mixin's base; ``tests/test_callbacks.py`` checks every
+    installed ``ModelCheckpoint`` against it. The values are placeholders for the type
+    checker only: Lightning's class sets them.
+    """
+
+    CHECKPOINT_NAME_LAST: str = "last"
+    dirpath: Any = None
+    filename: str | None = None
+    monitor: str | None = None
+    mode: str = "min"
+    verbose: bool = False
+    best_model_score: Any = None  # a 0-d tensor, or None
+
+    @property
+    def state_key(self) -> str: ...
+    def format_checkpoint_name(self, metrics: Any, filename: str | None = None, *args: Any, **kwargs: Any) -> str:
+        # a body, so the type checker does not count it abstract in ModelCheckpointWithLinkBest
+        raise TypeError("never called: the protocol is not a base class at run time")
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None: ...
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None: ...
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+    def _save_checkpoint(self, trainer: Any, filepath: str) -> None: ...
+
 
 if TYPE_CHECKING:
-    _Base = Any  # ModelCheckpoint of either package; the mixin only uses its public surface
+    _Base = ModelCheckpointLike
 else:
     _Base = object
 
-SaveBest = bool | str | None
 
-
-def check_save_best(save_best: object) -> str | None:
+def check_save_best(save_best: object) -> LinkChoice | None:
     """The link kind ``save_best`` asks for (None when off); raises ``ValueError`` otherwise.
 
     >>> check_save_best(True), check_save_best(None), check_save_best("copy")
@@ -36,31 +82,111 @@ def check_save_best(save_best: object) -> str | None:
         return None
     if save_best is True:
         return "auto"
-    if isinstance(save_best, str) and save_best in LINK_CHOICES:
-        return save_best
+    for choice in LINK_CHOICES:
+        if save_best == choice and isinstance(save_best, str):
+            return choice
     choices = ", ".join(repr(c) for c in LINK_CHOICES)
     raise ValueError(f"save_best must be None, False, True or one of {choices}, got {save_best!r}")
 
 
-class BestLinkMixin(_Base):  # type: ignore[misc]
-    """Adds ``save_best`` to a ``ModelCheckpoint``: ``best.ckpt`` follows ``best_model_path``."""
+def check_best_name(name: object, what: str = "best_name") -> str:
+    """``name`` if it can name the alias (a plain file name); raises ``ValueError`` otherwise.
 
-    CHECKPOINT_NAME_BEST = "best"
+    >>> check_best_name("best-val_loss")
+    'best-val_loss'
+    """
+    if not isinstance(name, str) or not name or "{" in name or "/" in name or os.sep in name:
+        raise ValueError(
+            f"{what} must be a plain file name without '{{...}}' fields or '/', got {name!r}: the best "
+            f"alias needs one stable name. Use e.g. 'best' or 'best-val_loss'"
+        )
+    return name
 
-    def __init__(self, save_best: SaveBest = None, *args: Any, **kwargs: Any) -> None:
+
+def with_model_checkpoint_signature(cls: _C) -> _C:
+    """Give ``cls`` an ``__init__`` whose signature lists ``save_best``, every parameter of the
+    installed ``ModelCheckpoint``, then ``best_name``: for IDEs, ``inspect`` and jsonargparse.
+
+    The parameters are read from the installed Lightning, so nothing is listed by hand.
+    """
+    base: Any = _lightning_class(cls)
+    ours = _signature(BestLinkMixin.__init__).parameters
+    this, *theirs = _signature(base.__init__).parameters.values()
+    params = [this, ours["save_best"], *theirs, ours["best_name"]]
+
+    mixin_init = BestLinkMixin.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        mixin_init(self, *args, **kwargs)
+
+    __init__.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__.__module__ = cls.__module__
+    __init__.__doc__ = BestLinkMixin.__init__.__doc__
+    cls.__init__ = __init__  # type: ignore[misc]
+    return cls
+
+
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    try:  # annotations as objects, so tools need not resolve names from this module
+        return inspect.signature(function, eval_str=True)
+    except Exception:  # a name only a type checker knows: keep the text
+        return inspect.signature(function)
+
+
+def _lightning_class(cls: type) -> type:
+    """The ``ModelCheckpoint`` that ``cls`` combines with the mixin (next in the MRO)."""
+    mro = cls.__mro__
+    return mro[mro.index(BestLinkMixin) + 1]
+
+
+class BestLinkMixin(_Base):
+    """Adds ``save_best`` to a ``ModelCheckpoint``: ``best.ckpt`` follows the best checkpoint."""
+
+    CHECKPOINT_NAME_BEST = _DEFAULT_NAME
+
+    # Lightning's rank_zero_info / rank_zero_warn, set by each package's class
+    @staticmethod
+    def _info(message: str) -> None:  # pragma: no cover - replaced by the concrete classes
+        raise NotImplementedError
+
+    @staticmethod
+    def _warn(message: str, *, category: type[Warning] = UserWarning) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def __init__(self, save_best: SaveBest = None, *args: Any, best_name: str = _DEFAULT_NAME, **kwargs: Any) -> None:
+        """Args:
+        save_best: ``None``/``False`` (off), ``True`` (``"auto"``: symlink, else hardlink, else
+            copy), or a link kind: ``"symlink"``, ``"hardlink"``, ``"copy"``.
+        best_name: the alias's name without extension (``best`` gives ``dirpath/best.ckpt``).
+            The default keeps the class's ``CHECKPOINT_NAME_BEST``.
+        """
         self._best_link_kind = check_save_best(save_best)
+        check_best_name(best_name)
+        self._best_model_path = ""
+        self._fit_started = False  # from the first fit on, best_model_path is Lightning's alone
+        self._warned: set[str] = set()
         super().__init__(*args, **kwargs)
         self.save_best = save_best
+        if best_name != _DEFAULT_NAME:
+            self.CHECKPOINT_NAME_BEST = best_name
         self._best_linker: BestLinker | None = None
         self._best_linker_for = ""  # the alias path the linker was made for
-        self._linked_best_path = ""  # the best_model_path the alias was last pointed at (all ranks)
+        self._linked_best_path = ""  # the best_model_path last handled (all ranks)
+        self._aliased = ""  # the best_model_path the alias points at, as Lightning spells it
+        self._loaded: dict[str, Any] | None = None  # the best_link state of a restored checkpoint
 
     # --- naming and setup -----------------------------------------------------
 
     @property
+    def best_name(self) -> str:
+        """The alias's name without extension (``CHECKPOINT_NAME_BEST``)."""
+        return self.CHECKPOINT_NAME_BEST
+
+    @property
     def best_link_path(self) -> str | None:
         """Where the best alias goes (``dirpath/best.ckpt``), once ``dirpath`` is known."""
-        if self._best_link_kind is None or self.dirpath is None:
+        if self._best_link_kind is None or getattr(self, "dirpath", None) is None:
             return None
         return str(self.format_checkpoint_name({}, self.CHECKPOINT_NAME_BEST))
 
@@ -69,48 +195,105 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
         """The :class:`BestLinker` behind the alias (after ``setup``)."""
         return self._best_linker
 
+    @property
+    def state_key(self) -> str:
+        """The stock ``ModelCheckpoint``'s key: switching between the two classes keeps the state."""
+        key = super().state_key
+        mine, base = type(self).__qualname__, _lightning_class(type(self)).__qualname__
+        return base + key[len(mine) :] if key.startswith(mine) else key
+
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        if stage == "fit":
+            self._fit_started = True
         if self._best_link_kind is None:
             return
         self._check_names(trainer)
         link_path = self.best_link_path
         assert link_path is not None
         if self._best_linker is None or self._best_linker_for != link_path:  # first setup, or dirpath moved
-            self._best_linker = BestLinker(link_path, mode=self.mode, link=self._best_link_kind)  # type: ignore[arg-type]
+            self._best_linker = BestLinker(link_path, mode=check_mode(self.mode), link=self._best_link_kind)
             self._best_linker_for = link_path
 
     def _check_names(self, trainer: Any) -> None:
-        name = self.CHECKPOINT_NAME_BEST
-        if not isinstance(name, str) or not name or "{" in name or "/" in name:
-            raise ValueError(
-                f"CHECKPOINT_NAME_BEST must be a plain file name without '{{...}}' fields or '/', got "
-                f"{name!r}: the best alias needs one stable name. Set it to e.g. 'best' or 'best-val_loss'"
-            )
+        name = check_best_name(self.CHECKPOINT_NAME_BEST, "CHECKPOINT_NAME_BEST")
         alias = self.best_link_path
         if is_last_name(name, str(self.CHECKPOINT_NAME_LAST)):
             raise ValueError(
-                f"CHECKPOINT_NAME_BEST={name!r} looks like a 'last' checkpoint name "
+                f"best_name={name!r} looks like a 'last' checkpoint name "
                 f"(CHECKPOINT_NAME_LAST={self.CHECKPOINT_NAME_LAST!r}): Lightning would resume from the "
                 f"best alias as if it were the latest state. Choose a name that does not start with it"
             )
-        if alias == self.format_checkpoint_name({}, self.filename) or alias == self.format_checkpoint_name(
-            {}, self.CHECKPOINT_NAME_LAST
-        ):
-            raise ValueError(
-                f"filename={self.filename!r} makes checkpoints named like the best alias {alias!r}: "
-                f"every save would land on the alias. Use another filename template, or set "
-                f"CHECKPOINT_NAME_BEST on this callback to another name"
-            )
-        for other in getattr(trainer, "checkpoint_callbacks", []):
-            if other is self or not isinstance(other, BestLinkMixin) or other._best_link_kind is None:
-                continue
-            if other.best_link_path == alias:
+        others = [cb for cb in getattr(trainer, "checkpoint_callbacks", []) if cb is not self]
+        for other in [self, *others]:
+            if other is not self and isinstance(other, BestLinkMixin) and other.best_link_path == alias:
+                suggestion = f"{name}-{self.monitor or 'latest'}".replace(os.sep, "_").replace("/", "_")
                 raise ValueError(
                     f"two ModelCheckpointWithLinkBest callbacks (monitor={self.monitor!r} and "
                     f"monitor={other.monitor!r}) would both write the best alias {alias!r}. Give each its "
-                    f"own name, e.g. set CHECKPOINT_NAME_BEST = 'best-{other.monitor}' on the second one"
+                    f"own best_name, e.g. best_name={suggestion!r} on the one with monitor={self.monitor!r}"
                 )
+            if not hasattr(other, "format_checkpoint_name"):
+                continue
+            fixed = {other.format_checkpoint_name({}, other.filename)}
+            fixed.add(other.format_checkpoint_name({}, getattr(other, "CHECKPOINT_NAME_LAST", None) or "last"))
+            if alias in fixed:
+                raise ValueError(
+                    f"filename={other.filename!r} makes checkpoints named like the best alias {alias!r}: "
+                    f"every save would land on the alias. Use another filename template, or another best_name"
+                )
+
+    # --- ckpt_path="best" in a new process ----------------------------------------
+
+    @property
+    def best_model_path(self) -> str:
+        """Lightning's ``best_model_path``. Before the first ``fit`` of this callback, while it is
+        empty, the checkpoint the alias's record names (so ``ckpt_path="best"`` finds it)."""
+        path = self._best_model_path
+        if path or self._fit_started or self._best_link_kind is None:
+            return path
+        return self._best_on_disk()
+
+    @best_model_path.setter
+    def best_model_path(self, value: str) -> None:
+        self._best_model_path = value
+
+    def _best_on_disk(self) -> str:
+        # Lightning resolves ckpt_path="best" before any hook runs: this read is the only moment
+        alias = self.best_link_path
+        if alias is None:
+            return ""
+        try:
+            record = read_metadata(alias)
+            if record is None:
+                return ""
+            extra = record.get("extra") or {}
+            if record["mode"] != self.mode or extra.get("monitor", self.monitor) != self.monitor:
+                raise ValueError(
+                    f"it was written for monitor={extra.get('monitor')!r}, mode={record['mode']!r}, and this "
+                    f"callback has monitor={self.monitor!r}, mode={self.mode!r}"
+                )
+            linker = BestLinker(alias, mode=check_mode(self.mode))
+            # the record's target may sit in another folder after a resume into a new one; it is
+            # taken only when the alias (written by the same run) points at it too
+            linker.load_state_dict(
+                {"best_score": record["score"], "best_path": record["target"]}, verify=False, allow_outside=True
+            )
+            report = linker.verify()
+            if not report.ok:
+                raise ValueError(report.detail)
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            self._warn_once(
+                f"ckpt_path='best': the record of {alias!r} cannot name the best checkpoint: {err}. "
+                f"Pass the checkpoint's path as ckpt_path, or run `lightning-bestlink repair`"
+            )
+            return ""
+        return str(record["target"])
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self._warn(message, category=BestLinkWarning)
 
     # --- when the alias moves --------------------------------------------------
 
@@ -131,46 +314,157 @@ class BestLinkMixin(_Base):  # type: ignore[misc]
         # enable_version_counter=False): a copy or hard link would otherwise keep the old bytes
         if linker is None or not best or (best == self._linked_best_path and saved != best):
             return
-
-        def write() -> None:
-            linker.follow(self._best_score(trainer), best, extra=self._best_extra(trainer))
-
-        on_rank_zero(trainer.is_global_zero, trainer.strategy.broadcast, linker, write, "update")
         self._linked_best_path = best
+        extra = self._best_extra(trainer, best)
+        score = self.best_model_score
+        if self.monitor is None:
+            score = None  # the alias follows the latest save: there is no score to record
 
-    def _best_score(self, trainer: Any) -> Any:
-        if self.monitor is None or self.best_model_score is None:
-            return trainer.global_step  # monitor=None: the best is the latest save
-        return self.best_model_score
+            def act() -> bool:
+                return linker.follow(None, best, extra=extra)
 
-    def _best_extra(self, trainer: Any) -> dict[str, Any]:
-        return {
+        elif score is None:
+            return  # never record a score that was not measured
+        elif saved == best == self._aliased:
+
+            def act() -> bool:  # the file the alias names was rewritten: record what it holds now
+                return linker.follow(score, best, extra=extra)
+
+        else:
+
+            def act() -> bool:  # never worse than the best the alias holds (restored ones included)
+                return linker.update(score, best, extra=extra)
+
+        moved = on_rank_zero(trainer.is_global_zero, trainer.strategy.broadcast, linker, act, "update")
+        if moved:
+            self._aliased = best
+        if self.verbose:
+            self._say_moved(trainer, linker, best, score, moved)
+
+    def _best_extra(self, trainer: Any, best: str) -> dict[str, Any]:
+        extra: dict[str, Any] = {
             "monitor": self.monitor,
             "epoch": int(trainer.current_epoch),
             "step": int(trainer.global_step),
-            "filename": os.path.basename(self.best_model_path),
+            "filename": os.path.basename(best),
         }
+        if self.monitor is None:
+            extra["follows"] = "latest"  # score null: the latest save, not a measured best
+        return extra
 
-    # --- resume ---------------------------------------------------------------
+    def _say_moved(self, trainer: Any, linker: BestLinker, best: str, score: Any, moved: bool) -> None:
+        where = f"Epoch {int(trainer.current_epoch)}, global step {int(trainer.global_step)}: "
+        alias = os.path.basename(linker.link_path)
+        if moved:
+            what = "the latest save" if score is None else f"{self.monitor}={float(score):0.5f}"
+            self._info(f"{where}{alias} -> {best!r} ({what})")
+        else:
+            kept = "?" if linker.best_score is None else f"{linker.best_score:0.5f}"
+            self._info(
+                f"{where}{alias} stays at {linker.best_path!r} ({self.monitor}={kept}): "
+                f"best_model_path {best!r} ({self.monitor}={float(score):0.5f}) is not better"
+            )
 
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        super().on_train_start(trainer, pl_module)
-        linker = self._best_linker
-        best = self.best_model_path
-        if linker is None or not best:
+    # --- resume -------------------------------------------------------------------
+
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+        states = checkpoint.get("callbacks")
+        if not isinstance(states, dict) or self.state_key in states:
             return
-
-        # after every restore (some strategies restore after on_fit_start): check the alias
-        # against the restored best_model_path, and rebuild it if it was deleted or damaged
-        def repair() -> None:
-            linker.load_state_dict({"best_score": self._best_score(trainer), "best_path": best})
-            linker.restore_alias()
-
-        on_rank_zero(trainer.is_global_zero, trainer.strategy.broadcast, linker, repair, "verify")
-        self._linked_best_path = best
+        # saved by this class before it used the stock key, by the seed's class of the same
+        # name, or by a subclass: take it over, unless another callback here owns that key
+        taken = {cb.state_key for cb in trainer.callbacks if cb is not self}
+        suffix = self.state_key[len(_lightning_class(type(self)).__qualname__) :]
+        base = _lightning_class(type(self))
+        for cls in type(self).__mro__:
+            key = cls.__qualname__ + suffix
+            if cls is not base and issubclass(cls, base) and key in states and key not in taken:
+                self.load_state_dict(copy.deepcopy(states[key]))
+                if self.verbose:
+                    self._info(f"{type(self).__name__}: took over the state saved as {key!r}")
+                return
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = super().state_dict()
         if self._best_linker is not None:
+            # read back on resume; it may lag one decision behind best_model_path in the very
+            # checkpoint that became the best (the alias moves after the save): see _restore
             state["best_link"] = self._best_linker.state_dict()
         return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        best = state_dict.get("best_model_path")
+        if self.best_model_score is None and best and self.best_model_path == best:
+            # Lightning keeps only best_model_path when dirpath changed: its score comes back too
+            self.best_model_score = state_dict.get("best_model_score")
+        link = state_dict.get("best_link")
+        self._loaded = link if isinstance(link, dict) else {}
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        super().on_train_start(trainer, pl_module)
+        # after every restore (some strategies restore after on_fit_start)
+        loaded, self._loaded = self._loaded, None
+        linker = self._best_linker
+        if linker is None or loaded is None:
+            return
+        best = self.best_model_path
+        state = self._restored_state(trainer, linker, loaded, best)
+        if state is None:
+            return
+
+        def restore() -> str:
+            linker.load_state_dict(state, allow_outside=True)  # the user chose to resume from this checkpoint
+            before = linker.verify()
+            after = linker.restore_alias()
+            repaired = "" if before.ok or not after.ok else before.detail
+            if linker.best_path is not None:
+                saved = read_metadata(linker.link_path)
+                if saved is None or (saved["target"], saved["score"]) != (linker.best_path, linker.best_score):
+                    # no record (the seed wrote none; a new folder has none yet) or another one
+                    linker.follow(linker.best_score, linker.best_path, extra=self._restored_extra(state, linker))
+                    repaired = repaired or f"{'its record was missing' if saved is None else 'its record differed'}"
+            return repaired
+
+        repaired = on_rank_zero(trainer.is_global_zero, trainer.strategy.broadcast, linker, restore, "restore")
+        self._linked_best_path = best
+        self._aliased = best if linker.best_path is not None and state["best_path"] == best else ""
+        if self.verbose and repaired:
+            alias, score = os.path.basename(linker.link_path), linker.best_score
+            what = "the latest save" if score is None else f"{self.monitor}={score:0.5f}"
+            self._info(f"Resumed: {alias} -> {linker.best_path!r} ({what}), rebuilt because {repaired}")
+
+    def _restored_extra(self, state: dict[str, Any], linker: BestLinker) -> dict[str, Any]:
+        """The record's extra for a restored best: the record it had where it was made, if any."""
+        assert linker.best_path is not None
+        extra: dict[str, Any] = {"monitor": self.monitor, "filename": os.path.basename(linker.best_path)}
+        origin = state.get("link_path")
+        try:
+            before = read_metadata(origin) if isinstance(origin, str) and origin != linker.link_path else None
+        except (OSError, ValueError):
+            before = None  # only a nicety: the record is rebuilt without epoch and step
+        if before is not None and before["target"] == linker.best_path and isinstance(before.get("extra"), dict):
+            extra = {**before["extra"], **extra}
+        if self.monitor is None:
+            extra["follows"] = "latest"
+        return extra
+
+    def _restored_state(
+        self, trainer: Any, linker: BestLinker, loaded: dict[str, Any], best: str
+    ) -> dict[str, Any] | None:
+        """The better of Lightning's restored best and the saved ``best_link`` state (None: neither)."""
+        score = None if self.monitor is None else self.best_model_score
+        lightning = {"best_score": score, "best_path": best} if best else None
+        if self.monitor is None or not loaded.get("best_path"):
+            return lightning
+        probe = BestLinker(linker.link_path, mode=linker.mode, link=linker.link)
+        try:
+            probe.load_state_dict(loaded, verify=False, allow_outside=True)
+        except ValueError as err:
+            raise ValueError(
+                f"the 'best_link' state of {self.state_key!r} in {trainer.ckpt_path!r} cannot be restored: {err}"
+            ) from err
+        if lightning is None or score is None or probe.best_score is None or probe.best_path is None:
+            return loaded if lightning is None or score is None else lightning
+        return lightning if probe.is_better(score) else loaded
