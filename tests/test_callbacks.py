@@ -495,3 +495,50 @@ def test_a_save_onto_a_leftover_link_never_writes_through(pkg: Any, cls: Any, tm
     assert pointed.read_bytes() == before, "the checkpoint behind the old link was overwritten"
     assert not os.path.islink(tmp_path / "last.ckpt")
     alias_ok(second)
+
+
+def test_copies_and_pickles_after_fit(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    # torch.save(trainer) and spawn-based strategies pickle callbacks; the linker (it holds a lock)
+    # is made again by setup. deepcopy goes through the same __getstate__, and unlike pickle it
+    # copes with the module's local class that Lightning leaves bound to the callback (log, log_dict)
+    import copy as copying
+
+    ckpt = cls(save_best=True, dirpath=tmp_path, monitor="val_loss")
+    trainer(pkg, tmp_path, [ckpt], max_epochs=2).fit(make_module(pkg, [2.0, 1.0]))
+    assert ckpt.best_linker is not None
+    copy = copying.deepcopy(ckpt)
+    assert (copy.best_model_path, copy.best_linker) == (ckpt.best_model_path, None)
+    alias_ok(ckpt)
+
+
+def test_async_checkpoint_io_links_once_the_file_is_written(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    from threading import Event
+
+    class Slow(pkg.plugins.io.AsyncCheckpointIO):  # type: ignore[misc,name-defined]
+        """Holds every write until the next save is asked for: the file is never there at once."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = Event()
+
+        def save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+            self.gate.set()  # let the previous write through
+            self.gate = gate = Event()
+            original = self.checkpoint_io.save_checkpoint
+
+            def late(*a: Any, **k: Any) -> None:
+                gate.wait(timeout=30)
+                original(*a, **k)
+
+            super().save_checkpoint(*args, **kwargs)  # queued behind the previous write
+            self.checkpoint_io.save_checkpoint = late
+
+        def teardown(self) -> None:
+            self.gate.set()
+            super().teardown()
+
+    ckpt = cls(save_best=True, dirpath=tmp_path, monitor="val_loss", save_top_k=2)
+    t = trainer(pkg, tmp_path, [ckpt], max_epochs=3, plugins=[Slow()])
+    t.fit(make_module(pkg, [3.0, 1.0, 2.0]))
+    assert os.path.basename(ckpt.best_model_path) == "epoch=1-step=4.ckpt"
+    alias_ok(ckpt)

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("lightning_utilities")
 
-from tests import _compat  # noqa: E402
+from tests import _compat
 
 FLAGS = {name: value for name, value in vars(_compat).items() if re.fullmatch(r"_[A-Z_]+_(GE_\d+_\d+|AVAILABLE)", name)}
 

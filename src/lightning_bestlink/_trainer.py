@@ -14,93 +14,35 @@ lets ``ckpt_path="best"`` find the alias's record in a fresh process.
 """
 
 # mypy: disable-error-code="safe-super"
-# (the Protocol below stands for the real ModelCheckpoint, whose methods super() reaches)
+# (ModelCheckpointLike stands for the real ModelCheckpoint, whose methods super() reaches)
 from __future__ import annotations
 
 import copy
 import inspect
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lightning_bestlink._errors import BestLinkWarning
 from lightning_bestlink._names import is_last_name
 from lightning_bestlink._ranks import on_rank_zero
 from lightning_bestlink._score import check_mode
-from lightning_bestlink._storage import LINK_CHOICES, LinkChoice
+from lightning_bestlink._trainer_api import (
+    ModelCheckpointLike,
+    SaveBest,
+    best_from_record,
+    check_best_name,
+    check_save_best,
+    signature,
+)
 from lightning_bestlink.linker import BestLinker, read_metadata
-
-SaveBest = bool | LinkChoice | None
-_DEFAULT_NAME = "best"
-_C = TypeVar("_C", bound=type)
-
-
-@runtime_checkable
-class ModelCheckpointLike(Protocol):
-    """What the mixin uses of ``ModelCheckpoint`` (the same in Lightning 2.0 to 2.6, in both packages).
-
-    The type checker's view of the mixin's base; ``tests/test_callbacks.py`` checks every
-    installed ``ModelCheckpoint`` against it. The values are placeholders for the type
-    checker only: Lightning's class sets them.
-    """
-
-    CHECKPOINT_NAME_LAST: str = "last"
-    dirpath: Any = None
-    filename: str | None = None
-    monitor: str | None = None
-    mode: str = "min"
-    verbose: bool = False
-    best_model_score: Any = None  # a 0-d tensor, or None
-
-    @property
-    def state_key(self) -> str: ...
-    def format_checkpoint_name(self, metrics: Any, filename: str | None = None, *args: Any, **kwargs: Any) -> str:
-        # a body, so the type checker does not count it abstract in ModelCheckpointWithLinkBest
-        raise TypeError("never called: the protocol is not a base class at run time")
-
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None: ...
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None: ...
-    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
-    def _save_checkpoint(self, trainer: Any, filepath: str) -> None: ...
-
 
 if TYPE_CHECKING:
     _Base = ModelCheckpointLike
 else:
     _Base = object
 
-
-def check_save_best(save_best: object) -> LinkChoice | None:
-    """The link kind ``save_best`` asks for (None when off); raises ``ValueError`` otherwise.
-
-    >>> check_save_best(True), check_save_best(None), check_save_best("copy")
-    ('auto', None, 'copy')
-    """
-    if save_best is None or save_best is False:
-        return None
-    if save_best is True:
-        return "auto"
-    for choice in LINK_CHOICES:
-        if save_best == choice and isinstance(save_best, str):
-            return choice
-    choices = ", ".join(repr(c) for c in LINK_CHOICES)
-    raise ValueError(f"save_best must be None, False, True or one of {choices}, got {save_best!r}")
-
-
-def check_best_name(name: object, what: str = "best_name") -> str:
-    """``name`` if it can name the alias (a plain file name); raises ``ValueError`` otherwise.
-
-    >>> check_best_name("best-val_loss")
-    'best-val_loss'
-    """
-    if not isinstance(name, str) or not name or "{" in name or "/" in name or os.sep in name:
-        raise ValueError(
-            f"{what} must be a plain file name without '{{...}}' fields or '/', got {name!r}: the best "
-            f"alias needs one stable name. Use e.g. 'best' or 'best-val_loss'"
-        )
-    return name
+_DEFAULT_NAME = "best"
+_C = TypeVar("_C", bound=type)
 
 
 def with_model_checkpoint_signature(cls: _C) -> _C:
@@ -110,8 +52,8 @@ def with_model_checkpoint_signature(cls: _C) -> _C:
     The parameters are read from the installed Lightning, so nothing is listed by hand.
     """
     base: Any = _lightning_class(cls)
-    ours = _signature(BestLinkMixin.__init__).parameters
-    this, *theirs = _signature(base.__init__).parameters.values()
+    ours = signature(BestLinkMixin.__init__).parameters
+    this, *theirs = signature(base.__init__).parameters.values()
     params = [this, ours["save_best"], *theirs, ours["best_name"]]
 
     mixin_init = BestLinkMixin.__init__
@@ -125,13 +67,6 @@ def with_model_checkpoint_signature(cls: _C) -> _C:
     __init__.__doc__ = BestLinkMixin.__init__.__doc__
     cls.__init__ = __init__  # type: ignore[misc]
     return cls
-
-
-def _signature(function: Callable[..., Any]) -> inspect.Signature:
-    try:  # annotations as objects, so tools need not resolve names from this module
-        return inspect.signature(function, eval_str=True)
-    except Exception:  # a name only a type checker knows: keep the text
-        return inspect.signature(function)
 
 
 def _lightning_class(cls: type) -> type:
@@ -204,6 +139,7 @@ class BestLinkMixin(_Base):
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        self._loaded = None  # a state restored by an earlier run of this callback is not this run's
         if stage == "fit":
             self._fit_started = True
         if self._best_link_kind is None:
@@ -264,31 +200,13 @@ class BestLinkMixin(_Base):
         if alias is None:
             return ""
         try:
-            record = read_metadata(alias)
-            if record is None:
-                return ""
-            extra = record.get("extra") or {}
-            if record["mode"] != self.mode or extra.get("monitor", self.monitor) != self.monitor:
-                raise ValueError(
-                    f"it was written for monitor={extra.get('monitor')!r}, mode={record['mode']!r}, and this "
-                    f"callback has monitor={self.monitor!r}, mode={self.mode!r}"
-                )
-            linker = BestLinker(alias, mode=check_mode(self.mode))
-            # the record's target may sit in another folder after a resume into a new one; it is
-            # taken only when the alias (written by the same run) points at it too
-            linker.load_state_dict(
-                {"best_score": record["score"], "best_path": record["target"]}, verify=False, allow_outside=True
-            )
-            report = linker.verify()
-            if not report.ok:
-                raise ValueError(report.detail)
+            return best_from_record(alias, self.monitor, self.mode)
         except (OSError, ValueError, TypeError, KeyError) as err:
             self._warn_once(
                 f"ckpt_path='best': the record of {alias!r} cannot name the best checkpoint: {err}. "
                 f"Pass the checkpoint's path as ckpt_path, or run `lightning-bestlink repair`"
             )
             return ""
-        return str(record["target"])
 
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:
@@ -335,11 +253,34 @@ class BestLinkMixin(_Base):
             def act() -> bool:  # never worse than the best the alias holds (restored ones included)
                 return linker.update(score, best, extra=extra)
 
-        moved = on_rank_zero(trainer.is_global_zero, trainer.strategy.broadcast, linker, act, "update")
+        def act_when_written() -> bool | None:
+            try:
+                return act()
+            except FileNotFoundError:  # written in the background (AsyncCheckpointIO): retried later
+                return None
+
+        moved = on_rank_zero(trainer.is_global_zero, trainer.strategy.broadcast, linker, act_when_written, "update")
+        if moved is None:
+            self._linked_best_path = ""  # the next save, or teardown, tries again
+            return
         if moved:
             self._aliased = best
         if self.verbose:
             self._say_moved(trainer, linker, best, score, moved)
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        # a best written in the background is on disk once the checkpoint IO has been torn down,
+        # which Lightning does before this hook; the ranks may be gone, so rank zero alone
+        pending = self._best_linker is not None and self.best_model_path and not self._linked_best_path
+        if stage == "fit" and pending and trainer.is_global_zero:
+            self._link_best(_Alone(trainer), saved="")
+        super().teardown(trainer, pl_module, stage)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the linker holds a lock and is made again by setup; the alias and its record stay on disk
+        state = dict(self.__dict__)
+        state.update(_best_linker=None, _best_linker_for="", _linked_best_path="")
+        return state
 
     def _best_extra(self, trainer: Any, best: str) -> dict[str, Any]:
         extra: dict[str, Any] = {
@@ -468,3 +409,18 @@ class BestLinkMixin(_Base):
         if lightning is None or score is None or probe.best_score is None or probe.best_path is None:
             return loaded if lightning is None or score is None else lightning
         return lightning if probe.is_better(score) else loaded
+
+
+class _Alone:
+    """A trainer seen by rank zero alone (after teardown): broadcast returns what it is given."""
+
+    def __init__(self, trainer: Any) -> None:
+        self._trainer = trainer
+        self.is_global_zero = True
+        self.strategy = self
+
+    def broadcast(self, obj: Any) -> Any:
+        return obj
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trainer, name)
