@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import os
+import warnings
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lightning_bestlink._errors import BestLinkWarning
@@ -80,14 +82,14 @@ class BestLinkMixin(_Base):
 
     CHECKPOINT_NAME_BEST = _DEFAULT_NAME
 
-    # Lightning's rank_zero_info / rank_zero_warn, set by each package's class
+    # each package's class sets Lightning's rank_zero_info / rank_zero_warn (same output as its own lines)
     @staticmethod
-    def _info(message: str) -> None:  # pragma: no cover - replaced by the concrete classes
-        raise NotImplementedError
+    def _info(message: str) -> None:
+        logging.getLogger("lightning_bestlink").info(message)
 
     @staticmethod
-    def _warn(message: str, *, category: type[Warning] = UserWarning) -> None:  # pragma: no cover
-        raise NotImplementedError
+    def _warn(message: str, *, category: type[Warning] = UserWarning) -> None:
+        warnings.warn(message, category, stacklevel=3)
 
     def __init__(self, save_best: SaveBest = None, *args: Any, best_name: str = _DEFAULT_NAME, **kwargs: Any) -> None:
         """Args:
@@ -337,7 +339,8 @@ class BestLinkMixin(_Base):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         best = state_dict.get("best_model_path")
-        if self.best_model_score is None and best and self.best_model_path == best:
+        measured = self.monitor is not None and state_dict.get("monitor") == self.monitor
+        if measured and self.best_model_score is None and best and self.best_model_path == best:
             # Lightning keeps only best_model_path when dirpath changed: its score comes back too
             self.best_model_score = state_dict.get("best_model_score")
         link = state_dict.get("best_link")
