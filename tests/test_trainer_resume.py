@@ -144,23 +144,39 @@ def test_a_new_folder_keeps_the_restored_best_and_its_score(tmp_path: Path, firs
     assert "best.ckpt" not in one["stderr"] + two["stderr"], "verbose=False says nothing"
 
 
-def test_a_new_folder_moves_the_alias_to_a_better_checkpoint(tmp_path: Path) -> None:
-    _, two = _two_versions(tmp_path, "ours", BETTER)
+def test_a_new_folder_moves_the_alias_to_a_better_checkpoint_and_verbose_says_so(tmp_path: Path) -> None:
+    one, two = _two_versions(tmp_path, "ours", BETTER, verbose=True)
     alias = Path(two["log_dir"]) / "checkpoints" / "best.ckpt"
     (end,) = two["callbacks"]
     assert os.path.basename(end["best_model_path"]) == "epoch=4-step=10.ckpt"
     assert resolves(alias) == end["best_model_path"]
     assert record(alias)["score"] == 0.5
     assert record(alias)["target"] == "epoch=4-step=10.ckpt"
+    # verbose=True: one rank-zero line per move, per rebuild on resume, per refusal to follow
+    moves = [line for line in one["stderr"].splitlines() if "best.ckpt ->" in line]
+    assert len(moves) == 2, one["stderr"]  # epoch 0 (3.0), epoch 1 (1.0); epoch 2 is worse
+    assert "epoch=1-step=4.ckpt" in moves[1] and "val_loss=1.00000" in moves[1]
+    lines = two["stderr"].splitlines()
+    (resumed,) = [line for line in lines if line.startswith("Resumed:")]
+    assert "best.ckpt" in resumed and BEST_FILE in resumed and "val_loss=1.00000" in resumed
+    # Lightning's first best in the new folder is worse than 1.0: said once, and the alias stays
+    stays = [line for line in lines if "stays at" in line]
+    assert len(stays) == 1 and BEST_FILE in stays[0] and "is not better" in stays[0]
+    (moved,) = [line for line in lines if "global step" in line and "best.ckpt ->" in line]
+    assert "epoch=4-step=10.ckpt" in moved and "val_loss=0.50000" in moved
 
 
-def test_a_second_resume_keeps_the_best_of_the_first_run(tmp_path: Path) -> None:
+def test_a_second_resume_keeps_the_best_of_the_first_run_and_ckpt_path_best_finds_it(tmp_path: Path) -> None:
     one, two = _two_versions(tmp_path, "ours", WORSE)
-    last = Path(two["log_dir"]) / "checkpoints" / "last.ckpt"
-    three = run(tmp_path, "three", [spec()], losses=[*WORSE, 7.0], logger="csv", ckpt_path=str(last))
+    best = one["callbacks"][0]["best_model_path"]
+    second = Path(two["log_dir"]) / "checkpoints"
+    three = run(tmp_path, "three", [spec()], losses=[*WORSE, 7.0], logger="csv", ckpt_path=str(second / "last.ckpt"))
     alias = Path(three["log_dir"]) / "checkpoints" / "best.ckpt"
-    assert resolves(alias) == one["callbacks"][0]["best_model_path"]
+    assert resolves(alias) == best
     assert record(alias)["score"] == 1.0
+    # a new process on the second folder: its alias's record names the first run's best
+    four = run(tmp_path, "four", [spec(dirpath=str(second))], action="test", ckpt_path="best")
+    assert four["ckpt_path"] == best
 
 
 # --- 3. ckpt_path="best" in a new process ---------------------------------------------------
@@ -197,13 +213,6 @@ def test_ckpt_path_best_refuses_a_record_of_another_monitor(tmp_path: Path) -> N
     assert "monitor='val_loss'" in warning and "monitor='val_acc'" in warning and str(ckpt / "best.ckpt") in warning
 
 
-def test_ckpt_path_best_after_a_resume_into_a_new_folder(tmp_path: Path) -> None:
-    one, two = _two_versions(tmp_path, "ours", WORSE)
-    folder = Path(two["log_dir"]) / "checkpoints"
-    three = run(tmp_path, "three", [spec(dirpath=str(folder))], action="test", ckpt_path="best")
-    assert three["ckpt_path"] == one["callbacks"][0]["best_model_path"]
-
-
 # --- 4. monitor=None: the alias follows the latest save, and the record says so --------------
 
 
@@ -220,21 +229,3 @@ def test_monitor_none_records_no_score(tmp_path: Path) -> None:
     assert resolves(ckpt / "best.ckpt") == two["callbacks"][0]["best_model_path"]
     assert os.path.basename(two["callbacks"][0]["best_model_path"]) == "epoch=4-step=10.ckpt"
     assert record(ckpt / "best.ckpt")["score"] is None
-
-
-# --- says what it does -------------------------------------------------------------------------
-
-
-def test_verbose_says_when_the_alias_moves_and_when_a_resume_rebuilds_it(tmp_path: Path) -> None:
-    one, two = _two_versions(tmp_path, "ours", BETTER, verbose=True)
-    moves = [line for line in one["stderr"].splitlines() if "best.ckpt ->" in line]
-    assert len(moves) == 2, one["stderr"]  # epoch 0 (3.0), epoch 1 (1.0); epoch 2 is worse
-    assert "epoch=1-step=4.ckpt" in moves[1] and "val_loss=1.00000" in moves[1]
-    lines = two["stderr"].splitlines()
-    (resumed,) = [line for line in lines if line.startswith("Resumed:")]
-    assert "best.ckpt" in resumed and BEST_FILE in resumed and "val_loss=1.00000" in resumed
-    # Lightning's first best in the new folder is worse than 1.0: said once, and the alias stays
-    stays = [line for line in lines if "stays at" in line]
-    assert len(stays) == 1 and BEST_FILE in stays[0] and "is not better" in stays[0]
-    (moved,) = [line for line in lines if "global step" in line and "best.ckpt ->" in line]
-    assert "epoch=4-step=10.ckpt" in moved and "val_loss=0.50000" in moved
