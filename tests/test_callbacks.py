@@ -94,6 +94,17 @@ def test_lazy_top_level_name() -> None:
     assert lightning_bestlink.ModelCheckpointWithLinkBest is ModelCheckpointWithLinkBest
 
 
+def test_the_top_level_name_without_lightning_is_an_attribute_error() -> None:
+    if _available("lightning"):
+        pytest.skip("lightning is installed")
+    import lightning_bestlink
+
+    # getattr with a default and hasattr must work (jsonargparse looks names up this way)
+    assert getattr(lightning_bestlink, "ModelCheckpointWithLinkBest", None) is None
+    with pytest.raises(AttributeError, match="lightning_bestlink.pytorch_lightning.ModelCheckpointWithLinkBest"):
+        _ = lightning_bestlink.ModelCheckpointWithLinkBest
+
+
 @pytest.mark.parametrize("bad", ["yes", 1.5, "link", "Symlink"])
 def test_bad_save_best_is_refused(cls: Any, bad: Any) -> None:
     with pytest.raises(ValueError, match=r"save_best must be .* got"):
