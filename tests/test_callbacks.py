@@ -101,7 +101,7 @@ def test_the_top_level_name_without_lightning_is_an_attribute_error() -> None:
 
     # getattr with a default and hasattr must work (jsonargparse looks names up this way)
     assert getattr(lightning_bestlink, "ModelCheckpointWithLinkBest", None) is None
-    with pytest.raises(AttributeError, match="lightning_bestlink.pytorch_lightning.ModelCheckpointWithLinkBest"):
+    with pytest.raises(AttributeError, match=r"lightning_bestlink\.pytorch_lightning\.ModelCheckpointWithLinkBest"):
         _ = lightning_bestlink.ModelCheckpointWithLinkBest
 
 
