@@ -5,9 +5,9 @@ Example::
     from lightning.pytorch import Trainer
     from lightning_bestlink import ModelCheckpointWithLinkBest
 
-    ckpt = ModelCheckpointWithLinkBest(save_best=True, monitor="val_loss", save_last=True)
-    Trainer(callbacks=[ckpt]).fit(model)
-    # checkpoints/best.ckpt -> epoch=6-step=28.ckpt, always the best checkpoint
+    ckpt = ModelCheckpointWithLinkBest(save_best=True, monitor="val_loss", save_last=True, dirpath="ckpt")
+    trainer = Trainer(callbacks=[ckpt])
+    trainer.fit(model)  # ckpt/best.ckpt -> epoch=6-step=28.ckpt, always the best checkpoint
     trainer.test(model, ckpt_path="best")  # also in a new process: the alias's record answers
 """
 
