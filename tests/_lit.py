@@ -1,4 +1,5 @@
-"""A tiny LightningModule on synthetic data, for either Lightning package.
+"""A tiny LightningModule on synthetic data, for either Lightning package, and a way to run
+a Trainer in a fresh process (``tests/scripts/trainer_run.py``), as a user's separate runs are.
 
 The validation metric follows a script (``losses[epoch]``) so tests know in advance
 which checkpoint is the best.
@@ -6,11 +7,18 @@ which checkpoint is the best.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+SCRIPT = Path(__file__).parent / "scripts" / "trainer_run.py"
 
 
 def make_module(pl: Any, losses: Sequence[float], *, monitor: str = "val_loss", batches: int = 2) -> Any:
@@ -28,6 +36,12 @@ def make_module(pl: Any, losses: Sequence[float], *, monitor: str = "val_loss", 
             value = losses[min(self.current_epoch, len(losses) - 1)]
             self.log(monitor, torch.tensor(float(value)))
 
+        def test_step(self, batch: Any, batch_idx: int) -> None:
+            self.log("test_loss", self.layer(batch[0]).pow(2).mean())
+
+        def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+            return self.layer(batch[0])
+
         def configure_optimizers(self) -> Any:
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
@@ -36,6 +50,9 @@ def make_module(pl: Any, losses: Sequence[float], *, monitor: str = "val_loss", 
 
         def val_dataloader(self) -> DataLoader:
             return DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=4)
+
+        test_dataloader = val_dataloader
+        predict_dataloader = val_dataloader
 
     return Scripted()
 
@@ -53,3 +70,33 @@ def trainer(pl: Any, root: Any, callbacks: list[Any], **kwargs: Any) -> Any:
     )
     options.update(kwargs)
     return pl.Trainer(callbacks=callbacks, **options)
+
+
+def run_trainer(tmp_path: Path, name: str, **config: Any) -> dict[str, Any]:
+    """Run ``tests/scripts/trainer_run.py`` with ``config`` in a new process; return its report.
+
+    The report holds what the script saw (``callbacks``, ``at_train_start``, ``ckpt_path``,
+    ``warnings``, ``error``) and the run's ``stderr``. ``config`` keys: ``package``
+    ("lightning.pytorch" or "pytorch_lightning"), ``callbacks`` (a list of
+    ``{"cls": "ours"|"stock"|"seed", "kwargs": {...}}``), ``losses``, ``action``
+    ("fit", "validate", "test", "predict"), ``ckpt_path``, ``logger`` ("csv" or None),
+    ``root``. Lightning before 2.4 needs ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` to read its
+    own checkpoints on torch >= 2.6 (``old_torch_load=True``).
+    """
+    out = tmp_path / f"{name}.json"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if config.pop("old_torch_load", False):
+        env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+    config = {"root": str(tmp_path), "out": str(out), **config}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), json.dumps(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report: dict[str, Any] = json.loads(out.read_text())
+    report["stderr"] = proc.stderr
+    return report

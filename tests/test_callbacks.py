@@ -49,10 +49,9 @@ def cls(pkg: Any) -> Any:
 
 
 def _flag(pkg: Any, minor: int) -> bool:
-    from lightning_bestlink import _compat
+    from tests._compat import flag
 
-    prefix = "_LIGHTNING" if pkg.__name__ == "lightning.pytorch" else "_PYTORCH_LIGHTNING"
-    return bool(getattr(_compat, f"{prefix}_GE_2_{minor}"))
+    return flag(pkg.__name__, minor)
 
 
 def resolve(path: str | Path) -> str:
@@ -95,10 +94,78 @@ def test_lazy_top_level_name() -> None:
     assert lightning_bestlink.ModelCheckpointWithLinkBest is ModelCheckpointWithLinkBest
 
 
+def test_the_top_level_name_without_lightning_is_an_attribute_error() -> None:
+    if _available("lightning"):
+        pytest.skip("lightning is installed")
+    import lightning_bestlink
+
+    # getattr with a default and hasattr must work (jsonargparse looks names up this way)
+    assert getattr(lightning_bestlink, "ModelCheckpointWithLinkBest", None) is None
+    with pytest.raises(AttributeError, match=r"lightning_bestlink\.pytorch_lightning\.ModelCheckpointWithLinkBest"):
+        _ = lightning_bestlink.ModelCheckpointWithLinkBest
+
+
 @pytest.mark.parametrize("bad", ["yes", 1.5, "link", "Symlink"])
 def test_bad_save_best_is_refused(cls: Any, bad: Any) -> None:
     with pytest.raises(ValueError, match=r"save_best must be .* got"):
         cls(save_best=bad)
+
+
+def test_signature_lists_save_best_every_model_checkpoint_parameter_and_best_name(pkg: Any, cls: Any) -> None:
+    import inspect
+    import typing
+
+    stock = list(inspect.signature(pkg.callbacks.ModelCheckpoint).parameters.values())
+    ours = list(inspect.signature(cls).parameters.values())
+    assert [p.name for p in ours] == ["save_best", *(p.name for p in stock), "best_name"]
+    assert [(p.default, p.kind) for p in ours[1:-1]] == [(p.default, p.kind) for p in stock]
+    assert ours[0].default is None and ours[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD  # seed: first
+    assert ours[-1].default == "best" and ours[-1].kind is inspect.Parameter.KEYWORD_ONLY
+    choices = {a for arg in typing.get_args(ours[0].annotation) for a in (typing.get_args(arg) or (arg,))}
+    assert choices == {bool, type(None), "auto", "symlink", "hardlink", "copy"}
+
+
+def test_the_protocol_describes_every_installed_model_checkpoint(pkg: Any, tmp_path: Path) -> None:
+    from lightning_bestlink._trainer import ModelCheckpointLike
+
+    assert isinstance(pkg.callbacks.ModelCheckpoint(dirpath=tmp_path), ModelCheckpointLike)
+    assert not isinstance(object(), ModelCheckpointLike)
+
+
+def test_positional_save_best_and_arguments_as_in_the_seed(cls: Any, tmp_path: Path) -> None:
+    ckpt = cls("copy", str(tmp_path), "{epoch}", "val_loss")
+    assert (ckpt.save_best, ckpt.dirpath, ckpt.filename, ckpt.monitor) == ("copy", str(tmp_path), "{epoch}", "val_loss")
+
+
+def test_best_name_names_the_alias(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    ckpt = cls(save_best=True, dirpath=tmp_path, monitor="val_loss", best_name="best-val_loss")
+    assert ckpt.best_name == ckpt.CHECKPOINT_NAME_BEST == "best-val_loss"
+    assert ckpt.best_link_path == str(tmp_path / "best-val_loss.ckpt")
+    assert cls.CHECKPOINT_NAME_BEST == "best", "the class attribute is untouched"
+
+    class Renamed(cls):  # type: ignore[misc,valid-type]
+        CHECKPOINT_NAME_BEST = "top"
+
+    assert Renamed(save_best=True, dirpath=tmp_path).best_link_path == str(tmp_path / "top.ckpt")
+    old_style = cls(save_best=True, dirpath=tmp_path)
+    old_style.CHECKPOINT_NAME_BEST = "best-acc"
+    assert old_style.best_name == "best-acc"
+    assert old_style.best_link_path == str(tmp_path / "best-acc.ckpt")
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "{epoch}", 3])
+def test_bad_best_name_is_refused_at_once(cls: Any, bad: Any) -> None:
+    with pytest.raises(ValueError, match=r"best_name must be a plain file name .* got"):
+        cls(save_best=True, best_name=bad)
+
+
+def test_a_stock_callback_with_the_same_settings_is_refused_as_two_stock_ones_are(
+    pkg: Any, cls: Any, tmp_path: Path
+) -> None:
+    # the price of sharing the stock key; Lightning's own check, at Trainer init
+    with pytest.raises(RuntimeError, match="state_key"):
+        trainer(pkg, tmp_path, [pkg.callbacks.ModelCheckpoint(monitor="val_loss"), cls(True, monitor="val_loss")])
+    trainer(pkg, tmp_path, [pkg.callbacks.ModelCheckpoint(monitor="val_acc"), cls(True, monitor="val_loss")])
 
 
 # --- every ModelCheckpoint feature, with and without save_best ---------------------
@@ -250,9 +317,15 @@ def test_colliding_names_are_refused_at_setup(
 
 def test_two_instances_keep_their_own_alias(pkg: Any, cls: Any, tmp_path: Path) -> None:
     loss = cls(save_best=True, dirpath=tmp_path, monitor="val_loss", filename="loss-{epoch}")
-    acc = cls(save_best=True, dirpath=tmp_path, monitor="val_acc", mode="max", filename="acc-{epoch}")
-    loss.CHECKPOINT_NAME_BEST = "best-val_loss"
-    acc.CHECKPOINT_NAME_BEST = "best-val_acc"
+    loss.CHECKPOINT_NAME_BEST = "best-val_loss"  # the seed's way
+    acc = cls(
+        save_best=True,
+        dirpath=tmp_path,
+        monitor="val_acc",
+        mode="max",
+        filename="acc-{epoch}",
+        best_name="best-val_acc",
+    )
 
     class Both(pkg.LightningModule):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
@@ -286,8 +359,18 @@ def test_two_instances_keep_their_own_alias(pkg: Any, cls: Any, tmp_path: Path) 
 def test_two_instances_writing_one_alias_are_refused(pkg: Any, cls: Any, tmp_path: Path) -> None:
     a = cls(save_best=True, dirpath=tmp_path, monitor="val_loss", filename="a-{epoch}")
     b = cls(save_best=True, dirpath=tmp_path, monitor="val_acc", mode="max", filename="b-{epoch}")
-    with pytest.raises(ValueError, match="would both write the best alias"):
+    with pytest.raises(ValueError, match="would both write the best alias") as info:
         trainer(pkg, tmp_path, [a, b], max_epochs=1).fit(make_module(pkg, [1.0]))
+    # the suggestion is built from the monitor of the callback it names
+    assert "best_name='best-val_loss' on the one with monitor='val_loss'" in str(info.value)
+    assert not (tmp_path / "best.ckpt").exists()
+
+
+def test_an_alias_named_like_another_callbacks_checkpoints_is_refused(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    other = pkg.callbacks.ModelCheckpoint(dirpath=tmp_path, monitor="val_acc", filename="best")
+    ours = cls(save_best=True, dirpath=tmp_path, monitor="val_loss")
+    with pytest.raises(ValueError, match="makes checkpoints named like the best alias"):
+        trainer(pkg, tmp_path, [other, ours], max_epochs=1).fit(make_module(pkg, [1.0]))
 
 
 # --- resume --------------------------------------------------------------------------
@@ -346,7 +429,9 @@ def test_state_keeps_all_lightning_keys(pkg: Any, cls: Any, tmp_path: Path) -> N
     assert set(stock.state_dict()) <= set(state)
     assert state["best_link"]["best_path"] == ours.best_model_path
     json.dumps(state["best_link"])
-    assert ours.state_key.startswith("ModelCheckpointWithLinkBest")
+    # the stock class's key: a run switches between the two classes and keeps Lightning's state
+    assert ours.state_key == stock.state_key
+    assert ours.state_key.startswith("ModelCheckpoint{")
 
 
 # --- remote dirpath ----------------------------------------------------------------
@@ -421,3 +506,50 @@ def test_a_save_onto_a_leftover_link_never_writes_through(pkg: Any, cls: Any, tm
     assert pointed.read_bytes() == before, "the checkpoint behind the old link was overwritten"
     assert not os.path.islink(tmp_path / "last.ckpt")
     alias_ok(second)
+
+
+def test_copies_and_pickles_after_fit(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    # torch.save(trainer) and spawn-based strategies pickle callbacks; the linker (it holds a lock)
+    # is made again by setup. deepcopy goes through the same __getstate__, and unlike pickle it
+    # copes with the module's local class that Lightning leaves bound to the callback (log, log_dict)
+    import copy as copying
+
+    ckpt = cls(save_best=True, dirpath=tmp_path, monitor="val_loss")
+    trainer(pkg, tmp_path, [ckpt], max_epochs=2).fit(make_module(pkg, [2.0, 1.0]))
+    assert ckpt.best_linker is not None
+    copy = copying.deepcopy(ckpt)
+    assert (copy.best_model_path, copy.best_linker) == (ckpt.best_model_path, None)
+    alias_ok(ckpt)
+
+
+def test_async_checkpoint_io_links_once_the_file_is_written(pkg: Any, cls: Any, tmp_path: Path) -> None:
+    from threading import Event
+
+    class Slow(pkg.plugins.io.AsyncCheckpointIO):  # type: ignore[misc,name-defined]
+        """Holds every write until the next save is asked for: the file is never there at once."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = Event()
+
+        def save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+            self.gate.set()  # let the previous write through
+            self.gate = gate = Event()
+            original = self.checkpoint_io.save_checkpoint
+
+            def late(*a: Any, **k: Any) -> None:
+                gate.wait(timeout=30)
+                original(*a, **k)
+
+            super().save_checkpoint(*args, **kwargs)  # queued behind the previous write
+            self.checkpoint_io.save_checkpoint = late
+
+        def teardown(self) -> None:
+            self.gate.set()
+            super().teardown()
+
+    ckpt = cls(save_best=True, dirpath=tmp_path, monitor="val_loss", save_top_k=2)
+    t = trainer(pkg, tmp_path, [ckpt], max_epochs=3, plugins=[Slow()])
+    t.fit(make_module(pkg, [3.0, 1.0, 2.0]))
+    assert os.path.basename(ckpt.best_model_path) == "epoch=1-step=4.ckpt"
+    alias_ok(ckpt)

@@ -13,7 +13,7 @@ CORE = [
     "lightning_bestlink.linker",
     "lightning_bestlink._names",
     "lightning_bestlink._storage.base",
-    "lightning_bestlink._trainer",
+    "lightning_bestlink._trainer_api",
 ]
 
 

@@ -76,7 +76,7 @@ def test_resume_repairs_a_deleted_alias(fabric: Any, tmp_path: Path) -> None:
 
 
 def test_plain_fabric_save_and_load_handle_a_linker(fabric: Any, tmp_path: Path) -> None:
-    from lightning_bestlink._compat import _LIGHTNING_GE_2_1
+    from tests._compat import _LIGHTNING_GE_2_1
 
     if not _LIGHTNING_GE_2_1:
         pytest.skip(

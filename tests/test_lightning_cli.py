@@ -1,34 +1,45 @@
-"""LightningCLI: the callback configured from the command line and from a YAML file."""
+"""LightningCLI: the callback configured from the command line and from a YAML file, each in a subprocess."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 pytest.importorskip("torch")
-pytest.importorskip("lightning")
 pytest.importorskip("jsonargparse")
 
-from lightning.pytorch.cli import LightningCLI
-from tests._lit import make_module
+pytestmark = pytest.mark.lightning
 
-pytestmark = [
-    pytest.mark.lightning,
-    # jsonargparse deprecations triggered by LightningCLI itself, not by this package
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-]
-
-
-def _model_class() -> Any:
-    import lightning.pytorch as pl
-
-    return type(make_module(pl, [3.0, 1.0, 2.0]))
+PACKAGE = "lightning.pytorch" if importlib.util.find_spec("lightning") else "pytorch_lightning"
+if not importlib.util.find_spec(PACKAGE.split(".")[0]):
+    pytest.skip("neither Lightning package is installed", allow_module_level=True)
+CLASS = "lightning_bestlink.ModelCheckpointWithLinkBest"
+if PACKAGE == "pytorch_lightning":
+    CLASS = "lightning_bestlink.pytorch_lightning.ModelCheckpointWithLinkBest"
+SCRIPT = Path(__file__).parent / "scripts" / "cli_fit.py"
 
 
-def _common(tmp_path: Path) -> list[str]:
+def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), PACKAGE, *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def fit_args(tmp_path: Path) -> list[str]:
     return [
         "fit",
         "--trainer.max_epochs=3",
@@ -37,42 +48,73 @@ def _common(tmp_path: Path) -> list[str]:
         "--trainer.enable_model_summary=false",
         "--trainer.num_sanity_val_steps=0",
         f"--trainer.default_root_dir={tmp_path}",
+        "--seed_everything=1",
     ]
 
 
-@pytest.fixture(autouse=True)
-def _argv(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sys.argv", ["prog"])  # LightningCLI warns when pytest's own argv is there too
+def test_help_lists_save_best_choices_best_name_and_every_model_checkpoint_option(tmp_path: Path) -> None:
+    out = cli(tmp_path, "fit", f"--trainer.callbacks+={CLASS}", "--trainer.callbacks.help", CLASS).stdout
+    flat = " ".join(out.split())
+    # jsonargparse before 4.25 (Lightning 2.0's range) spells the options --trainer.callbacks.init_args.X
+    options = set(re.findall(r"--trainer\.callbacks\.(?:init_args\.)?(\w+)", out))
+    assert "Literal['auto', 'symlink', 'hardlink', 'copy']" in flat and "bool" in flat
+    assert "default: best" in flat
+    model_checkpoint = ("dirpath", "monitor", "save_last", "save_top_k", "every_n_epochs", "save_on_train_epoch_end")
+    assert {"save_best", "best_name", *model_checkpoint} <= options
 
 
-def test_cli_flags(tmp_path: Path) -> None:
-    args = [
-        *_common(tmp_path),
-        "--trainer.callbacks+=lightning_bestlink.ModelCheckpointWithLinkBest",
+def test_flags(tmp_path: Path) -> None:
+    cli(
+        tmp_path,
+        *fit_args(tmp_path),
+        f"--trainer.callbacks+={CLASS}",
         "--trainer.callbacks.save_best=true",
         "--trainer.callbacks.monitor=val_loss",
         f"--trainer.callbacks.dirpath={tmp_path / 'ckpt'}",
-    ]
-    cli = LightningCLI(_model_class(), args=[*args, "--seed_everything=1"], save_config_kwargs={"overwrite": True})
-    (ckpt,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "ModelCheckpointWithLinkBest"]
-    assert ckpt.save_best is True
+    )
     assert os.readlink(tmp_path / "ckpt" / "best.ckpt") == "epoch=1-step=4.ckpt"
 
 
-def test_cli_yaml_config(tmp_path: Path) -> None:
+def test_a_bad_save_best_is_refused_when_parsing(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            *(sys.executable, str(SCRIPT), PACKAGE, *fit_args(tmp_path)),
+            *(f"--trainer.callbacks+={CLASS}", "--trainer.callbacks.save_best=hardlinks"),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode != 0 and "save_best" in proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_yaml_two_callbacks_two_aliases_in_one_folder(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
     config = tmp_path / "input.yaml"
     config.write_text(
         "trainer:\n"
         "  callbacks:\n"
-        "    - class_path: lightning_bestlink.ModelCheckpointWithLinkBest\n"
+        f"    - class_path: {CLASS}\n"
         "      init_args:\n"
         "        save_best: symlink\n"
         "        monitor: val_loss\n"
+        "        filename: loss-{epoch}\n"
         "        save_last: true\n"
-        f"        dirpath: {tmp_path / 'ckpt'}\n"
+        f"        dirpath: {ckpt}\n"
+        f"    - class_path: {CLASS}\n"
+        "      init_args:\n"
+        "        save_best: true\n"
+        "        best_name: best-val_acc\n"
+        "        monitor: val_acc\n"
+        "        mode: max\n"
+        "        filename: acc-{epoch}\n"
+        f"        dirpath: {ckpt}\n"
     )
-    cli = LightningCLI(_model_class(), args=[*_common(tmp_path), f"--config={config}", "--seed_everything=1"])
-    (ckpt,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "ModelCheckpointWithLinkBest"]
-    assert ckpt.save_best == "symlink"
-    assert os.readlink(tmp_path / "ckpt" / "best.ckpt") == "epoch=1-step=4.ckpt"
-    assert (tmp_path / "ckpt" / "last.ckpt").exists()
+    cli(tmp_path, *fit_args(tmp_path), f"--config={config}")
+    assert os.readlink(ckpt / "best.ckpt") == "loss-epoch=1.ckpt"
+    assert os.readlink(ckpt / "best-val_acc.ckpt") == "acc-epoch=2.ckpt"
+    assert json.loads((ckpt / "best-val_acc.ckpt.bestlink.json").read_text())["score"] == pytest.approx(0.9)
+    assert (ckpt / "last.ckpt").exists()

@@ -48,7 +48,15 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # PEP 562: the Trainer callback pulls in lightning, so only on first use
     if name == "ModelCheckpointWithLinkBest":
-        from lightning_bestlink.callbacks import ModelCheckpointWithLinkBest
-
+        try:
+            from lightning_bestlink.callbacks import ModelCheckpointWithLinkBest
+        except ModuleNotFoundError as err:
+            if (err.name or "").partition(".")[0] != "lightning":
+                raise
+            # an AttributeError, so getattr(module, name, default) and hasattr work (jsonargparse uses them)
+            raise AttributeError(
+                f"lightning_bestlink.ModelCheckpointWithLinkBest needs the lightning package ({err}); with "
+                f"the standalone pytorch_lightning use lightning_bestlink.pytorch_lightning.ModelCheckpointWithLinkBest"
+            ) from err
         return ModelCheckpointWithLinkBest
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

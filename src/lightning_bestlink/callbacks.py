@@ -5,18 +5,21 @@ Example::
     from lightning.pytorch import Trainer
     from lightning_bestlink import ModelCheckpointWithLinkBest
 
-    ckpt = ModelCheckpointWithLinkBest(save_best=True, monitor="val_loss", save_last=True)
-    Trainer(callbacks=[ckpt]).fit(model)
-    # checkpoints/best.ckpt -> epoch=6-step=28.ckpt, always the current best_model_path
+    ckpt = ModelCheckpointWithLinkBest(save_best=True, monitor="val_loss", save_last=True, dirpath="ckpt")
+    trainer = Trainer(callbacks=[ckpt])
+    trainer.fit(model)  # ckpt/best.ckpt -> epoch=6-step=28.ckpt, always the best checkpoint
+    trainer.test(model, ckpt_path="best")  # also in a new process: the alias's record answers
 """
 
 from __future__ import annotations
 
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from lightning_bestlink._trainer import BestLinkMixin
+from lightning_bestlink._trainer import BestLinkMixin, with_model_checkpoint_signature
 
 
+@with_model_checkpoint_signature
 class ModelCheckpointWithLinkBest(BestLinkMixin, ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` plus a best alias (seed-compatible).
 
@@ -24,10 +27,16 @@ class ModelCheckpointWithLinkBest(BestLinkMixin, ModelCheckpoint):
         save_best: ``None``/``False`` (off), ``True`` (``"auto"``: symlink, else hardlink,
             else copy), or a link kind: ``"symlink"``, ``"hardlink"``, ``"copy"``. On a
             non-local ``dirpath`` (fsspec) the alias is a copy made by the filesystem.
-        *args, **kwargs: everything ``ModelCheckpoint`` takes, unchanged.
+        best_name: the alias's name without extension (default ``"best"``: ``dirpath/best.ckpt``);
+            give each callback its own to keep several aliases in one folder.
+        **kwargs: every ``ModelCheckpoint`` argument, unchanged.
 
-    ``format_checkpoint_name({}, CHECKPOINT_NAME_BEST)`` (normally ``dirpath/best.ckpt``)
-    always points at ``best_model_path``; a JSON record ``best.ckpt.bestlink.json``
-    next to it holds the monitor, score, epoch and step. Set ``CHECKPOINT_NAME_BEST``
-    on the instance to rename the alias (e.g. two callbacks in one folder).
+    ``dirpath/best.ckpt`` always points at the best checkpoint; a JSON record
+    ``best.ckpt.bestlink.json`` next to it holds the monitor, score, epoch and step.
+    With ``verbose=True`` it says on rank zero when the alias moves. The callback state is
+    the stock ``ModelCheckpoint``'s (same key), so runs switch between the two classes
+    freely. More in ``docs/trainer.md``.
     """
+
+    _info = staticmethod(rank_zero_info)
+    _warn = staticmethod(rank_zero_warn)

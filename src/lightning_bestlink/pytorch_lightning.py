@@ -9,9 +9,14 @@ The same adapter as :mod:`lightning_bestlink.callbacks`, on
 from __future__ import annotations
 
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from lightning_bestlink._trainer import BestLinkMixin
+from lightning_bestlink._trainer import BestLinkMixin, with_model_checkpoint_signature
 
 
+@with_model_checkpoint_signature
 class ModelCheckpointWithLinkBest(BestLinkMixin, ModelCheckpoint):
     """``pytorch_lightning``'s ``ModelCheckpoint`` plus a best alias; see :mod:`lightning_bestlink.callbacks`."""
+
+    _info = staticmethod(rank_zero_info)
+    _warn = staticmethod(rank_zero_warn)

@@ -48,7 +48,6 @@ SEEN = []
 
 
 class Check(ModelCheckpointWithLinkBest):
-
     def on_validation_end(self, trainer, pl_module):
         super().on_validation_end(trainer, pl_module)
         self.record(trainer)

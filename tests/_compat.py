@@ -1,8 +1,10 @@
-"""Every difference between Lightning versions that this package depends on, as named flags.
+"""Every difference between Lightning versions that the tests depend on, as named flags.
 
-Each flag is named after exactly what it checks (a unit test compares name and
-specifier). ``RequirementCache`` is lazy: nothing is imported until a flag is read.
-No other module compares Lightning versions.
+The package itself needs none (the adapter reads the installed ``ModelCheckpoint``'s
+signature instead of listing versions). Each flag is named after exactly what it
+checks (``tests/test_compat.py`` compares name and specifier). ``RequirementCache``
+(lightning-utilities, installed with every Lightning) is lazy: nothing is imported
+until a flag is read.
 """
 
 from __future__ import annotations
@@ -25,3 +27,9 @@ _LIGHTNING_GE_2_4 = RequirementCache("lightning>=2.4")
 _PYTORCH_LIGHTNING_GE_2_1 = RequirementCache("pytorch_lightning>=2.1")
 _PYTORCH_LIGHTNING_GE_2_2 = RequirementCache("pytorch_lightning>=2.2")
 _PYTORCH_LIGHTNING_GE_2_4 = RequirementCache("pytorch_lightning>=2.4")
+
+
+def flag(package: str, minor: int) -> bool:
+    """``_LIGHTNING_GE_2_<minor>`` for ``lightning.pytorch``, ``_PYTORCH_LIGHTNING_GE_2_<minor>`` otherwise."""
+    prefix = "_LIGHTNING" if package.startswith("lightning") else "_PYTORCH_LIGHTNING"
+    return bool(globals()[f"{prefix}_GE_2_{minor}"])
