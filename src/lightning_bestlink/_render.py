@@ -69,7 +69,7 @@ def number(score: Any) -> str:
 
 
 #: extra keys shown in their own words (or not at all: the filename is the target's)
-_KNOWN_EXTRA = ("monitor", "epoch", "step", "filename")
+_KNOWN_EXTRA = ("monitor", "epoch", "step", "filename", "follows")
 
 
 def score_parts(record: dict[str, Any]) -> tuple[str, list[str]]:
@@ -86,8 +86,8 @@ def score_parts(record: dict[str, Any]) -> tuple[str, list[str]]:
     for key, value in extra.items():
         if key not in _KNOWN_EXTRA and isinstance(value, (str, int, float, bool)):
             details.append(f"{key} {number(value) if isinstance(value, float) else value}")
-    if score is None:  # an alias that follows a decision without a score (the latest save)
-        return "no score", details
+    if score is None:  # an alias that follows a decision without a score (the Trainer's monitor=None)
+        return ("latest save" if extra.get("follows") == "latest" else "no score"), details
     return (f"{monitor}={number(score)}" if monitor else number(score)), details
 
 
