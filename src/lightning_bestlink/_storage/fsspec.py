@@ -32,7 +32,16 @@ from lightning_bestlink._storage.base import (
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
-_IDENT_KEYS = ("ETag", "etag", "LastModified", "mtime", "created", "generation", "md5Hash")
+#: the keys of ``info()`` that change when an object is written, one group per kind of store; the
+#: first group with a key present is the identity (with the size). GCS's ``generation`` is new for
+#: every write of the object and only then: its ``etag`` and ``updated`` also change on a metadata
+#: edit (a lifecycle storage-class change, say), which must not make our alias look foreign.
+_VERSION_KEYS = (
+    ("generation",),  # GCS (gcsfs)
+    ("ETag", "LastModified"),  # S3 (s3fs): the ETag alone is the same for the same bytes
+    ("etag",),  # Azure Blob (adlfs): a new ETag for every write
+    ("mtime", "created"),  # any other filesystem (memory://, ...)
+)
 
 
 @contextmanager
@@ -47,8 +56,12 @@ def _as_os_error(what: str, url: str) -> Iterator[None]:
 
 
 def _ident_of(info: dict[str, Any]) -> Ident:
-    parts = [str(info.get("size"))] + [f"{k}={info[k]}" for k in _IDENT_KEYS if k in info]
-    return ";".join(parts)
+    """The size and the first group of :data:`_VERSION_KEYS` that ``info`` has."""
+    for keys in _VERSION_KEYS:
+        present = [f"{k}={info[k]}" for k in keys if info.get(k) is not None]
+        if present:
+            return ";".join([str(info.get("size")), *present])
+    return str(info.get("size"))
 
 
 class FsspecStorage(Storage):
