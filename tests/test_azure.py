@@ -260,6 +260,24 @@ def test_the_alias_is_known_by_its_etag(azure: Blob, container: str) -> None:
     assert azure.fs().cat_file(alias) == b"N" * 3000
 
 
+def test_a_cached_listing_never_hides_the_alias(azure: Blob, container: str) -> None:
+    """adlfs answers ``info()`` from a cached listing of the folder, and drops only the entry
+    itself when told to forget a path: the storage drops the folder's listing too."""
+    run = f"abfs://{container}/run"
+    a = put(azure, f"{run}/a.ckpt", b"a" * 5000)
+    linker = BestLinker(f"{run}/best.ckpt", storage_options=azure.options)
+    fs = linker._storage.fs  # type: ignore[attr-defined]  # the instance fsspec hands to everyone
+    fs.ls(f"{container}/run", detail=True)  # listed (by Lightning, the command line, ...) before the alias exists
+    assert linker.update(1.0, a)
+    record = read_metadata(f"{run}/best.ckpt", storage_options=azure.options)
+    assert record is not None and record["alias_id"] == f"5000;etag={etag(azure, f'{run}/best.ckpt')}"
+    assert linker.verify().ok
+
+    fs.ls(f"{container}/run", detail=True)  # listed with our alias in it ...
+    azure.fs().pipe_file(f"{run}/best.ckpt", b"x" * 5000)  # ... which someone else then replaces
+    assert linker.verify().status == "foreign"
+
+
 # --- the Trainer adapter ---------------------------------------------------------------
 
 

@@ -73,10 +73,17 @@ class FsspecStorage(Storage):
     def _strip(self, path: str) -> str:
         return str(self.fs._strip_protocol(path))
 
+    def _forget(self, path: str) -> None:
+        """Drop what the filesystem cached about ``path``: its entry and its folder's listing
+        (s3fs and gcsfs drop the folder's listing with the entry, adlfs does not)."""
+        stripped = self._strip(path)
+        self.fs.invalidate_cache(stripped)
+        self.fs.invalidate_cache(posixpath.dirname(stripped))
+
     def _info(self, path: str) -> dict[str, Any] | None:
-        # fresh from the server: a listing cached by anyone sharing this filesystem
-        # instance may still describe the object an earlier copy replaced
-        self.fs.invalidate_cache(self._strip(path))
+        # fresh from the server: a listing cached by anyone sharing this filesystem instance
+        # may still describe the object an earlier copy replaced, or lack a new one
+        self._forget(path)
         try:
             with _as_os_error("looking up", path):
                 info: dict[str, Any] = self.fs.info(self._strip(path))
@@ -161,7 +168,7 @@ class FsspecStorage(Storage):
                 except NotImplementedError:
                     self.fs.copy(src, dst)
         finally:
-            self.fs.invalidate_cache(dst)
+            self._forget(dst)
 
     # --- the record ----------------------------------------------------------------
 
@@ -183,7 +190,7 @@ class FsspecStorage(Storage):
             with _as_os_error("writing", path):
                 self.fs.pipe_file(self._strip(path), text.encode("utf-8"))
         finally:
-            self.fs.invalidate_cache(self._strip(path))
+            self._forget(path)
 
     def remove_file(self, path: str) -> None:
         try:
@@ -192,4 +199,4 @@ class FsspecStorage(Storage):
         except FileNotFoundError:
             pass
         finally:
-            self.fs.invalidate_cache(self._strip(path))
+            self._forget(path)
