@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from tests._object_store import (
     AZURE,
+    AZURITE_ACCOUNT,
     Azurite,
     CountingProxy,
     azurite_binary,
@@ -82,6 +83,9 @@ def azure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Blob]:
         adlfs.AzureBlobFileSystem.clear_instance_cache()
         try:
             yield Blob(proxy, {"connection_string": connection}, env)
+            # every client the linkers (and Lightning) got from fsspec talked to the local proxy only
+            clients = [fs.service_client.url for fs in list(adlfs.AzureBlobFileSystem._cache.values())]
+            assert all(url.startswith(f"{proxy.url}/{AZURITE_ACCOUNT}") for url in clients), clients
         finally:
             adlfs.AzureBlobFileSystem.clear_instance_cache()
             proxy.stop()

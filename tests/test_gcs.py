@@ -89,6 +89,8 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gcs]:
         gcsfs.GCSFileSystem.clear_instance_cache()
         try:
             yield Gcs(proxy, {"endpoint_url": proxy.url, "token": "anon"}, env)
+            # every client the linkers (and Lightning) got from fsspec talked to the local proxy only
+            assert {fs._location for fs in list(gcsfs.GCSFileSystem._cache.values())} <= {proxy.url}
         finally:
             gcsfs.GCSFileSystem.clear_instance_cache()
             proxy.stop()

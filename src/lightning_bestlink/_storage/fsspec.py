@@ -2,8 +2,11 @@
 the filesystem makes itself, a server-side copy on object stores, which replaces the
 object atomically. Never a download and re-upload, never a second serialisation.
 
-On S3 (s3fs) one alias update is one ``CopyObject`` request: the server copies the
-bytes, the client sends and receives only headers. Errors of the client library
+One alias update is one copy request: ``CopyObject`` on S3 (s3fs), ``objects.rewrite``
+on Google Cloud Storage (gcsfs), ``Copy Blob`` on Azure Blob (adlfs); the server copies
+the bytes, the client sends and receives only headers and small JSON or XML answers.
+What tells an alias this library wrote from anyone else's is read from ``info()`` by
+kind of key, not by store name (:data:`_VERSION_KEYS`). Errors of the client library
 that are not ``OSError`` (botocore's connection errors, for one) are turned into
 ``OSError`` here, so the linker reports every storage failure the same way.
 """
@@ -145,7 +148,7 @@ class FsspecStorage(Storage):
         if is_dir:
             raise IsADirectoryError(
                 errno.EISDIR,
-                f"cannot alias the directory checkpoint {target!r} on {self.fs.protocol!r}: an "
+                f"cannot alias the directory checkpoint {target!r} on {target.split('://', 1)[0]}://: an "
                 f"object store has no atomic way to replace a directory; save sharded "
                 f"checkpoints to a local or shared POSIX filesystem",
             )
