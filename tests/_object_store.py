@@ -522,24 +522,6 @@ def need_module(name: str, install: str) -> Any:
 
 # --- the command line on a store's URLs ---------------------------------------------------
 
-#: why the command-line tests on URLs skip where they do (main, until the CLI work is merged)
-CLI_URLS_MISSING = (
-    "the command line reads no URLs here: `show/verify/path/repair gs://... abfs://...` come with the "
-    "CLI's URL support (issue 'Command line for scripts', branch cli; tests/_cli.py is its test runner)"
-)
-
-
-def cli_runner() -> Any:
-    """``tests/_cli.py`` (``cli(*args, env=...)``: the command in a subprocess), or a skip with
-    :data:`CLI_URLS_MISSING` while the command line cannot take a URL."""
-    from lightning_bestlink.cli import build_parser
-
-    try:
-        build_parser().parse_args(["path", "memory://bucket/run"])
-    except SystemExit:
-        pytest.skip(CLI_URLS_MISSING)
-    return pytest.importorskip("tests._cli", reason=CLI_URLS_MISSING)
-
 
 def make_run(fs: Any, url: str, options: dict[str, Any]) -> str:
     """``url`` as a training run leaves it: epoch=0..3.ckpt (the best: epoch=2), last.ckpt, best.ckpt."""
@@ -556,7 +538,8 @@ def make_run(fs: Any, url: str, options: dict[str, Any]) -> str:
 def check_cli_on(run: str, env: dict[str, str | None], fs: Any) -> None:
     """``show``, ``verify``, ``path`` and ``repair`` on the run folder ``run`` (see :func:`make_run`),
     each a subprocess with the store's endpoint and credentials in its environment only."""
-    cli = cli_runner().cli
+    from tests._cli import cli
+
     shown = cli("show", run, env=env)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines()[0] == f"{run}  (alias healthy)"

@@ -282,6 +282,12 @@ def test_a_cached_listing_never_hides_the_alias(azure: Blob, container: str) -> 
     assert linker.verify().status == "foreign"
 
 
+def test_many_writers_on_one_alias_are_refused_here(azure: Blob, container: str) -> None:
+    """``shared=True`` needs writers that exclude each other: an object store has no such lock."""
+    with pytest.raises(ValueError, match="shared=True needs a filesystem with file locks"):
+        BestLinker(f"abfs://{container}/run/best.ckpt", shared=True, storage_options=azure.options)
+
+
 # --- the Trainer adapter ---------------------------------------------------------------
 
 

@@ -14,45 +14,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from tests._cli import BEST, cli, make_run, needs_symlinks, row
 
 from lightning_bestlink import BestLinker
-
-SCORES = [0.9, 0.5, 0.3, 0.4]  # mode="min": epoch=2 is the best
-BEST = "epoch=2.ckpt"
-
-needs_symlinks = pytest.mark.skipif(os.name == "nt", reason="the damage is made with symlinks")
-
-
-def cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lightning_bestlink", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
-
-
-def make_run(d: Path, *, link: str = "auto", last: bool = True, scores: list[float] = SCORES) -> BestLinker:
-    """A folder as a training run leaves it: epoch=N.ckpt, last.ckpt, best.ckpt and its record."""
-    d.mkdir(parents=True, exist_ok=True)
-    linker = BestLinker(d / "best.ckpt", mode="min", link=link)  # type: ignore[arg-type]
-    for epoch, score in enumerate(scores):
-        path = d / f"epoch={epoch}.ckpt"
-        path.write_bytes(b"w" * (100 + epoch))  # distinct sizes: a wrong copy is detectable
-        linker.update(score, path, extra={"monitor": "val_loss", "epoch": epoch, "step": 4 * (epoch + 1)})
-    if last:
-        (d / "last.ckpt").write_bytes(b"w" * (100 + len(scores) - 1))
-    return linker
-
-
-def row(output: str, name: str) -> str:
-    """The line of ``show``'s table that starts with ``name``."""
-    lines = [line for line in output.splitlines() if line.strip().startswith(name + " ") or line.strip() == name]
-    assert lines, f"no row {name!r} in:\n{output}"
-    return lines[0]
-
 
 # --- healthy folders --------------------------------------------------------------------
 
@@ -107,6 +71,18 @@ def test_show_marks_a_last_link_and_two_aliases(tmp_path: Path) -> None:
     assert "best" in row(out, BEST).split()
     assert "last.ckpt ->" not in out  # a last link marks its target, it is not a row
     assert cli("verify", tmp_path).stdout.count("ok ") == 2
+
+
+@needs_symlinks
+def test_a_folder_reached_through_a_link(tmp_path: Path) -> None:
+    make_run(tmp_path / "data" / "a" / "ckpt", last=False)
+    os.symlink("epoch=3.ckpt", tmp_path / "data" / "a" / "ckpt" / "last.ckpt")
+    os.symlink(tmp_path / "data" / "a" / "ckpt", tmp_path / "ckpt")
+
+    out = cli("show", "ckpt", cwd=tmp_path).stdout
+    assert row(out, "epoch=3.ckpt").split()[-1] == "last"  # the link marks its target, it is no row
+    assert "last.ckpt" not in out
+    assert "best" in row(out, BEST).split()
 
 
 @needs_symlinks
@@ -210,15 +186,16 @@ def test_metadata_deleted(tmp_path: Path) -> None:
 
     verified = cli("verify", tmp_path)
     assert verified.returncode == 0  # it may be the user's own file: nothing to check it against
-    assert note in verified.stdout
-    assert "no lightning-bestlink alias in" in verified.stdout
+    assert verified.stdout == ""  # notes are diagnostics: stderr
+    assert note in verified.stderr
+    assert "no lightning-bestlink alias in" in verified.stderr
     required = cli("verify", "--require", tmp_path)
     assert required.returncode == 1
-    assert required.stderr.startswith(f"error: no lightning-bestlink alias in {tmp_path}")
+    assert f"error: no lightning-bestlink alias in {tmp_path}\n" in required.stderr
 
     repaired = cli("repair", tmp_path)
     assert repaired.returncode == 0
-    assert "nothing to repair from" in repaired.stdout
+    assert "nothing to repair from" in repaired.stderr
     assert os.path.lexists(tmp_path / "best.ckpt")  # untouched
 
     out = cli("show", tmp_path).stdout
@@ -252,9 +229,9 @@ def test_unreadable_record(tmp_path: Path) -> None:
         assert "is not a lightning-bestlink record" in result.stdout
     shown = cli("show", tmp_path)
     assert shown.returncode == 0  # show reports, it does not judge
-    assert "unreadable record: best.ckpt.bestlink.json is not a lightning-bestlink record" in row(
-        shown.stdout, "best.ckpt"
-    )
+    health = row(shown.stdout, "best.ckpt")
+    assert f"unreadable record: {str(tmp_path / 'best.ckpt.bestlink.json')!r}" in health
+    assert "is not a lightning-bestlink record" in health
     assert "(1 of 1 alias needs attention)" in shown.stdout
 
 
@@ -264,8 +241,9 @@ def test_unreadable_record(tmp_path: Path) -> None:
 def test_folder_without_alias(tmp_path: Path) -> None:
     (tmp_path / "model.ckpt").write_bytes(b"w")
     verified = cli("verify", tmp_path)
-    assert (verified.returncode, verified.stdout) == (
+    assert (verified.returncode, verified.stdout, verified.stderr) == (
         0,
+        "",
         f"no lightning-bestlink alias in {tmp_path}: nothing to check\n",
     )
     assert cli("verify", "--require", tmp_path).returncode == 1
@@ -282,7 +260,7 @@ def test_recursive(tmp_path: Path) -> None:
 
     flat = cli("verify", tmp_path / "lightning_logs")
     assert flat.returncode == 0
-    assert "(use -r to look in sub-folders)" in flat.stdout
+    assert "(use -r to look in sub-folders)" in flat.stderr
 
     deep = cli("verify", "-r", "lightning_logs", cwd=tmp_path)
     assert deep.returncode == 1
@@ -380,3 +358,22 @@ def test_demo() -> None:
     temp = first.split()[1]
     assert f"Removed {temp}" in out
     assert not os.path.exists(temp)
+
+
+def test_repair_refuses_a_record_that_names_a_file_outside_the_folder(tmp_path: Path) -> None:
+    secret = tmp_path / "private" / "secret.ckpt"
+    secret.parent.mkdir()
+    secret.write_bytes(b"s" * 100)
+    run = tmp_path / "run"
+    make_run(run, link="copy")
+    record = json.loads((run / "best.ckpt.bestlink.json").read_text())
+    record["target"] = os.path.relpath(secret, run)  # planted by someone who can write the run folder
+    (run / "best.ckpt.bestlink.json").write_text(json.dumps(record))
+    (run / "best.ckpt").unlink()
+    proc = cli("repair", run)
+    assert proc.returncode == 1, proc
+    assert "REFUSED" in proc.stdout and "--allow-outside" in proc.stdout
+    assert not (run / "best.ckpt").exists()
+    proc = cli("repair", "--allow-outside", run)
+    assert proc.returncode == 0, proc
+    assert (run / "best.ckpt").read_bytes() == secret.read_bytes()

@@ -262,6 +262,12 @@ def test_a_metadata_edit_keeps_the_alias_ours() -> None:
     assert _ident_of(rewritten) != _ident_of(written)
 
 
+def test_many_writers_on_one_alias_are_refused_here(gcs: Gcs, bucket: str) -> None:
+    """``shared=True`` needs writers that exclude each other: an object store has no such lock."""
+    with pytest.raises(ValueError, match="shared=True needs a filesystem with file locks"):
+        BestLinker(f"gs://{bucket}/run/best.ckpt", shared=True, storage_options=gcs.options)
+
+
 # --- the Trainer adapter ---------------------------------------------------------------
 
 

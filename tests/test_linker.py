@@ -625,3 +625,16 @@ def test_record_changed_by_someone_else_is_read_again(tmp_path: Path) -> None:
     with pytest.raises(AliasConflictError):
         linker.update(1.0, b)
     assert (tmp_path / "best.ckpt").read_bytes() == b"a"
+
+
+def test_a_linker_pickles_and_deep_copies_after_updates(tmp_path: Path) -> None:
+    import copy
+
+    a, b = write_ckpt(tmp_path / "a", 1), write_ckpt(tmp_path / "b", 2)
+    linker = BestLinker(tmp_path / "best", link="copy")
+    assert linker.update(0.5, a)
+    restored = pickle.loads(pickle.dumps(linker))  # Lightning pickles and deep-copies callbacks
+    assert (restored.best_score, restored.best_path) == (0.5, str(a)) and restored.verify().ok
+    clone = copy.deepcopy(linker)
+    assert clone.update(0.4, b)  # its own lock, its own state
+    assert fill_of(linker.link_path) == 2 and linker.best_score == 0.5

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkError, BestLinkWarning
+from lightning_bestlink._errors import (
+    AliasBusyError,
+    AliasConflictError,
+    AliasWriteError,
+    BestLinkError,
+    BestLinkWarning,
+    OutsideFolderError,
+    RecordError,
+)
 from lightning_bestlink._health import AliasReport
 from lightning_bestlink._metadata import SUFFIX as METADATA_SUFFIX
 from lightning_bestlink.linker import BestLinker, read_metadata
@@ -22,6 +30,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AliasBusyError",
     "AliasConflictError",
     "AliasReport",
     "AliasWriteError",
@@ -30,6 +39,8 @@ __all__ = [
     "BestLinker",
     "METADATA_SUFFIX",
     "ModelCheckpointWithLinkBest",
+    "OutsideFolderError",
+    "RecordError",
     "read_metadata",
 ]
 

@@ -33,6 +33,10 @@ class RecordError(AliasConflictError):
     damaged); the record names the file and what is wrong, and nothing was changed."""
 
 
+class OutsideFolderError(BestLinkError, ValueError):
+    """A checkpoint named by a saved state or record lies outside the alias's folder; nothing was changed."""
+
+
 class AliasBusyError(BestLinkError, TimeoutError):
     """Another process held the alias's lock for longer than ``lock_timeout``; nothing was changed."""
 

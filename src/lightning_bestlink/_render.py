@@ -1,7 +1,9 @@
-"""How ``show``, ``verify``, ``repair`` and the demo word what the survey found: tables and sentences.
+"""How ``show``, ``verify``, ``repair`` and ``watch`` word what the survey found: tables and sentences.
 
 Pure text from :mod:`._survey` data; nothing here reads the disk except
-:func:`advice`, which checks whether the best checkpoint itself still exists.
+:func:`advice`, which checks whether the best checkpoint itself still exists. Every
+name and field that came from the disk is passed through :func:`printable` before it
+is printed: a file name with a newline must not forge a row of the table.
 """
 
 from __future__ import annotations
@@ -13,6 +15,41 @@ from typing import Any, TextIO
 from lightning_bestlink._metadata import SUFFIX
 from lightning_bestlink._storage import is_url
 from lightning_bestlink._survey import Alias, Folder
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    r"""``text`` with every character that is not printable escaped, as Python writes it.
+
+    A byte that was not UTF-8 in a file name (decoded with ``surrogateescape``) comes
+    back as ``\xNN``; control characters, and invisible ones such as a right-to-left
+    override, as ``\n``, ``\x1b``, ``\u202e``.
+
+    >>> printable("a\nb.ckpt"), printable("epoch=\x1b[31m.ckpt"), printable("caf\udce9.ckpt")
+    ('a\\nb.ckpt', 'epoch=\\x1b[31m.ckpt', 'caf\\xe9.ckpt')
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch.isprintable():
+            out.append(ch)
+        elif ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif 0xDC80 <= code <= 0xDCFF:  # an undecodable byte of a file name
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def say(out: TextIO, text: str = "") -> None:
+    """Print one line of text, escaped (the line's own end is the only line break)."""
+    print(printable(text), file=out)
 
 
 def size_text(size: int | None) -> str:
@@ -26,17 +63,32 @@ def size_text(size: int | None) -> str:
     raise AssertionError("unreachable")
 
 
+def number(score: Any) -> str:
+    """A score as the tables write it: ``0.0312``, ``inf``."""
+    return format(score, ".6g") if isinstance(score, (int, float)) and not isinstance(score, bool) else str(score)
+
+
+#: extra keys shown in their own words (or not at all: the filename is the target's)
+_KNOWN_EXTRA = ("monitor", "epoch", "step", "filename")
+
+
 def score_parts(record: dict[str, Any]) -> tuple[str, list[str]]:
-    """``("val_loss=0.0312", ["min", "epoch 6", "step 28"])`` from a record."""
+    """``("val_loss=0.0312", ["min", "epoch 6", "step 28"])`` from a record.
+
+    Other plain values of ``extra`` follow as ``key value`` (a sweep's ``trial 3``).
+    """
     extra = record.get("extra") or {}
-    score = record.get("score")
-    value = format(score, ".6g") if isinstance(score, (int, float)) else str(score)
-    monitor = extra.get("monitor")
+    score, monitor = record.get("score"), extra.get("monitor")
     details = [str(record.get("mode"))]
     for key in ("epoch", "step"):
         if extra.get(key) is not None:
             details.append(f"{key} {extra[key]}")
-    return (f"{monitor}={value}" if monitor else value), details
+    for key, value in extra.items():
+        if key not in _KNOWN_EXTRA and isinstance(value, (str, int, float, bool)):
+            details.append(f"{key} {number(value) if isinstance(value, float) else value}")
+    if score is None:  # an alias that follows a decision without a score (the latest save)
+        return "no score", details
+    return (f"{monitor}={number(score)}" if monitor else number(score)), details
 
 
 def score_text(record: dict[str, Any]) -> str:
@@ -45,21 +97,29 @@ def score_text(record: dict[str, Any]) -> str:
 
 
 def count(n: int, total: int, verb: str) -> str:
-    """``"1 of 2 aliases needs attention"`` with the right plural."""
+    """``"1 of 2 aliases not repaired"`` with the right plural."""
     return f"{n} of {total} alias{'es' if total > 1 else ''} {verb}"
 
 
-def attention(bad: int, total: int) -> str:
-    """``"1 of 2 aliases needs attention"``."""
-    return count(bad, total, "need attention" if bad > 1 else "needs attention")
+def attention(bad: int, total: int, unreadable: int = 0) -> str:
+    """``"1 of 2 aliases needs attention"``, and the folders that could not be read."""
+    parts = [count(bad, total, "need attention" if bad > 1 else "needs attention")] if bad or not unreadable else []
+    if unreadable:
+        parts.append(f"{unreadable} folder{'s' if unreadable > 1 else ''} could not be read")
+    return "; ".join(parts)
 
 
 def rel(path: str | None, folder: str) -> str:
+    """``path`` relative to ``folder`` when it is inside it (a URL too), else as it is."""
     if path is None:
         return "?"
-    if is_url(path):
+    if is_url(path) or is_url(folder):
+        base = folder.rstrip("/") + "/"
+        return path[len(base) :] if path.startswith(base) else path
+    try:
+        rel = os.path.relpath(path, folder)
+    except ValueError:  # another drive on Windows
         return path
-    rel = os.path.relpath(path, folder)
     return path if rel.startswith(os.pardir + os.sep + os.pardir) else rel
 
 
@@ -74,6 +134,9 @@ def problem(alias: Alias, folder: str) -> str:
         return f"missing: {alias.name} does not exist (its record names {expected})"
     if report.status == "dangling":
         return f"dangling: {alias.name} points at {actual}, which does not exist"
+    if report.status == "mismatch" and report.actual in (None, report.expected):
+        # a copy or hard link whose size is not the checkpoint's: it names nothing else
+        return f"mismatch: {alias.name} is not a copy of {expected}, which its record names (the sizes differ)"
     if report.status == "mismatch":
         return f"mismatch: {alias.name} points at {actual}, but its record names {expected}"
     if report.status == "foreign":
@@ -89,12 +152,13 @@ def advice(alias: Alias, shown_dir: str) -> str:
     assert report is not None
     if report.status == "foreign":
         return f"move or delete {alias.name}, then run: lightning-bestlink repair {shown_dir}"
-    if report.expected is not None and not os.path.lexists(report.expected) and not is_url(report.expected):
+    if report.expected is not None and not is_url(report.expected) and not os.path.lexists(report.expected):
         return "the best checkpoint itself is gone; repair cannot bring it back"
     return f"run: lightning-bestlink repair {shown_dir}"
 
 
 def table(rows: Sequence[Sequence[str]], out: TextIO, indent: str = "  ") -> None:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
@@ -105,32 +169,45 @@ def health(alias: Alias, folder: str) -> str:
     return "ok" if alias.ok else problem(alias, folder)
 
 
-def render(folder: Folder, out: TextIO, *, title: str | None = None) -> None:
-    """The table ``show`` prints (and the demo ends with)."""
+def summary(folder: Folder) -> str:
+    """What the title line of a folder says in brackets."""
+    if folder.error is not None:
+        return folder.error
     bad = sum(not a.ok for a in folder.aliases)
     if not folder.aliases:
-        summary = "no best alias"
-    elif bad:
-        summary = attention(bad, len(folder.aliases))
-    else:
-        summary = "alias healthy" if len(folder.aliases) == 1 else f"{len(folder.aliases)} aliases healthy"
-    print(f"{title or folder.path}  ({summary})", file=out)
+        return "no best alias"
+    if bad:
+        return attention(bad, len(folder.aliases))
+    return "alias healthy" if len(folder.aliases) == 1 else f"{len(folder.aliases)} aliases healthy"
+
+
+def render(folder: Folder, out: TextIO, *, title: str | None = None) -> None:
+    """The table ``show`` prints (and the demo ends with)."""
+    say(out, f"{title or folder.path}  ({summary(folder)})")
+    if folder.error is not None:
+        return
     if folder.entries:
         rows = [["CHECKPOINT", "SIZE", "MARK", "SCORE"]]
         for e in folder.entries:
             name = e.name + ("/" if e.is_dir and e.link_to is None else "")
             if e.link_to is not None:
-                name += f" -> {e.link_to}"
+                name += f" -> {e.link_to}" + (" (dangling)" if e.dangling else "")
             rows.append([name, size_text(e.size), ",".join(e.marks), "; ".join(score_text(r) for r in e.records)])
         table(rows, out)
     else:
-        print("  no checkpoints", file=out)
+        say(out, "  no checkpoints")
     if folder.aliases:
-        rows = [["ALIAS", "KIND", "TARGET", "HEALTH"]]
+        # a target outside this folder's listing (a sweep's alias into trial-3/) has no checkpoint
+        # row to carry its score: then the alias rows do
+        listed = {e.path for e in folder.entries}
+        scores = any(a.record is not None and a.target not in listed for a in folder.aliases)
+        rows = [["ALIAS", "KIND", "TARGET", *(["SCORE"] if scores else []), "HEALTH"]]
         for a in folder.aliases:
             kind = str(a.record.get("link", "?")) if a.record else "?"
-            rows.append([a.name, kind, rel(a.target, folder.path) if a.target else "?", health(a, folder.path)])
+            target = rel(a.target, folder.path) if a.target else "?"
+            score = [score_text(a.record) if a.record else ""] if scores else []
+            rows.append([a.name, kind, target, *score, health(a, folder.path)])
         print(file=out)
         table(rows, out)
     for name in folder.unrecorded:
-        print(f"  note: {name} has no {SUFFIX} record; lightning-bestlink cannot vouch for it", file=out)
+        say(out, f"  note: {name} has no {SUFFIX} record; lightning-bestlink cannot vouch for it")

@@ -1,8 +1,13 @@
 """A survey of checkpoint folders: folders in, data out (aliases, records, checkpoints).
 
-Nothing here prints or writes: ``cli.py`` renders what :func:`scan` and
-:func:`folders` find, and the tests read it directly. Aliases are found by their
-records (``<alias>.bestlink.json``), whatever their name.
+Nothing here prints or writes: the commands render what :func:`scan`, :func:`folders`
+and :func:`load_alias` find, and the tests read it directly. Aliases are found by their
+records (``<alias>.bestlink.json``), whatever their name. Folders are local paths or
+fsspec URLs (see :mod:`._listing`).
+
+Everything read is input, not authority: a record that is not a regular file is not
+opened, a record that cannot be read or a folder that cannot be listed becomes an
+``error`` on the alias or folder, and the survey goes on to the next one.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 from lightning_bestlink._errors import AliasConflictError
 from lightning_bestlink._health import AliasReport
+from lightning_bestlink._listing import Item, Lister, lister_for, what
 from lightning_bestlink._metadata import SUFFIX
 from lightning_bestlink._names import is_last_name
 from lightning_bestlink.linker import BestLinker, read_metadata
@@ -22,6 +28,9 @@ from lightning_bestlink.linker import BestLinker, read_metadata
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 #: what marks a directory as one sharded checkpoint (torch.distributed.checkpoint, Lightning FSDP/DeepSpeed)
 _SHARDED_MARKERS = (".metadata", "meta.pt", "latest", "zero_to_fp32.py")
+#: what reading a damaged record can raise besides AliasConflictError and OSError (JSON nested too
+#: deep, a number too large for a float, bytes that are not UTF-8, a field of the wrong type)
+_DAMAGE = (ValueError, TypeError, KeyError, RecursionError, OverflowError)
 
 
 # --- what is in a folder ------------------------------------------------------------
@@ -35,7 +44,11 @@ class Alias:
     path: str
     record: dict[str, Any] | None = None
     report: AliasReport | None = None
-    error: str | None = None  # the record could not be read
+    error: str | None = None  # the record could not be read, or the alias not checked: why
+
+    @property
+    def record_path(self) -> str:
+        return self.path + SUFFIX
 
     @property
     def ok(self) -> bool:
@@ -43,13 +56,14 @@ class Alias:
 
     @property
     def status(self) -> str:
-        if self.error is not None:
-            return "bad-record"
-        assert self.report is not None
+        """A status of :class:`AliasReport`, or ``"unreadable-record"``."""
+        if self.error is not None or self.report is None:
+            return "unreadable-record"
         return self.report.status
 
     @property
     def target(self) -> str | None:
+        """The best checkpoint the record names (absolute, or a URL)."""
         return None if self.record is None else str(self.record["target"])
 
     @property
@@ -61,7 +75,7 @@ class Alias:
 
 @dataclass
 class Entry:
-    """A checkpoint (file or directory) in the folder."""
+    """A checkpoint (file or directory) in the folder, or a link that is not a recorded alias."""
 
     name: str
     path: str
@@ -69,7 +83,8 @@ class Entry:
     size: int | None
     marks: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)  # of the aliases that point here
-    link_to: str | None = None  # a symlink that is neither a recorded alias nor a last link
+    link_to: str | None = None  # a symlink: its text
+    dangling: bool = False  # a symlink to nothing
 
 
 @dataclass
@@ -77,123 +92,233 @@ class Folder:
     """What ``show``, ``verify`` and ``repair`` know about one directory."""
 
     path: str
-    entries: list[Entry]
-    aliases: list[Alias]
-    unrecorded: list[str]  # names that look like a best alias but have no record
-    subdirs: bool  # has sub-directories that are not checkpoints (for the "-r" hint)
+    entries: list[Entry] = field(default_factory=list)
+    aliases: list[Alias] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)  # names that look like an alias but have no record
+    subdirs: list[str] = field(default_factory=list)  # sub-folders that are not checkpoints (for -r)
+    error: str | None = None  # the folder could not be listed: why
 
     @property
     def empty(self) -> bool:
-        return not (self.entries or self.aliases or self.unrecorded)
+        return not (self.entries or self.aliases or self.unrecorded or self.error)
 
 
-def _natural(name: str) -> list[Any]:
+def natural(name: str) -> list[Any]:
     """Sort key: ``epoch=9`` before ``epoch=10``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))]
 
 
-def _is_sharded(path: str) -> bool:
+def reason(err: OSError) -> str:
+    """``"Permission denied"`` for an ``OSError``; its text when it has no ``strerror``."""
+    return err.strerror or str(err)
+
+
+# --- one alias ------------------------------------------------------------------------
+
+
+def load_alias(path: str, record_item: Item | None = None, lister: Lister | None = None) -> Alias:
+    """Read the record of the alias at ``path`` and check the alias against it. Never raises.
+
+    ``record_item`` is what a listing saw at the record's path (looked up when not
+    given): a record that is not a regular file (a FIFO would block the read, a link to
+    ``/dev/zero`` never end it) is not opened.
+    """
+    lister = lister or lister_for(path)
+    alias = Alias(os.path.basename(path), path)
+    record_name = alias.name + SUFFIX
     try:
-        names = os.listdir(path)
-    except OSError:
-        return False
-    return any(n in _SHARDED_MARKERS or n.endswith(".distcp") for n in names)
-
-
-def _tree_size(path: str) -> int | None:
-    total = 0
-    try:
-        for top, _, files in os.walk(path):
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(top, name)).st_size
-                except OSError:
-                    pass
-    except OSError:
-        return None
-    return total
-
-
-def _load_alias(folder: str, name: str) -> Alias:
-    alias = Alias(name, os.path.join(folder, name))
-    try:
-        alias.record = read_metadata(alias.path)
-        alias.report = BestLinker.from_metadata(alias.path).verify()
-    except AliasConflictError:  # not JSON, or not our format
-        alias.error = f"{name}{SUFFIX} is not a lightning-bestlink record"
-    except (KeyError, TypeError, ValueError) as err:  # our format, but a field is missing or wrong
-        alias.error = f"{name}{SUFFIX} is damaged ({type(err).__name__}: {err})"
+        item = record_item if record_item is not None else lister.lookup(alias.record_path)
     except OSError as err:
-        alias.error = f"cannot read {name}{SUFFIX}: {err.strerror or err}"
+        alias.error = f"cannot read {record_name}: {reason(err)}"
+        return alias
+    if item is None:
+        alias.error = f"{record_name} does not exist"
+        return alias
+    kind = item.leads_to if item.kind == "link" else item.kind
+    if kind != "file":
+        if item.kind == "link" and kind is None:
+            shape = f"a symbolic link to {item.link_to!r}, which does not exist"
+        elif item.kind == "link":
+            shape = f"a symbolic link to {what_of(item.resolved)}"
+        else:
+            shape = "a directory" if kind == "dir" else what_of(item.path)
+        alias.error = f"{record_name} is not a regular file but {shape}; it was not read"
+        return alias
+    try:
+        alias.record = read_metadata(path)
+        if alias.record is None:
+            alias.error = f"{record_name} disappeared while it was read"
+            return alias
+    except AliasConflictError as err:  # not JSON, not our format, or a field is wrong: the message names the file
+        alias.error = str(err)
+        return alias
+    except OSError as err:
+        alias.error = f"cannot read {record_name}: {reason(err)}"
+        return alias
+    except _DAMAGE as err:
+        alias.error = f"{record_name} is damaged and cannot be read: {type(err).__name__}: {str(err)[:200]}"
+        return alias
+    try:
+        # checking reads only: an alias may rightly point outside its folder (a Trainer resumed
+        # into a new folder); repair asks for --allow-outside before it acts on such a record
+        alias.report = BestLinker.from_metadata(path, allow_outside=True).verify()
+    except AliasConflictError as err:
+        alias.error = str(err)
+    except OSError as err:
+        alias.error = f"cannot check {alias.name} against {record_name}: {reason(err)}"
+    except _DAMAGE as err:
+        alias.error = f"{record_name} is damaged: {type(err).__name__}: {str(err)[:200]}"
     return alias
 
 
+def what_of(path: str | None) -> str:
+    """What sits at a local ``path`` (``"a FIFO"``), for a record that is not a regular file."""
+    try:
+        return what(os.stat(path or "").st_mode)
+    except OSError as err:
+        return f"something that cannot be read ({reason(err)})"
+
+
+# --- one folder -----------------------------------------------------------------------
+
+
+def _looks_like_checkpoint(name: str) -> bool:
+    return name.endswith(CHECKPOINT_SUFFIXES) or is_last_name(name)
+
+
+def _is_sharded(lister: Lister, path: str) -> bool:
+    return any(n in _SHARDED_MARKERS or n.endswith(".distcp") for n in lister.names(path))
+
+
 def scan(folder: str) -> Folder:
-    """Read one directory: checkpoints, aliases with records, last checkpoints. Changes nothing."""
-    folder = os.path.abspath(folder)
-    with os.scandir(folder) as it:
-        listing = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: _natural(e.name))
-    alias_names = {e.name[: -len(SUFFIX)] for e in listing if e.name.endswith(SUFFIX) and len(e.name) > len(SUFFIX)}
-    aliases = [_load_alias(folder, name) for name in sorted(alias_names, key=_natural)]
+    """Read one directory (a path or URL): checkpoints, aliases with records, last checkpoints.
+
+    Changes nothing. A directory that cannot be listed gives a :class:`Folder` with
+    ``error`` set; a record that cannot be read gives an :class:`Alias` with ``error`` set.
+    """
+    lister = lister_for(folder)
+    path = lister.normalize_folder(folder)
+    try:
+        listing = sorted((i for i in lister.listing(path) if not i.name.startswith(".")), key=lambda i: natural(i.name))
+    except OSError as err:
+        return Folder(path, error=f"cannot read this folder: {reason(err)}")
+    records = {i.name[: -len(SUFFIX)]: i for i in listing if i.name.endswith(SUFFIX) and len(i.name) > len(SUFFIX)}
+    aliases = [load_alias(lister.join(path, name), records[name], lister) for name in sorted(records, key=natural)]
     targets = {a.target for a in aliases if a.target is not None}
 
+    result = Folder(path, aliases=aliases)
     entries: dict[str, Entry] = {}
-    last_targets: list[str] = []
-    unrecorded: list[str] = []
-    subdirs = False
-    for e in listing:
-        if e.name.endswith(SUFFIX) or e.name in alias_names:
+    last_links: list[Item] = []
+    for item in listing:
+        if item.name.endswith(SUFFIX) or item.name in records:
             continue
-        is_link = e.is_symlink()
-        if is_link and is_last_name(e.name):
-            last_targets.append(os.path.realpath(e.path))  # save_last="link": marks the checkpoint it names
+        named = _looks_like_checkpoint(item.name) or item.path in targets
+        if item.kind == "link":
+            if is_last_name(item.name):
+                last_links.append(item)  # save_last="link": marks the checkpoint it names
+                continue
+            entries[item.path] = Entry(
+                item.name, item.path, item.leads_to == "dir", None, link_to=item.link_to, dangling=item.leads_to is None
+            )
+            if not named or item.name.startswith("best"):
+                result.unrecorded.append(item.name)
             continue
-        try:
-            is_dir = e.is_dir()  # follows symlinks
-        except OSError:
-            is_dir = False
-        looks_like = e.name.endswith(CHECKPOINT_SUFFIXES) or e.path in targets or bool(is_last_name(e.name))
-        if is_dir and not is_link and not looks_like and not _is_sharded(e.path):
-            subdirs = True
-            continue
-        if not (looks_like or is_link or is_dir):
-            continue
-        if e.name.startswith("best") or (is_link and not looks_like):
-            unrecorded.append(e.name)
-        if is_link:
-            size = None
-            link_to = os.readlink(e.path)
+        if item.kind == "dir":
+            if not named and not _is_sharded(lister, item.path):
+                result.subdirs.append(item.path)
+                continue
+            entries[item.path] = Entry(item.name, item.path, True, lister.tree_size(item.path))
+        elif item.kind == "file" and named:
+            entries[item.path] = Entry(item.name, item.path, False, item.size)
         else:
-            size = _tree_size(e.path) if is_dir else e.stat(follow_symlinks=False).st_size
-            link_to = None
-        entries[e.path] = Entry(e.name, e.path, is_dir, size, link_to=link_to)
-        if is_last_name(e.name) and not is_link:
-            entries[e.path].marks.append("last")
+            continue
+        if item.name.startswith("best"):
+            result.unrecorded.append(item.name)
+        if is_last_name(item.name):
+            entries[item.path].marks.append("last")
 
     for alias in aliases:
         if alias.target in entries:
             entries[alias.target].marks.append(alias.label)
             if alias.record is not None:
                 entries[alias.target].records.append(alias.record)
-    for target in last_targets:
-        if target in entries and "last" not in entries[target].marks:
-            entries[target].marks.append("last")
-    return Folder(folder, list(entries.values()), aliases, unrecorded, subdirs)
+    # a link's target is resolved; the folder may have been reached through a link of its own
+    real = {os.path.realpath(e.path): e for e in entries.values()} if last_links else {}
+    for link in last_links:
+        marked = real.get(link.resolved or "")
+        if marked is not None and link.leads_to is not None:
+            if "last" not in marked.marks:
+                marked.marks.append("last")
+            continue
+        # dangling, or pointing out of the folder: a row of its own, so it is not hidden
+        entries[link.path] = Entry(
+            link.name,
+            link.path,
+            link.leads_to == "dir",
+            None,
+            ["last"],
+            link_to=link.link_to,
+            dangling=link.leads_to is None,
+        )
+    result.entries = sorted(entries.values(), key=lambda e: natural(e.name))
+    return result
 
 
 def folders(root: str, recursive: bool) -> list[Folder]:
-    """``root`` alone, or with ``recursive`` every folder under it holding checkpoints or aliases."""
+    """``root`` alone, or with ``recursive`` every folder under it holding checkpoints or aliases.
+
+    Folders that cannot be read are in the list, with their ``error``. Symbolic links to
+    folders and hidden folders are not entered.
+    """
     if not recursive:
         return [scan(root)]
     found: list[Folder] = []
-    for top, dirs, _ in os.walk(root):
-        try:
-            folder = scan(top)
-        except PermissionError:
-            dirs[:] = []
-            continue
-        inside = {e.name for e in folder.entries if e.is_dir}
-        dirs[:] = sorted((d for d in dirs if not d.startswith(".") and d not in inside), key=_natural)
+    stack = [root]
+    while stack:
+        folder = scan(stack.pop())
+        stack.extend(reversed(folder.subdirs))
         if not folder.empty:
             found.append(folder)
     return found
+
+
+@dataclass
+class Located:
+    """The alias a command line argument names (``path`` and ``watch``), or why there is none."""
+
+    alias: str | None  # the alias path (absolute, or a URL)
+    folder: Folder | None = None  # the folder surveyed, when the argument was one
+    error: str | None = None
+    exists: bool = True  # False: nothing at all is at the argument's path
+    loaded: Alias | None = None  # the alias as the folder's survey loaded it
+
+
+def locate(arg: str) -> Located:
+    """Which alias ``arg`` names: the alias itself (it has a record), its record, or a folder
+    holding exactly one alias. Reads only."""
+    lister = lister_for(arg)
+    path = lister.normalize(arg)
+    if path.endswith(SUFFIX) and len(os.path.basename(path)) > len(SUFFIX):
+        return Located(path[: -len(SUFFIX)])
+    try:
+        if lister.lookup(path + SUFFIX) is not None:
+            return Located(path)
+        item = lister.lookup(path)
+    except OSError as err:
+        return Located(None, error=f"cannot look at {arg}: {reason(err)}")
+    if item is None:
+        return Located(path, error=f"{arg} does not exist (no folder, no alias, no {SUFFIX} record)", exists=False)
+    if (item.leads_to if item.kind == "link" else item.kind) != "dir":
+        return Located(None, error=f"{arg} is not a folder and has no {SUFFIX} record next to it")
+    folder = scan(path)
+    if folder.error is not None:
+        return Located(None, folder, f"{arg}: {folder.error}")
+    if not folder.aliases:
+        return Located(None, folder, f"no lightning-bestlink alias in {arg} (no {SUFFIX} record)")
+    if len(folder.aliases) > 1:
+        names = ", ".join(a.name for a in folder.aliases)
+        return Located(None, folder, f"{arg} holds {len(folder.aliases)} aliases ({names}); name one of them")
+    return Located(folder.aliases[0].path, folder, loaded=folder.aliases[0])
+
+
+__all__ = ["Alias", "Entry", "Folder", "Located", "folders", "load_alias", "locate", "natural", "scan"]

@@ -91,72 +91,61 @@ class AliasWriter:
     ) -> dict[str, Any] | None:
         """Point the alias at ``target``; returns the new record, or None when ``proceed`` said no."""
         with self.exclusive():
-            return self._write_locked(value, target, kind, mode, extra, proceed)
-
-    def _write_locked(
-        self,
-        value: float | None,
-        target: str,
-        kind: TargetType,
-        mode: str,
-        extra: dict[str, Any],
-        proceed: Proceed | None,
-    ) -> dict[str, Any] | None:
-        storage, alias = self.storage, self.link_path
-        action = f"pointing {alias!r} at {target!r}"
-        try:  # nothing is written yet: any storage error here leaves everything as it was
-            if self._clean_every_time or not self._cleaned:
-                storage.cleanup(alias, self.meta_path)
-                self._cleaned = True
-            old_text = storage.read_text(self.meta_path, _metadata.LIMIT)
-            state = storage.inspect(alias)
-        except BestLinkError:
-            raise
-        except OSError as err:
-            raise AliasWriteError.from_os_error(err, action) from err
-        record = None if old_text is None else _metadata.decode(old_text, self.meta_path)
-        if proceed is not None and not proceed(record):
-            return None
-        if not owned(storage, alias, state, record, self.owned_ident):
-            raise AliasConflictError(not_owned_detail(alias, state.kind, self.meta_path))
-        try:  # the linker checked that this link kind can alias this target (check_can_alias)
-            staged = storage.stage(target, alias, self.link, is_dir=kind == "dir", durable=self.durable)
-        except OSError as err:
-            raise AliasWriteError.from_os_error(err, action) from err
-        new = _metadata.make(
-            alias=os.path.basename(alias.rstrip("/")),
-            target=storage.relative(target, alias),
-            link=staged.kind,
-            mode=mode,
-            score=value,
-            unix_time=time.time(),
-            alias_id=staged.ident,
-            previous_alias_id=state.ident,
-            extra=extra,
-        )
-        try:
-            # the record goes first: it names the staged alias, so a run killed between the
-            # two renames still recognises whichever alias it finds as its own
-            storage.write_text(self.meta_path, _metadata.encode(new), durable=self.durable)
-            try:
-                storage.commit(staged, state, durable=self.durable)
-            except BaseException:
-                self._restore_record(old_text)
+            storage, alias = self.storage, self.link_path
+            action = f"pointing {alias!r} at {target!r}"
+            try:  # nothing is written yet: any storage error here leaves everything as it was
+                if self._clean_every_time or not self._cleaned:
+                    storage.cleanup(alias, self.meta_path)
+                    self._cleaned = True
+                old_text = storage.read_text(self.meta_path, _metadata.LIMIT)
+                state = storage.inspect(alias)
+            except BestLinkError:
                 raise
-        except FileExistsError as err:
-            storage.abort(staged)
-            raise AliasConflictError(
-                f"link_path {alias!r} was created or replaced by someone else while the new alias was being "
-                f"written; nothing was changed (what is there now was left as it is). Move it away and retry"
-            ) from err
-        except OSError as err:
-            storage.abort(staged)
-            raise AliasWriteError.from_os_error(err, action) from err
-        except BaseException:
-            storage.abort(staged)
-            raise
-        self._finish(staged, new)
-        return new
+            except OSError as err:
+                raise AliasWriteError.from_os_error(err, action) from err
+            record = None if old_text is None else _metadata.decode(old_text, self.meta_path)
+            if proceed is not None and not proceed(record):
+                return None
+            if not owned(storage, alias, state, record, self.owned_ident):
+                raise AliasConflictError(not_owned_detail(alias, state.kind, self.meta_path))
+            try:  # the linker checked that this link kind can alias this target (check_can_alias)
+                staged = storage.stage(target, alias, self.link, is_dir=kind == "dir", durable=self.durable)
+            except OSError as err:
+                raise AliasWriteError.from_os_error(err, action) from err
+            new = _metadata.make(
+                alias=os.path.basename(alias.rstrip("/")),
+                target=storage.relative(target, alias),
+                link=staged.kind,
+                mode=mode,
+                score=value,
+                unix_time=time.time(),
+                alias_id=staged.ident,
+                previous_alias_id=state.ident,
+                extra=extra,
+            )
+            try:
+                # the record goes first: it names the staged alias, so a run killed between the
+                # two renames still recognises whichever alias it finds as its own
+                storage.write_text(self.meta_path, _metadata.encode(new), durable=self.durable)
+                try:
+                    storage.commit(staged, state, durable=self.durable)
+                except BaseException:
+                    self._restore_record(old_text)
+                    raise
+            except FileExistsError as err:
+                storage.abort(staged)
+                raise AliasConflictError(
+                    f"link_path {alias!r} was created or replaced by someone else while the new alias was being "
+                    f"written; nothing was changed (what is there now was left as it is). Move it away and retry"
+                ) from err
+            except OSError as err:
+                storage.abort(staged)
+                raise AliasWriteError.from_os_error(err, action) from err
+            except BaseException:
+                storage.abort(staged)
+                raise
+            self._finish(staged, new)
+            return new
 
     def _finish(self, staged: Staged, record: dict[str, Any]) -> None:
         if staged.ident is None and staged.kind != "symlink":

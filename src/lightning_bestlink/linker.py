@@ -12,10 +12,11 @@ import errno
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from lightning_bestlink import _metadata
-from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning
+from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning, OutsideFolderError
 from lightning_bestlink._health import AliasReport, diagnose
 from lightning_bestlink._score import Mode, Ties, check_mode, check_ties, is_better, to_score
 from lightning_bestlink._storage import LINK_CHOICES, LinkChoice, Storage, TargetType, storage_for
@@ -42,6 +43,10 @@ class BestLinker:
         lock_timeout: seconds to wait for another process that is updating the same alias
             (updates of one alias are serialised by a lock file next to it) before giving
             up with :class:`~lightning_bestlink.AliasBusyError`.
+        shared: several processes (the trials of a sweep) update this alias: an improving
+            update re-reads the record under the lock and moves the alias only if its score
+            beats the best on disk, so the alias ends at the best of all writers. Needs a
+            filesystem with file locks (local or network), not an object store.
 
     A relative symlink is used, so moving the whole folder keeps the alias valid.
     Each update is staged under a hidden temporary name next to the alias and
@@ -76,6 +81,7 @@ class BestLinker:
         durable: bool = False,
         storage_options: dict[str, Any] | None = None,
         lock_timeout: float = 60.0,
+        shared: bool = False,
     ) -> None:
         self._mode: Mode = check_mode(mode)
         self._ties: Ties = check_ties(ties)
@@ -91,6 +97,13 @@ class BestLinker:
             )
         if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout > 0:
             raise ValueError(f"lock_timeout must be a positive number of seconds, got {lock_timeout!r}")
+        if shared and not self._storage.can_lock:
+            raise ValueError(
+                f"shared=True needs a filesystem with file locks (a local disk, NFS, a cluster filesystem): "
+                f"{os.fspath(link_path)!r} is on an object store, where writers cannot exclude each other. Give "
+                f"each writer its own alias there, or keep the shared alias on a shared filesystem"
+            )
+        self._shared = bool(shared)
         self._link: LinkChoice = link
         self._link_path = self._storage.normalize(link_path)
         if os.path.basename(self._link_path.rstrip("/")) in ("", ".", ".."):
@@ -101,7 +114,7 @@ class BestLinker:
             link=link,
             durable=bool(durable),
             lock_timeout=float(lock_timeout),
-            clean_every_time=False,
+            clean_every_time=self._shared,  # a killed peer's leftovers are cleaned by the next writer
         )
         self._meta_path = self._writer.meta_path
         self._best_score: float | None = None
@@ -153,6 +166,22 @@ class BestLinker:
         """The link kind the current alias was made with, once known."""
         return self._link_kind
 
+    @property
+    def shared(self) -> bool:
+        """Whether several processes update this alias (see the ``shared`` argument)."""
+        return self._shared
+
+    def __getstate__(self) -> dict[str, Any]:
+        # picklable (Lightning deep-copies and pickles callbacks that hold a linker): the thread
+        # lock is per process, so a copy gets its own
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self._link_path!r}, mode={self._mode!r}, link={self._link!r}, "
@@ -195,9 +224,18 @@ class BestLinker:
         with self._lock:
             if self._needs_verify:
                 self.restore_alias()
+            # shared: the best on disk only improves, so a score that does not beat this
+            # process's view of it cannot beat the disk either: no I/O either way
             if not is_better(value, self._best_score, self._mode, self._ties):
                 return False
-            self._publish(value, *self._checked_target(path), extra)
+            target, kind = self._checked_target(path)
+            if not self._shared:
+                self._publish(value, target, kind, extra)
+                return True
+            record = self._writer.write(value, target, kind, self._mode, extra, proceed=self._beats_disk(value))
+            if record is None:
+                return False
+            self._remember(value, target, str(record["link"]))
             return True
 
     def follow(self, score: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> bool:
@@ -210,6 +248,11 @@ class BestLinker:
         that there is no score (an alias that follows the latest save). A NaN score is
         refused (returns False, nothing changes). Raises as :meth:`update` does.
         """
+        if self._shared:
+            raise ValueError(
+                "follow() would override the comparison with the other writers that shared=True is for; "
+                "offer checkpoints to a shared linker with update()"
+            )
         value = None if score is None else to_score(score)
         extra = _metadata.check_extra(extra)
         with self._lock:
@@ -263,7 +306,7 @@ class BestLinker:
             )
         storage.check_can_alias(target, self._link, is_dir=kind == "dir")
         if confined and not storage.in_folder_of(self._link_path, target):
-            raise ValueError(
+            raise OutsideFolderError(
                 f"the best checkpoint {text!r} (from a saved state or record) lies outside the alias's folder "
                 f"{os.path.dirname(self._link_path)!r}; nothing was changed. If you trust where it came from, "
                 f"load it with allow_outside=True"
@@ -278,6 +321,38 @@ class BestLinker:
         assert record is not None
         self._remember(value, target, str(record["link"]))
 
+    def _beats_disk(self, value: float) -> Callable[[dict[str, Any] | None], bool]:
+        """For a shared alias: called under the lock with the record on disk; False adopts its best."""
+
+        def proceed(record: dict[str, Any] | None) -> bool:
+            if record is None or record["score"] is None:
+                return True
+            if record["mode"] != self._mode:
+                raise ValueError(
+                    f"the shared alias {self._link_path!r} is kept with mode={record['mode']!r} by other writers, "
+                    f"but this linker has mode={self._mode!r}; use the same mode in every writer"
+                )
+            if is_better(value, record["score"], self._mode, self._ties):
+                return True
+            self._adopt(record)
+            return False
+
+        return proceed
+
+    def _adopt(self, record: dict[str, Any]) -> None:
+        """Take a better best that another writer recorded as this process's view of the best."""
+        target = self._storage.absolute(str(record["target"]), self._link_path)
+        self._best_score, self._best_path, self._link_kind = record["score"], target, record.get("link")
+        self._confined = True  # it came from disk
+
+    def _sync(self) -> None:
+        """Shared alias: adopt the record's best when another writer has beaten this process's."""
+        record = self._read_record()
+        if record is None or record["score"] is None or record["mode"] != self._mode:
+            return
+        if self._best_score is None or is_better(record["score"], self._best_score, self._mode, "first"):
+            self._adopt(record)
+
     def _remember(self, value: float | None, target: str, link_kind: str | None) -> None:
         self._best_score, self._best_path, self._link_kind = value, target, link_kind
         import logging  # the core logs, never prints; the import is free after the first
@@ -287,9 +362,17 @@ class BestLinker:
     # --- health ---------------------------------------------------------------
 
     def verify(self) -> AliasReport:
-        """Check that the alias exists and points at :attr:`best_path`. No changes made."""
+        """Check that the alias exists and points at :attr:`best_path`. No changes made.
+
+        With ``shared=True`` the best is first brought up to date with the record (another
+        writer may have moved the alias to a better checkpoint), under the alias's lock.
+        """
         with self._lock:
-            return self._verify()
+            if not self._shared:
+                return self._verify()
+            with self._writer.exclusive():
+                self._sync()
+                return self._verify()
 
     def _verify(self) -> AliasReport:
         state = self._storage.inspect(self._link_path)
@@ -311,6 +394,9 @@ class BestLinker:
         is gone there is nothing to point at: the report says so and nothing changes.
         """
         with self._lock:
+            if self._shared:
+                with self._writer.exclusive():
+                    self._sync()  # never puts back a best that another writer has beaten
             before = self._verify()
             if before.ok or before.status == "foreign":
                 if before.status == "foreign":
@@ -430,7 +516,7 @@ class BestLinker:
             if verify:  # the state is input: look before acting on it (ranks that only mirror never act)
                 target = self._located(target, state)
                 if not allow_outside and not self._storage.in_folder_of(self._link_path, target):
-                    raise ValueError(
+                    raise OutsideFolderError(
                         f"state['best_path'] {best_path!r} lies outside the alias's folder "
                         f"{os.path.dirname(self._link_path)!r}; nothing was changed. If you trust this state, "
                         f"load it with allow_outside=True"

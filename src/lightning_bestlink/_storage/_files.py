@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 from collections.abc import Callable
 
 import lightning_bestlink._storage._syscalls as _syscalls
@@ -234,3 +235,50 @@ def make(kind: LinkKind, target: str, tmp: str, is_dir: bool, *, durable: bool) 
         _stamp(tmp)
         if durable and not is_dir:
             _fsync_file(tmp)
+
+
+class DescriptorLock:
+    """An exclusive lock on a lock file, held open: each acquisition is one ``flock`` call.
+
+    The file stays open for the life of the object (reopened after a fork: a child must not
+    share its parent's lock), so locking costs two system calls, not an open and a close
+    too. ``filelock.lock_descriptor`` does the locking (``flock`` on POSIX, ``LockFileEx`` on
+    Windows): a kernel lock, released when its holder dies. Waiting polls until ``timeout``.
+    """
+
+    _POLL = 0.01  # seconds between attempts while another process holds the lock
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path, self.timeout = path, timeout
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _descriptor(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            self._pid = os.getpid()
+            import weakref
+
+            weakref.finalize(self, os.close, self._fd)
+        return self._fd
+
+    def __enter__(self) -> DescriptorLock:
+        from filelock import lock_descriptor  # only once an alias is written
+
+        fd = self._descriptor()
+        deadline = time.monotonic() + self.timeout
+        while not lock_descriptor(fd, blocking=False):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(errno.ETIMEDOUT, f"the lock {self.path!r} is held by another process")
+            time.sleep(self._POLL)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from filelock import unlock_descriptor
+
+        assert self._fd is not None
+        unlock_descriptor(self._fd)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"path": self.path, "timeout": self.timeout, "_fd": None, "_pid": 0}

@@ -16,6 +16,7 @@ from typing import Any
 
 from lightning_bestlink._storage._files import (
     TMP_MARK,
+    DescriptorLock,
     discard,
     file_key,
     fsync_dir,
@@ -58,7 +59,12 @@ class LocalStorage(Storage):
         self._written: dict[str, tuple[tuple[int, int, int, int], str]] = {}
         # folders as given -> with symlinks resolved (a relative link must start from the real folder)
         self._real: dict[str, str] = {}
-        self._locks: dict[str, Any] = {}
+        self._locks: dict[str, DescriptorLock] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_locks"] = {}  # a lock held by this process stays with it; a copy makes its own
+        return state
 
     # --- paths ------------------------------------------------------------------
 
@@ -144,14 +150,11 @@ class LocalStorage(Storage):
 
     # --- writing the alias --------------------------------------------------------
 
-    def lock(self, alias: str, timeout: float) -> Any:
+    def lock(self, alias: str, timeout: float) -> DescriptorLock:
         path = os.path.join(os.path.dirname(alias), f".{os.path.basename(alias)}.bestlink.lock")
         lock = self._locks.get(path)
         if lock is None:
-            from filelock import FileLock  # only once an alias is written
-
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            lock = self._locks[path] = FileLock(path, timeout=timeout)
+            lock = self._locks[path] = DescriptorLock(path, timeout)
         return lock
 
     def _candidates(self, choice: LinkChoice, is_dir: bool) -> list[LinkKind]:

@@ -1,0 +1,228 @@
+"""``lightning-bestlink watch``: one line per new best while a run trains, and a command for each.
+
+Cheap: once the alias is known, each look is one ``stat`` of its record (one request on
+an object store); the record is read only when that changed, and the folder is never
+listed. A new best is reported once the record names another checkpoint or score *and*
+the alias agrees with it, read twice to the same answer: a record caught between the
+writer's two renames, or one rewritten for the same best (a repair, a resumed run), is
+not an event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any, TextIO
+
+from lightning_bestlink._commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, shown, usage_error
+from lightning_bestlink._listing import lister_for, parent
+from lightning_bestlink._metadata import SUFFIX
+from lightning_bestlink._render import printable, rel, say, score_parts
+from lightning_bestlink._render_json import VERSION, dumps, record_fields
+from lightning_bestlink._survey import Located, load_alias, locate, reason
+
+_PLACEHOLDER = re.compile(r"\{(target|score|alias)\}")
+
+
+def _key(record: dict[str, Any]) -> tuple[str, str]:
+    """What makes a best new: another checkpoint, or another score (NaN-safe)."""
+    return str(record.get("target")), repr(record.get("score"))
+
+
+def _empty(located: Located) -> bool:
+    """A readable folder without an alias yet: watch waits for one."""
+    return located.folder is not None and located.folder.error is None and not located.folder.aliases
+
+
+class Follower:
+    """Follows the record of one alias (found from ``arg`` on the first look that can)."""
+
+    def __init__(self, arg: str) -> None:
+        self.arg = arg
+        self.alias: str | None = None
+        self.best: tuple[str, str] | None = None  # the key of the best already reported (or initial)
+        self.record: dict[str, Any] | None = None
+        self._print: Any = None  # fingerprint of the record last read
+        self._pending = False  # a new record seen, not yet agreed by the alias
+        self.note: str | None = None  # what was wrong at the first look
+
+    def shown(self) -> str:
+        """The alias as the user would type it: under the DIR (or next to the record) they passed."""
+        alias = str(self.alias)
+        return shown(self.arg, lister_for(alias).normalize(self.arg), alias)
+
+    def start(self) -> str | None:
+        """The first look: the initial best is not an event. Returns a fatal problem, or None."""
+        located = locate(self.arg)
+        if not located.exists:
+            return None  # nothing at ARG yet (training has not started): later looks search again
+        if located.alias is None:
+            return None if _empty(located) else located.error
+        self.alias = located.alias
+        try:
+            self._print = lister_for(self.alias).fingerprint(self.alias + SUFFIX)
+        except OSError as err:
+            self.note = f"cannot look at {self.alias}{SUFFIX}: {reason(err)}"
+        alias = located.loaded or load_alias(self.alias)  # a folder's survey loaded it already
+        if alias.record is not None:
+            self.best, self.record = _key(alias.record), alias.record
+        if alias.error is not None:
+            self.note = alias.error
+        return None
+
+    def look(self) -> tuple[dict[str, Any] | None, str | None]:
+        """One look: ``(record of a new best, None)``, ``(None, problem)`` or ``(None, None)``."""
+        if self.alias is None:
+            located = locate(self.arg)
+            if not located.exists or (located.alias is None and _empty(located)):
+                return None, None  # still nothing to follow
+            if located.alias is None:
+                return None, located.error
+            self.alias, self._pending = located.alias, True
+        try:
+            now = lister_for(self.alias).fingerprint(self.alias + SUFFIX)
+        except OSError as err:
+            return None, f"cannot look at {self.alias}{SUFFIX}: {reason(err)}"
+        if now is None:
+            self._print = None
+            return None, f"{self.alias}{SUFFIX} does not exist (waiting for it)"
+        if now == self._print and not self._pending:
+            return None, None
+        self._print = now
+        first, second = load_alias(self.alias), load_alias(self.alias)
+        if first.record is None:
+            self._pending = False  # a damaged record: read again when it changes
+            return None, first.error
+        if _key(first.record) == self.best:
+            self._pending = False  # the same best, rewritten (a repair, a resumed run)
+            return None, None
+        if not (first.ok and second.ok and first.record == second.record):
+            self._pending = True  # between the record and the alias (or being rewritten): look again
+            if first.error is not None:
+                return None, first.error
+            target = rel(first.target, parent(self.alias))
+            return None, f"the record names {target}, the alias does not point at it yet ({first.status})"
+        self._pending = False
+        self.best, previous, self.record = _key(first.record), self.record, first.record
+        return {"record": first.record, "previous": previous}, None
+
+
+def _fill(argv: list[str], values: dict[str, str]) -> list[str]:
+    return [_PLACEHOLDER.sub(lambda m: values[m[1]], arg) for arg in argv]
+
+
+def _score_arg(score: Any) -> str:
+    if score is None:
+        return "null"
+    return repr(float(score)) if isinstance(score, (int, float)) and not isinstance(score, bool) else str(score)
+
+
+def _event_line(follower: Follower, event: dict[str, Any], as_json: bool) -> str:
+    record, previous = event["record"], event["previous"]
+    alias = str(follower.alias)
+    if as_json:
+        seen = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        before = None if previous is None else {"target": previous.get("target"), "score": previous.get("score")}
+        return dumps(
+            {
+                "version": VERSION,
+                "event": "new-best",
+                "alias": alias,
+                "record": alias + SUFFIX,
+                **record_fields(record),
+                "previous": before,
+                "seen": seen,
+            }
+        )
+    text, details = score_parts(record)
+    target = rel(str(record.get("target")), parent(alias))
+    return printable(
+        f"new best  {follower.shown()} -> {target} ({', '.join([str(record.get('link')), text, *details])})"
+    )
+
+
+def _run(argv: list[str], record: dict[str, Any], alias: str, err: TextIO) -> None:
+    """Run the user's command for one new best; a failure is reported, not raised."""
+    values = {"target": str(record.get("target")), "score": _score_arg(record.get("score")), "alias": alias}
+    filled = _fill(argv, values)
+    sys.stdout.flush()
+    err.flush()
+    try:
+        # stdout of the command goes to stderr: watch's stdout stays one line per new best
+        done = subprocess.run(filled, stdin=subprocess.DEVNULL, stdout=err.fileno(), check=False)
+    except OSError as exc:
+        say(err, f"watch: --exec could not run {shlex.join(filled)}: {reason(exc)}; still watching")
+        return
+    if done.returncode != 0:
+        how = f"was killed by signal {-done.returncode}" if done.returncode < 0 else f"exited with {done.returncode}"
+        say(err, f"watch: --exec {shlex.join(filled)} {how}; still watching")
+
+
+def _check(args: argparse.Namespace, err: TextIO) -> list[str] | int | None:
+    """The --exec argv (None without --exec), or the exit status of a usage error."""
+    if not (math.isfinite(args.interval) and args.interval > 0):
+        return usage_error(err, "watch", f"--interval must be a positive number of seconds, got {args.interval}")
+    if args.count is not None and args.count < 1:
+        return usage_error(err, "watch", f"--count must be at least 1, got {args.count}")
+    if args.exec is None:
+        return None
+    try:
+        argv = shlex.split(args.exec)
+    except ValueError as exc:
+        return usage_error(err, "watch", f"--exec {args.exec!r} cannot be split into arguments: {exc}")
+    if not argv:
+        return usage_error(err, "watch", "--exec needs a command, got an empty string")
+    if not _PLACEHOLDER.search(argv[0]) and shutil.which(argv[0]) is None:
+        return usage_error(err, "watch", f"--exec: command {argv[0]!r} not found (is it on PATH?)")
+    return argv
+
+
+def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    argv = _check(args, err)
+    if isinstance(argv, int):
+        return argv
+    follower = Follower(args.target)
+    fatal = follower.start()
+    if fatal is not None:
+        say(err, f"lightning-bestlink watch: {fatal}")
+        return EXIT_PROBLEM
+    if follower.alias is None:
+        say(err, f"watch: no alias at {args.target} yet; waiting for one to appear")
+    else:
+        now = (
+            "no best yet"
+            if follower.record is None
+            else rel(str(follower.record.get("target")), parent(follower.alias))
+        )
+        say(
+            err,
+            f"watch: following {follower.shown()} (best now: {now}); a look every {args.interval:g} s, Ctrl-C to stop",
+        )
+    if follower.note is not None:
+        say(err, f"watch: {follower.note}")
+    seen, last_problem = 0, follower.note
+    try:
+        while True:
+            time.sleep(args.interval)
+            event, problem = follower.look()
+            if problem is not None and problem != last_problem:
+                say(err, f"watch: {problem}")
+            last_problem = problem
+            if event is None:
+                continue
+            seen += 1  # counted first: a Ctrl-C once the line is out must count it
+            print(_event_line(follower, event, args.json), file=out, flush=True)
+            if argv is not None:
+                _run(argv, event["record"], str(follower.alias), err)
+            if args.count is not None and seen >= args.count:
+                return EXIT_OK
+    except KeyboardInterrupt:
+        say(err, f"watch: interrupted after {seen} new best{'s' if seen != 1 else ''}")
+        return EXIT_INTERRUPTED

@@ -1,0 +1,294 @@
+"""``lightning-bestlink watch``: a line per new best while another process trains.
+
+The training run is tests/scripts/cli_writer.py, driven line by line; ``watch`` runs as a
+user runs it. No timing is asserted: the tests wait for what they expect (with a generous
+timeout), never for a duration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tests._cli import SCRIPTS, Writer, cli, make_run, watch
+
+pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals and symlinks")
+
+PROBE = SCRIPTS / "cli_exec_probe.py"
+FAST = ("--interval", "0.02")
+
+
+def probe(log: Path, *placeholders: str) -> str:
+    """An --exec CMD that logs its arguments (and whether the alias has the target's bytes)."""
+    return shlex.join([sys.executable, str(PROBE), str(log), *placeholders])
+
+
+def log_lines(log: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_follows_a_run_across_a_restart(tmp_path: Path) -> None:
+    alias = tmp_path / "best.ckpt"
+    log = tmp_path / "exec.log"
+    run = Writer(alias)
+    assert run.update(0.9, "epoch=0.ckpt")  # the best before watch starts: not an event
+    w = watch(tmp_path, "--json", "--count", "3", *FAST, "--exec", probe(log, "{target}", "{score}", "{alias}"))
+    try:
+        w.err.until("watch: following")
+
+        assert run.update(0.5, "epoch=1.ckpt")
+        first = json.loads(w.out.next() or "")
+        assert (first["event"], first["target"], first["score"]) == ("new-best", str(tmp_path / "epoch=1.ckpt"), 0.5)
+        assert (first["alias"], first["kind"], first["mode"]) == (str(alias), "symlink", "min")
+        assert first["previous"] == {"target": str(tmp_path / "epoch=0.ckpt"), "score": 0.9}
+        assert first["extra"] == {"monitor": "val_loss", "epoch": 1}
+
+        assert not run.update(0.7, "epoch=2.ckpt")  # not better: nothing changes, nothing to report
+        assert run.update(0.3, "epoch=3.ckpt")
+        second = json.loads(w.out.next() or "")
+        assert (second["target"], second["score"]) == (str(tmp_path / "epoch=3.ckpt"), 0.3)
+
+        # training restarts; the alias was deleted meanwhile, so the new process rebuilds it and
+        # rewrites the record for the same best: that is not a new best
+        run.stop()
+        alias.unlink()
+        run = Writer(alias, "symlink", "--resume")
+        assert os.readlink(alias) == "epoch=3.ckpt"
+        assert not run.update(0.35, "epoch=4.ckpt")
+        assert run.update(0.1, "epoch=5.ckpt")
+        third = json.loads(w.out.next() or "")
+        assert (third["target"], third["score"]) == (str(tmp_path / "epoch=5.ckpt"), 0.1)
+
+        assert w.wait() == 0  # --count 3
+        assert w.out.next() is None  # and nothing else on stdout
+    finally:
+        run.stop()
+        w.stop()
+    assert [entry["argv"] for entry in log_lines(log)] == [
+        [str(tmp_path / name), score, str(alias)] for name, score in (("epoch=1.ckpt", "0.5"),
+                                                                      ("epoch=3.ckpt", "0.3"),
+                                                                      ("epoch=5.ckpt", "0.1"))
+    ]  # fmt: skip
+    assert "probe ran for" in w.err.text()  # the command's stdout went to stderr
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink", "copy"])
+def test_a_new_best_is_reported_once_the_alias_points_at_it(tmp_path: Path, link: str) -> None:
+    alias = tmp_path / "best.ckpt"
+    log = tmp_path / "exec.log"
+    counts = tmp_path / "counts.json"
+    run = Writer(alias, link, "--pause")
+    env = {"BESTLINK_TEST_COUNTS": str(counts), "BESTLINK_TEST_FOLDER": str(tmp_path)}
+    w = watch(alias, "--json", "--count", "1", *FAST, "--exec", probe(log, "{target}", "{alias}"), env=env, faults=True)
+    try:
+        w.err.until("waiting for")  # no record yet: the run has not started
+        run.send("update 0.5 epoch=0.ckpt")
+        assert run.out.next() == "paused\n"  # the record is written, the alias is not published yet
+        looks = json.loads(counts.read_text())["record_stats"] if counts.exists() else 0
+        while not counts.exists() or json.loads(counts.read_text())["record_stats"] < looks + 20:
+            assert w.proc.poll() is None
+            assert not w.out.pending(), "reported before the alias pointed at it"
+            time.sleep(0.01)  # a pause, not a measure: the watch shares the CPU
+        assert not w.out.pending()
+        run.send("go")
+        assert run.out.next() == "True\n"
+        event = json.loads(w.out.next() or "")
+        assert event["target"] == str(tmp_path / "epoch=0.ckpt")
+        assert w.wait() == 0
+    finally:
+        run.stop()
+        w.stop()
+    (entry,) = log_lines(log)
+    assert entry["alias_is_target"] is True
+    assert "the alias does not point at it yet" in w.err.text()
+
+
+@pytest.mark.parametrize("link", ["symlink", "copy"])
+def test_a_fast_run_gives_only_real_bests_in_order(tmp_path: Path, link: str) -> None:
+    alias = tmp_path / "best.ckpt"
+    run = Writer(alias, link)
+    w = watch(alias, "--json", "--interval", "0.001")
+    try:
+        w.err.until("waiting for")
+        made = []  # (target, score) of every update that became the best, in order
+        for epoch in range(120):
+            score = 1.0 / (1 + epoch) if epoch % 3 else 2.0  # every third one is worse
+            if run.update(score, f"epoch={epoch}.ckpt"):
+                made.append((str(tmp_path / f"epoch={epoch}.ckpt"), score))
+        seen = []
+        while not seen or seen[-1] != made[-1]:
+            event = json.loads(w.out.next() or "")
+            seen.append((event["target"], event["score"]))
+            with open(event["target"]) as fh:  # the checkpoint it names holds the score it reports
+                assert fh.read().split()[1] == repr(event["score"])
+    finally:
+        run.stop()
+        w.stop()
+    assert len(made) == 81  # epoch 0 (the first offer), and every epoch not a multiple of 3
+    index = [made.index(item) for item in seen]  # every event was a real best (coalescing may skip some)
+    assert index == sorted(set(index))  # in order, none twice, never back to an older best
+
+
+def test_looks_are_cheap(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    counts = tmp_path / "counts.json"
+    env = {"BESTLINK_TEST_COUNTS": str(counts), "BESTLINK_TEST_FOLDER": str(tmp_path)}
+    w = watch(tmp_path, "--count", "1", "--interval", "0.005", env=env, faults=True)
+    try:
+        w.err.until("watch: following")
+        while not counts.exists() or json.loads(counts.read_text())["record_stats"] < 50:
+            assert w.proc.poll() is None, w.err.pending()
+            time.sleep(0.01)  # a pause, not a measure: the watch shares the CPU
+        run = Writer(tmp_path / "best.ckpt")
+        assert run.update(0.1, "epoch=9.ckpt")
+        run.stop()
+        assert "epoch=9.ckpt" in (w.out.next() or "")
+        assert w.wait() == 0
+    finally:
+        w.stop()
+    final = json.loads(counts.read_text())
+    assert final["record_stats"] >= 50
+    assert final["listings"] == 1  # DIR is listed once, to find its alias; then never again
+    assert final["record_opens"] <= 12  # read at start and on the change only, not once per look
+
+
+def test_text_lines_and_ctrl_c(tmp_path: Path) -> None:
+    make_run(tmp_path / "ckpt")
+    w = watch("ckpt", *FAST, cwd=tmp_path)
+    run = Writer(tmp_path / "ckpt" / "best.ckpt")
+    alias = os.path.join("ckpt", "best.ckpt")
+    try:
+        line = w.err.until("watch: following")
+        assert line == f"watch: following {alias} (best now: epoch=2.ckpt); a look every 0.02 s, Ctrl-C to stop\n"
+        assert run.update(0.1, "epoch=7.ckpt")
+        assert w.out.next() == f"new best  {alias} -> epoch=7.ckpt (symlink, val_loss=0.1, min, epoch 7)\n"
+        w.proc.send_signal(signal.SIGINT)
+        assert w.wait() == 130
+        assert w.err.until("interrupted") == "watch: interrupted after 1 new best\n"
+        assert w.out.next() is None
+        assert "Traceback" not in w.err.text()
+    finally:
+        run.stop()
+        w.stop()
+
+
+def test_a_failing_command_is_reported_and_the_watch_goes_on(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    log = tmp_path / "exec.log"
+    run = Writer(tmp_path / "best.ckpt")
+    w = watch(tmp_path, "--count", "2", *FAST, "--exec", probe(log, "{target}"), env={"PROBE_EXIT": "3"})
+    try:
+        w.err.until("watch: following")
+        for epoch, score in ((8, 0.2), (9, 0.1)):
+            assert run.update(score, f"epoch={epoch}.ckpt")
+            assert f"epoch={epoch}.ckpt" in (w.out.next() or "")
+            failed = w.err.until("--exec")
+            assert failed.endswith(f"epoch={epoch}.ckpt exited with 3; still watching\n")
+        assert w.wait() == 0
+    finally:
+        run.stop()
+        w.stop()
+    assert len(log_lines(log)) == 2
+
+
+def test_exec_runs_no_shell(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    log = tmp_path / "exec.log"
+    run = Writer(tmp_path / "best.ckpt")
+    w = watch(tmp_path, "--count", "1", *FAST, "--exec", probe(log, "{target}", "{score}"))
+    name = "epoch=1 $(touch pwned);x.ckpt"
+    try:
+        w.err.until("watch: following")
+        assert run.update(0.01, name)  # a name a shell would run a command from
+        assert "pwned" in (w.out.next() or "")
+        assert w.wait() == 0
+    finally:
+        run.stop()
+        w.stop()
+    (entry,) = log_lines(log)
+    assert entry["argv"] == [str(tmp_path / name), "0.01"]  # one argument each, as recorded
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_waits_for_a_run_that_has_not_started(tmp_path: Path) -> None:
+    folder = tmp_path / "runs" / "exp"  # does not exist yet
+    w = watch(folder, "--json", "--count", "1", *FAST)
+    run: Writer | None = None
+    try:
+        assert "waiting for one to appear" in w.err.next()
+        folder.mkdir(parents=True)
+        run = Writer(folder / "best-val.ckpt")  # any name: found by its record
+        assert run.update(0.4, "epoch=0.ckpt")  # the first best after watch started is an event
+        assert json.loads(w.out.next() or "")["target"] == str(folder / "epoch=0.ckpt")
+        assert w.wait() == 0
+    finally:
+        if run is not None:
+            run.stop()
+        w.stop()
+
+
+def test_a_damaged_record_is_reported_and_the_watch_goes_on(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    record = tmp_path / "best.ckpt.bestlink.json"
+    kept = record.read_bytes()
+    w = watch(tmp_path / "best.ckpt", "--count", "1", *FAST)
+    try:
+        w.err.until("watch: following")
+        record.unlink()
+        os.mkfifo(record)  # reading it would block
+        assert "best.ckpt.bestlink.json is not a regular file but a FIFO" in w.err.until("FIFO")
+        os.unlink(record)
+        record.write_text("[" * 100_000)
+        assert "best.ckpt.bestlink.json" in w.err.until("watch: ")
+        record.write_bytes(kept)  # restored: the same best, not an event
+        run = Writer(tmp_path / "best.ckpt")
+        assert run.update(0.2, "epoch=6.ckpt")
+        run.stop()
+        assert "epoch=6.ckpt" in (w.out.next() or "")
+        assert w.wait() == 0
+    finally:
+        w.stop()
+
+
+def test_a_hostile_record_at_start(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    record = tmp_path / "best.ckpt.bestlink.json"
+    kept = record.read_bytes()
+    record.unlink()
+    os.mkfifo(record)
+    w = watch(tmp_path / "best.ckpt", "--json", "--count", "1", *FAST)
+    try:
+        w.err.until("watch: following")
+        assert "best.ckpt.bestlink.json is not a regular file but a FIFO" in w.err.next()
+        record.unlink()
+        record.write_bytes(kept)  # readable again: the best it names was never reported
+        assert json.loads(w.out.next() or "")["target"] == str(tmp_path / "epoch=2.ckpt")
+        assert w.wait() == 0
+    finally:
+        w.stop()
+
+
+def test_usage_errors(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    for args, message in (
+        (("--interval", "0"), "--interval must be a positive number of seconds, got 0.0"),
+        (("--interval", "nan"), "--interval must be a positive number of seconds"),
+        (("--count", "0"), "--count must be at least 1, got 0"),
+        (("--exec", "no-such-command-here {target}"), "command 'no-such-command-here' not found"),
+        (("--exec", "python 'unbalanced"), "cannot be split into arguments"),
+        (("--exec", ""), "--exec needs a command"),
+    ):
+        result = cli("watch", tmp_path, *args, timeout=60)
+        assert (result.returncode, result.stdout) == (2, ""), args
+        assert message in result.stderr, (args, result.stderr)
+    from lightning_bestlink import BestLinker
+
+    BestLinker(tmp_path / "best-acc.ckpt", mode="max").update(0.5, tmp_path / "epoch=0.ckpt")
+    several = cli("watch", tmp_path, "--count", "1", timeout=60)
+    assert several.returncode == 1 and "holds 2 aliases" in several.stderr
