@@ -21,7 +21,7 @@ s3fs = pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")  # moto[server]: moto with flask and werkzeug
 
 from tests._cli import cli, watch  # noqa: E402
-from tests.s3_server import CountingProxy, MotoS3  # noqa: E402
+from tests._object_store import CountingProxy, MotoS3  # noqa: E402
 
 from lightning_bestlink import BestLinker  # noqa: E402
 

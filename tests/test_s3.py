@@ -25,7 +25,7 @@ import pytest
 s3fs = pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")  # moto[server]: moto with flask and werkzeug
 
-from tests.s3_server import CountingProxy, MotoS3, Request, summarize  # noqa: E402
+from tests._object_store import CountingProxy, MotoS3, Request, fail, summarize  # noqa: E402
 
 from lightning_bestlink import AliasConflictError, AliasWriteError, BestLinker, read_metadata  # noqa: E402
 
@@ -79,8 +79,7 @@ def bucket(s3: S3) -> Iterator[str]:
     name = f"bestlink-{uuid.uuid4().hex[:12]}"
     s3.fs().mkdir(name)
     yield name
-    s3.proxy.fault = None
-    s3.proxy.down = False
+    s3.proxy.reset()
 
 
 def put(s3: S3, url: str, data: bytes) -> str:
@@ -207,19 +206,6 @@ def test_reader_never_sees_a_partial_or_missing_alias(s3: S3, bucket: str) -> No
 # --- failures ------------------------------------------------------------------------
 
 
-def _fail_copies(status: int | str, times: int | None = None) -> Any:
-    left = [times]
-
-    def fault(op: str, path: str) -> int | str | None:
-        if op != "CopyObject" or left[0] == 0:
-            return None
-        if left[0] is not None:
-            left[0] -= 1
-        return status
-
-    return fault
-
-
 def _two_bests(s3: S3, bucket: str, options: dict[str, Any]) -> tuple[BestLinker, str, str, str]:
     run = f"s3://{bucket}/run"
     old = put(s3, f"{run}/old.ckpt", b"old" * 1000)
@@ -238,7 +224,7 @@ def _assert_unchanged(s3: S3, linker: BestLinker, old: str, alias: str) -> None:
 def test_server_error_on_the_copy_keeps_the_old_alias(s3: S3, bucket: str) -> None:
     options = {**s3.options, "config_kwargs": {"retries": {"mode": "standard", "total_max_attempts": 2}}}
     linker, old, new, alias = _two_bests(s3, bucket, options)
-    s3.proxy.fault = _fail_copies(500)
+    s3.proxy.fault = fail("CopyObject", 500)
     with s3.proxy.counting() as seen, pytest.raises(AliasWriteError) as info:
         linker.update(0.5, new)
     s3.proxy.fault = None
@@ -260,7 +246,7 @@ def test_server_error_on_the_copy_keeps_the_old_alias(s3: S3, bucket: str) -> No
 
 def test_a_transient_server_error_is_retried(s3: S3, bucket: str) -> None:
     linker, _old, new, alias = _two_bests(s3, bucket, s3.options)
-    s3.proxy.fault = _fail_copies(503, times=1)
+    s3.proxy.fault = fail("CopyObject", 503, times=1)
     with s3.proxy.counting() as seen:
         assert linker.update(0.5, new)
     assert [r.status for r in seen if r.op == "CopyObject"] == [503, 200]

