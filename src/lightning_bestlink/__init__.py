@@ -4,6 +4,7 @@ The core (:class:`BestLinker`) imports neither torch nor Lightning. The Trainer
 callback is resolved lazily, so ``import lightning_bestlink`` stays light::
 
     from lightning_bestlink import BestLinker                   # any loop
+    from lightning_bestlink import LatestLinker, Retention      # last.ckpt, and deleting the rest
     from lightning_bestlink import ModelCheckpointWithLinkBest  # imports lightning here
 """
 
@@ -14,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkError, BestLinkWarning
 from lightning_bestlink._health import AliasReport
 from lightning_bestlink._metadata import SUFFIX as METADATA_SUFFIX
+from lightning_bestlink.latest import LatestLinker
 from lightning_bestlink.linker import BestLinker, read_metadata
+from lightning_bestlink.loop import save_and_link
+from lightning_bestlink.retention import Retention
 
 if TYPE_CHECKING:
     from lightning_bestlink.callbacks import ModelCheckpointWithLinkBest
@@ -28,9 +32,12 @@ __all__ = [
     "BestLinkError",
     "BestLinkWarning",
     "BestLinker",
+    "LatestLinker",
     "METADATA_SUFFIX",
     "ModelCheckpointWithLinkBest",
+    "Retention",
     "read_metadata",
+    "save_and_link",
 ]
 
 
