@@ -225,6 +225,22 @@ def test_never_deletes_what_an_alias_points_at(tmp_path: Path) -> None:
     assert os.readlink(tmp_path / "best.ckpt") == "epoch=1.ckpt"
 
 
+def test_a_best_saved_before_the_list_began_counts_among_the_best_and_is_never_deleted(tmp_path: Path) -> None:
+    best = BestLinker(tmp_path / "best.ckpt")
+    best.update(0.1, write_ckpt(tmp_path / "pretrained.ckpt", 9))  # linked, never listed
+    keep = Retention(best, keep_best=1)
+    after = []
+    for epoch, score in enumerate([0.5, 0.6, 0.05, 0.7]):
+        path = write_ckpt(tmp_path / f"epoch={epoch}.ckpt", epoch)
+        best.update(score, path)
+        keep.saved(path, score)
+        after.append(checkpoints(tmp_path))
+    # epoch 0 went when epoch 1 came: the one best slot was the pre-existing best's
+    assert after[1] == ["epoch=1.ckpt"]
+    assert after[3] == ["epoch=2.ckpt", "epoch=3.ckpt"]
+    assert fill_of(tmp_path / "pretrained.ckpt") == 9, "not seen saved: never deleted, even once not the best"
+
+
 def test_a_file_that_cannot_be_deleted_is_retried_after_the_next_save(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -465,7 +481,8 @@ CHILD = textwrap.dedent(
         setattr(owner, attr, wrapped)
 
     hook(latest.LatestLinker, "follow", "latest")           # the best alias moved, the latest not yet
-    hook(Retention, "saved", "retention")                   # both aliases moved, nothing deleted yet
+    hook(Retention, "record", "listed", after=True)         # listed, the aliases not moved yet
+    hook(Retention, "prune", "retention")                   # both aliases moved, nothing deleted yet
     hook(_prune, "_rmtree", "rmtree")                       # a directory renamed away, not yet removed
     hook(_prune, "delete", "deleted", after=True)           # one checkpoint deleted, the list not updated
 
@@ -497,7 +514,7 @@ CHILD = textwrap.dedent(
     """
 )
 
-KILL_POINTS = ["save:3", "saved:3", "latest:3", "latest:4", "retention:4", "deleted:2", "rmtree:2"]
+KILL_POINTS = ["save:3", "saved:3", "listed:4", "latest:3", "latest:4", "retention:4", "deleted:2", "rmtree:2"]
 
 
 @pytest.mark.slow

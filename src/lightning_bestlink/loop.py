@@ -9,7 +9,8 @@ A checkpoint is saved once, then aliased. The steps, in order:
 2. :func:`states_to_save`: the linkers in ``state`` are saved as they will be once this save
    is linked, so resuming from this very checkpoint restores the right best and latest.
 3. The caller saves (``torch.save``, ``fabric.save``).
-4. :func:`link`: the aliases move, then the retention policy deletes what it no longer keeps.
+4. :func:`link`: the checkpoint goes on the retention's list, the aliases move, then the
+   retention policy deletes what it no longer keeps.
 
 :func:`save_and_link` runs them for a single process; the Fabric helper runs 1 on rank
 zero, broadcasts the decision, and 4 on rank zero only.
@@ -135,13 +136,18 @@ def link(
     retention: Retention | None,
     extra: dict[str, Any] | None,
 ) -> None:
-    """Move the aliases to the saved ``path`` as decided, then apply the retention policy."""
+    """List the saved ``path`` as the retention's, move the aliases as decided, then delete what falls out.
+
+    Listed first: a run killed before the aliases move still knows the checkpoint is its own.
+    """
+    if retention is not None:
+        retention.record(path, decision.score, step=decision.step)
     if decision.becomes_best:
         linker.follow(decision.score, path, extra=extra)
     if latest is not None and decision.becomes_latest:
         latest.follow(decision.step, path, extra=extra)
     if retention is not None:
-        retention.saved(path, decision.score, step=decision.step)
+        retention.prune()
 
 
 def save_and_link(

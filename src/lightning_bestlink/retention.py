@@ -142,13 +142,11 @@ class Retention:
     # --- the one public action ------------------------------------------------------
 
     def saved(self, path: str | os.PathLike[str], score: Any, *, step: Any = None) -> list[str]:
-        """Record that ``path`` was just saved with ``score``; delete what is no longer kept.
+        """Record that ``path`` was just saved with ``score``, then delete what is no longer kept.
 
-        Call it after the aliases moved to ``path`` (if they do). ``score`` is ranked as the
-        best alias ranks scores; ``None`` means the checkpoint has no score and is always
-        kept. Returns the paths deleted. A checkpoint that changed since it was saved, or
-        that an alias points at, is left in place; one that fails to delete is retried at the
-        next call (both warn with :class:`~lightning_bestlink.BestLinkWarning`).
+        Call it after the aliases moved to ``path`` (if they do): :meth:`record` then
+        :meth:`prune`. ``score`` is ranked as the best alias ranks scores; ``None`` means the
+        checkpoint has no score and is always kept. Returns the paths deleted.
 
         Raises:
             TypeError, ValueError: bad ``score`` or ``step``, or ``path`` outside the best
@@ -157,29 +155,43 @@ class Retention:
             RecordError: the list next to the alias is damaged or not this library's.
             AliasWriteError: the list could not be written; nothing was deleted.
         """
+        self.record(path, score, step=step)
+        return self.prune()
+
+    def record(self, path: str | os.PathLike[str], score: Any, *, step: Any = None) -> None:
+        """Put the checkpoint just saved at ``path`` on the list, with its fingerprint; delete nothing.
+
+        The ``save_and_link`` helpers call it right after saving, before the aliases move, so
+        that a run killed in between still knows the checkpoint is its own. Raises as :meth:`saved`.
+        """
         value = None if score is None else to_score(score)
         step = None if step is None else check_step(step)
         with self._lock:
             target, kind = self._checked(path)
-            ident = self._storage.identity(target)
+            fp = _prune.fingerprint(self._storage.identity(target))
             entries = [e for e in self._load() if e.path != target]  # saved again at the same path
             seq = max((e.seq for e in entries), default=0) + 1
-            entries.append(_Entry(target, value, step, seq, kind, _prune.fingerprint(ident)))
+            self._write([*entries, _Entry(target, value, step, seq, kind, fp)])
+
+    def prune(self) -> list[str]:
+        """Delete the listed checkpoints the policy no longer keeps; returns their paths.
+
+        Call it after the aliases moved. A checkpoint that changed since it was saved, or that
+        an alias points at, is left in place; one that fails to delete is retried at the next
+        call (both warn with :class:`~lightning_bestlink.BestLinkWarning`).
+        """
+        with self._lock:
+            entries = self._load()
             protected = {a.best_path for a in self._aliases() if a.best_path is not None}
             ranks = [_keep.Saved(e.path, e.score, e.seq) for e in entries]
             best_path, best_score = self._best.best_path, self._best.best_score
             if best_path is not None and best_score is not None and all(e.path != best_path for e in entries):
-                # the best was saved by a run killed before it listed it: never deleted (not on the
-                # list), but it still counts as one of the best, as it would have
+                # a best saved before this list began is never deleted (not on the list), but it
+                # still counts as one of the best
                 ranks.append(_keep.Saved(best_path, best_score, -1))
             doomed = _keep.to_delete(
-                ranks,
-                keep_best=self._keep_best,
-                mode=self._best.mode,
-                ties=self._best.ties,
-                protected=protected,
+                ranks, keep_best=self._keep_best, mode=self._best.mode, ties=self._best.ties, protected=protected
             )
-            self._write(entries)  # the new checkpoint is on the list before anything goes
             if not doomed:
                 return []
             deleted = self._delete({s.path for s in doomed}, entries)
