@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkError, BestLinkWarning
 from lightning_bestlink._health import AliasReport
 from lightning_bestlink._metadata import SUFFIX as METADATA_SUFFIX
-from lightning_bestlink.latest import LatestLinker
 from lightning_bestlink.linker import BestLinker, read_metadata
-from lightning_bestlink.loop import save_and_link
-from lightning_bestlink.retention import Retention
 
 if TYPE_CHECKING:
     from lightning_bestlink.callbacks import ModelCheckpointWithLinkBest
+    from lightning_bestlink.latest import LatestLinker
+    from lightning_bestlink.loop import save_and_link
+    from lightning_bestlink.retention import Retention
 
 __version__ = "0.1.0"
 
@@ -41,10 +41,25 @@ __all__ = [
 ]
 
 
+#: loaded on first use (PEP 562): the latest alias, retention and the plain-loop helper cost
+#: nothing to a run that does not use them
+_LAZY = {
+    "LatestLinker": "lightning_bestlink.latest",
+    "Retention": "lightning_bestlink.retention",
+    "save_and_link": "lightning_bestlink.loop",
+}
+
+
 def __getattr__(name: str) -> Any:
     # PEP 562: the Trainer callback pulls in lightning, so only on first use
     if name == "ModelCheckpointWithLinkBest":
         from lightning_bestlink.callbacks import ModelCheckpointWithLinkBest
 
         return ModelCheckpointWithLinkBest
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

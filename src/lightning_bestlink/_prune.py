@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import sys
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -67,6 +66,8 @@ def delete(storage: Storage, path: str, kind: TargetType, saved_print: Any, tras
 
 
 def _rmtree(path: str) -> None:
+    import shutil  # only once a directory checkpoint goes: importing the package stays light
+
     def gone_is_fine(func: Any, name: str, exc: Any) -> None:
         # another process removing the same leftover (the alias's cleanup) is not an error
         err = exc if isinstance(exc, BaseException) else exc[1]

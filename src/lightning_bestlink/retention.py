@@ -18,14 +18,12 @@ are a clear error that names the file.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import threading
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from lightning_bestlink import _keep, _prune
 from lightning_bestlink._errors import AliasWriteError, BestLinkWarning, RecordError
@@ -39,11 +37,9 @@ FORMAT = "lightning-bestlink-retention/1"
 SUFFIX = ".bestlink.retention.json"  # not ".bestlink.json": that ends an alias's record
 #: the list is read only up to this size (about 150 bytes per checkpoint kept)
 LIMIT = 4 << 20
-_log = logging.getLogger("lightning_bestlink")
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
     path: str  # normalised, absolute (or a full URL)
     score: float | None
     step: int | None
@@ -228,7 +224,9 @@ class Retention:
                 )
             elif outcome == "deleted":
                 deleted.append(entry.path)
-                _log.info("retention: deleted %s", entry.path)
+                import logging  # the core logs, never prints; the import is free after the first
+
+                logging.getLogger("lightning_bestlink").info("retention: deleted %s", entry.path)
             forget.add(entry.path)
         self._entries = [e for e in entries if e.path not in forget]
         return deleted
