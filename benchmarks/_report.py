@@ -12,8 +12,10 @@ from typing import Any
 from _common import Section
 from _tables import Column, MiB, Part, markdown_table
 from sections.alias import CONTENDERS
+from sections.clone import CLONE, PLAIN
 
 Results = dict[str, Any]
+CLONE_CONTENDERS = (CLONE, PLAIN)
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -122,7 +124,7 @@ def publish(res: Results, sections: Sequence[Section], png: Path, repo: Path = R
     return [*texts, repo / "docs" / "benchmarks.png"]
 
 
-# --- the plot: sections 1 and 6 ---------------------------------------------------------------
+# --- the plot: sections 1 (and 7) and 6 ---------------------------------------------------------------
 
 
 def plot(res: dict[str, Any], path: str) -> None:
@@ -140,6 +142,11 @@ def plot(res: dict[str, Any], path: str) -> None:
         lo = [m - s["rows"][name]["q1_ns"] / 1e3 for m, s in zip(med, sizes, strict=True)]
         hi = [s["rows"][name]["q3_ns"] / 1e3 - m for m, s in zip(med, sizes, strict=True)]
         ax.errorbar(xs, med, yerr=[lo, hi], marker=marker, capsize=3, label=name)
+    clone = res.get("clone") or {}
+    for name, style in zip(CLONE_CONTENDERS, ("k:", "g--"), strict=True):  # section 7, where it was measured
+        points = [(s["size"] / MiB, s["rows"][name]["median_ns"] / 1e3) for s in clone.get("sizes", {}).values()]
+        if points:
+            ax.plot(*zip(*points, strict=True), style, marker=".", label=name)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("checkpoint size (MiB)")

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from _tables import MiB, fmt_size, fmt_time
+from _tables import MiB, fmt_bytes, fmt_size, fmt_time
 from sections.alias import FLOOR_JSON, HARDLINK, SYMLINK
+from sections.clone import CLONE, PLAIN
 from sections.imports import CORE, STDLIB
 from sections.noop import FLOAT, TENSOR
 from sections.trainer import LINK_BEST
@@ -120,6 +121,25 @@ def churn_memory(res: Results) -> Measured:
     )
 
 
+def clone_update(res: Results) -> Measured:
+    cl = res.get("clone") or {}
+    if cl.get("skipped") or not cl.get("sizes"):
+        return None, f"not measured: {cl.get('skipped') or 'this run has no clone section'}"
+    sizes = list(cl["sizes"].values())
+    worst = max(sizes, key=lambda s: s["rows"][CLONE]["x_floor"])
+    x = worst["rows"][CLONE]["x_floor"]
+    return x, (
+        f"worst {x:.1f}x (at {fmt_size(worst['size'])}); "
+        + ", ".join(
+            f"{fmt_size(s['size'])}: {fmt_time(s['rows'][CLONE]['median_ns'])} = {s['rows'][CLONE]['x_floor']:.1f}x, "
+            f"on disk {fmt_bytes(s['rows'][CLONE]['alias_disk_bytes'])}"
+            for s in sizes
+        )
+        + f"; the same copy on {cl['plain_fs']}: "
+        + ", ".join(f"{s['rows'][PLAIN]['x_floor']:.0f}x" for s in sizes)
+    )
+
+
 # --- the targets, in the order every table shows them -----------------------------------------
 
 TARGETS: tuple[Target, ...] = (
@@ -141,5 +161,11 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "churn_memory", "memory flat over a long run: RSS grows ≤ {limit} MiB after the first decile", 1, churn_memory
+    ),
+    Target(
+        "clone_update",
+        "copy alias on a filesystem that clones (XFS with reflink) within {limit}x of the symlink floor, at every size",
+        10,
+        clone_update,
     ),
 )

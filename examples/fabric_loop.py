@@ -1,10 +1,12 @@
-"""A manual Fabric loop with a best alias, resumable.
+"""A manual Fabric loop with best.ckpt, last.ckpt and a retention policy, resumable.
 
     python examples/fabric_loop.py --dir runs/fabric            # trains 5 epochs
     python examples/fabric_loop.py --dir runs/fabric --epochs 8  # resumes from last.ckpt
 
-Tiny linear model on synthetic data: nothing is downloaded. Works with more than one
-process too (``--devices 2`` on CPU uses DDP with gloo).
+Each epoch is saved once, as epoch=N.ckpt: best.ckpt and last.ckpt are aliases of it (no
+second save), and the checkpoints that are neither among the --keep-best best, the best, nor
+the latest are deleted. Tiny linear model on synthetic data: nothing is downloaded. Works with
+more than one process too (``--devices 2`` on CPU uses DDP with gloo).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 from lightning.fabric import Fabric
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_bestlink import BestLinker
+from lightning_bestlink import BestLinker, LatestLinker, Retention
 from lightning_bestlink import fabric as bestlink
 
 
@@ -24,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", default="runs/fabric", help="checkpoint folder (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=5, help="train until this many epochs in total")
+    parser.add_argument("--keep-best", type=int, default=2, help="best checkpoints kept (default: %(default)s)")
     parser.add_argument("--devices", type=int, default=1, help="CPU processes (default: %(default)s)")
     args = parser.parse_args()
 
@@ -41,12 +44,13 @@ def main() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     model, optimizer = fabric.setup(model, optimizer)
 
-    linker = BestLinker(os.path.join(args.dir, "best.ckpt"), mode="min")
-    state = {"model": model, "optimizer": optimizer, "best": linker, "epoch": 0}
-    last = os.path.join(args.dir, "last.ckpt")
-    if os.path.exists(last):
-        bestlink.load(fabric, last, state)  # restores the linker's best too
-        fabric.print(f"resumed at epoch {state['epoch']}, best so far {linker.best_score:.4f}")
+    best = BestLinker(os.path.join(args.dir, "best.ckpt"), mode="min")
+    last = LatestLinker(os.path.join(args.dir, "last.ckpt"))  # the latest checkpoint, by epoch
+    keep = Retention(best, last, keep_best=args.keep_best)  # deletes the others, on rank zero
+    state = {"model": model, "optimizer": optimizer, "best": best, "last": last, "epoch": 0}
+    if os.path.exists(last.link_path):
+        bestlink.load(fabric, last.link_path, state)  # restores both aliases' state too
+        fabric.print(f"resumed at epoch {state['epoch']}, best so far {best.best_score:.4f}")
 
     while state["epoch"] < args.epochs:
         model.train()
@@ -60,13 +64,19 @@ def main() -> None:
             val_loss = torch.nn.functional.mse_loss(model(val_x.to(fabric.device)), val_y.to(fabric.device))
         state["epoch"] += 1
         epoch = state["epoch"]
-        path = os.path.join(args.dir, f"epoch={epoch}.ckpt")
-        best = bestlink.save_and_link(
-            fabric, path, state, score=val_loss, linker=linker, extra={"epoch": epoch, "monitor": "val_loss"}
+        became_best = bestlink.save_and_link(
+            fabric,
+            os.path.join(args.dir, f"epoch={epoch}.ckpt"),
+            state,
+            score=val_loss,
+            linker=best,
+            step=epoch,
+            retention=keep,
+            extra={"epoch": epoch, "monitor": "val_loss"},
         )
-        fabric.save(last, {**state, "best": linker.state_dict()})
-        fabric.print(f"epoch {epoch}: val_loss={val_loss.item():.4f}{'  <- best' if best else ''}")
-    fabric.print(f"best: {linker.best_path} ({linker.best_score:.4f}); alias {linker.link_path}")
+        fabric.print(f"epoch {epoch}: val_loss={val_loss.item():.4f}{'  <- best' if became_best else ''}")
+    kept = sorted(name for name in os.listdir(args.dir) if name.startswith("epoch="))
+    fabric.print(f"best: {best.best_path} ({best.best_score:.4f}); latest: {last.best_path}; kept: {', '.join(kept)}")
 
 
 if __name__ == "__main__":

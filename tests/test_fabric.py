@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("lightning")
 
 from lightning.fabric import Fabric  # noqa: E402
-from tests._helpers import run_script  # noqa: E402
+from tests._helpers import SCRIPTS, run_script  # noqa: E402
 
-from lightning_bestlink import BestLinker  # noqa: E402
+from lightning_bestlink import BestLinker, LatestLinker, Retention  # noqa: E402
 from lightning_bestlink import fabric as bestlink  # noqa: E402
 
 pytestmark = pytest.mark.lightning
@@ -139,7 +140,20 @@ def test_example_runs_and_resumes(tmp_path: Path) -> None:
     assert "epoch 3:" in first
     second = run("--epochs", "5")
     assert "resumed at epoch 3" in second and "epoch 5:" in second
-    assert os.path.exists(tmp_path / "run" / "best.ckpt")
+    run_dir = tmp_path / "run"
+    losses = {
+        int(line.split(":")[0].split()[1]): float(line.split("val_loss=")[1].split()[0])
+        for line in (first + second).splitlines()
+        if line.startswith("epoch ")
+    }
+    assert sorted(losses) == [1, 2, 3, 4, 5]
+    best_epoch = min(losses, key=lambda e: losses[e])
+    assert os.readlink(run_dir / "best.ckpt") == f"epoch={best_epoch}.ckpt"
+    assert os.readlink(run_dir / "last.ckpt") == "epoch=5.ckpt"
+    # one save per epoch; kept: the two best (--keep-best 2) and the latest
+    two_best = sorted(losses, key=lambda e: losses[e])[:2]
+    kept = sorted(p.name for p in run_dir.glob("epoch=*"))
+    assert kept == sorted(f"epoch={e}.ckpt" for e in {*two_best, 5})
 
 
 def test_resume_when_the_best_checkpoint_is_gone_warns_and_starts_over(fabric: Any, tmp_path: Path) -> None:
@@ -155,3 +169,119 @@ def test_resume_when_the_best_checkpoint_is_gone_warns_and_starts_over(fabric: A
     assert resumed.best_score is None
     assert bestlink.save_and_link(fabric, tmp_path / "b.ckpt", _state(fabric, resumed), score=5.0, linker=resumed)
     assert os.readlink(tmp_path / "best.ckpt") == "b.ckpt"
+
+
+# --- issue 13 item 9: the path is checked before anything is saved ------------------------------
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "copy"])
+def test_save_and_link_refuses_the_alias_and_the_aliased_checkpoint_before_saving(
+    fabric: Any, tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    best = BestLinker(tmp_path / "best.ckpt", link=kind)  # type: ignore[arg-type]
+    last = LatestLinker(tmp_path / "last.ckpt", link=kind)  # type: ignore[arg-type]
+    state = _state(fabric, best)
+    state["last"] = last
+    saves: list[str] = []
+    real_save = fabric.save
+    monkeypatch.setattr(fabric, "save", lambda path, *a, **k: (saves.append(str(path)), real_save(path, *a, **k)))
+
+    def offer(path: Path, score: float, step: int) -> bool:
+        return bestlink.save_and_link(fabric, path, state, score=score, linker=best, latest=last, step=step)
+
+    assert offer(tmp_path / "epoch=0.ckpt", 1.0, 0)
+    assert not offer(tmp_path / "epoch=1.ckpt", 2.0, 1)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    for path, score, why in [
+        (tmp_path / "best.ckpt", 2.0, "is the alias .*best.ckpt' itself"),
+        (tmp_path / "last.ckpt", 0.5, "is the alias .*last.ckpt' itself"),
+        # the same path every epoch: a worse model would replace the best under the alias...
+        (tmp_path / "epoch=0.ckpt", 3.0, "is the checkpoint 'best.ckpt' points at"),
+        # ...and a better one would leave the alias on a half-written file while it is saved
+        (tmp_path / "epoch=0.ckpt", 0.1, "is the checkpoint 'best.ckpt' points at"),
+        (tmp_path / "epoch=1.ckpt", 3.0, "is the checkpoint 'last.ckpt' points at"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            offer(path, score, 2)
+    assert saves == [str(tmp_path / "epoch=0.ckpt"), str(tmp_path / "epoch=1.ckpt")], "nothing else was saved"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert best.verify().ok and last.verify().ok
+    assert (best.best_score, last.latest_step) == (1.0, 1)
+
+
+# --- the latest alias and retention --------------------------------------------------------------
+
+
+def test_latest_alias_and_retention_in_a_loop_and_on_resume(fabric: Any, tmp_path: Path) -> None:
+    scores = [3.0, 1.0, 2.0, 0.5, 4.0]
+    best, last = BestLinker(tmp_path / "best.ckpt"), LatestLinker(tmp_path / "last.ckpt")
+    keep = Retention(best, last, keep_best=1)
+    state = {**_state(fabric, best), "last": last}
+    for epoch, score in enumerate(scores):
+        state["epoch"] = epoch
+        path = tmp_path / f"epoch={epoch}.ckpt"
+        bestlink.save_and_link(fabric, path, state, score=score, linker=best, step=epoch, retention=keep)
+        assert os.readlink(tmp_path / "last.ckpt") == f"epoch={epoch}.ckpt"
+    assert sorted(p.name for p in tmp_path.glob("epoch=*")) == ["epoch=3.ckpt", "epoch=4.ckpt"]
+    assert os.readlink(tmp_path / "best.ckpt") == "epoch=3.ckpt"
+
+    # a new process: both aliases come back from the checkpoint last.ckpt points at
+    best2, last2 = BestLinker(tmp_path / "best.ckpt"), LatestLinker(tmp_path / "last.ckpt")
+    keep2 = Retention(best2, last2, keep_best=1)
+    state2 = {**_state(fabric, best2), "last": last2}
+    bestlink.load(fabric, tmp_path / "last.ckpt", state2)
+    assert (state2["epoch"], best2.best_score, last2.latest_step) == (4, 0.5, 4)
+    path = tmp_path / "epoch=5.ckpt"
+    assert not bestlink.save_and_link(fabric, path, state2, score=0.7, linker=best2, step=5, retention=keep2)
+    assert sorted(p.name for p in tmp_path.glob("epoch=*")) == ["epoch=3.ckpt", "epoch=5.ckpt"]
+    assert os.readlink(tmp_path / "last.ckpt") == "epoch=5.ckpt"
+
+
+def run_keep_script(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """ddp_fabric_keep.py in one process, whatever its exit (run_script requires 0)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PL_DISABLE_FORK": "1"}
+    cmd = [sys.executable, str(SCRIPTS / "ddp_fabric_keep.py"), str(folder), *args]
+    return subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kill_at", "kind"),
+    # before the 4th save; between the best alias and the latest at epoch 3 (a new best); after both
+    # aliases moved at epoch 5, before anything was deleted (tests/test_retention.py kills at more points)
+    [("save:4", "symlink"), ("latest:4", "copy"), ("retention:6", "symlink")],
+)
+def test_latest_alias_and_retention_across_a_kill_and_a_resume(tmp_path: Path, kill_at: str, kind: str) -> None:
+    killed = run_keep_script(tmp_path, "1", kind, kill_at, "7")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    resumed = run_keep_script(tmp_path, "1", kind, "none:0", "7")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    seen = json.loads((tmp_path / "rank0.json").read_text())
+    assert seen[0]["epoch"] > 0, "the second run resumed"
+    # as if never killed: the best (epoch 3), the latest (epoch 6), and nothing else
+    assert seen[-1]["checkpoints"] == ["epoch=3.ckpt", "epoch=6.ckpt"]
+    assert (seen[-1]["best_path"], seen[-1]["latest_step"]) == (str(tmp_path / "epoch=3.ckpt"), 6)
+    for alias in ("best.ckpt", "last.ckpt"):
+        linker = (LatestLinker if alias == "last.ckpt" else BestLinker).from_metadata(tmp_path / alias)
+        assert linker.verify().ok, linker.verify().detail
+    assert not [n for n in os.listdir(tmp_path) if ".bestlink-" in n], "no temporary names left"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["symlink", "copy"])
+def test_two_ranks_agree_on_best_latest_and_what_to_delete(tmp_path: Path, kind: str) -> None:
+    run_script("ddp_fabric_keep.py", tmp_path, "2", kind, "none:0", "7")
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0[0]["refused"] and "is the alias" in rank0[0]["refused"], "refused before saving..."
+    assert rank1[0]["refused"] == rank0[0]["refused"], "...on every rank, with rank zero's reason"
+    assert rank0[0]["files"] == [], "nothing was saved"
+    steps = rank0[1:]
+    assert [s["became_best"] for s in steps] == [True, True, False, True, False, False, False]
+    assert [s["latest_step"] for s in steps] == list(range(7))
+    for s0, s1 in zip(steps, rank1[1:], strict=True):
+        assert {k: v for k, v in s0.items() if k != "checkpoints"} == {
+            k: v for k, v in s1.items() if k != "checkpoints"
+        }, "both ranks mirror rank zero's aliases"
+        assert s0["best"] == s0["best_path"] and s0["last"] == s0["latest_path"], "the aliases resolve"
+    assert steps[-1]["checkpoints"] == ["epoch=3.ckpt", "epoch=6.ckpt"]
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith("epoch=")) == ["epoch=3.ckpt", "epoch=6.ckpt"]

@@ -20,7 +20,7 @@ from tests._helpers import KINDS, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import AliasWriteError, BestLinker
 from lightning_bestlink._errors import AliasBusyError
-from lightning_bestlink._storage import LocalStorage, _syscalls
+from lightning_bestlink._storage import LocalStorage, _clone, _syscalls
 
 ERRNOS = {"EXDEV": errno.EXDEV, "EPERM": errno.EPERM, "ENOSPC": errno.ENOSPC}
 FAIL = None  # the update raises AliasWriteError and changes nothing
@@ -125,7 +125,8 @@ def inject(monkeypatch: pytest.MonkeyPatch, func: str, err: int, *, only_dst: st
         calls.append(func)
         raise exc
 
-    owners = {"symlink": os, "link": os, "copyfile": shutil, "copytree": shutil}
+    # a copy's bytes are made by _clone.copyfile (clone, copy_file_range, then shutil's copy): tests/test_clone.py
+    owners = {"symlink": os, "link": os, "copyfile": _clone, "copytree": shutil}
     owner: Any = owners.get(func, _syscalls)  # exchange, rename_noreplace
     monkeypatch.setattr(owner, func, fail)
     return calls

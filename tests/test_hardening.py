@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ from tests._helpers import fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import AliasConflictError, BestLinker, read_metadata
 from lightning_bestlink._errors import RecordError
-from lightning_bestlink._storage import _syscalls
+from lightning_bestlink._storage import _clone, _syscalls
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX files: FIFOs, /dev, /proc, symlinks")
 
@@ -84,7 +83,7 @@ def test_a_file_created_at_the_alias_during_the_copy_survives(
     if platform == "portable":
         monkeypatch.setattr(_syscalls, "exchange", lambda x, y: False)
         monkeypatch.setattr(_syscalls, "rename_noreplace", lambda x, y: False)
-    real_copy = shutil.copyfile
+    real_copy = _clone.copyfile  # what makes a copy's bytes
 
     def slow_copy(src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:
         result = real_copy(src, dst, *args, **kwargs)
@@ -93,7 +92,7 @@ def test_a_file_created_at_the_alias_during_the_copy_survives(
         alias.write_bytes(b"precious")
         return result
 
-    monkeypatch.setattr(shutil, "copyfile", slow_copy)
+    monkeypatch.setattr(_clone, "copyfile", slow_copy)
     linker = BestLinker(alias, link="copy")
     with pytest.raises(AliasConflictError, match="while the new alias was being written"):
         linker.update(0.1, b)

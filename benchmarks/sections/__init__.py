@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from _common import Section
 
-from sections import alias, churn, imports, noop, trainer
+from sections import alias, churn, clone, imports, noop, trainer
 
 SECTIONS: tuple[Section, ...] = (
     imports.SECTION,
     noop.SECTION,
     alias.SECTION,
     churn.SECTION,
+    clone.SECTION,
     trainer.SECTION,
 )

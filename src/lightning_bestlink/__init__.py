@@ -4,6 +4,7 @@ The core (:class:`BestLinker`) imports neither torch nor Lightning. The Trainer
 callback is resolved lazily, so ``import lightning_bestlink`` stays light::
 
     from lightning_bestlink import BestLinker                   # any loop
+    from lightning_bestlink import LatestLinker, Retention      # last.ckpt, and deleting the rest
     from lightning_bestlink import ModelCheckpointWithLinkBest  # imports lightning here
 """
 
@@ -26,6 +27,9 @@ from lightning_bestlink.linker import BestLinker, read_metadata
 
 if TYPE_CHECKING:
     from lightning_bestlink.callbacks import ModelCheckpointWithLinkBest
+    from lightning_bestlink.latest import LatestLinker
+    from lightning_bestlink.loop import save_and_link
+    from lightning_bestlink.retention import Retention
 
 __version__ = "0.1.0"
 
@@ -37,12 +41,24 @@ __all__ = [
     "BestLinkError",
     "BestLinkWarning",
     "BestLinker",
+    "LatestLinker",
     "METADATA_SUFFIX",
     "ModelCheckpointWithLinkBest",
     "OutsideFolderError",
     "RecordError",
+    "Retention",
     "read_metadata",
+    "save_and_link",
 ]
+
+
+#: loaded on first use (PEP 562): the latest alias, retention and the plain-loop helper cost
+#: nothing to a run that does not use them
+_LAZY = {
+    "LatestLinker": "lightning_bestlink.latest",
+    "Retention": "lightning_bestlink.retention",
+    "save_and_link": "lightning_bestlink.loop",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -59,4 +75,10 @@ def __getattr__(name: str) -> Any:
                 f"the standalone pytorch_lightning use lightning_bestlink.pytorch_lightning.ModelCheckpointWithLinkBest"
             ) from err
         return ModelCheckpointWithLinkBest
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

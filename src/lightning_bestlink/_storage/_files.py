@@ -225,12 +225,14 @@ def make(kind: LinkKind, target: str, tmp: str, is_dir: bool, *, durable: bool) 
     elif kind == "hardlink":
         os.link(target, tmp, follow_symlinks=False)
     else:
-        import shutil  # copies only: the import stays off the link path
+        import shutil  # copies only: the imports stay off the link path
+
+        from lightning_bestlink._storage import _clone  # a clone where the filesystem can, file by file
 
         if is_dir:
-            shutil.copytree(target, tmp, symlinks=True)
+            shutil.copytree(target, tmp, symlinks=True, copy_function=_clone.copy2)
         else:
-            shutil.copyfile(target, tmp)
+            _clone.copyfile(target, tmp)
             shutil.copymode(target, tmp)
         _stamp(tmp)
         if durable and not is_dir:

@@ -1,0 +1,125 @@
+"""Copies that share blocks where the filesystem can: a clone, else an in-kernel copy, else a plain one.
+
+A copy alias costs a whole checkpoint of new blocks on most filesystems. Those that can share
+blocks between files (XFS with reflink, btrfs, bcachefs) make a clone in a few metadata writes,
+whatever the size; NFS 4.2 and SMB copy on the server. In order, :func:`copyfile` tries:
+
+1. ``ioctl(FICLONE)``: the new file shares every block of the old one (Linux 4.5+);
+2. ``os.copy_file_range``: the kernel copies, and may clone or copy on the server (Linux 4.5+);
+3. ``shutil.copyfile``: the plain copy (on Linux, ``sendfile``).
+
+A step falls through to the next only on an error that means "cannot do it here"
+(:data:`CANNOT`); any other error (ENOSPC, EIO, EDQUOT, ...) is raised, as the plain copy's
+would be. Callers stage the copy under a temporary name exactly as before: only how its
+bytes are made changes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import platform
+import shutil
+import sys
+from typing import IO, Any, Literal
+
+try:
+    import fcntl
+except ImportError:  # Windows: no ioctl, no clone
+    fcntl: Any = None  # type: ignore[no-redef]
+
+How = Literal["clone", "copy_file_range", "copy"]
+
+#: errnos of FICLONE and copy_file_range(2) that mean "not here" (see their man pages):
+#: EXDEV (the two files are on different filesystems), EOPNOTSUPP/ENOTSUP (the filesystem
+#: cannot share blocks, or is too old for the call: ext4, tmpfs, XFS without reflink), EINVAL (it
+#: cannot for this pair of files: btrfs with different checksum flags, files that are not regular),
+#: ENOSYS (no such system call), ENOTTY (a kernel without FICLONE), ETXTBSY (one is a swap file:
+#: a plain copy still reads it), and 524 (ENOTSUPP, which NFS and CIFS let out to user space).
+CANNOT = frozenset(
+    {
+        errno.EXDEV,
+        errno.EOPNOTSUPP,
+        getattr(errno, "ENOTSUP", errno.EOPNOTSUPP),
+        errno.EINVAL,
+        errno.ENOSYS,
+        errno.ENOTTY,
+        errno.ETXTBSY,
+        524,
+    }
+)
+
+# _IOW(0x94, 9, int). Python 3.12 has fcntl.FICLONE; before that, the number is spelled out here
+# for the architectures whose ioctl encoding gives it (not powerpc, mips, sparc, alpha).
+_FICLONE_COMMON = 0x40049409
+_COMMON_IOCTL = ("x86_64", "amd64", "i386", "i686", "aarch64", "arm64", "riscv64", "s390x", "loongarch64")
+
+
+def _ficlone_number() -> int | None:
+    if fcntl is None or not sys.platform.startswith("linux"):
+        return None
+    number = getattr(fcntl, "FICLONE", None)
+    if number is not None:
+        return int(number)
+    machine = platform.machine().lower()
+    return _FICLONE_COMMON if machine in _COMMON_IOCTL or machine.startswith("armv") else None
+
+
+FICLONE = _ficlone_number()
+#: the most one copy_file_range call is asked for (Linux copies at most about 2 GiB per call)
+_CHUNK = 1 << 30
+
+
+def copyfile(src: str, dst: str) -> How:
+    """Copy the regular file ``src`` to the new file ``dst``; returns how the bytes were made.
+
+    ``dst`` must not exist (it is created with ``O_EXCL``, so nothing is written through a
+    link planted at its name). The plain copy that ends the chain truncates whatever an
+    earlier step left half-done.
+    """
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        if _clone(fin, fout):
+            return "clone"
+        if _copy_range(fin, fout):
+            return "copy_file_range"
+    shutil.copyfile(src, dst)
+    return "copy"
+
+
+def copy2(src: str, dst: str) -> str:
+    """``shutil.copy2`` through :func:`copyfile`: what ``copytree`` copies each file of a directory with."""
+    copyfile(src, dst)
+    shutil.copystat(src, dst)
+    return dst
+
+
+def _clone(fin: IO[bytes], fout: IO[bytes]) -> bool:
+    if FICLONE is None:
+        return False
+    try:
+        fcntl.ioctl(fout.fileno(), FICLONE, fin.fileno())
+    except OSError as err:
+        if err.errno in CANNOT:
+            return False
+        raise
+    return True
+
+
+def _copy_range(fin: IO[bytes], fout: IO[bytes]) -> bool:
+    copy_file_range = getattr(os, "copy_file_range", None)
+    if copy_file_range is None:
+        return False
+    size = os.fstat(fin.fileno()).st_size
+    copied = 0
+    try:
+        while True:  # to the end of the file, as a plain copy goes
+            n = copy_file_range(fin.fileno(), fout.fileno(), max(min(size - copied, _CHUNK), 1 << 23))
+            if n == 0:
+                break
+            copied += n
+    except OSError as err:
+        if err.errno in CANNOT:
+            return False
+        raise
+    # fewer bytes than the file holds: some filesystems answer 0 at once (files of /proc, FUSE)
+    return copied >= size

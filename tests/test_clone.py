@@ -1,0 +1,296 @@
+"""Copy aliases share blocks where the filesystem can (issue 16).
+
+On a loop-mounted XFS made with ``-m reflink=1`` a copy alias of a file and of a directory
+checkpoint adds no data blocks, with the bytes identical. Where the filesystem cannot clone
+(ext4), or a step fails with an error that means "not here", the next step makes the copy;
+real errors (ENOSPC, EIO) fail the update and change nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import filecmp
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests._helpers import fill_of, leftovers, write_ckpt
+from tests._xfs import cannot_mount, free_bytes, xfs_mount
+
+from lightning_bestlink import AliasWriteError, BestLinker
+from lightning_bestlink._storage import _clone
+
+MiB = 1 << 20
+#: checkpoint data per test: a full copy of it is 64 MiB of new blocks
+DATA = 64 * MiB
+#: What a clone may still allocate: metadata, never data. XFS (4 KiB blocks) allocates inodes in
+#: chunks of 64 (8 blocks), and a clone adds a reference-count btree record; the alias's JSON record
+#: takes 1 block, a new directory (and each inode) a few, and btree splits of the free-space, block-map
+#: and reference-count trees a block or two each. Measured: 4 KiB for a file, 36 KiB for a directory
+#: of three shards. 1 MiB (256 blocks) covers that with room, and is 1/64 of what a copy writes.
+METADATA_SLACK = 1 * MiB
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "copy_file_range"), reason="Linux only: FICLONE, copy_file_range")
+
+
+@pytest.fixture(scope="module")
+def xfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    reason = cannot_mount()
+    if reason:
+        pytest.skip(reason)
+    try:
+        with xfs_mount(tmp_path_factory.mktemp("xfs")) as mnt:
+            yield mnt
+    except RuntimeError as err:  # a container without the right to mount, a kernel without XFS
+        if any(s in str(err).lower() for s in ("permission denied", "not permitted", "unknown filesystem")):
+            pytest.skip(f"this machine cannot mount an XFS image: {err}")
+        raise
+
+
+@pytest.fixture
+def on_xfs(xfs: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A fresh folder on the XFS mount, emptied afterwards (the image is shared by the module)."""
+    d = xfs / request.node.name.replace("[", "-").replace("]", "")
+    d.mkdir()
+    yield d
+    shutil.rmtree(d)
+
+
+def random_file(path: Path, size: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        for _ in range(size // MiB):
+            fh.write(os.urandom(MiB))
+    return path
+
+
+def plain_copy(src: Path, dst: Path) -> None:
+    """A copy that writes every byte itself (the control: what a copy costs without sharing)."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while chunk := fin.read(MiB):
+            fout.write(chunk)
+
+
+# --- on a filesystem that clones ---------------------------------------------------------------
+
+
+def test_copy_alias_of_a_file_adds_no_data_blocks(on_xfs: Path) -> None:
+    a = random_file(on_xfs / "epoch=1.ckpt", DATA)
+    b = random_file(on_xfs / "epoch=2.ckpt", DATA)
+    linker = BestLinker(on_xfs / "best.ckpt", link="copy")
+    for score, target in ((0.5, a), (0.2, b)):
+        before = free_bytes(on_xfs)
+        assert linker.update(score, target)
+        used = before - free_bytes(on_xfs)
+        assert used <= METADATA_SLACK, f"a copy alias of {DATA} B took {used} B of new blocks"
+        alias = Path(linker.link_path)
+        assert not alias.is_symlink() and not os.path.samestat(alias.stat(), target.stat()), "a copy, not a link"
+        assert filecmp.cmp(alias, target, shallow=False)
+        assert linker.link_kind == "copy" and linker.verify().ok
+    assert leftovers(on_xfs) == []
+    # the control: the measurement sees a copy that shares nothing
+    before = free_bytes(on_xfs)
+    plain_copy(b, on_xfs / "control.ckpt")
+    assert before - free_bytes(on_xfs) >= DATA
+
+
+def test_copy_alias_of_a_directory_checkpoint_adds_no_data_blocks(on_xfs: Path) -> None:
+    shard = DATA // 4
+    ckpt = on_xfs / "step=100"
+    for i in range(4):
+        random_file(ckpt / f"shard-{i}.distcp", shard)
+    (ckpt / ".metadata").write_bytes(b"{}")
+    os.symlink("shard-0.distcp", ckpt / "latest")  # a link inside the checkpoint stays a link
+    os.chmod(ckpt / "shard-3.distcp", 0o600)
+    linker = BestLinker(on_xfs / "best", link="copy")
+    before = free_bytes(on_xfs)
+    assert linker.update(1.0, ckpt)
+    used = before - free_bytes(on_xfs)
+    assert used <= METADATA_SLACK, f"a copy alias of a {DATA} B directory took {used} B of new blocks"
+    alias = Path(linker.link_path)
+    assert alias.is_dir() and not alias.is_symlink()
+    assert sorted(os.listdir(alias)) == sorted(os.listdir(ckpt))
+    assert filecmp.dircmp(alias, ckpt).diff_files == []
+    for i in range(4):
+        assert filecmp.cmp(alias / f"shard-{i}.distcp", ckpt / f"shard-{i}.distcp", shallow=False)
+    assert os.readlink(alias / "latest") == "shard-0.distcp"
+    assert stat.S_IMODE((alias / "shard-3.distcp").stat().st_mode) == 0o600
+    assert linker.verify().ok and leftovers(on_xfs) == []
+
+
+def test_each_step_of_the_chain_shares_blocks_on_xfs(on_xfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = random_file(on_xfs / "a.ckpt", 16 * MiB)
+    before = free_bytes(on_xfs)
+    assert _clone.copyfile(str(src), str(on_xfs / "by-clone")) == "clone"
+    monkeypatch.setattr(_clone, "FICLONE", None)  # a Python or architecture without the ioctl number
+    assert _clone.copyfile(str(src), str(on_xfs / "by-range")) == "copy_file_range"  # XFS remaps here too
+    assert before - free_bytes(on_xfs) <= METADATA_SLACK
+    for name in ("by-clone", "by-range"):
+        assert filecmp.cmp(src, on_xfs / name, shallow=False)
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_updates_on_xfs_stay_atomic_owned_and_identified(on_xfs: Path, durable: bool) -> None:
+    a, b = write_ckpt(on_xfs / "a.ckpt", 1), write_ckpt(on_xfs / "b.ckpt", 2)
+    linker = BestLinker(on_xfs / "best.ckpt", link="copy", durable=durable)
+    assert linker.update(0.5, a) and linker.update(0.1, b)
+    assert fill_of(linker.link_path) == 2 and fill_of(a) == 1
+    # the copy's own identity: its mtime nanoseconds are its own, not the clone source's
+    st = os.lstat(linker.link_path)
+    from lightning_bestlink import read_metadata
+
+    record = read_metadata(linker.link_path)
+    assert record is not None and record["alias_id"] == [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+    # a new process recognises the clone as its alias and replaces it
+    assert BestLinker(on_xfs / "best.ckpt", link="copy").update(0.9, a)
+    assert fill_of(linker.link_path) == 1 and leftovers(on_xfs) == []
+
+
+# --- where the filesystem cannot clone ---------------------------------------------------------
+
+
+def fs_type(path: Path) -> str:
+    real, best, kind = os.path.realpath(path), "", "unknown"
+    with open("/proc/mounts") as fh:
+        for line in fh:
+            parts = line.split()
+            mount = parts[1].replace("\\040", " ")
+            if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
+                best, kind = mount, parts[2]
+    return kind
+
+
+def spy(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, fault: int | None = None) -> list[Any]:
+    """Record each call of ``owner.name`` and its outcome (an errno, or "ok"); ``fault`` makes it raise."""
+    real = getattr(owner, name)
+    seen: list[Any] = []
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if fault is not None:
+            seen.append(fault)
+            raise OSError(fault, os.strerror(fault))
+        try:
+            result = real(*args, **kwargs)
+        except OSError as err:
+            seen.append(err.errno)
+            raise
+        seen.append("ok")
+        return result
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return seen
+
+
+def test_on_ext4_the_clone_falls_through_to_copy_file_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind = fs_type(tmp_path)
+    if kind not in ("ext4", "ext3", "ext2"):
+        pytest.skip(f"the temporary folder is on {kind}; this test needs ext4, which cannot clone")
+    ioctl = spy(monkeypatch, fcntl, "ioctl")
+    ranges = spy(monkeypatch, os, "copy_file_range")
+    plain = spy(monkeypatch, shutil, "copyfile")
+    a, b = write_ckpt(tmp_path / "a.ckpt", 1, size=3 * MiB), write_ckpt(tmp_path / "b.ckpt", 2, kind="dir")
+    linker = BestLinker(tmp_path / "best.ckpt", link="copy")
+    assert linker.update(0.5, a)
+    assert ioctl == [errno.EOPNOTSUPP], "ext4 answers FICLONE with EOPNOTSUPP"
+    assert ranges[0] == "ok" and plain == []
+    assert fill_of(linker.link_path) == 1 and not os.path.samestat(os.stat(linker.link_path), a.stat())
+    linker2 = BestLinker(tmp_path / "best-dir", link="copy")
+    assert linker2.update(0.5, b)
+    assert fill_of(linker2.link_path) == 2 and plain == []
+    assert leftovers(tmp_path) == []
+
+
+#: "cannot here" errors fall through to the next step
+FALL_THROUGH = {"EXDEV": errno.EXDEV, "EOPNOTSUPP": errno.EOPNOTSUPP, "EINVAL": errno.EINVAL, "ENOSYS": errno.ENOSYS}
+#: real errors fail the update
+REAL = {"ENOSPC": errno.ENOSPC, "EIO": errno.EIO, "EDQUOT": errno.EDQUOT}
+
+
+def faulted(monkeypatch: pytest.MonkeyPatch, step: str, err: int) -> dict[str, list[Any]]:
+    """Spy on the three steps; ``step`` ("clone", "range" or "both") raises ``err``.
+
+    When only the second step is faulted, the clone answers EOPNOTSUPP (as ext4 does), whatever
+    filesystem the temporary folder is on.
+    """
+    clone_fault = err if step in ("clone", "both") else errno.EOPNOTSUPP if step == "range" else None
+    return {
+        "clone": spy(monkeypatch, fcntl, "ioctl", clone_fault),
+        "range": spy(monkeypatch, os, "copy_file_range", err if step in ("range", "both") else None),
+        "plain": spy(monkeypatch, shutil, "copyfile"),
+    }
+
+
+@pytest.mark.parametrize("target", ["file", "dir"])
+@pytest.mark.parametrize("err_name", list(FALL_THROUGH))
+@pytest.mark.parametrize(("step", "made_by"), [("clone", "range"), ("range", "plain"), ("both", "plain")])
+def test_cannot_clone_here_falls_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, made_by: str, err_name: str, target: str
+) -> None:
+    a, b = write_ckpt(tmp_path / "a", 1, kind=target), write_ckpt(tmp_path / "b", 2, kind=target)
+    linker = BestLinker(tmp_path / "best", link="copy")
+    assert linker.update(0.5, a)
+    with monkeypatch.context() as m:
+        calls = faulted(m, step, FALL_THROUGH[err_name])
+        assert linker.update(0.1, b)
+    if made_by == "range":
+        assert "ok" in calls["range"] and calls["plain"] == []
+    else:
+        assert calls["plain"], "the plain copy made it"
+    assert fill_of(linker.link_path) == 2 and fill_of(a) == 1 and fill_of(b) == 2
+    assert linker.link_kind == "copy" and linker.verify().ok
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("target", ["file", "dir"])
+@pytest.mark.parametrize("err_name", list(REAL))
+@pytest.mark.parametrize("step", ["clone", "range"])
+def test_real_errors_do_not_fall_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, err_name: str, target: str
+) -> None:
+    err = REAL[err_name]
+    a, b = write_ckpt(tmp_path / "a", 1, kind=target), write_ckpt(tmp_path / "b", 2, kind=target)
+    linker = BestLinker(tmp_path / "best", link="copy")
+    assert linker.update(0.5, a)
+    record = Path(linker.metadata_path).read_bytes()
+    state = linker.state_dict()
+    with monkeypatch.context() as m:
+        calls = faulted(m, step, err)
+        with pytest.raises(AliasWriteError, match="unchanged") as info:
+            linker.update(0.1, b)
+    # copytree gathers each file's error into one shutil.Error, which carries no errno: EIO
+    assert info.value.errno == (err if target == "file" else errno.EIO)
+    assert err in calls[step]
+    if step == "clone":
+        assert calls["range"] == [], "a real error of the clone is not retried another way"
+    assert calls["plain"] == []
+    assert fill_of(linker.link_path) == 1, "the old alias is intact"
+    assert Path(linker.metadata_path).read_bytes() == record and linker.state_dict() == state
+    assert leftovers(tmp_path) == []
+    assert linker.update(0.1, b) and fill_of(linker.link_path) == 2  # nothing was spoiled for the next try
+
+
+def test_a_short_copy_file_range_falls_back_to_the_plain_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # some filesystems (FUSE, files of /proc) answer 0 bytes at once: the plain copy makes the file
+    monkeypatch.setattr(_clone, "FICLONE", None)
+    monkeypatch.setattr(os, "copy_file_range", lambda *args: 0)
+    src = write_ckpt(tmp_path / "a", 7, size=MiB)
+    assert _clone.copyfile(str(src), str(tmp_path / "b")) == "copy"
+    assert fill_of(tmp_path / "b") == 7
+
+
+def test_the_copy_never_writes_through_a_name_planted_at_the_temporary_path(tmp_path: Path) -> None:
+    victim = write_ckpt(tmp_path / "victim", 9)
+    os.symlink(victim, tmp_path / "tmp-name")
+    with pytest.raises(FileExistsError):
+        _clone.copyfile(str(write_ckpt(tmp_path / "a", 1)), str(tmp_path / "tmp-name"))
+    assert fill_of(victim) == 9
+
+
+def test_errnos_that_fall_through_are_only_the_cannot_here_ones() -> None:
+    assert {errno.EXDEV, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.ETXTBSY} <= _clone.CANNOT
+    assert not {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EBADF} & _clone.CANNOT
