@@ -12,6 +12,7 @@ CORE = [
     "lightning_bestlink._metadata",
     "lightning_bestlink.linker",
     "lightning_bestlink._names",
+    "lightning_bestlink._state",
     "lightning_bestlink._storage.base",
     "lightning_bestlink._trainer_api",
 ]

@@ -159,19 +159,20 @@ def test_the_lock_that_cannot_be_taken_is_a_clear_error(tmp_path: Path) -> None:
 
 HOLDER = textwrap.dedent(
     """
-    import shutil, sys, time
+    import sys, time
     from lightning_bestlink import BestLinker
+    from lightning_bestlink._storage import _clone
     alias, first, second = sys.argv[1:4]
     linker = BestLinker(alias, link="copy", shared=True)
     linker.update(0.5, first)
-    real = shutil.copyfile
+    real = _clone.copyfile  # what makes a copy's bytes
 
     def copy_then_hang(src, dst, *args, **kwargs):
         real(src, dst, *args, **kwargs)
         print("holding", flush=True)  # the lock is held, a temporary copy exists
         time.sleep(600)
 
-    shutil.copyfile = copy_then_hang
+    _clone.copyfile = copy_then_hang
     linker.update(0.4, second)
     """
 )

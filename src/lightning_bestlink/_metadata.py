@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any
 
 from lightning_bestlink._errors import RecordError
-from lightning_bestlink._storage import Storage
+from lightning_bestlink._storage import Storage, storage_for
 
 FORMAT = "lightning-bestlink/1"
 SUFFIX = ".bestlink.json"
@@ -194,3 +195,18 @@ def check_extra(extra: Any) -> dict[str, Any]:
     if size > EXTRA_LIMIT:
         raise ValueError(f"extra must encode to at most {EXTRA_LIMIT} bytes of JSON, got {size}; keep it small")
     return dict(extra)
+
+
+def read_metadata(
+    link_path: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The record next to an alias, with ``target`` made absolute; None if there is none.
+
+    Handy for evaluation jobs: ``read_metadata("ckpt/best.ckpt")["score"]``.
+    """
+    storage = storage_for(link_path, storage_options)
+    alias = storage.normalize(link_path)
+    record = read(storage, metadata_path(alias))
+    if record is not None:
+        record["target"] = storage.absolute(str(record["target"]), alias)
+    return record

@@ -8,7 +8,6 @@ storage what it can do, never what it is, and imports neither torch nor Lightnin
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
 import warnings
@@ -18,11 +17,12 @@ from typing import Any
 from lightning_bestlink import _metadata
 from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning, OutsideFolderError
 from lightning_bestlink._health import AliasReport, diagnose
+from lightning_bestlink._metadata import read_metadata
 from lightning_bestlink._score import Mode, Ties, check_mode, check_ties, is_better, to_score
+from lightning_bestlink._state import check_state, make_state
 from lightning_bestlink._storage import LINK_CHOICES, LinkChoice, Storage, TargetType, storage_for
-from lightning_bestlink._writer import AliasWriter
-
-_STATE_VERSION = 1
+from lightning_bestlink._targets import check_target, located
+from lightning_bestlink._writer import AliasWriter, Proceed
 
 
 class BestLinker:
@@ -228,15 +228,8 @@ class BestLinker:
             # process's view of it cannot beat the disk either: no I/O either way
             if not is_better(value, self._best_score, self._mode, self._ties):
                 return False
-            target, kind = self._checked_target(path)
-            if not self._shared:
-                self._publish(value, target, kind, extra)
-                return True
-            record = self._writer.write(value, target, kind, self._mode, extra, proceed=self._beats_disk(value))
-            if record is None:
-                return False
-            self._remember(value, target, str(record["link"]))
-            return True
+            proceed = self._beats_disk(value) if self._shared else None
+            return self._publish(value, *self._checked_target(path), extra, proceed)
 
     def follow(self, score: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> bool:
         """Point the alias at ``path`` because a decision made elsewhere says it is the best.
@@ -265,61 +258,23 @@ class BestLinker:
     # --- writing the alias ----------------------------------------------------
 
     def _checked_target(self, path: str | os.PathLike[str], *, confined: bool = False) -> tuple[str, TargetType]:
-        """The normalised target and what it is; raises when it cannot be the best."""
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
-        text = os.fspath(path)
-        if not text:
-            raise ValueError("path must name a checkpoint, got an empty string")
-        storage = self._storage
-        if not storage.handles(text):
-            raise ValueError(
-                f"path {text!r} and link_path {self._link_path!r} must be on the same filesystem; "
-                f"put the alias next to the checkpoints"
-            )
-        target = storage.normalize(text)
-        # compared before and after resolving: the alias itself is often a symlink
-        if target != self._link_path:
-            target = storage.resolve_target(target)
-        if target == self._link_path:
-            raise ValueError(
-                f"path must not be the alias itself, got {text!r} (link_path is {self._link_path!r}); "
-                f"pass the checkpoint file the alias should point at"
-            )
-        try:
-            kind = storage.target_type(target)
-        except OSError as err:
-            if err.errno == errno.ELOOP:
-                raise ValueError(f"path {text!r} is a loop of symbolic links; pass the checkpoint itself") from None
-            raise AliasWriteError.from_os_error(err, f"looking at path {text!r}") from err
-        if kind is None:
-            raise FileNotFoundError(f"path {text!r} does not exist; call update() after the checkpoint is fully saved")
-        if kind == "other":
-            raise ValueError(
-                f"path {text!r} is not a regular file or directory (a device, FIFO, socket, or a file of "
-                f"/proc or /sys); a checkpoint is a file or a directory of shards"
-            )
-        if kind == "dir" and storage.encloses(target, self._link_path):
-            raise ValueError(
-                f"path {text!r} is a folder that holds the alias {self._link_path!r}: an alias inside what it "
-                f"points at would link or copy into itself; pass the checkpoint file or shard directory"
-            )
-        storage.check_can_alias(target, self._link, is_dir=kind == "dir")
-        if confined and not storage.in_folder_of(self._link_path, target):
-            raise OutsideFolderError(
-                f"the best checkpoint {text!r} (from a saved state or record) lies outside the alias's folder "
-                f"{os.path.dirname(self._link_path)!r}; nothing was changed. If you trust where it came from, "
-                f"load it with allow_outside=True"
-            )
-        return target, kind
+        return check_target(self._storage, self._link_path, self._link, path, confined=confined)
 
     def _read_record(self) -> dict[str, Any] | None:
         return self._writer.read_record()
 
-    def _publish(self, value: float | None, target: str, kind: TargetType, extra: dict[str, Any]) -> None:
-        record = self._writer.write(value, target, kind, self._mode, extra)
-        assert record is not None
-        self._remember(value, target, str(record["link"]))
+    def _publish(
+        self, value: float | None, target: str, kind: TargetType, extra: dict[str, Any], proceed: Proceed | None = None
+    ) -> bool:
+        """Write the alias; False when ``proceed`` (a shared alias: the best on disk) said no."""
+        record = self._writer.write(value, target, kind, self._mode, extra, proceed)
+        if record is None:
+            return False
+        self._best_score, self._best_path, self._link_kind = value, target, str(record["link"])
+        import logging  # the core logs, never prints; the import is free after the first
+
+        logging.getLogger("lightning_bestlink").debug("%s -> %s (score %s)", self._link_path, target, value)
+        return True
 
     def _beats_disk(self, value: float) -> Callable[[dict[str, Any] | None], bool]:
         """For a shared alias: called under the lock with the record on disk; False adopts its best."""
@@ -352,12 +307,6 @@ class BestLinker:
             return
         if self._best_score is None or is_better(record["score"], self._best_score, self._mode, "first"):
             self._adopt(record)
-
-    def _remember(self, value: float | None, target: str, link_kind: str | None) -> None:
-        self._best_score, self._best_path, self._link_kind = value, target, link_kind
-        import logging  # the core logs, never prints; the import is free after the first
-
-        logging.getLogger("lightning_bestlink").debug("%s -> %s (score %s)", self._link_path, target, value)
 
     # --- health ---------------------------------------------------------------
 
@@ -460,16 +409,7 @@ class BestLinker:
 
     def _state(self, best_score: float | None, best_path: str | None) -> dict[str, Any]:
         rel = None if best_path is None else self._storage.relative(best_path, self._link_path)
-        return {
-            "version": _STATE_VERSION,
-            "link_path": self._link_path,
-            "mode": self._mode,
-            "ties": self._ties,
-            "best_score": best_score,
-            "best_path": best_path,
-            "best_path_relative": rel,
-            "link_kind": self._link_kind,
-        }
+        return make_state(self._link_path, self._mode, self._ties, best_score, best_path, rel, self._link_kind)
 
     def load_state_dict(self, state: dict[str, Any], *, verify: bool = True, allow_outside: bool = False) -> None:
         """Restore the best from :meth:`state_dict`.
@@ -486,56 +426,25 @@ class BestLinker:
             ValueError: ``state`` is not a state of this library's format, or was saved
                 with another ``mode``, ``ties`` or state version; nothing changed.
         """
-        if not isinstance(state, dict) or "best_score" not in state or "best_path" not in state:
-            raise ValueError(
-                f"state must be a dict from BestLinker.state_dict(), got {type(state).__name__} {state!r:.200}"
-            )
-        if state.get("version", _STATE_VERSION) != _STATE_VERSION:
-            raise ValueError(
-                f"state['version'] must be {_STATE_VERSION}, got {state.get('version')!r}: this state was "
-                f"written by another version of lightning-bestlink; upgrade it or start without the state"
-            )
-        for name, mine in (("mode", self._mode), ("ties", self._ties)):
-            if state.get(name, mine) != mine:
-                raise ValueError(
-                    f"state was saved with {name}={state.get(name)!r} but this linker has {name}={mine!r}; "
-                    f"construct the linker with {name}={state.get(name)!r}"
-                )
-        best_score, best_path = state["best_score"], state["best_path"]
+        best_score, best_path = check_state(state, mode=self._mode, ties=self._ties)
         with self._lock:
             if best_path is None:
                 self._best_score, self._best_path = None, None
                 self._needs_verify = False
                 return
-            if not isinstance(best_path, str) or not best_path:
-                raise ValueError(f"state['best_path'] must be a path or None, got {best_path!r:.200}")
-            score = None if best_score is None else to_score(best_score, name="state['best_score']")
-            if score is not None and score != score:
-                raise ValueError("state['best_score'] is NaN, which is never the best; this state is damaged")
             target = self._storage.normalize(best_path)
             if verify:  # the state is input: look before acting on it (ranks that only mirror never act)
-                target = self._located(target, state)
+                target = located(self._storage, self._link_path, target, state)
                 if not allow_outside and not self._storage.in_folder_of(self._link_path, target):
                     raise OutsideFolderError(
                         f"state['best_path'] {best_path!r} lies outside the alias's folder "
                         f"{os.path.dirname(self._link_path)!r}; nothing was changed. If you trust this state, "
                         f"load it with allow_outside=True"
                     )
-            self._best_score = score
-            self._best_path = target
+            self._best_score, self._best_path = best_score, target
             self._link_kind = state.get("link_kind") if state.get("link_kind") in LINK_CHOICES else None
             self._confined = not allow_outside
             self._needs_verify = bool(verify)
-
-    def _located(self, target: str, state: dict[str, Any]) -> str:
-        """``target``, or the checkpoint next to the alias when the run folder moved with it."""
-        rel = state.get("best_path_relative")
-        moved = state.get("link_path", self._link_path) != self._link_path
-        if not (isinstance(rel, str) and rel and moved) or self._storage.target_type(target) is not None:
-            return target
-        beside = self._storage.absolute(rel, self._link_path)
-        inside = self._storage.in_folder_of(self._link_path, beside)  # a relative path never leads out
-        return beside if inside and self._storage.target_type(beside) is not None else target
 
     @classmethod
     def from_metadata(
@@ -562,21 +471,6 @@ class BestLinker:
         state = {"best_score": record["score"], "best_path": record["target"], "link_kind": record.get("link")}
         linker.load_state_dict(state, allow_outside=allow_outside)
         return linker
-
-
-def read_metadata(
-    link_path: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
-) -> dict[str, Any] | None:
-    """The record next to an alias, with ``target`` made absolute; None if there is none.
-
-    Handy for evaluation jobs: ``read_metadata("ckpt/best.ckpt")["score"]``.
-    """
-    storage = storage_for(link_path, storage_options)
-    alias = storage.normalize(link_path)
-    record = _metadata.read(storage, _metadata.metadata_path(alias))
-    if record is not None:
-        record["target"] = storage.absolute(str(record["target"]), alias)
-    return record
 
 
 __all__ = ["AliasConflictError", "AliasReport", "AliasWriteError", "BestLinkWarning", "BestLinker", "read_metadata"]

@@ -1,0 +1,77 @@
+"""Is this path a checkpoint the alias may point at? (regular file or shard directory, not the
+alias, not a folder holding it, not a device; inside the alias's folder when it came from disk)."""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+from lightning_bestlink._errors import AliasWriteError, OutsideFolderError
+from lightning_bestlink._storage import LinkChoice, Storage, TargetType
+
+
+def check_target(
+    storage: Storage, link_path: str, link: LinkChoice, path: str | os.PathLike[str], *, confined: bool = False
+) -> tuple[str, TargetType]:
+    """The normalised target and what it is; raises a clear error when it cannot be the best.
+
+    ``confined``: the path came from a saved state or record (input, not authority) and must
+    lie inside the alias's folder.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
+    text = os.fspath(path)
+    if not text:
+        raise ValueError("path must name a checkpoint, got an empty string")
+    if not storage.handles(text):
+        raise ValueError(
+            f"path {text!r} and link_path {link_path!r} must be on the same filesystem; "
+            f"put the alias next to the checkpoints"
+        )
+    target = storage.normalize(text)
+    # compared before and after resolving: the alias itself is often a symlink
+    if target != link_path:
+        target = storage.resolve_target(target)
+    if target == link_path:
+        raise ValueError(
+            f"path must not be the alias itself, got {text!r} (link_path is {link_path!r}); "
+            f"pass the checkpoint file the alias should point at"
+        )
+    try:
+        kind = storage.target_type(target)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ValueError(f"path {text!r} is a loop of symbolic links; pass the checkpoint itself") from None
+        raise AliasWriteError.from_os_error(err, f"looking at path {text!r}") from err
+    if kind is None:
+        raise FileNotFoundError(f"path {text!r} does not exist; call update() after the checkpoint is fully saved")
+    if kind == "other":
+        raise ValueError(
+            f"path {text!r} is not a regular file or directory (a device, FIFO, socket, or a file of "
+            f"/proc or /sys); a checkpoint is a file or a directory of shards"
+        )
+    if kind == "dir" and storage.encloses(target, link_path):
+        raise ValueError(
+            f"path {text!r} is a folder that holds the alias {link_path!r}: an alias inside what it "
+            f"points at would link or copy into itself; pass the checkpoint file or shard directory"
+        )
+    storage.check_can_alias(target, link, is_dir=kind == "dir")
+    if confined and not storage.in_folder_of(link_path, target):
+        raise OutsideFolderError(
+            f"the best checkpoint {text!r} (from a saved state or record) lies outside the alias's folder "
+            f"{os.path.dirname(link_path)!r}; nothing was changed. If you trust where it came from, "
+            f"load it with allow_outside=True"
+        )
+    return target, kind
+
+
+def located(storage: Storage, link_path: str, target: str, state: dict[str, Any]) -> str:
+    """``target``, or the checkpoint next to the alias when the run folder moved with it."""
+    rel = state.get("best_path_relative")
+    moved = state.get("link_path", link_path) != link_path
+    if not (isinstance(rel, str) and rel and moved) or storage.target_type(target) is not None:
+        return target
+    beside = storage.absolute(rel, link_path)
+    inside = storage.in_folder_of(link_path, beside)  # a relative path never leads out
+    return beside if inside and storage.target_type(beside) is not None else target
