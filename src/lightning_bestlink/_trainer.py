@@ -56,7 +56,7 @@ def with_model_checkpoint_signature(cls: _C) -> _C:
     base: Any = _lightning_class(cls)
     ours = signature(BestLinkMixin.__init__).parameters
     this, *theirs = signature(base.__init__).parameters.values()
-    params = [this, ours["save_best"], *theirs, ours["best_name"]]
+    params = [this, ours["save_best"], *theirs, ours["best_name"], ours["sweep_best"]]
 
     mixin_init = BestLinkMixin.__init__
 
@@ -91,15 +91,30 @@ class BestLinkMixin(_Base):
     def _warn(message: str, *, category: type[Warning] = UserWarning) -> None:
         warnings.warn(message, category, stacklevel=3)
 
-    def __init__(self, save_best: SaveBest = None, *args: Any, best_name: str = _DEFAULT_NAME, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        save_best: SaveBest = None,
+        *args: Any,
+        best_name: str = _DEFAULT_NAME,
+        sweep_best: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Args:
         save_best: ``None``/``False`` (off), ``True`` (``"auto"``: symlink, else hardlink, else
             copy), or a link kind: ``"symlink"``, ``"hardlink"``, ``"copy"``.
         best_name: the alias's name without extension (``best`` gives ``dirpath/best.ckpt``).
             The default keeps the class's ``CHECKPOINT_NAME_BEST``.
+        sweep_best: an alias shared by every run of a sweep, e.g. ``"sweep/best.ckpt"``, with
+            each run's ``dirpath`` below its folder: every new best of this run is offered to it
+            (before Lightning deletes the previous one) and it ends at the best checkpoint of all
+            runs, ``BestLinker(shared=True)``. Needs ``monitor``.
         """
         self._best_link_kind = check_save_best(save_best)
         check_best_name(best_name)
+        if sweep_best is not None and (not isinstance(sweep_best, (str, os.PathLike)) or not os.fspath(sweep_best)):
+            raise ValueError(f"sweep_best must be the path of a shared alias (or None), got {sweep_best!r}")
+        self.sweep_best = None if sweep_best is None else os.fspath(sweep_best)
+        self._sweep_linker: BestLinker | None = None
         self._best_model_path = ""
         self._fit_started = False  # from the first fit on, best_model_path is Lightning's alone
         self._warned: set[str] = set()
@@ -107,6 +122,12 @@ class BestLinkMixin(_Base):
         self.save_best = save_best
         if best_name != _DEFAULT_NAME:
             self.CHECKPOINT_NAME_BEST = best_name
+        if self.sweep_best is not None and (self.monitor is None or self._best_link_kind is None):
+            raise ValueError(
+                f"sweep_best={self.sweep_best!r} offers each new best of this run to the sweep: it needs "
+                f"save_best (got {save_best!r}) and monitor= (got {self.monitor!r}: without one there is no "
+                f"score to compare)"
+            )
         self._best_linker: BestLinker | None = None
         self._best_linker_for = ""  # the alias path the linker was made for
         self._linked_best_path = ""  # the best_model_path last handled (all ranks)
@@ -152,6 +173,8 @@ class BestLinkMixin(_Base):
         if self._best_linker is None or self._best_linker_for != link_path:  # first setup, or dirpath moved
             self._best_linker = BestLinker(link_path, mode=check_mode(self.mode), link=self._best_link_kind)
             self._best_linker_for = link_path
+        if self.sweep_best is not None and self._sweep_linker is None:
+            self._sweep_linker = BestLinker(self.sweep_best, mode=check_mode(self.mode), shared=True)
 
     def _check_names(self, trainer: Any) -> None:
         name = check_best_name(self.CHECKPOINT_NAME_BEST, "CHECKPOINT_NAME_BEST")
@@ -253,7 +276,11 @@ class BestLinkMixin(_Base):
         else:
 
             def act() -> bool:  # never worse than the best the alias holds (restored ones included)
-                return linker.update(score, best, extra=extra)
+                moved = linker.update(score, best, extra=extra)
+                if moved and self._sweep_linker is not None:  # this run's new best, offered to the sweep
+                    run = os.path.relpath(str(self.dirpath), os.path.dirname(self._sweep_linker.link_path))
+                    self._sweep_linker.update(score, best, extra={**extra, "run": run})
+                return moved
 
         def act_when_written() -> bool | None:
             try:
@@ -281,7 +308,7 @@ class BestLinkMixin(_Base):
     def __getstate__(self) -> dict[str, Any]:
         # the linker holds a lock and is made again by setup; the alias and its record stay on disk
         state = dict(self.__dict__)
-        state.update(_best_linker=None, _best_linker_for="", _linked_best_path="")
+        state.update(_best_linker=None, _best_linker_for="", _linked_best_path="", _sweep_linker=None)
         return state
 
     def _best_extra(self, trainer: Any, best: str) -> dict[str, Any]:
