@@ -9,20 +9,15 @@ environment (``AWS_*`` for s3fs) or fsspec's configuration (``FSSPEC_S3_ENDPOINT
 
 from __future__ import annotations
 
-import errno
 import os
 import posixpath
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from lightning_bestlink._storage import is_url
+from lightning_bestlink._storage import is_url, storage_for
 from lightning_bestlink._storage.base import LOCAL_SCHEMES
-
-if TYPE_CHECKING:
-    from fsspec import AbstractFileSystem
+from lightning_bestlink._storage.fsspec import FsspecStorage, as_os_error
 
 ItemKind = Literal["file", "dir", "link", "other"]
 
@@ -132,22 +127,13 @@ class LocalLister:
         return total
 
 
-@contextmanager
-def _as_os_error(what: str, url: str) -> Iterator[None]:
-    """A failure of the filesystem's client (botocore's, say) as ``OSError``, cause kept."""
-    try:
-        yield
-    except OSError:
-        raise
-    except Exception as err:
-        raise OSError(errno.EIO, f"{what} {url!r} failed: {type(err).__name__}: {err}") from err
-
-
 class FsspecLister:
-    """Any fsspec URL (``s3://bucket/run``): an object store has no links."""
+    """Any fsspec URL (``s3://bucket/run``): an object store has no links. Looks go through the
+    alias storage (fresh from the server, client errors as ``OSError``)."""
 
-    def __init__(self, fs: AbstractFileSystem) -> None:
-        self.fs = fs
+    def __init__(self, storage: FsspecStorage) -> None:
+        self.storage = storage
+        self.fs = storage.fs
 
     def _strip(self, url: str) -> str:
         return str(self.fs._strip_protocol(url))
@@ -170,31 +156,19 @@ class FsspecLister:
         return Item(posixpath.basename(name), url, "file", size if isinstance(size, int) else None)
 
     def lookup(self, path: str) -> Item | None:
-        self.fs.invalidate_cache(self._strip(path))
-        try:
-            with _as_os_error("looking up", path):
-                info: dict[str, Any] = self.fs.info(self._strip(path))
-        except FileNotFoundError:
-            return None
-        return self._item(info)
+        info = self.storage.info(path)
+        return None if info is None else self._item(info)
 
     def listing(self, folder: str) -> list[Item]:
         stripped = self._strip(folder).rstrip("/")
         self.fs.invalidate_cache(stripped)  # fresh: a cached listing may predate the last update
-        with _as_os_error("listing", folder):
+        with as_os_error("listing", folder):
             infos = self.fs.ls(stripped, detail=True)
         return [self._item(i) for i in infos if str(i["name"]).rstrip("/") != stripped]
 
     def fingerprint(self, path: str) -> Any:
         """What changes whenever the object at ``path`` is replaced (None when there is none): one request."""
-        self.fs.invalidate_cache(self._strip(path))
-        try:
-            with _as_os_error("looking up", path):
-                info: dict[str, Any] = self.fs.info(self._strip(path))
-        except FileNotFoundError:
-            return None
-        keys = ("size", "type", "ETag", "etag", "LastModified", "mtime", "created", "generation", "md5Hash")
-        return tuple(str(info.get(k)) for k in keys)
+        return self.storage.identity(path)
 
     def names(self, folder: str) -> list[str]:
         try:
@@ -204,7 +178,7 @@ class FsspecLister:
 
     def tree_size(self, path: str) -> int | None:
         try:
-            with _as_os_error("measuring", path):
+            with as_os_error("measuring", path):
                 return int(self.fs.du(self._strip(path), total=True))
         except OSError:
             return None
@@ -222,8 +196,7 @@ def lister_for(path: str) -> Lister:
     """The lister for ``path``: fsspec for URLs (other than ``file://``), local otherwise."""
     if not is_url(path):
         return LocalLister()
-    import fsspec  # only URL users pay for the import
-
-    with _as_os_error("opening", path):
-        fs, _ = fsspec.core.url_to_fs(path)
-    return FsspecLister(fs)
+    with as_os_error("opening", path):
+        storage = storage_for(path)
+    assert isinstance(storage, FsspecStorage)
+    return FsspecLister(storage)

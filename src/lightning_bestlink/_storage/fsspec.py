@@ -48,7 +48,7 @@ _VERSION_KEYS = (
 
 
 @contextmanager
-def _as_os_error(what: str, url: str) -> Iterator[None]:
+def as_os_error(what: str, url: str) -> Iterator[None]:
     """Re-raise a non-``OSError`` failure of the filesystem as ``OSError`` (EIO), cause kept."""
     try:
         yield
@@ -83,12 +83,12 @@ class FsspecStorage(Storage):
         self.fs.invalidate_cache(stripped)
         self.fs.invalidate_cache(posixpath.dirname(stripped))
 
-    def _info(self, path: str) -> dict[str, Any] | None:
-        # fresh from the server: a listing cached by anyone sharing this filesystem instance
-        # may still describe the object an earlier copy replaced, or lack a new one
+    def info(self, path: str) -> dict[str, Any] | None:
+        """What the server says of ``path`` now (None: nothing there); never a cached listing,
+        which anyone sharing this filesystem instance may have left describing an older object."""
         self._forget(path)
         try:
-            with _as_os_error("looking up", path):
+            with as_os_error("looking up", path):
                 info: dict[str, Any] = self.fs.info(self._strip(path))
         except FileNotFoundError:
             return None
@@ -119,13 +119,13 @@ class FsspecStorage(Storage):
     # --- what is there ------------------------------------------------------------
 
     def target_type(self, path: str) -> TargetType | None:
-        info = self._info(path)
+        info = self.info(path)
         if info is None:
             return None
         return "dir" if info.get("type") == "directory" else "file"
 
     def inspect(self, alias: str) -> AliasState:
-        info = self._info(alias)
+        info = self.info(alias)
         if info is None:
             return AliasState("missing")
         kind: AliasKind = "dir" if info.get("type") == "directory" else "file"
@@ -133,11 +133,11 @@ class FsspecStorage(Storage):
         return AliasState(kind, ident=ident, key=ident)
 
     def identity(self, path: str) -> Ident:
-        info = self._info(path)
+        info = self.info(path)
         return None if info is None else _ident_of(info)
 
     def looks_like_copy(self, alias: str, target: str) -> bool:
-        a, t = self._info(alias), self._info(target)
+        a, t = self.info(alias), self.info(target)
         if a is None or t is None or a.get("type") == "directory" or t.get("type") == "directory":
             return False
         return a.get("size") is not None and a.get("size") == t.get("size")
@@ -163,7 +163,7 @@ class FsspecStorage(Storage):
         # alias and the copy but the record's write (an object store has no link to race with)
         src, dst = self._strip(staged.target), self._strip(staged.alias)
         try:
-            with _as_os_error(f"copying {staged.target!r} to", staged.alias):
+            with as_os_error(f"copying {staged.target!r} to", staged.alias):
                 try:
                     # one file: cp_file skips copy()'s glob expansion and directory probes
                     # (two listings on S3); s3fs makes it one CopyObject request
@@ -177,7 +177,7 @@ class FsspecStorage(Storage):
 
     def read_text(self, path: str, limit: int) -> str | None:
         try:
-            with _as_os_error("reading", path):
+            with as_os_error("reading", path):
                 data: bytes = self.fs.cat_file(self._strip(path), start=0, end=limit + 1)
         except (FileNotFoundError, IsADirectoryError):
             return None
@@ -190,14 +190,14 @@ class FsspecStorage(Storage):
 
     def write_text(self, path: str, text: str, *, durable: bool) -> None:
         try:
-            with _as_os_error("writing", path):
+            with as_os_error("writing", path):
                 self.fs.pipe_file(self._strip(path), text.encode("utf-8"))
         finally:
             self._forget(path)
 
     def remove_file(self, path: str) -> None:
         try:
-            with _as_os_error("removing", path):
+            with as_os_error("removing", path):
                 self.fs.rm_file(self._strip(path))
         except FileNotFoundError:
             pass
