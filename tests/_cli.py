@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -120,6 +121,10 @@ class Lines:
         return lines
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Child:
     """A child process with its stdin open and its stdout and stderr read line by line."""
 
@@ -134,6 +139,9 @@ class Child:
             text=True,
             cwd=cwd,
             env=environ(env),
+            # as from a terminal: a test run started in the background (`cmd &` in a script, as CI
+            # may do) ignores SIGINT, and a child would inherit that and never see its Ctrl-C
+            preexec_fn=_default_sigint if os.name != "nt" else None,
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.out, self.err = Lines(self.proc.stdout), Lines(self.proc.stderr)
