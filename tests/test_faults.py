@@ -20,7 +20,8 @@ from tests._helpers import KINDS, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import AliasWriteError, BestLinker
 from lightning_bestlink._errors import AliasBusyError
-from lightning_bestlink._storage import LocalStorage, _clone, _syscalls
+from lightning_bestlink._storage import _clone, _syscalls
+from lightning_bestlink._storage.local import LocalStorage
 
 ERRNOS = {"EXDEV": errno.EXDEV, "EPERM": errno.EPERM, "ENOSPC": errno.ENOSPC}
 FAIL = None  # the update raises AliasWriteError and changes nothing

@@ -21,7 +21,8 @@ from tests._helpers import KINDS, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import AliasConflictError, BestLinker, BestLinkWarning, read_metadata
 from lightning_bestlink._score import is_better
-from lightning_bestlink._storage import LocalStorage, Storage
+from lightning_bestlink._storage import Storage
+from lightning_bestlink._storage.local import LocalStorage
 
 
 @pytest.fixture(params=KINDS)

@@ -24,7 +24,6 @@ size and ETag/mtime on fsspec filesystems.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
@@ -52,6 +51,8 @@ def metadata_path(link_path: str) -> str:
 
 def encode(record: dict[str, Any]) -> str:
     """JSON text of ``record``; infinities become strings so the file stays strict JSON."""
+    import json  # on first use: the import of the package stays light
+
     # one line: json.dumps with indent= falls back to the pure-Python encoder, several times slower
     return json.dumps(_finite(record), separators=(", ", ": "), allow_nan=False) + "\n"
 
@@ -86,6 +87,8 @@ def decode(text: str, path: str) -> dict[str, Any]:
     lightning_bestlink._errors.RecordError: 'best.ckpt.bestlink.json' exists but is not a lightning-bestlink record...
     """
     try:
+        import json
+
         record = json.loads(text)
     except RecursionError:
         raise RecordError(f"{path!r} is nested too deeply to be a lightning-bestlink record; move it away") from None
@@ -184,6 +187,8 @@ def check_extra(extra: Any) -> dict[str, Any]:
     if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
         raise TypeError(f"extra must be a dict with str keys, got {type(extra).__name__} {extra!r:.200}")
     try:
+        import json
+
         size = len(json.dumps(_finite(extra), allow_nan=False))
     except RecursionError:
         raise TypeError("extra must hold plain JSON values, got a structure nested too deeply (or a cycle)") from None

@@ -23,7 +23,6 @@ from lightning_bestlink._storage.base import (
     TargetType,
     is_url,
 )
-from lightning_bestlink._storage.local import LocalStorage
 
 
 def storage_for(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Storage:
@@ -35,6 +34,8 @@ def storage_for(path: str | os.PathLike[str], storage_options: dict[str, Any] | 
                 f"storage_options only apply to fsspec URLs, got {storage_options!r} for the "
                 f"local path {text!r}; drop storage_options"
             )
+        from lightning_bestlink._storage.local import LocalStorage  # on first use: a light package import
+
         return LocalStorage()
     import fsspec  # only remote users pay for the import
 
@@ -50,7 +51,6 @@ __all__ = [
     "Ident",
     "LinkChoice",
     "LinkKind",
-    "LocalStorage",
     "Staged",
     "Storage",
     "TargetType",

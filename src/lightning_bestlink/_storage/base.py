@@ -9,10 +9,12 @@ step, or :meth:`abort` it (nothing is left behind).
 
 from __future__ import annotations
 
-import contextlib
 import os
 from abc import ABC, abstractmethod
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
 
 LinkKind = Literal["symlink", "hardlink", "copy"]
 LinkChoice = Literal["auto", "symlink", "hardlink", "copy"]
@@ -129,9 +131,11 @@ class Storage(ABC):
     def stage(self, target: str, alias: str, choice: LinkChoice, *, is_dir: bool, durable: bool) -> Staged:
         """Write the new alias under a temporary name (``is_dir``: the target is a directory)."""
 
-    def lock(self, alias: str, timeout: float) -> contextlib.AbstractContextManager[Any]:
+    def lock(self, alias: str, timeout: float) -> AbstractContextManager[Any]:
         """A lock that serialises the writers of ``alias`` (``can_lock``: across processes)."""
-        return contextlib.nullcontext()
+        from contextlib import nullcontext
+
+        return nullcontext()
 
     @abstractmethod
     def commit(self, staged: Staged, expected: AliasState, *, durable: bool) -> None:
