@@ -71,7 +71,8 @@ def main(sweep: str) -> None:
         pool.starmap(trial, [(sweep, lr) for lr in LRS])
     record = read_metadata(os.path.join(sweep, "best.ckpt"))
     assert record is not None
-    print(f"best of {len(LRS)} trials: {record['target']} (val_loss={record['score']:.4f}, run {record['extra']['run']})")
+    score, run = record["score"], record["extra"]["run"]
+    print(f"best of {len(LRS)} trials: {record['target']} (val_loss={score:.4f}, run {run})")
 
 
 if __name__ == "__main__":
