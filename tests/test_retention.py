@@ -123,7 +123,8 @@ def test_latest_alias_follows_the_step_and_keeps_every_guarantee(tmp_path: Path,
     assert last.update(30, paths[2], extra={"epoch": 3})
     assert fill_of(last.link_path) == 30 and last.latest_step == 30 and last.verify().ok
     record = json.loads(Path(last.metadata_path).read_text())
-    assert record["extra"] == {"step": 30, "epoch": 3} and record["score"] == 30 and record["mode"] == "max"
+    assert record["extra"] == {"step": 30, "follows": "latest", "epoch": 3}
+    assert record["score"] == 30 and record["mode"] == "max"
     assert leftovers(tmp_path) == []
     # resumed in a new linker: its state restores the step; a damaged alias is rebuilt
     state = last.state_dict()

@@ -86,8 +86,10 @@ def score_parts(record: dict[str, Any]) -> tuple[str, list[str]]:
     for key, value in extra.items():
         if key not in _KNOWN_EXTRA and isinstance(value, (str, int, float, bool)):
             details.append(f"{key} {number(value) if isinstance(value, float) else value}")
-    if score is None:  # an alias that follows a decision without a score (the Trainer's monitor=None)
-        return ("latest save" if extra.get("follows") == "latest" else "no score"), details
+    if extra.get("follows") == "latest":  # last.ckpt (its score is the step), or the Trainer's monitor=None
+        return "latest save", details
+    if score is None:  # an alias that follows a decision without a score
+        return "no score", details
     return (f"{monitor}={number(score)}" if monitor else number(score)), details
 
 

@@ -105,18 +105,19 @@ class LatestLinker(BestLinker):
     def update(self, step: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> bool:
         """Point the alias at ``path``, saved at ``step``, unless a later step is linked already.
 
-        ``extra`` is recorded as for :meth:`BestLinker.update`, with ``"step"`` added.
+        ``extra`` is recorded as for :meth:`BestLinker.update`, with ``"step"`` and
+        ``"follows": "latest"`` added (``lightning-bestlink show`` then says "latest save").
         Returns True when the alias now points at ``path``. Raises as
         :meth:`BestLinker.update` does, and ``TypeError``/``ValueError`` for a step that
         is not a whole number >= 0.
         """
         value = check_step(step)
-        return super().update(value, path, extra={"step": value, **(extra or {})})
+        return super().update(value, path, extra={"step": value, "follows": "latest", **(extra or {})})
 
     def follow(self, step: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> bool:
         """Point the alias at ``path`` (saved at ``step``) because a decision made elsewhere says so."""
         value = check_step(step)
-        return super().follow(value, path, extra={"step": value, **(extra or {})})
+        return super().follow(value, path, extra={"step": value, "follows": "latest", **(extra or {})})
 
     def is_better(self, step: Any) -> bool:
         """Whether a checkpoint saved at ``step`` would become the latest. Pure: no I/O."""
