@@ -161,7 +161,7 @@ def load_alias(path: str, record_item: Item | None = None, lister: Lister | None
     try:
         # checking reads only: an alias may rightly point outside its folder (a Trainer resumed
         # into a new folder); repair asks for --allow-outside before it acts on such a record
-        alias.report = BestLinker.from_metadata(path, allow_outside=True).verify()
+        alias.report = BestLinker._from_record(path, alias.record, allow_outside=True).verify()
     except AliasConflictError as err:
         alias.error = str(err)
     except OSError as err:

@@ -464,6 +464,18 @@ class BestLinker:
         record = read_metadata(link_path, storage_options=storage_options)
         if record is None:
             raise FileNotFoundError(f"no lightning-bestlink record next to {os.fspath(link_path)!r}")
+        return cls._from_record(link_path, record, storage_options=storage_options, allow_outside=allow_outside)
+
+    @classmethod
+    def _from_record(
+        cls,
+        link_path: str | os.PathLike[str],
+        record: dict[str, Any],
+        *,
+        storage_options: dict[str, Any] | None = None,
+        allow_outside: bool = False,
+    ) -> BestLinker:
+        """:meth:`from_metadata` for a record already read with :func:`read_metadata` (no second read)."""
         probe = storage_for(link_path, storage_options)
         recorded_link = record.get("link")
         link: LinkChoice = recorded_link if recorded_link in probe.link_kinds else "auto"
