@@ -98,6 +98,12 @@ def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(values), q[2]
 
 
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """The figures every timing row carries: median and quartiles, in the samples' unit (ns)."""
+    q1, med, q3 = quartiles(values)
+    return {"median_ns": med, "q1_ns": q1, "q3_ns": q3}
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from _common import Section, floor_link, floor_link_and_record, log, quartiles, wchar
+from _common import Section, floor_link, floor_link_and_record, log, spread, wchar
 from _tables import Column, GiB, KiB, MiB, Part, fmt_size, fmt_time
 
 Op = Callable[[int, str], None]
@@ -143,11 +143,8 @@ def _bench_one_size(size: int, reps: int, cheap: int, root: str, rng: random.Ran
         meta = {n: os.path.getsize(lk.metadata_path) for n, lk in linkers.items()}
         rows: dict[str, Any] = {}
         for name in CONTENDERS:
-            q1, med, q3 = quartiles(times[name])
             rows[name] = {
-                "median_ns": med,
-                "q1_ns": q1,
-                "q3_ns": q3,
+                **spread(times[name]),
                 "n": len(times[name]),
                 "wchar_median": statistics.median(written[name]) if written[name] else None,
                 "alias_extra_disk_bytes": alias_extra_disk(aliases[name], targets),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import Section, floor_link, fs_type, log, quartiles
+from _common import Section, floor_link, fs_type, log, spread
 from _tables import Column, GiB, KiB, MiB, Part, fmt_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: tests/_xfs.py mounts the XFS
@@ -126,11 +126,8 @@ def _bench_one_size(size: int, reps: int, xfs: str, plain: str, rng: random.Rand
         shutil.rmtree(pd, ignore_errors=True)
     rows: dict[str, Any] = {}
     for name in CONTENDERS:
-        q1, med, q3 = quartiles(times[name])
         rows[name] = {
-            "median_ns": med,
-            "q1_ns": q1,
-            "q3_ns": q3,
+            **spread(times[name]),
             "n": len(times[name]),
             "alias_disk_bytes": footprint.get(name),
         }

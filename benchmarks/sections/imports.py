@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from _common import Section, log, quartiles
+from _common import Section, log, spread
 from _tables import Column, Part, fmt_time, named_rows
 
 CORE = "import lightning_bestlink (core)"
@@ -82,8 +82,8 @@ def run(cfg: Settings, root: str, rng: random.Random) -> dict[str, Any]:
     rows = {}
     core = statistics.median(times[CORE])
     for name, values in times.items():
-        q1, med, q3 = quartiles(values)
-        rows[name] = {"median_ns": med, "q1_ns": q1, "q3_ns": q3, "pulls_heavy": heavy[name], "x_core": med / core}
+        row = spread(values)
+        rows[name] = {**row, "pulls_heavy": heavy[name], "x_core": row["median_ns"] / core}
     log("  " + ", ".join(f"{n}: {fmt_time(r['median_ns'])}" for n, r in rows.items()))
     return {
         "rows": rows,

@@ -11,7 +11,7 @@ import timeit
 from dataclasses import dataclass
 from typing import Any
 
-from _common import Section, log, proc_io, quartiles
+from _common import Section, log, proc_io, spread
 from _tables import Column, Part, named_rows
 
 BASELINE = "baseline: empty Python method call"
@@ -77,8 +77,8 @@ def run(cfg: Settings, root: str, rng: random.Random) -> dict[str, Any]:
     base = statistics.median(per_call[BASELINE])
     rows = {}
     for name, values in per_call.items():
-        q1, med, q3 = quartiles(values)
-        rows[name] = {"median_ns": med, "q1_ns": q1, "q3_ns": q3, "x_baseline": med / base}
+        row = spread(values)
+        rows[name] = {**row, "x_baseline": row["median_ns"] / base}
     calls = cfg.repeats * cfg.loops * sum(1 for n in timers if n.startswith("BestLinker"))
     io = None
     if io0 is not None and io1 is not None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from _common import Section, log, quartiles, wchar
+from _common import Section, log, spread, wchar
 from _tables import Column, Part, fmt_time, named_rows
 
 STOCK = "stock ModelCheckpoint"
@@ -170,11 +170,8 @@ def run(cfg: Settings, root: str, rng: random.Random) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for name, rs in runs.items():
         walls = [x["wall_ns"] for x in rs]
-        q1, med, q3 = quartiles(walls)
         rows[name] = {
-            "median_ns": med,
-            "q1_ns": q1,
-            "q3_ns": q3,
+            **spread(walls),
             "link_ns_median": statistics.median(x["link_ns"] for x in rs),
             "wchar_median": None if rs[0]["wchar"] is None else statistics.median(x["wchar"] for x in rs),
             "link_wchar_median": statistics.median(x["link_wchar"] for x in rs),
