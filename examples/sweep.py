@@ -64,12 +64,12 @@ def trial(sweep: str, lr: float) -> None:
 
 
 def main(sweep: str) -> None:
-    from lightning_bestlink import read_metadata
+    from lightning_bestlink import read_record
 
     context = multiprocessing.get_context("spawn")  # each trial a fresh process, as a sweep runs them
     with context.Pool(2) as pool:
         pool.starmap(trial, [(sweep, lr) for lr in LRS])
-    record = read_metadata(os.path.join(sweep, "best.ckpt"))
+    record = read_record(os.path.join(sweep, "best.ckpt"))
     assert record is not None
     score, run = record["score"], record["extra"]["run"]
     print(f"best of {len(LRS)} trials: {record['target']} (val_loss={score:.4f}, run {run})")

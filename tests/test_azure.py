@@ -34,7 +34,7 @@ from tests._object_store import (
 
 adlfs = need_module("adlfs", 'pip install "lightning-bestlink[azure]"')
 
-from lightning_bestlink import AliasConflictError, AliasWriteError, BestLinker, read_metadata  # noqa: E402
+from lightning_bestlink import AliasConflictError, AliasWriteError, BestLinker, read_record  # noqa: E402
 
 pytestmark = [
     pytest.mark.azure,
@@ -113,7 +113,7 @@ def etag(azure: Blob, url: str) -> str:
 
 def quick_retries(linker: BestLinker, tries: int) -> None:
     """The Azure SDK tries a failed request 4 times, 15 s, 18 s and 24 s apart: ``tries`` tries, no waits."""
-    policy = linker._storage.fs.service_client._config.retry_policy  # type: ignore[attr-defined]
+    policy = linker.storage.fs.service_client._config.retry_policy  # type: ignore[attr-defined]
     policy.total_retries = policy.status_retries = policy.connect_retries = policy.read_retries = tries - 1
     policy.initial_backoff = policy.increment_base = policy.random_jitter_range = 0
 
@@ -155,7 +155,7 @@ def test_alias_follows_the_best_by_one_server_side_copy(azure: Blob, container: 
     assert linker.best_score == 0.5 and linker.best_path == b
     assert linker.link_kind == "copy"
     assert linker.verify().ok
-    saved = read_metadata(f"{run}/best.ckpt", storage_options=azure.options)
+    saved = read_record(f"{run}/best.ckpt", storage_options=azure.options)
     assert saved is not None
     assert saved["target"] == b and saved["score"] == 0.5 and saved["extra"] == {"epoch": 1}
     assert saved["alias_id"] == f"{CKPT_SIZE};etag={etag(azure, f'{run}/best.ckpt')}"
@@ -189,7 +189,7 @@ def test_server_error_on_the_copy_keeps_the_old_alias_and_record(azure: Blob, co
     assert etag(azure, alias) == before
     assert azure.fs().cat_file(alias) == b"old" * 1000
     assert linker.best_score == 1.0 and linker.best_path == old
-    record = read_metadata(alias, storage_options=azure.options)
+    record = read_record(alias, storage_options=azure.options)
     assert record is not None and record["target"] == old and record["score"] == 1.0
     assert linker.verify().ok
     assert linker.update(0.5, new), "the store recovers: the next update goes through"
@@ -217,7 +217,7 @@ def test_server_going_away_mid_update_keeps_the_old_alias(azure: Blob, container
     assert azure.fs().cat_file(alias) == b"old" * 1000
     # the record could not be put back while the server was away: it names the new target and
     # lists the old alias as the one it replaced, so the alias is still ours
-    record = read_metadata(alias, storage_options=azure.options)
+    record = read_record(alias, storage_options=azure.options)
     assert record is not None and record["target"] == new
     assert linker.update(0.5, new)
     assert azure.fs().cat_file(alias) == b"new" * 2000
@@ -230,7 +230,7 @@ def test_a_new_linker_recognises_its_own_alias(azure: Blob, container: str) -> N
     b = put(azure, f"{run}/b.ckpt", b"b" * 7000)
     assert BestLinker(f"{run}/best.ckpt", mode="max", storage_options=azure.options).update(0.8, a)
 
-    rebuilt = BestLinker.from_metadata(f"{run}/best.ckpt", storage_options=azure.options)
+    rebuilt = BestLinker.from_record(f"{run}/best.ckpt", storage_options=azure.options)
     assert rebuilt.best_score == 0.8 and rebuilt.best_path == a and rebuilt.mode == "max"
     assert rebuilt.verify().ok
 
@@ -270,10 +270,10 @@ def test_a_cached_listing_never_hides_the_alias(azure: Blob, container: str) -> 
     run = f"abfs://{container}/run"
     a = put(azure, f"{run}/a.ckpt", b"a" * 5000)
     linker = BestLinker(f"{run}/best.ckpt", storage_options=azure.options)
-    fs = linker._storage.fs  # type: ignore[attr-defined]  # the instance fsspec hands to everyone
+    fs = linker.storage.fs  # type: ignore[attr-defined]  # the instance fsspec hands to everyone
     fs.ls(f"{container}/run", detail=True)  # listed (by Lightning, the command line, ...) before the alias exists
     assert linker.update(1.0, a)
-    record = read_metadata(f"{run}/best.ckpt", storage_options=azure.options)
+    record = read_record(f"{run}/best.ckpt", storage_options=azure.options)
     assert record is not None and record["alias_id"] == f"5000;etag={etag(azure, f'{run}/best.ckpt')}"
     assert linker.verify().ok
 

@@ -238,9 +238,9 @@ def test_train_time_interval(pkg: Any, cls: Any, tmp_path: Path) -> None:
 def test_metadata_records_monitor_score_epoch_step(pkg: Any, cls: Any, tmp_path: Path) -> None:
     ckpt = cls(save_best=True, dirpath=tmp_path, monitor="val_loss")
     trainer(pkg, tmp_path, [ckpt], max_epochs=4).fit(make_module(pkg, [3.0, 1.0, 2.0, 4.0]))
-    from lightning_bestlink import read_metadata
+    from lightning_bestlink import read_record
 
-    record = read_metadata(tmp_path / "best.ckpt")
+    record = read_record(tmp_path / "best.ckpt")
     assert record is not None
     assert record["score"] == pytest.approx(1.0)
     assert record["mode"] == "min"

@@ -142,9 +142,9 @@ def test_updates_on_xfs_stay_atomic_owned_and_identified(on_xfs: Path, durable: 
     assert fill_of(linker.link_path) == 2 and fill_of(a) == 1
     # the copy's own identity: its mtime nanoseconds are its own, not the clone source's
     st = os.lstat(linker.link_path)
-    from lightning_bestlink import read_metadata
+    from lightning_bestlink import read_record
 
-    record = read_metadata(linker.link_path)
+    record = read_record(linker.link_path)
     assert record is not None and record["alias_id"] == [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
     # a new process recognises the clone as its alias and replaces it
     assert BestLinker(on_xfs / "best.ckpt", link="copy").update(0.9, a)
@@ -256,7 +256,7 @@ def test_real_errors_do_not_fall_through(
     a, b = write_ckpt(tmp_path / "a", 1, kind=target), write_ckpt(tmp_path / "b", 2, kind=target)
     linker = BestLinker(tmp_path / "best", link="copy")
     assert linker.update(0.5, a)
-    record = Path(linker.metadata_path).read_bytes()
+    record = Path(linker.record_path).read_bytes()
     state = linker.state_dict()
     with monkeypatch.context() as m:
         calls = faulted(m, step, err)
@@ -269,7 +269,7 @@ def test_real_errors_do_not_fall_through(
         assert calls["range"] == [], "a real error of the clone is not retried another way"
     assert calls["plain"] == []
     assert fill_of(linker.link_path) == 1, "the old alias is intact"
-    assert Path(linker.metadata_path).read_bytes() == record and linker.state_dict() == state
+    assert Path(linker.record_path).read_bytes() == record and linker.state_dict() == state
     assert leftovers(tmp_path) == []
     assert linker.update(0.1, b) and fill_of(linker.link_path) == 2  # nothing was spoiled for the next try
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from tests._helpers import fill_of, leftovers, write_ckpt
 
-from lightning_bestlink import BestLinker, read_metadata
+from lightning_bestlink import BestLinker, read_record
 
 pytestmark = [
     pytest.mark.slow,
@@ -184,7 +184,7 @@ def run_kills(tmp_path: Path, kind: str, target: str, kills: int, max_delay: flo
             counts["bad"] += 1
         # 2. the record, if any, is whole
         try:
-            read_metadata(alias)
+            read_record(alias)
         except Exception as exc:
             problems.append(f"kill {k}: unreadable record: {exc!r}")
             counts["bad"] += 1

@@ -9,7 +9,7 @@ import pytest
 
 CORE = [
     "lightning_bestlink._score",
-    "lightning_bestlink._metadata",
+    "lightning_bestlink._record",
     "lightning_bestlink.linker",
     "lightning_bestlink._names",
     "lightning_bestlink._state",

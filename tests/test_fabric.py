@@ -262,7 +262,7 @@ def test_latest_alias_and_retention_across_a_kill_and_a_resume(tmp_path: Path, k
     assert seen[-1]["checkpoints"] == ["epoch=3.ckpt", "epoch=6.ckpt"]
     assert (seen[-1]["best_path"], seen[-1]["latest_step"]) == (str(tmp_path / "epoch=3.ckpt"), 6)
     for alias in ("best.ckpt", "last.ckpt"):
-        linker = (LatestLinker if alias == "last.ckpt" else BestLinker).from_metadata(tmp_path / alias)
+        linker = (LatestLinker if alias == "last.ckpt" else BestLinker).from_record(tmp_path / alias)
         assert linker.verify().ok, linker.verify().detail
     assert not [n for n in os.listdir(tmp_path) if ".bestlink-" in n], "no temporary names left"
 

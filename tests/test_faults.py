@@ -88,7 +88,7 @@ class Snapshot:
         self.readlink = os.readlink(alias) if self.exists and os.path.islink(alias) else None
         self.ino = os.lstat(alias).st_ino if self.exists else None
         self.fill = fill_of(alias) if self.exists else None
-        self.record = Path(linker.metadata_path).read_bytes() if os.path.exists(linker.metadata_path) else None
+        self.record = Path(linker.record_path).read_bytes() if os.path.exists(linker.record_path) else None
         self.state = linker.state_dict()
 
     def assert_unchanged(self) -> None:
@@ -100,7 +100,7 @@ class Snapshot:
             assert st.st_ino == self.ino
             assert (os.readlink(alias) if os.path.islink(alias) else None) == self.readlink
             assert fill_of(alias) == self.fill
-        now = Path(self.linker.metadata_path).read_bytes() if os.path.exists(self.linker.metadata_path) else None
+        now = Path(self.linker.record_path).read_bytes() if os.path.exists(self.linker.record_path) else None
         assert now == self.record
         assert self.linker.state_dict() == self.state
         assert leftovers(os.path.dirname(alias)) == []
@@ -258,7 +258,7 @@ def test_fault_in_metadata_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     before = Snapshot(linker)
     with monkeypatch.context() as m:
         if how == "replace":
-            inject(m, "replace", errno.ENOSPC, only_dst=linker.metadata_path)
+            inject(m, "replace", errno.ENOSPC, only_dst=linker.record_path)
         else:
 
             def write_text(self: Any, path: str, text: str, *, durable: bool) -> None:

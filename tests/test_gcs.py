@@ -40,7 +40,7 @@ from tests._object_store import (  # noqa: E402
 
 gcsfs = need_module("gcsfs", 'pip install "lightning-bestlink[gcs]"')
 
-from lightning_bestlink import AliasConflictError, AliasWriteError, BestLinker, read_metadata  # noqa: E402
+from lightning_bestlink import AliasConflictError, AliasWriteError, BestLinker, read_record  # noqa: E402
 
 pytestmark = [
     pytest.mark.gcs,
@@ -158,7 +158,7 @@ def test_alias_follows_the_best_by_one_server_side_rewrite(gcs: Gcs, bucket: str
     assert linker.best_score == 0.5 and linker.best_path == b
     assert linker.link_kind == "copy"
     assert linker.verify().ok
-    saved = read_metadata(f"{run}/best.ckpt", storage_options=gcs.options)
+    saved = read_record(f"{run}/best.ckpt", storage_options=gcs.options)
     assert saved is not None
     assert saved["target"] == b and saved["score"] == 0.5 and saved["extra"] == {"epoch": 1}
     assert saved["alias_id"] == f"{CKPT_SIZE};generation={generation(gcs, f'{run}/best.ckpt')}"
@@ -199,7 +199,7 @@ def test_server_error_on_the_rewrite_keeps_the_old_alias_and_record(
     assert info(gcs, alias)["generation"] == old_alias["generation"]
     assert gcs.fs().cat_file(alias) == b"old" * 1000
     assert linker.best_score == 1.0 and linker.best_path == old
-    record = read_metadata(alias, storage_options=gcs.options)
+    record = read_record(alias, storage_options=gcs.options)
     assert record is not None and record["target"] == old and record["score"] == 1.0
     assert linker.verify().ok
     assert linker.update(0.5, new), "the store recovers: the next update goes through"
@@ -212,7 +212,7 @@ def test_a_new_linker_recognises_its_own_alias(gcs: Gcs, bucket: str) -> None:
     b = put(gcs, f"{run}/b.ckpt", b"b" * 7000)
     assert BestLinker(f"{run}/best.ckpt", mode="max", storage_options=gcs.options).update(0.8, a)
 
-    rebuilt = BestLinker.from_metadata(f"{run}/best.ckpt", storage_options=gcs.options)
+    rebuilt = BestLinker.from_record(f"{run}/best.ckpt", storage_options=gcs.options)
     assert rebuilt.best_score == 0.8 and rebuilt.best_path == a and rebuilt.mode == "max"
     assert rebuilt.verify().ok
 

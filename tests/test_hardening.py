@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from tests._helpers import fill_of, leftovers, write_ckpt
 
-from lightning_bestlink import AliasConflictError, BestLinker, read_metadata
+from lightning_bestlink import AliasConflictError, BestLinker, read_record
 from lightning_bestlink._errors import RecordError
 from lightning_bestlink._storage import _clone, _syscalls
 
@@ -35,7 +35,7 @@ def test_a_file_reusing_the_alias_inode_number_is_not_taken_for_the_alias(tmp_pa
     for attempt in range(10):
         linker = BestLinker(alias, link=kind)  # type: ignore[arg-type]
         assert linker.update(0.5, a) and linker.update(0.4, b)
-        record = read_metadata(alias)
+        record = read_record(alias)
         assert record is not None
         mine = {tuple(record[k][:2]) for k in ("alias_id", "previous_alias_id") if record[k]}  # (st_dev, st_ino)
         alias.unlink()
@@ -52,7 +52,7 @@ def test_a_file_reusing_the_alias_inode_number_is_not_taken_for_the_alias(tmp_pa
         alias.unlink()
         if kind == "hardlink":
             b = write_ckpt(tmp_path / "b.ckpt", 1)
-        Path(linker.metadata_path).unlink()
+        Path(linker.record_path).unlink()
     assert reused, "the filesystem never reused the inode number: the test proved nothing here"
 
 
@@ -117,10 +117,10 @@ def test_repair_refuses_a_planted_record_that_points_outside(tmp_path: Path, lin
     run.mkdir()
     _plant_record(run / "best.ckpt", os.path.relpath(secret, run), link)
     with pytest.raises(ValueError, match=r"outside the alias's folder.*allow_outside=True"):
-        BestLinker.from_metadata(run / "best.ckpt").repair()
+        BestLinker.from_record(run / "best.ckpt").repair()
     assert sorted(os.listdir(run)) == ["best.ckpt.bestlink.json"]
     # the caller may allow it explicitly
-    assert BestLinker.from_metadata(run / "best.ckpt", allow_outside=True).repair().ok
+    assert BestLinker.from_record(run / "best.ckpt", allow_outside=True).repair().ok
     assert fill_of(run / "best.ckpt") == 7
 
 
@@ -129,7 +129,7 @@ def test_a_record_naming_the_folder_itself_is_refused(tmp_path: Path) -> None:
     for target in ("..", "."):
         _plant_record(tmp_path / "run" / "best.ckpt", target)
         with pytest.raises(ValueError, match=r"outside the alias's folder|holds the alias"):
-            BestLinker.from_metadata(tmp_path / "run" / "best.ckpt", allow_outside=True).repair()
+            BestLinker.from_record(tmp_path / "run" / "best.ckpt", allow_outside=True).repair()
     assert sorted(os.listdir(tmp_path / "run")) == ["a.ckpt", "best.ckpt.bestlink.json"]
 
 
@@ -155,7 +155,7 @@ def test_memory_record_naming_another_folder_is_refused() -> None:
     )
     try:
         with pytest.raises(ValueError, match="outside the alias's folder"):
-            BestLinker.from_metadata("memory://bucket/run/best.ckpt").repair()
+            BestLinker.from_record("memory://bucket/run/best.ckpt").repair()
         assert not fs.exists("/bucket/run/best.ckpt")
     finally:
         fs.rm("/bucket", recursive=True)
@@ -190,7 +190,7 @@ def test_a_symlinked_alias_folder_gets_a_link_that_resolves(tmp_path: Path, link
     if link == "symlink":
         assert os.readlink(real / "best.ckpt") == "epoch=1.ckpt"
     os.unlink(real / "best.ckpt")
-    assert BestLinker.from_metadata("ckpt/best.ckpt").repair().ok
+    assert BestLinker.from_record("ckpt/best.ckpt").repair().ok
     assert fill_of("ckpt/best.ckpt") == 1
     assert a.exists()
 
@@ -230,7 +230,7 @@ def test_a_hostile_record_is_a_clear_error_naming_the_file(tmp_path: Path, hazar
     def attempt() -> None:  # a FIFO used to block forever: run it where a hang is detectable
         for call in (
             lambda: BestLinker(tmp_path / "best.ckpt").update(0.1, a),
-            lambda: read_metadata(a.parent / "best.ckpt"),
+            lambda: read_record(a.parent / "best.ckpt"),
         ):
             try:
                 call()
@@ -254,7 +254,7 @@ def test_verify_sees_a_copy_alias_overwritten_with_another_checkpoint(tmp_path: 
     linker = BestLinker(tmp_path / "best.ckpt", link="copy")
     assert linker.update(0.5, a)
     subprocess.run(["cp", str(b), str(tmp_path / "best.ckpt")], check=True)  # in place: same inode, same size
-    for checker in (linker, BestLinker.from_metadata(tmp_path / "best.ckpt")):
+    for checker in (linker, BestLinker.from_record(tmp_path / "best.ckpt")):
         report = checker.verify()
         assert not report.ok and report.status == "foreign", report
 
@@ -369,8 +369,8 @@ def test_two_writers_keep_the_alias_and_its_record_together(tmp_path: Path) -> N
     for proc in procs:
         _, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err.decode()[-2000:]
-    record = read_metadata(alias)
+    record = read_record(alias)
     assert record is not None
     assert os.path.samefile(alias, record["target"])
-    assert BestLinker.from_metadata(alias).verify().ok
+    assert BestLinker.from_record(alias).verify().ok
     assert leftovers(tmp_path) == []

@@ -26,8 +26,8 @@ def test_import_with_torch_and_lightning_unimportable() -> None:
         for name in {HEAVY!r}:
             sys.modules[name] = None  # any import of it now raises ImportError
         import lightning_bestlink
-        from lightning_bestlink import BestLinker, AliasConflictError, AliasWriteError, read_metadata
-        import lightning_bestlink.linker, lightning_bestlink._score, lightning_bestlink._metadata
+        from lightning_bestlink import BestLinker, AliasConflictError, AliasWriteError, read_record
+        import lightning_bestlink.linker, lightning_bestlink._score, lightning_bestlink._record
         import lightning_bestlink._storage.local
         assert BestLinker.__module__ == "lightning_bestlink.linker"
         loaded = [m for m in {HEAVY!r} if sys.modules.get(m) is not None]
@@ -123,5 +123,5 @@ def test_no_import_cycle_inside_the_package() -> None:
 def test_the_core_imports_no_adapter() -> None:
     graph = _package_imports()
     adapters = {"lightning_bestlink._trainer", "lightning_bestlink.callbacks", "lightning_bestlink.fabric"}
-    for core in ("linker", "_storage", "_storage.local", "_storage.fsspec", "_metadata", "_score", "_health"):
+    for core in ("linker", "_storage", "_storage.local", "_storage.fsspec", "_record", "_score", "_health"):
         assert not graph[f"lightning_bestlink.{core}"] & adapters, core

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from tests._helpers import KINDS, fill_of, leftovers, write_ckpt
 
-from lightning_bestlink import AliasConflictError, BestLinker, BestLinkWarning, read_metadata
+from lightning_bestlink import AliasConflictError, BestLinker, BestLinkWarning, read_record
 from lightning_bestlink._score import is_better
 from lightning_bestlink._storage import Storage
 from lightning_bestlink._storage.local import LocalStorage
@@ -41,7 +41,7 @@ def target(request: pytest.FixtureRequest) -> str:
 
 
 def record(linker: BestLinker) -> dict[str, Any]:
-    with open(linker.metadata_path, encoding="utf-8") as fh:
+    with open(linker.record_path, encoding="utf-8") as fh:
         data: dict[str, Any] = json.load(fh)
     return data
 
@@ -87,7 +87,7 @@ def test_first_update(tmp_path: Path, kind: str, as_path: Any, target: str) -> N
     assert meta["link"] == (linker.link_kind if kind == "auto" else kind)
     assert meta["extra"] == {"monitor": "val_loss", "epoch": 1, "step": 10}
     assert abs(datetime.fromisoformat(meta["time"]).timestamp() - meta["unix_time"]) < 1e-3
-    assert read_metadata(as_path(tmp_path / "best.ckpt"))["target"] == str(a)  # type: ignore[index]
+    assert read_record(as_path(tmp_path / "best.ckpt"))["target"] == str(a)  # type: ignore[index]
 
 
 def test_update_semantics(tmp_path: Path, kind: str, as_path: Any, target: str) -> None:
@@ -160,7 +160,7 @@ def test_foreign_alias_is_never_destroyed(tmp_path: Path, kind: str, target: str
     else:
         assert (alias / "inside.txt").read_text() == "precious"
     assert linker.best_score is None and linker.best_path is None
-    assert not os.path.exists(linker.metadata_path)
+    assert not os.path.exists(linker.record_path)
     assert leftovers(tmp_path) == []
 
 
@@ -277,7 +277,7 @@ def test_follow_records_a_decision_made_elsewhere(tmp_path: Path) -> None:
     assert (linker.best_score, fill_of(linker.link_path), record(linker)["score"]) == (0.9, 1, 0.9)
     assert linker.follow(None, c)  # a decision without a score: the latest save
     assert (linker.best_score, linker.best_path, record(linker)["score"]) == (None, str(c), None)
-    assert read_metadata(linker.link_path)["score"] is None  # type: ignore[index]
+    assert read_record(linker.link_path)["score"] is None  # type: ignore[index]
     restored = BestLinker(tmp_path / "best", mode="min")
     restored.load_state_dict(json.loads(json.dumps(linker.state_dict())))
     assert (restored.best_score, restored.best_path) == (None, str(c))
@@ -293,7 +293,7 @@ def test_nan_never_becomes_best(tmp_path: Path) -> None:
     assert not linker.follow(float("nan"), a)
     assert linker.best_score == math.inf
     assert record(linker)["score"] == "inf"
-    assert read_metadata(linker.link_path)["score"] == math.inf  # type: ignore[index]
+    assert read_record(linker.link_path)["score"] == math.inf  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
@@ -379,10 +379,10 @@ def test_extra_must_be_json(tmp_path: Path) -> None:
 def test_foreign_record_is_a_conflict(tmp_path: Path) -> None:
     a = write_ckpt(tmp_path / "a", 1)
     linker = BestLinker(tmp_path / "best")
-    Path(linker.metadata_path).write_text('{"not": "ours"}')
+    Path(linker.record_path).write_text('{"not": "ours"}')
     with pytest.raises(AliasConflictError, match="not a lightning-bestlink record"):
         linker.update(1.0, a)
-    assert Path(linker.metadata_path).read_text() == '{"not": "ours"}'
+    assert Path(linker.record_path).read_text() == '{"not": "ours"}'
     assert not os.path.lexists(linker.link_path)
 
 
@@ -510,7 +510,7 @@ def test_memory_url(memory_root: Any) -> None:
     assert not linker.update(1.5, f"{root}/c.ckpt")
     assert fs.cat_file(f"{root}/best.ckpt") == bytes([1]) * 100
     assert fs.cat_file(f"{root}/a.ckpt") == bytes([0]) * 100
-    meta = read_metadata(f"{root}/best.ckpt")
+    meta = read_record(f"{root}/best.ckpt")
     assert meta is not None and meta["score"] == 2.0 and meta["target"].endswith("b.ckpt")
     assert linker.verify().ok
     # a rerun recognises its own copy
@@ -582,7 +582,7 @@ class AliasMachine(RuleBasedStateMachine):
         assert self.linker.best_score == score
         assert self.linker.best_path == self.paths[index]
         assert fill_of(self.linker.link_path) == index
-        assert read_metadata(self.linker.link_path)["score"] == score  # type: ignore[index]
+        assert read_record(self.linker.link_path)["score"] == score  # type: ignore[index]
         assert leftovers(self.dir) == []
 
     @invariant()
@@ -620,7 +620,7 @@ def test_record_changed_by_someone_else_is_read_again(tmp_path: Path) -> None:
     b.write_bytes(b"b")
     linker = BestLinker(tmp_path / "best.ckpt", link="copy")
     assert linker.update(2.0, a)
-    record = Path(linker.metadata_path)
+    record = Path(linker.record_path)
     text = record.read_text()
     record.write_text(text.replace('"lightning-bestlink/1"', '"lightning-bestlink/9"'))  # in place, same size
     with pytest.raises(AliasConflictError):
@@ -639,3 +639,64 @@ def test_a_linker_pickles_and_deep_copies_after_updates(tmp_path: Path) -> None:
     clone = copy.deepcopy(linker)
     assert clone.update(0.4, b)  # its own lock, its own state
     assert fill_of(linker.link_path) == 2 and linker.best_score == 0.5
+
+
+def test_on_move_is_told_each_move_with_the_record_and_never_a_kept_best(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+    a, b = write_ckpt(tmp_path / "a.ckpt", 1), write_ckpt(tmp_path / "b.ckpt", 2)
+    linker = BestLinker(tmp_path / "best.ckpt", on_move=seen.append)
+    assert linker.update(0.5, a, extra={"epoch": 1})
+    assert not linker.update(0.9, b)  # not better: the hook is not called
+    assert linker.follow(0.7, b)
+    assert [(r["target"], r["score"], r["extra"]) for r in seen] == [
+        (str(a), 0.5, {"epoch": 1}),
+        (str(b), 0.7, {}),
+    ]
+    assert seen[-1] == read_record(linker.link_path)  # the record as read_record returns it
+
+
+def test_an_on_move_that_raises_is_reported_and_changes_nothing(tmp_path: Path) -> None:
+    def broken(record: dict[str, Any]) -> None:
+        raise RuntimeError("evaluation server down")
+
+    a = write_ckpt(tmp_path / "a.ckpt", 1)
+    linker = BestLinker(tmp_path / "best.ckpt", on_move=broken)
+    with pytest.warns(BestLinkWarning, match=r"on_move .* raised RuntimeError: evaluation server down; the alias"):
+        assert linker.update(0.5, a)
+    assert linker.best_path == str(a) and fill_of(linker.link_path) == 1 and linker.verify().ok
+
+
+def test_on_move_must_be_callable(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"on_move must be a function taking the record \(or None\), got 'print'"):
+        BestLinker(tmp_path / "best.ckpt", on_move="print")  # type: ignore[arg-type]
+
+
+def test_state_dict_after_a_save_is_the_state_once_it_is_linked(tmp_path: Path) -> None:
+    linker = BestLinker(tmp_path / "best.ckpt")
+    ahead = linker.state_dict(after=(0.25, tmp_path / "next.ckpt"))  # no I/O: the file need not exist
+    assert (ahead["best_score"], ahead["best_path"]) == (0.25, str(tmp_path / "next.ckpt"))
+    assert linker.state_dict()["best_path"] is None  # the linker itself is unchanged
+
+
+def test_the_metadata_names_of_0_1_still_work_with_a_deprecation_warning(tmp_path: Path) -> None:
+    import lightning_bestlink
+
+    linker = BestLinker(tmp_path / "best.ckpt")
+    linker.update(1.0, write_ckpt(tmp_path / "a.ckpt", 1))
+    with pytest.warns(DeprecationWarning, match=r"read_metadata is deprecated, use lightning_bestlink\.read_record"):
+        assert lightning_bestlink.read_metadata(linker.link_path) == read_record(linker.link_path)
+    with pytest.warns(DeprecationWarning, match=r"METADATA_SUFFIX is deprecated"):
+        assert lightning_bestlink.METADATA_SUFFIX == lightning_bestlink.RECORD_SUFFIX == ".bestlink.json"
+    with pytest.warns(DeprecationWarning, match=r"metadata_path is deprecated, use BestLinker\.record_path"):
+        assert linker.metadata_path == linker.record_path
+    with pytest.warns(DeprecationWarning, match=r"from_metadata\(\) is deprecated, use BestLinker\.from_record\(\)"):
+        assert BestLinker.from_metadata(linker.link_path).best_path == linker.best_path
+
+
+def test_a_latest_alias_is_rebuilt_from_its_record_as_a_latest_alias(tmp_path: Path) -> None:
+    from lightning_bestlink import LatestLinker
+
+    last = LatestLinker(tmp_path / "last.ckpt")
+    last.update(7, write_ckpt(tmp_path / "step7.ckpt", 7))
+    again = LatestLinker.from_record(last.link_path)
+    assert (type(again), again.latest_step, again.best_path) == (LatestLinker, 7, last.best_path)

@@ -122,7 +122,7 @@ def test_latest_alias_follows_the_step_and_keeps_every_guarantee(tmp_path: Path,
     assert last.update(20, paths[0]), "the same step saved again is the newer checkpoint"
     assert last.update(30, paths[2], extra={"epoch": 3})
     assert fill_of(last.link_path) == 30 and last.latest_step == 30 and last.verify().ok
-    record = json.loads(Path(last.metadata_path).read_text())
+    record = json.loads(Path(last.record_path).read_text())
     assert record["extra"] == {"step": 30, "follows": "latest", "epoch": 3}
     assert record["score"] == 30 and record["mode"] == "max"
     assert leftovers(tmp_path) == []
@@ -543,7 +543,7 @@ def test_latest_alias_and_retention_across_a_kill_and_a_resume(
     assert second.returncode == 0, second.stderr[-2000:]
     # as if never killed: the best (epoch 3), the latest (epoch 6), the one best kept; nothing else
     assert checkpoints(run) == ["epoch=3.ckpt", "epoch=6.ckpt"]
-    for linker in (BestLinker.from_metadata(run / "best.ckpt"), LatestLinker.from_metadata(run / "last.ckpt")):
+    for linker in (BestLinker.from_record(run / "best.ckpt"), LatestLinker.from_record(run / "last.ckpt")):
         assert linker.verify().ok, linker.verify().detail
     assert fill_of_any(run / "best.ckpt") == 3 and fill_of_any(run / "last.ckpt") == 6
     assert leftovers(run) == []

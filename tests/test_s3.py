@@ -27,7 +27,7 @@ pytest.importorskip("moto.server")  # moto[server]: moto with flask and werkzeug
 
 from tests._object_store import CountingProxy, MotoS3, Request, fail, summarize  # noqa: E402
 
-from lightning_bestlink import AliasConflictError, AliasWriteError, BestLinker, read_metadata  # noqa: E402
+from lightning_bestlink import AliasConflictError, AliasWriteError, BestLinker, read_record  # noqa: E402
 
 pytestmark = pytest.mark.s3
 
@@ -140,7 +140,7 @@ def test_alias_follows_the_best_by_one_server_side_copy(s3: S3, bucket: str) -> 
     assert linker.best_score == 0.5 and linker.best_path == b
     assert linker.link_kind == "copy"
     assert linker.verify().ok
-    record = read_metadata(f"{run}/best.ckpt", storage_options=s3.options)
+    record = read_record(f"{run}/best.ckpt", storage_options=s3.options)
     assert record is not None
     assert record["target"] == b and record["score"] == 0.5 and record["extra"] == {"epoch": 1}
 
@@ -236,7 +236,7 @@ def test_server_error_on_the_copy_keeps_the_old_alias(s3: S3, bucket: str) -> No
     assert ops(seen)[-1] == "PutObject", "the record is put back after the failed copy"
     _assert_unchanged(s3, linker, old, alias)
     # the record was put back: it still names the old target, and verify agrees
-    record = read_metadata(alias, storage_options=s3.options)
+    record = read_record(alias, storage_options=s3.options)
     assert record is not None and record["target"] == old
     assert linker.verify().ok
     # the store recovers: the next update goes through
@@ -268,7 +268,7 @@ def _going_away(s3: S3, *, copy_lands: bool) -> Any:
 
 def test_server_going_away_mid_update_keeps_the_old_alias(s3: S3, bucket: str) -> None:
     linker, old, new, alias = _two_bests(s3, bucket, {**s3.options, **_NO_RETRIES})
-    linker._storage.fs.retries = 2  # type: ignore[attr-defined]  # s3fs's own retries: keep the test short
+    linker.storage.fs.retries = 2  # type: ignore[attr-defined]  # s3fs's own retries: keep the test short
     s3.proxy.fault = _going_away(s3, copy_lands=False)
     with s3.proxy.counting() as seen, pytest.raises(AliasWriteError) as info:
         linker.update(0.5, new)
@@ -282,7 +282,7 @@ def test_server_going_away_mid_update_keeps_the_old_alias(s3: S3, bucket: str) -
     # the record could not be put back while the server was away: it names the new
     # target (complete: it was checked) and lists the old alias as the one it replaced,
     # so the alias is still recognised as ours and the next update goes through
-    record = read_metadata(alias, storage_options=s3.options)
+    record = read_record(alias, storage_options=s3.options)
     assert record is not None and record["target"] == new
     assert linker.update(0.5, new)
     assert etag(s3, alias) == etag(s3, new)
@@ -291,7 +291,7 @@ def test_server_going_away_mid_update_keeps_the_old_alias(s3: S3, bucket: str) -
 
 def test_server_going_away_after_the_copy_landed(s3: S3, bucket: str) -> None:
     linker, _old, new, alias = _two_bests(s3, bucket, {**s3.options, **_NO_RETRIES})
-    linker._storage.fs.retries = 1  # type: ignore[attr-defined]
+    linker.storage.fs.retries = 1  # type: ignore[attr-defined]
     s3.proxy.fault = _going_away(s3, copy_lands=True)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -308,7 +308,7 @@ def test_server_going_away_after_the_copy_landed(s3: S3, bucket: str) -> None:
 
 def test_server_away_before_the_update_is_an_os_error(s3: S3, bucket: str) -> None:
     linker, old, new, alias = _two_bests(s3, bucket, {**s3.options, **_NO_RETRIES})
-    linker._storage.fs.retries = 1  # type: ignore[attr-defined]
+    linker.storage.fs.retries = 1  # type: ignore[attr-defined]
     s3.proxy.down = True
     with s3.proxy.counting() as seen, pytest.raises(OSError, match="failed") as info:
         linker.update(0.5, new)
@@ -329,14 +329,14 @@ def test_a_new_linker_recognises_its_own_alias(s3: S3, bucket: str) -> None:
     assert first.update(0.8, a)
     del first
 
-    rebuilt = BestLinker.from_metadata(f"{run}/best.ckpt", storage_options=s3.options)
+    rebuilt = BestLinker.from_record(f"{run}/best.ckpt", storage_options=s3.options)
     assert rebuilt.best_score == 0.8 and rebuilt.best_path == a and rebuilt.mode == "max"
     assert rebuilt.verify().ok
 
     rerun = BestLinker(f"{run}/best.ckpt", mode="max", storage_options=s3.options)
     assert rerun.update(0.1, b), "a fresh linker starts with no best and may replace its own alias"
     assert etag(s3, f"{run}/best.ckpt") == etag(s3, b)
-    record = read_metadata(f"{run}/best.ckpt", storage_options=s3.options)
+    record = read_record(f"{run}/best.ckpt", storage_options=s3.options)
     assert record is not None and record["target"] == b
 
 
@@ -356,7 +356,7 @@ def test_listing_caches_never_describe_a_replaced_alias(s3: S3, bucket: str) -> 
     small = put(s3, f"{run}/small.ckpt", b"s" * 1000)
     large = put(s3, f"{run}/large.ckpt", b"L" * 3000)
     linker = BestLinker(f"{run}/best.ckpt", storage_options=s3.options)
-    fs = linker._storage.fs  # type: ignore[attr-defined]  # the instance fsspec hands to everyone
+    fs = linker.storage.fs  # type: ignore[attr-defined]  # the instance fsspec hands to everyone
     assert linker.update(1.0, small)
     fs.ls(f"{bucket}/run", detail=True)  # a listing cached with the old alias in it
     assert linker.update(0.5, large)
@@ -367,7 +367,7 @@ def test_listing_caches_never_describe_a_replaced_alias(s3: S3, bucket: str) -> 
     s3.fs().pipe_file(f"{run}/best.ckpt", b"x" * 10)
     assert fs.info(f"{run}/best.ckpt")["size"] == 3000
     # ... but the storage asks the server, so the change is noticed
-    assert not linker._storage.looks_like_copy(linker.link_path, large)
+    assert not linker.storage.looks_like_copy(linker.link_path, large)
     report = linker.verify()
     assert report.status == "foreign", report
 

@@ -16,7 +16,7 @@ import pytest
 from filelock import FileLock
 from tests._helpers import fill_of, leftovers, write_ckpt
 
-from lightning_bestlink import BestLinker, read_metadata
+from lightning_bestlink import BestLinker, read_record
 from lightning_bestlink._errors import AliasBusyError
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX processes and signals")
@@ -79,7 +79,7 @@ def test_many_writers_end_at_the_best_of_all(tmp_path: Path, link: str, target: 
     checks = 0
     while any(p.poll() is None for p in procs):
         with FileLock(_lock_path(alias)):
-            record = read_metadata(alias)
+            record = read_record(alias)
             if record is not None:
                 assert fill_of(alias) == fill_of(record["target"]), "alias and record disagree"
                 checks += 1
@@ -93,7 +93,7 @@ def test_many_writers_end_at_the_best_of_all(tmp_path: Path, link: str, target: 
         offered += [tuple(pair) for pair in result["offered"]]  # type: ignore[misc]
         moved += result["moved"]
     best_score, best_path = min(offered)
-    record = read_metadata(alias)
+    record = read_record(alias)
     assert record is not None
     assert (record["score"], record["target"]) == (best_score, best_path)
     assert record["extra"]["trial"] == int(Path(best_path).parent.name.split("-")[1])
@@ -115,7 +115,7 @@ def test_a_writer_that_has_not_seen_the_best_adopts_it(tmp_path: Path) -> None:
     assert second.update(0.05, c)
     assert not first.update(0.07, b)  # first learns of 0.05 only when it offers something better than 0.1
     assert (first.best_score, fill_of(first.link_path)) == (0.05, 2)
-    assert read_metadata(tmp_path / "best")["extra"] == {}  # type: ignore[index]
+    assert read_record(tmp_path / "best")["extra"] == {}  # type: ignore[index]
 
 
 def test_resuming_a_writer_never_puts_back_a_beaten_best(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("lightning")
 
-from lightning_bestlink import BestLinker, ModelCheckpointWithLinkBest, read_metadata
+from lightning_bestlink import BestLinker, ModelCheckpointWithLinkBest, read_record
 
 pytestmark = [pytest.mark.lightning, pytest.mark.slow]
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sweep.py"
@@ -27,8 +27,8 @@ def test_the_example_sweep_ends_at_the_best_of_all_trials(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = sorted((tmp_path / "sweep").glob("lr=*/best.ckpt"))
     assert len(trials) == 3
-    bests = {read_metadata(t)["score"]: read_metadata(t)["target"] for t in trials}  # type: ignore[index]
-    record = read_metadata(tmp_path / "sweep" / "best.ckpt")
+    bests = {read_record(t)["score"]: read_record(t)["target"] for t in trials}  # type: ignore[index]
+    record = read_record(tmp_path / "sweep" / "best.ckpt")
     assert record is not None
     assert (record["score"], record["target"]) == (min(bests), bests[min(bests)])
     assert record["extra"]["run"] == os.path.basename(os.path.dirname(record["target"]))

@@ -140,7 +140,7 @@ def _bench_one_size(size: int, reps: int, cheap: int, root: str, rng: random.Ran
                     if w0 is not None and w1 is not None:
                         written[name].append(w1 - w0)
         os.sync()
-        meta = {n: os.path.getsize(lk.metadata_path) for n, lk in linkers.items()}
+        meta = {n: os.path.getsize(lk.record_path) for n, lk in linkers.items()}
         rows: dict[str, Any] = {}
         for name in CONTENDERS:
             rows[name] = {

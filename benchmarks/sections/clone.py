@@ -119,7 +119,7 @@ def _bench_one_size(size: int, reps: int, xfs: str, plain: str, rng: random.Rand
             alias = linkers[name].link_path
             before = free_bytes(home[name])
             os.unlink(alias)
-            os.unlink(linkers[name].metadata_path)
+            os.unlink(linkers[name].record_path)
             footprint[name] = free_bytes(home[name]) - before
     finally:
         shutil.rmtree(xd, ignore_errors=True)

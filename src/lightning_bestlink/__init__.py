@@ -22,8 +22,8 @@ from lightning_bestlink._errors import (
     RecordError,
 )
 from lightning_bestlink._health import AliasReport
-from lightning_bestlink._metadata import SUFFIX as METADATA_SUFFIX
-from lightning_bestlink.linker import BestLinker, read_metadata
+from lightning_bestlink._record import SUFFIX as RECORD_SUFFIX
+from lightning_bestlink.linker import BestLinker, read_record
 
 if TYPE_CHECKING:
     from lightning_bestlink.callbacks import ModelCheckpointWithLinkBest
@@ -42,14 +42,17 @@ __all__ = [
     "BestLinkWarning",
     "BestLinker",
     "LatestLinker",
-    "METADATA_SUFFIX",
     "ModelCheckpointWithLinkBest",
     "OutsideFolderError",
+    "RECORD_SUFFIX",
     "RecordError",
     "Retention",
-    "read_metadata",
+    "read_record",
     "save_and_link",
 ]
+
+#: names of 0.1 kept for one release, with a DeprecationWarning: old name -> new name
+_DEPRECATED = {"read_metadata": "read_record", "METADATA_SUFFIX": "RECORD_SUFFIX"}
 
 
 #: loaded on first use (PEP 562): the latest alias, retention and the plain-loop helper cost
@@ -75,6 +78,16 @@ def __getattr__(name: str) -> Any:
                 f"the standalone pytorch_lightning use lightning_bestlink.pytorch_lightning.ModelCheckpointWithLinkBest"
             ) from err
         return ModelCheckpointWithLinkBest
+    if name in _DEPRECATED:
+        import warnings
+
+        new = _DEPRECATED[name]
+        warnings.warn(
+            f"lightning_bestlink.{name} is deprecated, use lightning_bestlink.{new}; it will be removed in 0.3",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new]
     if name in _LAZY:
         import importlib
 

@@ -13,12 +13,12 @@ from typing import TextIO
 
 from lightning_bestlink._errors import AliasConflictError, BestLinkError, OutsideFolderError
 from lightning_bestlink._listing import lister_for, parent
-from lightning_bestlink._metadata import SUFFIX
+from lightning_bestlink._record import SUFFIX
 from lightning_bestlink._render import advice, attention, count, printable, problem, rel, render, say, score_parts
 from lightning_bestlink._render_json import dumps, survey_json
 from lightning_bestlink._storage import is_url
 from lightning_bestlink._survey import Alias, Folder, folders, load_alias, locate, reason
-from lightning_bestlink.linker import BestLinker, read_metadata
+from lightning_bestlink.linker import BestLinker, read_record
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: what a repair can raise besides the errors it is documented to raise (a damaged record)
@@ -152,7 +152,7 @@ def _repair_one(alias: Alias, folder: Folder, shown_dir: str, where: str, out: T
         say(out, f"          {advice(alias, shown_dir)}")
         return False
     try:
-        report = BestLinker.from_metadata(alias.path, allow_outside=allow_outside).repair()
+        report = BestLinker.from_record(alias.path, allow_outside=allow_outside).repair()
     except OutsideFolderError:
         say(out, f"REFUSED   {where}: its record names {alias.target}, outside {shown_dir}")
         say(out, "          a record is input, not authority: run with --allow-outside if you trust it")
@@ -169,7 +169,7 @@ def _repair_one(alias: Alias, folder: Folder, shown_dir: str, where: str, out: T
         say(out, f"          {advice(alias, shown_dir)}")
         return False
     try:
-        kind = str((read_metadata(alias.path) or {}).get("link", "?"))
+        kind = str((read_record(alias.path) or {}).get("link", "?"))
     except _REPAIR_ERRORS:
         kind = "?"
     say(out, f"repaired  {where} -> {rel(report.expected, folder.path)} ({kind})")

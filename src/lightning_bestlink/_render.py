@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from lightning_bestlink._metadata import SUFFIX
+from lightning_bestlink._record import SUFFIX
 from lightning_bestlink._storage import is_url
 from lightning_bestlink._survey import Alias, Folder
 

@@ -20,9 +20,9 @@ from typing import Any
 from lightning_bestlink._errors import AliasConflictError
 from lightning_bestlink._health import AliasReport
 from lightning_bestlink._listing import Item, Lister, lister_for, what
-from lightning_bestlink._metadata import SUFFIX
 from lightning_bestlink._names import is_last_name
-from lightning_bestlink.linker import BestLinker, read_metadata
+from lightning_bestlink._record import SUFFIX
+from lightning_bestlink.linker import BestLinker, read_record
 
 #: file names taken for checkpoints (besides the targets of aliases, whatever their name)
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
@@ -145,7 +145,7 @@ def load_alias(path: str, record_item: Item | None = None, lister: Lister | None
         alias.error = f"{record_name} is not a regular file but {shape}; it was not read"
         return alias
     try:
-        alias.record = read_metadata(path)
+        alias.record = read_record(path)
         if alias.record is None:
             alias.error = f"{record_name} disappeared while it was read"
             return alias
@@ -161,7 +161,7 @@ def load_alias(path: str, record_item: Item | None = None, lister: Lister | None
     try:
         # checking reads only: an alias may rightly point outside its folder (a Trainer resumed
         # into a new folder); repair asks for --allow-outside before it acts on such a record
-        alias.report = BestLinker._from_record(path, alias.record, allow_outside=True).verify()
+        alias.report = BestLinker.from_record(path, record=alias.record, allow_outside=True).verify()
     except AliasConflictError as err:
         alias.error = str(err)
     except OSError as err:

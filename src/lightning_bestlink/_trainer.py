@@ -36,7 +36,7 @@ from lightning_bestlink._trainer_api import (
     check_save_best,
     signature,
 )
-from lightning_bestlink.linker import BestLinker, read_metadata
+from lightning_bestlink.linker import BestLinker, read_record
 
 if TYPE_CHECKING:
     _Base = ModelCheckpointLike
@@ -391,7 +391,7 @@ class BestLinkMixin(_Base):
             after = linker.restore_alias()
             repaired = "" if before.ok or not after.ok else before.detail
             if linker.best_path is not None:
-                saved = read_metadata(linker.link_path)
+                saved = read_record(linker.link_path)
                 if saved is None or (saved["target"], saved["score"]) != (linker.best_path, linker.best_score):
                     # no record (the seed wrote none; a new folder has none yet) or another one
                     linker.follow(linker.best_score, linker.best_path, extra=self._restored_extra(state, linker))
@@ -412,7 +412,7 @@ class BestLinkMixin(_Base):
         extra: dict[str, Any] = {"monitor": self.monitor, "filename": os.path.basename(linker.best_path)}
         origin = state.get("link_path")
         try:
-            before = read_metadata(origin) if isinstance(origin, str) and origin != linker.link_path else None
+            before = read_record(origin) if isinstance(origin, str) and origin != linker.link_path else None
         except (OSError, ValueError):
             before = None  # only a nicety: the record is rebuilt without epoch and step
         if before is not None and before["target"] == linker.best_path and isinstance(before.get("extra"), dict):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from lightning_bestlink._storage import LINK_CHOICES, LinkChoice
-from lightning_bestlink.linker import BestLinker, read_metadata
+from lightning_bestlink.linker import BestLinker, read_record
 
 SaveBest = bool | LinkChoice | None
 
@@ -96,7 +96,7 @@ def best_from_record(alias: str, monitor: str | None, mode: str) -> str:
     Raises ``ValueError`` (or ``OSError``) when the record cannot say: written for another
     monitor or mode, or the alias does not point where the record says.
     """
-    record = read_metadata(alias)
+    record = read_record(alias)
     if record is None:
         return ""
     extra = record.get("extra") or {}

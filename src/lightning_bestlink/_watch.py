@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from lightning_bestlink._commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, shown, usage_error
 from lightning_bestlink._listing import lister_for, parent
-from lightning_bestlink._metadata import SUFFIX
+from lightning_bestlink._record import SUFFIX
 from lightning_bestlink._render import printable, rel, say, score_parts
 from lightning_bestlink._render_json import VERSION, dumps, record_fields
 from lightning_bestlink._survey import Located, load_alias, locate, reason

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from lightning_bestlink import _metadata
+from lightning_bestlink import _record
 from lightning_bestlink._errors import (
     AliasBusyError,
     AliasConflictError,
@@ -48,7 +48,7 @@ class AliasWriter:
     ) -> None:
         self.storage = storage
         self.link_path = link_path
-        self.meta_path = _metadata.metadata_path(link_path)
+        self.record_path = _record.record_path(link_path)
         self.link = link
         self.durable = durable
         self.lock_timeout = lock_timeout
@@ -59,7 +59,7 @@ class AliasWriter:
 
     def read_record(self) -> dict[str, Any] | None:
         """The record next to the alias, checked (``RecordError`` when it is not one)."""
-        return _metadata.read(self.storage, self.meta_path)
+        return _record.read(self.storage, self.record_path)
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -95,24 +95,24 @@ class AliasWriter:
             action = f"pointing {alias!r} at {target!r}"
             try:  # nothing is written yet: any storage error here leaves everything as it was
                 if self._clean_every_time or not self._cleaned:
-                    storage.cleanup(alias, self.meta_path)
+                    storage.cleanup(alias, self.record_path)
                     self._cleaned = True
-                old_text = storage.read_text(self.meta_path, _metadata.LIMIT)
+                old_text = storage.read_text(self.record_path, _record.LIMIT)
                 state = storage.inspect(alias)
             except BestLinkError:
                 raise
             except OSError as err:
                 raise AliasWriteError.from_os_error(err, action) from err
-            record = None if old_text is None else _metadata.decode(old_text, self.meta_path)
+            record = None if old_text is None else _record.decode(old_text, self.record_path)
             if proceed is not None and not proceed(record):
                 return None
             if not owned(storage, alias, state, record, self.owned_ident):
-                raise AliasConflictError(not_owned_detail(alias, state.kind, self.meta_path))
+                raise AliasConflictError(not_owned_detail(alias, state.kind, self.record_path))
             try:  # the linker checked that this link kind can alias this target (check_can_alias)
                 staged = storage.stage(target, alias, self.link, is_dir=kind == "dir", durable=self.durable)
             except OSError as err:
                 raise AliasWriteError.from_os_error(err, action) from err
-            new = _metadata.make(
+            new = _record.make(
                 alias=os.path.basename(alias.rstrip("/")),
                 target=storage.relative(target, alias),
                 link=staged.kind,
@@ -126,7 +126,7 @@ class AliasWriter:
             try:
                 # the record goes first: it names the staged alias, so a run killed between the
                 # two renames still recognises whichever alias it finds as its own
-                storage.write_text(self.meta_path, _metadata.encode(new), durable=self.durable)
+                storage.write_text(self.record_path, _record.encode(new), durable=self.durable)
                 try:
                     storage.commit(staged, state, durable=self.durable)
                 except BaseException:
@@ -152,16 +152,16 @@ class AliasWriter:
             # a copy the filesystem made itself has an identity only once it exists: record it
             try:
                 record["alias_id"] = self.storage.identity(self.link_path)
-                self.storage.write_text(self.meta_path, _metadata.encode(record), durable=self.durable)
+                self.storage.write_text(self.record_path, _record.encode(record), durable=self.durable)
             except OSError as err:  # the alias is right; only ownership on a rerun is weaker
-                warnings.warn(f"could not update {self.meta_path!r}: {err}", BestLinkWarning, stacklevel=5)
+                warnings.warn(f"could not update {self.record_path!r}: {err}", BestLinkWarning, stacklevel=5)
         self.owned_ident = record["alias_id"]
 
     def _restore_record(self, old_text: str | None) -> None:
         try:
             if old_text is None:
-                self.storage.remove_file(self.meta_path)
+                self.storage.remove_file(self.record_path)
             else:
-                self.storage.write_text(self.meta_path, old_text, durable=self.durable)
+                self.storage.write_text(self.record_path, old_text, durable=self.durable)
         except OSError:
             pass  # the original error is the one to report; a stale record is repaired later

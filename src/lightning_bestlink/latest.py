@@ -13,7 +13,6 @@ import operator
 import os
 from typing import Any
 
-from lightning_bestlink._score import Mode, Ties
 from lightning_bestlink._storage import LinkChoice
 from lightning_bestlink.linker import BestLinker
 
@@ -78,23 +77,25 @@ class LatestLinker(BestLinker):
         durable: bool = False,
         storage_options: dict[str, Any] | None = None,
         lock_timeout: float = 60.0,
-        mode: Mode = "max",
-        ties: Ties = "last",
     ) -> None:
-        if (mode, ties) != ("max", "last"):  # accepted only so that from_metadata() can pass them
-            raise ValueError(
-                f"a LatestLinker orders checkpoints by step: mode='max' and ties='last' always, got "
-                f"mode={mode!r}, ties={ties!r}; use BestLinker for a score"
-            )
         super().__init__(
             link_path,
-            mode=mode,
-            ties=ties,
+            mode="max",
+            ties="last",
             link=link,
             durable=durable,
             storage_options=storage_options,
             lock_timeout=lock_timeout,
         )
+
+    @classmethod
+    def _record_kwargs(cls, record: dict[str, Any]) -> dict[str, Any]:
+        if record["mode"] != "max":
+            raise ValueError(
+                f"the record of {record.get('alias')!r} ranks by a score (mode={record['mode']!r}), not by step: "
+                f"rebuild it with BestLinker.from_record()"
+            )
+        return {}
 
     @property
     def latest_step(self) -> int | None:

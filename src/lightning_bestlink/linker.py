@@ -1,28 +1,31 @@
 """``BestLinker``: keeps an alias pointing at the best checkpoint seen so far.
 
 It composes independent parts: the score policy (:mod:`._score`), the storage that
-writes the alias (:mod:`._storage`), the JSON record next to it (:mod:`._metadata`)
+writes the alias (:mod:`._storage`), the JSON record next to it (:mod:`._record`)
 and the transaction that puts them together safely (:mod:`._writer`). It asks the
 storage what it can do, never what it is, and imports neither torch nor Lightning.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-from lightning_bestlink import _metadata
+from lightning_bestlink import _record
 from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning, OutsideFolderError
 from lightning_bestlink._health import AliasReport, diagnose
-from lightning_bestlink._metadata import read_metadata
+from lightning_bestlink._record import read_record
 from lightning_bestlink._score import Mode, Ties, check_mode, check_ties, is_better, to_score
 from lightning_bestlink._state import check_state, make_state
 from lightning_bestlink._storage import LINK_CHOICES, LinkChoice, Storage, TargetType, storage_for
 from lightning_bestlink._targets import check_target, located
 from lightning_bestlink._writer import AliasWriter, Proceed
+
+_log = logging.getLogger("lightning_bestlink")
 
 
 class BestLinker:
@@ -47,6 +50,11 @@ class BestLinker:
             update re-reads the record under the lock and moves the alias only if its score
             beats the best on disk, so the alias ends at the best of all writers. Needs a
             filesystem with file locks (local or network), not an object store.
+        on_move: called as ``on_move(record)`` each time :meth:`update` or :meth:`follow` has
+            moved the alias, once the alias and its record agree; ``record`` is what
+            :func:`read_record` would return (absolute ``target``, ``score``, ``extra``). It
+            runs in the process that wrote the alias (rank zero), outside the linker's lock;
+            an exception in it is reported as a :class:`BestLinkWarning` and changes nothing.
 
     A relative symlink is used, so moving the whole folder keeps the alias valid.
     Each update is staged under a hidden temporary name next to the alias and
@@ -82,7 +90,11 @@ class BestLinker:
         storage_options: dict[str, Any] | None = None,
         lock_timeout: float = 60.0,
         shared: bool = False,
+        on_move: Callable[[dict[str, Any]], object] | None = None,
     ) -> None:
+        if on_move is not None and not callable(on_move):
+            raise TypeError(f"on_move must be a function taking the record (or None), got {on_move!r}")
+        self._on_move = on_move
         self._mode: Mode = check_mode(mode)
         self._ties: Ties = check_ties(ties)
         if link not in LINK_CHOICES:
@@ -116,7 +128,7 @@ class BestLinker:
             lock_timeout=float(lock_timeout),
             clean_every_time=self._shared,  # a killed peer's leftovers are cleaned by the next writer
         )
-        self._meta_path = self._writer.meta_path
+        self._record_path = self._writer.record_path
         self._best_score: float | None = None
         self._best_path: str | None = None
         self._link_kind: str | None = None
@@ -132,9 +144,20 @@ class BestLinker:
         return self._link_path
 
     @property
-    def metadata_path(self) -> str:
+    def record_path(self) -> str:
         """The JSON record next to the alias (``<link_path>.bestlink.json``)."""
-        return self._meta_path
+        return self._record_path
+
+    @property
+    def metadata_path(self) -> str:
+        """Deprecated alias of :attr:`record_path` (removed in 0.3)."""
+        _deprecated("BestLinker.metadata_path", "BestLinker.record_path")
+        return self._record_path
+
+    @property
+    def storage(self) -> Storage:
+        """Where the alias lives (local or fsspec): what the helpers and the command line ask it."""
+        return self._storage
 
     @property
     def best_score(self) -> float | None:
@@ -220,7 +243,7 @@ class BestLinker:
             AliasWriteError: writing the alias failed; the old alias and state are intact.
         """
         value = to_score(score)
-        extra = _metadata.check_extra(extra)
+        extra = _record.check_extra(extra)
         with self._lock:
             if self._needs_verify:
                 self.restore_alias()
@@ -229,7 +252,8 @@ class BestLinker:
             if not is_better(value, self._best_score, self._mode, self._ties):
                 return False
             proceed = self._beats_disk(value) if self._shared else None
-            return self._publish(value, *self._checked_target(path), extra, proceed)
+            record = self._publish(value, *self._checked_target(path), extra, proceed)
+        return self._moved(record)
 
     def follow(self, score: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> bool:
         """Point the alias at ``path`` because a decision made elsewhere says it is the best.
@@ -247,13 +271,13 @@ class BestLinker:
                 "offer checkpoints to a shared linker with update()"
             )
         value = None if score is None else to_score(score)
-        extra = _metadata.check_extra(extra)
+        extra = _record.check_extra(extra)
         with self._lock:
             if value is not None and value != value:  # NaN: never the best, whoever decided
                 return False
             self._needs_verify = False  # the alias is rewritten now anyway
-            self._publish(value, *self._checked_target(path), extra)
-            return True
+            record = self._publish(value, *self._checked_target(path), extra)
+        return self._moved(record)
 
     # --- writing the alias ----------------------------------------------------
 
@@ -265,15 +289,32 @@ class BestLinker:
 
     def _publish(
         self, value: float | None, target: str, kind: TargetType, extra: dict[str, Any], proceed: Proceed | None = None
-    ) -> bool:
-        """Write the alias; False when ``proceed`` (a shared alias: the best on disk) said no."""
+    ) -> dict[str, Any] | None:
+        """Write the alias; returns its new record, or None when ``proceed`` (a shared alias: the
+        best on disk) said no."""
         record = self._writer.write(value, target, kind, self._mode, extra, proceed)
         if record is None:
-            return False
+            return None
         self._best_score, self._best_path, self._link_kind = value, target, str(record["link"])
-        import logging  # the core logs, never prints; the import is free after the first
+        _log.debug("%s -> %s (score %s)", self._link_path, target, value)
+        return record
 
-        logging.getLogger("lightning_bestlink").debug("%s -> %s (score %s)", self._link_path, target, value)
+    def _moved(self, record: dict[str, Any] | None) -> bool:
+        """After a move: tell ``on_move`` (outside the lock); whether the alias moved."""
+        if record is None:
+            return False
+        if self._on_move is not None:
+            told = {**record, "target": self._storage.absolute(str(record["target"]), self._link_path)}
+            try:
+                self._on_move(told)
+            except Exception as err:  # the user's hook must not break training, nor the alias
+                _log.debug("on_move failed", exc_info=True)
+                warnings.warn(
+                    f"on_move for {self._link_path!r} raised {type(err).__name__}: {err}; the alias and its record "
+                    f"are unaffected (they point at {told['target']!r})",
+                    BestLinkWarning,
+                    stacklevel=3,
+                )
         return True
 
     def _beats_disk(self, value: float) -> Callable[[dict[str, Any] | None], bool]:
@@ -332,7 +373,7 @@ class BestLinker:
             except AliasConflictError as err:
                 return AliasReport("foreign", self._link_path, self._best_path, None, str(err))
         return diagnose(
-            self._storage, self._link_path, self._best_path, state, record, self._writer.owned_ident, self._meta_path
+            self._storage, self._link_path, self._best_path, state, record, self._writer.owned_ident, self._record_path
         )
 
     def repair(self) -> AliasReport:
@@ -393,18 +434,17 @@ class BestLinker:
 
     # --- state ----------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
-        """Plain, picklable, JSON-serialisable state (keep it in your checkpoint)."""
-        with self._lock:
-            return self._state(self._best_score, self._best_path)
+    def state_dict(self, *, after: tuple[Any, str | os.PathLike[str]] | None = None) -> dict[str, Any]:
+        """Plain, picklable, JSON-serialisable state (keep it in your checkpoint).
 
-    def _state_after(self, score: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
-        """The :meth:`state_dict` this linker will have once ``path`` is the best with ``score``.
-
-        For saving the linker inside the very checkpoint that becomes the best (the
-        Fabric helper does this). No I/O; ``path`` need not exist yet.
+        ``after=(score, path)``: the state this linker will have once ``path`` is the best
+        with ``score``, for saving the linker inside the very checkpoint that becomes the
+        best (the ``save_and_link`` helpers do this). No I/O; ``path`` need not exist yet.
         """
         with self._lock:
+            if after is None:
+                return self._state(self._best_score, self._best_path)
+            score, path = after
             return self._state(to_score(score), self._storage.normalize(path))
 
     def _state(self, best_score: float | None, best_path: str | None) -> dict[str, Any]:
@@ -447,10 +487,11 @@ class BestLinker:
             self._needs_verify = bool(verify)
 
     @classmethod
-    def from_metadata(
+    def from_record(
         cls,
         link_path: str | os.PathLike[str],
         *,
+        record: dict[str, Any] | None = None,
         storage_options: dict[str, Any] | None = None,
         allow_outside: bool = False,
     ) -> BestLinker:
@@ -458,31 +499,43 @@ class BestLinker:
 
         The linker makes the alias the way the record says it was made. The record is
         input, not authority: its target must lie inside the alias's folder unless
-        ``allow_outside=True``. Raises ``FileNotFoundError`` when there is no record,
+        ``allow_outside=True``. ``record``: the record as :func:`read_record` returned it,
+        when the caller has read it already (it is not read again). Raises
+        ``FileNotFoundError`` when there is no record,
         :class:`~lightning_bestlink.RecordError` when it is not a usable one.
         """
-        record = read_metadata(link_path, storage_options=storage_options)
         if record is None:
-            raise FileNotFoundError(f"no lightning-bestlink record next to {os.fspath(link_path)!r}")
-        return cls._from_record(link_path, record, storage_options=storage_options, allow_outside=allow_outside)
-
-    @classmethod
-    def _from_record(
-        cls,
-        link_path: str | os.PathLike[str],
-        record: dict[str, Any],
-        *,
-        storage_options: dict[str, Any] | None = None,
-        allow_outside: bool = False,
-    ) -> BestLinker:
-        """:meth:`from_metadata` for a record already read with :func:`read_metadata` (no second read)."""
+            record = read_record(link_path, storage_options=storage_options)
+            if record is None:
+                raise FileNotFoundError(f"no lightning-bestlink record next to {os.fspath(link_path)!r}")
         probe = storage_for(link_path, storage_options)
         recorded_link = record.get("link")
         link: LinkChoice = recorded_link if recorded_link in probe.link_kinds else "auto"
-        linker = cls(link_path, mode=record["mode"], link=link, storage_options=storage_options)
+        linker = cls(link_path, link=link, storage_options=storage_options, **cls._record_kwargs(record))
         state = {"best_score": record["score"], "best_path": record["target"], "link_kind": record.get("link")}
         linker.load_state_dict(state, allow_outside=allow_outside)
         return linker
 
+    @classmethod
+    def _record_kwargs(cls, record: dict[str, Any]) -> dict[str, Any]:
+        """The constructor arguments a record fixes (a subclass with fixed ones overrides this)."""
+        return {"mode": record["mode"]}
 
-__all__ = ["AliasConflictError", "AliasReport", "AliasWriteError", "BestLinkWarning", "BestLinker", "read_metadata"]
+    @classmethod
+    def from_metadata(
+        cls,
+        link_path: str | os.PathLike[str],
+        *,
+        storage_options: dict[str, Any] | None = None,
+        allow_outside: bool = False,
+    ) -> BestLinker:
+        """Deprecated alias of :meth:`from_record` (removed in 0.3)."""
+        _deprecated("BestLinker.from_metadata()", "BestLinker.from_record()")
+        return cls.from_record(link_path, storage_options=storage_options, allow_outside=allow_outside)
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated, use {new}; it will be removed in 0.3", DeprecationWarning, stacklevel=3)
+
+
+__all__ = ["AliasConflictError", "AliasReport", "AliasWriteError", "BestLinkWarning", "BestLinker", "read_record"]

@@ -67,7 +67,7 @@ def refusal(path: str | os.PathLike[str], aliases: list[BestLinker], retention: 
     """Why ``path`` must not be saved to, or None. Looks at what is there (a few ``stat`` calls)."""
     text = os.fspath(path)
     for alias in aliases:
-        storage = alias._storage
+        storage = alias.storage
         if not storage.handles(text):
             return (
                 f"path {text!r} and the alias {alias.link_path!r} must be on the same filesystem; save the "
@@ -114,9 +114,9 @@ def states_to_save(
     out: dict[str, Any] = {}
     for key, obj in state.items():
         if obj is linker:
-            obj = linker._state_after(decision.score, path) if decision.becomes_best else linker.state_dict()
+            obj = linker.state_dict(after=(decision.score, path)) if decision.becomes_best else linker.state_dict()
         elif latest is not None and obj is latest:
-            obj = latest._state_after(decision.step, path) if decision.becomes_latest else latest.state_dict()
+            obj = latest.state_dict(after=(decision.step, path)) if decision.becomes_latest else latest.state_dict()
         elif isinstance(obj, BestLinker):
             obj = obj.state_dict()
         elif isinstance(obj, Retention):

@@ -78,7 +78,7 @@ class Retention:
         for name, other in [("latest", latest), *(("protect", p) for p in protect)]:
             if other is not None and not isinstance(other, BestLinker):
                 raise TypeError(f"{name} must be a BestLinker or LatestLinker, got {type(other).__name__} {other!r}")
-            if other is not None and not best._storage.handles(other.link_path):
+            if other is not None and not best.storage.handles(other.link_path):
                 raise ValueError(
                     f"{name} alias {other.link_path!r} and the best alias {best.link_path!r} must be on the "
                     f"same filesystem; put the aliases next to the checkpoints"
@@ -87,7 +87,7 @@ class Retention:
         self._latest = latest
         self._keep_best = _keep.check_keep_best(keep_best)
         self._protect = tuple(protect)
-        self._storage = best._storage
+        self._storage = best.storage
         self._record_path = best.link_path + SUFFIX
         self._entries: list[_Entry] | None = None  # read on first use: ranks that only mirror never read it
         self._lock = threading.Lock()

@@ -19,13 +19,13 @@ import re
 import sys
 from typing import Any
 
-from lightning_bestlink import BestLinker, read_metadata
+from lightning_bestlink import BestLinker, read_record
 from lightning_bestlink._storage.local import LocalStorage
 
 alias, link = sys.argv[1], sys.argv[2]
 linker = BestLinker(alias, mode="min", link=link)  # type: ignore[arg-type]
 if "--resume" in sys.argv:
-    record = read_metadata(alias)
+    record = read_record(alias)
     assert record is not None, alias
     linker.load_state_dict({"best_score": record["score"], "best_path": record["target"]})
     linker.restore_alias()

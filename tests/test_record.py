@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tests._helpers import write_ckpt
 
-from lightning_bestlink import AliasConflictError, BestLinker, _metadata, read_metadata
+from lightning_bestlink import AliasConflictError, BestLinker, _record, read_record
 
 
 def make(**overrides: Any) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def make(**overrides: Any) -> dict[str, Any]:
         "extra": {"monitor": "val_loss", "epoch": 1, "step": 10},
     }
     fields.update(overrides)
-    return _metadata.make(**fields)
+    return _record.make(**fields)
 
 
 def test_schema() -> None:
@@ -51,9 +51,9 @@ def test_schema() -> None:
 @pytest.mark.parametrize("score", [0.25, -3.0, math.inf, -math.inf])
 def test_roundtrip(score: float) -> None:
     record = make(score=score, alias_id=[12, 34], extra={"best": [math.inf, 1]})
-    text = _metadata.encode(record)
+    text = _record.encode(record)
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))  # strict JSON
-    back = _metadata.decode(text, "/x/best.ckpt.bestlink.json")
+    back = _record.decode(text, "/x/best.ckpt.bestlink.json")
     assert back["score"] == score
     assert back["alias_id"] == [12, 34]
     assert back["extra"] == {"best": ["inf", 1]}  # extra infinities stay strings
@@ -62,11 +62,11 @@ def test_roundtrip(score: float) -> None:
 @pytest.mark.parametrize("text", ["", "not json", "[]", '{"format": "other/1"}', '{"score": 1}'])
 def test_decode_refuses_foreign_files(text: str) -> None:
     with pytest.raises(AliasConflictError, match=r"'/x/r.json' exists but is not a lightning-bestlink record"):
-        _metadata.decode(text, "/x/r.json")
+        _record.decode(text, "/x/r.json")
 
 
-def test_metadata_path() -> None:
-    assert _metadata.metadata_path("/ckpt/best.ckpt") == "/ckpt/best.ckpt.bestlink.json"
+def test_record_path() -> None:
+    assert _record.record_path("/ckpt/best.ckpt") == "/ckpt/best.ckpt.bestlink.json"
 
 
 @pytest.mark.parametrize(
@@ -80,36 +80,36 @@ def test_metadata_path() -> None:
 )
 def test_check_extra(extra: Any, match: str) -> None:
     with pytest.raises(TypeError, match=match):
-        _metadata.check_extra(extra)
+        _record.check_extra(extra)
 
 
 def test_check_extra_accepts_json() -> None:
     extra = {"monitor": "val/loss", "epoch": 3, "nested": {"a": [1, 2.5, None, True]}, "inf": math.inf}
-    assert _metadata.check_extra(extra) == extra
-    assert _metadata.check_extra(None) == {}
+    assert _record.check_extra(extra) == extra
+    assert _record.check_extra(None) == {}
 
 
 def test_record_follows_each_update(tmp_path: Path) -> None:
     paths = [write_ckpt(tmp_path / f"epoch={i}.ckpt", i) for i in range(3)]
     linker = BestLinker(tmp_path / "best.ckpt", mode="max", link="copy")
-    assert read_metadata(tmp_path / "best.ckpt") is None
+    assert read_record(tmp_path / "best.ckpt") is None
     for i, path in enumerate(paths):
         linker.update(i / 10, path, extra={"monitor": "acc", "epoch": i, "step": 10 * i})
-        on_disk = json.loads(Path(linker.metadata_path).read_text())
+        on_disk = json.loads(Path(linker.record_path).read_text())
         assert on_disk["target"] == f"epoch={i}.ckpt"  # relative to the alias's folder
         assert on_disk["score"] == i / 10 and on_disk["mode"] == "max" and on_disk["link"] == "copy"
         assert on_disk["alias"] == "best.ckpt"
         assert on_disk["extra"] == {"monitor": "acc", "epoch": i, "step": 10 * i}
         assert on_disk["alias_id"] is not None  # the copy's identity: ownership on a rerun
-        meta = read_metadata(str(tmp_path / "best.ckpt"))
+        meta = read_record(str(tmp_path / "best.ckpt"))
         assert meta is not None and meta["target"] == str(path)
 
 
 def test_from_metadata(tmp_path: Path) -> None:
     a = write_ckpt(tmp_path / "a.ckpt", 1)
     BestLinker(tmp_path / "best.ckpt", mode="max", link="copy").update(0.9, a)
-    linker = BestLinker.from_metadata(tmp_path / "best.ckpt")
+    linker = BestLinker.from_record(tmp_path / "best.ckpt")
     assert (linker.mode, linker.link, linker.best_score, linker.best_path) == ("max", "copy", 0.9, str(a))
     assert linker.verify().ok
     with pytest.raises(FileNotFoundError, match="no lightning-bestlink record"):
-        BestLinker.from_metadata(tmp_path / "other.ckpt")
+        BestLinker.from_record(tmp_path / "other.ckpt")

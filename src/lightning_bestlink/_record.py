@@ -40,10 +40,10 @@ EXTRA_LIMIT = 256 << 10
 _LINKS = ("symlink", "hardlink", "copy")
 
 
-def metadata_path(link_path: str) -> str:
+def record_path(link_path: str) -> str:
     """Where the record of ``link_path`` lives.
 
-    >>> metadata_path("/ckpt/best.ckpt")
+    >>> record_path("/ckpt/best.ckpt")
     '/ckpt/best.ckpt.bestlink.json'
     """
     return link_path + SUFFIX
@@ -202,16 +202,16 @@ def check_extra(extra: Any) -> dict[str, Any]:
     return dict(extra)
 
 
-def read_metadata(
+def read_record(
     link_path: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
 ) -> dict[str, Any] | None:
     """The record next to an alias, with ``target`` made absolute; None if there is none.
 
-    Handy for evaluation jobs: ``read_metadata("ckpt/best.ckpt")["score"]``.
+    Handy for evaluation jobs: ``read_record("ckpt/best.ckpt")["score"]``.
     """
     storage = storage_for(link_path, storage_options)
     alias = storage.normalize(link_path)
-    record = read(storage, metadata_path(alias))
+    record = read(storage, record_path(alias))
     if record is not None:
         record["target"] = storage.absolute(str(record["target"]), alias)
     return record
