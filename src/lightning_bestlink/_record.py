@@ -40,6 +40,34 @@ EXTRA_LIMIT = 256 << 10
 _LINKS = ("symlink", "hardlink", "copy")
 
 
+#: what every name this library keeps next to an alias contains: the record ``<alias>.bestlink.json``,
+#: the lock ``.<alias>.bestlink.lock``, temporary names ``.<alias>.bestlink-...``, and the retention
+#: list of 0.1 ``<alias>.bestlink.retention.json``
+MARK = ".bestlink"
+
+
+def bookkeeping(name: str) -> str | None:
+    """What the file named ``name`` is, if this library keeps it next to an alias; None for anything else.
+
+    Such files are never checkpoints: an alias, a save or a state must not name them.
+
+    >>> bookkeeping("best.ckpt.bestlink.json"), bookkeeping(".best.ckpt.bestlink.lock"), bookkeeping("epoch=3.ckpt")
+    ('the record of an alias', 'the lock of an alias', None)
+    """
+    base = name.rstrip("/").rsplit("/", 1)[-1]
+    if MARK not in base:
+        return None
+    if base.endswith(SUFFIX) and len(base) > len(SUFFIX):
+        return "the record of an alias"
+    if base.startswith(".") and base.endswith(f"{MARK}.lock"):
+        return "the lock of an alias"
+    if base.endswith(f"{MARK}.retention.json"):
+        return "a retention list"
+    if base.startswith(".") and f"{MARK}-" in base:
+        return "a temporary file of an alias update"
+    return None
+
+
 def record_path(link_path: str) -> str:
     """Where the record of ``link_path`` lives.
 
@@ -114,6 +142,8 @@ def _problems(record: dict[str, Any]) -> list[str]:
     target = record.get("target")
     if not isinstance(target, str) or not target or "\0" in target:
         problems.append(f"'target' must be a non-empty path, got {target!r:.80}")
+    elif bookkeeping(target) is not None:
+        problems.append(f"'target' names {bookkeeping(target)}, not a checkpoint: {target!r:.80}")
     if record.get("mode") not in ("min", "max"):
         problems.append(f"'mode' must be 'min' or 'max', got {record.get('mode')!r:.80}")
     if record.get("link", "symlink") not in _LINKS:

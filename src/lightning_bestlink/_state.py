@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_bestlink._record import bookkeeping
 from lightning_bestlink._score import to_score
 
 VERSION = 1
@@ -62,8 +63,13 @@ def check_state(state: Any, *, mode: str, ties: str) -> tuple[float | None, str 
     best_score, best_path = state["best_score"], state["best_path"]
     if best_path is None:
         return None, None
-    if not isinstance(best_path, str) or not best_path:
+    if not isinstance(best_path, str) or not best_path or "\0" in best_path:
         raise ValueError(f"state['best_path'] must be a path or None, got {best_path!r:.200}")
+    what = bookkeeping(best_path)
+    if what is not None:
+        raise ValueError(
+            f"state['best_path'] names {what}, not a checkpoint: {best_path!r:.200}; this state is damaged"
+        )
     score = None if best_score is None else to_score(best_score, name="state['best_score']")
     if score is not None and score != score:
         raise ValueError("state['best_score'] is NaN, which is never the best; this state is damaged")

@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from lightning_bestlink._errors import AliasWriteError, OutsideFolderError
+from lightning_bestlink._record import bookkeeping
 from lightning_bestlink._storage import LinkChoice, Storage, TargetType
 
 
@@ -24,6 +25,8 @@ def check_target(
     text = os.fspath(path)
     if not text:
         raise ValueError("path must name a checkpoint, got an empty string")
+    if "\0" in text:
+        raise ValueError(f"path must not contain a NUL byte, got {text!r}")
     if not storage.handles(text):
         raise ValueError(
             f"path {text!r} and link_path {link_path!r} must be on the same filesystem; "
@@ -33,6 +36,12 @@ def check_target(
     # compared before and after resolving: the alias itself is often a symlink
     if target != link_path:
         target = storage.resolve_target(target)
+    what = bookkeeping(text) or bookkeeping(target)
+    if what is not None:
+        raise ValueError(
+            f"path {text!r} is {what} ({os.path.basename(target)!r}), not a checkpoint; pass the checkpoint "
+            f"file or shard directory the alias should point at"
+        )
     if target == link_path:
         raise ValueError(
             f"path must not be the alias itself, got {text!r} (link_path is {link_path!r}); "
