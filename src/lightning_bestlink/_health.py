@@ -37,6 +37,8 @@ def owned(storage: Storage, alias: str, state: AliasState, record: dict[str, Any
     """
     if state.kind in ("missing", "symlink"):
         return True  # replacing a link never destroys data
+    if state.stamp is not None:
+        return True  # a copy this library made and stamped with its record (object stores)
     if state.ident is not None and state.ident == mine:
         return True
     if record is None:
@@ -46,7 +48,7 @@ def owned(storage: Storage, alias: str, state: AliasState, record: dict[str, Any
     recorded = storage.absolute(str(record.get("target")), alias)
     if record.get("link") == "hardlink" and storage.same_file(alias, recorded):
         return True  # another name of the recorded checkpoint (rewritten in place, say): no data lost
-    if record.get("alias_id") is None and record.get("link") == "copy":
+    if record.get("alias_id") is None and record.get("link") == "copy" and not storage.stamps:
         # a copy whose identity is known only once it exists was under way when the
         # writer stopped: the alias is ours if it is a complete copy of the target
         return storage.looks_like_copy(alias, recorded)
@@ -70,8 +72,13 @@ def diagnose(
     record: dict[str, Any] | None,
     mine: Any,
     record_path: str,
+    *,
+    record_stamp: str | None = None,
 ) -> AliasReport:
-    """Compare the alias (``state``) with the best checkpoint ``expected``. Reads only."""
+    """Compare the alias (``state``) with the best checkpoint ``expected``. Reads only.
+
+    ``record_stamp``: the stamp of the record as read, for a stamped copy (object stores).
+    """
 
     def report(status: Status, actual: str | None, detail: str) -> AliasReport:
         return AliasReport(status, alias, expected, actual, detail)
@@ -96,6 +103,14 @@ def diagnose(
     recorded = None if record is None else storage.absolute(str(record["target"]), alias)
     if record is not None and recorded != expected:
         return report("mismatch", recorded, f"{alias!r} is a copy of {recorded!r}, not of {expected!r}")
+    if state.stamp is not None and record_stamp is not None and state.stamp != record_stamp:
+        return report(
+            "mismatch",
+            None,
+            f"the record names {recorded!r}, but {alias!r} is still the copy made for an earlier record: the "
+            f"record was written and the copy never made (the writer stopped in between: killed, or the copy "
+            f"request failed); repair completes it",
+        )
     if not storage.looks_like_copy(alias, expected):
         return report(
             "mismatch",

@@ -28,6 +28,7 @@ from lightning_bestlink._errors import (
 )
 from lightning_bestlink._health import not_owned_detail, owned
 from lightning_bestlink._storage import LinkChoice, Staged, Storage, TargetType
+from lightning_bestlink._storage.base import record_stamp
 
 #: given the record on disk (None when there is none), whether the update should still go ahead
 Proceed = Callable[[dict[str, Any] | None], bool]
@@ -126,9 +127,12 @@ class AliasWriter:
             try:
                 # the record goes first: it names the staged alias, so a run killed between the
                 # two renames still recognises whichever alias it finds as its own
-                storage.write_text(self.record_path, _record.encode(new), durable=self.durable)
+                text = _record.encode(new)
+                storage.write_text(self.record_path, text, durable=self.durable)
                 try:
-                    storage.commit(staged, state, durable=self.durable)
+                    # where copies are stamped (object stores), with the record they are made for
+                    stamp = record_stamp(text) if storage.stamps else ""
+                    storage.commit_stamped(staged, state, stamp=stamp, durable=self.durable)
                 except BaseException:
                     self._restore_record(old_text)
                     raise
@@ -148,8 +152,9 @@ class AliasWriter:
             return new
 
     def _finish(self, staged: Staged, record: dict[str, Any]) -> None:
-        if staged.ident is None and staged.kind != "symlink":
+        if staged.ident is None and staged.kind != "symlink" and not self.storage.stamps:
             # a copy the filesystem made itself has an identity only once it exists: record it
+            # (a stamped copy is known by its stamp: the record stays as the stamp says)
             try:
                 record["alias_id"] = self.storage.identity(self.link_path)
                 self.storage.write_text(self.record_path, _record.encode(record), durable=self.durable)

@@ -13,7 +13,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightning_bestlink import _record
 from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning, OutsideFolderError
@@ -22,8 +22,12 @@ from lightning_bestlink._record import read_record
 from lightning_bestlink._score import Mode, Ties, check_mode, check_ties, is_better, to_score
 from lightning_bestlink._state import check_state, make_state
 from lightning_bestlink._storage import LINK_CHOICES, LinkChoice, Storage, TargetType, storage_for
+from lightning_bestlink._storage.base import record_stamp
 from lightning_bestlink._targets import check_target, located
 from lightning_bestlink._writer import AliasWriter, Proceed
+
+if TYPE_CHECKING:
+    from lightning_bestlink._swap import Look, SwapWriter
 
 _log = logging.getLogger("lightning_bestlink")
 
@@ -49,7 +53,9 @@ class BestLinker:
         shared: several processes (the trials of a sweep) update this alias: an improving
             update re-reads the record under the lock and moves the alias only if its score
             beats the best on disk, so the alias ends at the best of all writers. Needs a
-            filesystem with file locks (local or network), not an object store.
+            filesystem with file locks (local or network), or an object store with conditional
+            writes (S3, GCS, Azure Blob), where the record is written only if no other writer
+            has written it since it was read (docs/remote.md).
         on_move: called as ``on_move(record)`` each time :meth:`update` or :meth:`follow` has
             moved the alias, once the alias and its record agree; ``record`` is what
             :func:`read_record` would return (absolute ``target``, ``score``, ``extra``). It
@@ -109,12 +115,9 @@ class BestLinker:
             )
         if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout > 0:
             raise ValueError(f"lock_timeout must be a positive number of seconds, got {lock_timeout!r}")
-        if shared and not self._storage.can_lock:
-            raise ValueError(
-                f"shared=True needs a filesystem with file locks (a local disk, NFS, a cluster filesystem): "
-                f"{os.fspath(link_path)!r} is on an object store, where writers cannot exclude each other. Give "
-                f"each writer its own alias there, or keep the shared alias on a shared filesystem"
-            )
+        refusal = self._storage.shared_refusal(os.fspath(link_path)) if shared else None
+        if refusal is not None:
+            raise ValueError(refusal)
         self._shared = bool(shared)
         self._link: LinkChoice = link
         self._link_path = self._storage.normalize(link_path)
@@ -129,6 +132,12 @@ class BestLinker:
             clean_every_time=self._shared,  # a killed peer's leftovers are cleaned by the next writer
         )
         self._record_path = self._writer.record_path
+        # --- shared alias without locks (an object store): conditional writes, see _swap.py
+        self._swapper: SwapWriter | None = None
+        if self._shared and not self._storage.can_lock:
+            from lightning_bestlink._swap import SwapWriter  # only for a shared alias in a bucket
+
+            self._swapper = SwapWriter(self._storage, self._link_path, durable=bool(durable))
         self._best_score: float | None = None
         self._best_path: str | None = None
         self._link_kind: str | None = None
@@ -251,8 +260,11 @@ class BestLinker:
             # process's view of it cannot beat the disk either: no I/O either way
             if not is_better(value, self._best_score, self._mode, self._ties):
                 return False
-            proceed = self._beats_disk(value) if self._shared else None
-            record = self._publish(value, *self._checked_target(path), extra, proceed)
+            if self._swapper is not None:
+                record = self._update_swapped(value, path, extra)
+            else:
+                proceed = self._beats_disk(value) if self._shared else None
+                record = self._publish(value, *self._checked_target(path), extra, proceed)
         return self._moved(record)
 
     def follow(self, score: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> bool:
@@ -292,10 +304,53 @@ class BestLinker:
     ) -> dict[str, Any] | None:
         """Write the alias; returns its new record, or None when ``proceed`` (a shared alias: the
         best on disk) said no."""
+        if self._swapper is not None:
+            return self._publish_swapped(value, target, kind, extra, proceed)
         record = self._writer.write(value, target, kind, self._mode, extra, proceed)
         if record is None:
             return None
         self._best_score, self._best_path, self._link_kind = value, target, str(record["link"])
+        _log.debug("%s -> %s (score %s)", self._link_path, target, value)
+        return record
+
+    def _update_swapped(
+        self, value: float, path: str | os.PathLike[str], extra: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """:meth:`update` of a shared alias on an object store: the record first (a score that does
+        not beat it costs that one small read), the checkpoint only once it is to become the best."""
+        assert self._swapper is not None
+        look = self._swapper.look()
+        proceed = self._beats_disk(value)
+        if not proceed(look.record):
+            return None
+        return self._publish_swapped(value, *self._checked_target(path), extra, proceed, look)
+
+    def _publish_swapped(
+        self,
+        value: float | None,
+        target: str,
+        kind: TargetType,
+        extra: dict[str, Any],
+        proceed: Proceed | None,
+        look: Look | None = None,
+    ) -> dict[str, Any] | None:
+        """:meth:`_publish` for a shared alias on an object store (``_swap.py``)."""
+        assert self._swapper is not None
+        if proceed is None and value is not None:  # repair: never over a better best another writer recorded
+            proceed = self._beats_disk(value)
+        try:
+            record = self._swapper.write(value, target, kind, self._mode, extra, proceed, look=look)
+        except AliasWriteError:
+            if self._swapper.pending is not None:
+                # the record names target already: it is the best; the alias catches up at the next update
+                self._best_score, self._best_path, self._link_kind = value, target, "copy"
+                self._needs_verify = True
+            raise
+        if record is None:
+            return None
+        self._best_score, self._best_path, self._link_kind = value, target, str(record["link"])
+        if self._swapper.latest is not None:  # another writer recorded a better best meanwhile
+            self._adopt_if_better(self._swapper.latest)
         _log.debug("%s -> %s (score %s)", self._link_path, target, value)
         return record
 
@@ -344,7 +399,11 @@ class BestLinker:
     def _sync(self) -> None:
         """Shared alias: adopt the record's best when another writer has beaten this process's."""
         record = self._read_record()
-        if record is None or record["score"] is None or record["mode"] != self._mode:
+        if record is not None:
+            self._adopt_if_better(record)
+
+    def _adopt_if_better(self, record: dict[str, Any]) -> None:
+        if record["score"] is None or record["mode"] != self._mode:
             return
         if self._best_score is None or is_better(record["score"], self._best_score, self._mode, "first"):
             self._adopt(record)
@@ -366,14 +425,24 @@ class BestLinker:
 
     def _verify(self) -> AliasReport:
         state = self._storage.inspect(self._link_path)
-        record = None
+        record = stamp = None
         if state.kind in ("file", "dir") and self._best_path is not None:
             try:
-                record = self._read_record()
+                text = self._storage.read_text(self._record_path, _record.LIMIT)
+                record = None if text is None else _record.decode(text, self._record_path)
             except AliasConflictError as err:
                 return AliasReport("foreign", self._link_path, self._best_path, None, str(err))
+            if text is not None and state.stamp is not None:  # a stamped copy: made for this record?
+                stamp = record_stamp(text)
         return diagnose(
-            self._storage, self._link_path, self._best_path, state, record, self._writer.owned_ident, self._record_path
+            self._storage,
+            self._link_path,
+            self._best_path,
+            state,
+            record,
+            self._writer.owned_ident,
+            self._record_path,
+            record_stamp=stamp,
         )
 
     def repair(self) -> AliasReport:
@@ -403,6 +472,13 @@ class BestLinker:
                     before.actual,
                     f"the best checkpoint {self._best_path!r} no longer exists; nothing to point at",
                 )
+            if self._swapper is not None:  # a shared alias on an object store: catch up with the record
+                latest = self._swapper.complete()
+                if latest is not None:
+                    self._adopt_if_better(latest)
+                    after = self._verify()
+                    if after.ok:
+                        return after
             record = self._read_record()
             extra = dict(record.get("extra") or {}) if record else {}
             self._publish(self._best_score, target, kind, extra)

@@ -44,6 +44,7 @@ class AliasState(NamedTuple):
     ident: Ident = None  # of a file or directory: what the record's alias_id is compared with
     points_to: str | None = None  # for a symlink: the normalised path it names
     key: Ident = None  # what is there (a symlink too), to notice a change before publishing over it
+    stamp: str | None = None  # of a stamped copy: the stamp of the record it was made for (record_stamp)
 
 
 class Staged(NamedTuple):
@@ -170,3 +171,64 @@ class Storage(ABC):
     @abstractmethod
     def remove_file(self, path: str) -> None:
         """Remove a file this library wrote; missing is fine."""
+
+    # --- shared aliases without locks: the record as the point of agreement ------------
+    # An object store has no lock, but it can write an object only if it is still the version
+    # that was read (compare-and-swap). Writers of a shared alias there agree on the record;
+    # the alias is a copy stamped with the record it was made for, so anyone can tell an alias
+    # that caught up with its record from one that did not (a writer stopped between the two).
+
+    #: whether :meth:`swap_text` can write a file only over the version read (conditional writes)
+    can_swap: bool = False
+    #: whether :meth:`commit_stamped` stamps the alias, and :meth:`inspect` reads the stamp back
+    stamps: bool = False
+
+    def shared_refusal(self, alias: str) -> str | None:
+        """Why several processes cannot share the alias ``alias`` here (None: they can)."""
+        if self.can_lock or self.can_swap:
+            return None
+        return (
+            f"shared=True needs a filesystem with file locks (a local disk, NFS, a cluster filesystem) or an "
+            f"object store with conditional writes (S3, GCS, Azure Blob): {alias!r} has neither, so writers "
+            f"can neither exclude each other nor agree on a record. Give each writer its own alias there, or "
+            f"keep the shared alias on one of those"
+        )
+
+    def read_versioned(self, path: str, limit: int) -> tuple[str | None, str | None]:
+        """:meth:`read_text` with the version the store gave that content (None: nothing there,
+        or a storage without versions), for :meth:`swap_text`."""
+        return self.read_text(path, limit), None
+
+    def swap_text(self, path: str, text: str, expect: str | None) -> None:
+        """Write ``text`` to ``path`` only if it is still at version ``expect`` (None: only if
+        nothing is there). Raises :class:`LostRace`, and changes nothing, when another writer
+        wrote it first. Only where :attr:`can_swap`."""
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
+
+    def commit_stamped(self, staged: Staged, expected: AliasState, *, stamp: str, durable: bool) -> None:
+        """:meth:`commit`, the alias stamped with ``stamp`` (the :func:`record_stamp` of the
+        record it is made for) where the storage :attr:`stamps`; a plain commit elsewhere."""
+        self.commit(staged, expected, durable=durable)
+
+
+#: the object metadata key of an alias's stamp (Azure allows only C identifiers: no dashes)
+STAMP_KEY = "bestlink_record"
+
+
+def record_stamp(text: str) -> str:
+    """What an alias copy is stamped with: a digest of the record's text it was made for.
+
+    A digest rather than the store's version of the record: it is known before the store
+    answers, it is the same on every store, and a record put back as it was (after a failed
+    copy) matches its alias's stamp again.
+
+    >>> record_stamp('{"format": "lightning-bestlink/1"}')
+    '63342587bbade83e7b833aef36a1bebf'
+    """
+    import hashlib  # only where aliases are stamped
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+class LostRace(FileExistsError):
+    """Another writer wrote the record since it was read: nothing was written; read it again."""

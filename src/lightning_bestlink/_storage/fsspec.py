@@ -21,7 +21,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from lightning_bestlink._errors import RecordError
+from lightning_bestlink._storage._objects import objects_for
 from lightning_bestlink._storage.base import (
+    STAMP_KEY,
     AliasKind,
     AliasState,
     Ident,
@@ -72,6 +74,10 @@ class FsspecStorage(Storage):
 
     def __init__(self, fs: AbstractFileSystem) -> None:
         self.fs = fs
+        # S3, GCS, Azure: versioned reads, conditional writes, stamped copies (None elsewhere)
+        self._objects = objects_for(fs)
+        self.stamps = self._objects is not None
+        self.can_swap = self._objects is not None and self._objects.can_swap
 
     def _strip(self, path: str) -> str:
         return str(self.fs._strip_protocol(path))
@@ -125,12 +131,13 @@ class FsspecStorage(Storage):
         return "dir" if info.get("type") == "directory" else "file"
 
     def inspect(self, alias: str) -> AliasState:
-        info = self.info(alias)
+        info = self._described(alias)
         if info is None:
             return AliasState("missing")
         kind: AliasKind = "dir" if info.get("type") == "directory" else "file"
         ident = _ident_of(info)
-        return AliasState(kind, ident=ident, key=ident)
+        stamp = (info.get("metadata") or {}).get(STAMP_KEY) if kind == "file" else None
+        return AliasState(kind, ident=ident, key=ident, stamp=stamp)
 
     def identity(self, path: str) -> Ident:
         info = self.info(path)
@@ -203,3 +210,56 @@ class FsspecStorage(Storage):
             pass
         finally:
             self._forget(path)
+
+    # --- shared aliases: versioned record, conditional writes, stamped copies --------------
+
+    def _described(self, path: str) -> dict[str, Any] | None:
+        """:meth:`info`, with the object's user metadata (where the client's info() has none: S3)."""
+        if self._objects is None or not self._objects.own_head:
+            return self.info(path)
+        self._forget(path)
+        with as_os_error("looking up", path):
+            return self._objects.head(self._strip(path))
+
+    def shared_refusal(self, alias: str) -> str | None:
+        refusal = super().shared_refusal(alias)
+        if refusal is not None and self._objects is not None and self._objects.swap_missing:
+            return f"shared=True on {alias!r} needs conditional writes: {self._objects.swap_missing}"
+        return refusal
+
+    def read_versioned(self, path: str, limit: int) -> tuple[str | None, str | None]:
+        if self._objects is None:
+            return super().read_versioned(path, limit)
+        with as_os_error("reading", path):
+            found = self._objects.read(self._strip(path), limit)
+        if found is None:
+            return None, None
+        data, version = found
+        return _checked_text(path, data, limit), version
+
+    def swap_text(self, path: str, text: str, expect: str | None) -> None:
+        if self._objects is None or not self.can_swap:
+            return super().swap_text(path, text, expect)
+        try:
+            with as_os_error("writing", path):
+                self._objects.write(self._strip(path), text.encode("utf-8"), expect)
+        finally:
+            self._forget(path)
+
+    def commit_stamped(self, staged: Staged, expected: AliasState, *, stamp: str, durable: bool) -> None:
+        if self._objects is None:
+            return self.commit(staged, expected, durable=durable)
+        try:
+            with as_os_error(f"copying {staged.target!r} to", staged.alias):
+                self._objects.copy(self._strip(staged.target), self._strip(staged.alias), {STAMP_KEY: stamp})
+        finally:
+            self._forget(staged.alias)
+
+
+def _checked_text(path: str, data: bytes, limit: int) -> str:
+    if len(data) > limit:
+        raise RecordError(f"{path!r} is larger than {limit} bytes: not a lightning-bestlink record; move it away")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RecordError(f"{path!r} is not UTF-8 text ({err}): not a lightning-bestlink record") from None
