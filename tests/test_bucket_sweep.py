@@ -444,3 +444,61 @@ def test_a_record_naming_a_checkpoint_outside_the_folder_is_not_copied(
         assert one.update(0.5, a)
     assert "outside the alias's folder: not copied" in caplog.text
     assert store.fs().cat_file(f"{sweep}/best.ckpt") == store.fs().cat_file(a)
+
+
+# --- the sweep's alias next to the rest of the library ----------------------------------------------
+
+
+def _saved(store: Store, run: str, k: int) -> str:
+    return store.put(f"{run}/c{k}.ckpt", bytes([k]) * (500 + k))
+
+
+@pytest.mark.parametrize("resumed", [False, True], ids=["same-process", "resumed-trial"])
+def test_retention_keeps_what_the_bucket_alias_names(store: Store, sweep: str, resumed: bool) -> None:
+    """A trial ranks its own checkpoints by accuracy, the sweep by loss (two metrics): what the
+    sweep's alias names is kept by ``Retention(protect=[sweep])`` though the trial's policy would
+    delete it, also in a resumed trial whose sweep linker learns the sweep's best from the record."""
+    from lightning_bestlink import Retention
+
+    run = f"{sweep}/trial-0"
+    own = store.linker(f"{run}/best.ckpt", mode="max")
+    sweep_alias = shared(store, sweep)
+    retention = Retention(own, keep_best=0, protect=[sweep_alias])
+    for k, (loss, acc) in enumerate([(0.5, 0.6), (0.3, 0.5), (0.4, 0.7)]):
+        path = _saved(store, run, k)
+        own.update(acc, path)
+        sweep_alias.update(loss, path)
+        retention.saved(path, acc)
+    assert not store.fs().exists(f"{run}/c0.ckpt"), "neither alias names c0: deleted"
+    if resumed:  # a new process: the trial's linker from its record, the sweep's knows nothing yet
+        own = BestLinker.from_record(f"{run}/best.ckpt", storage_options=store.options)
+        sweep_alias = shared(store, sweep)
+        retention = Retention(own, keep_best=0, protect=[sweep_alias])
+    path = _saved(store, run, 3)
+    own.update(0.65, path)
+    sweep_alias.update(0.45, path)  # not better than the sweep's 0.3 (c1): the resumed linker adopts it
+    deleted = retention.saved(path, 0.65)
+    assert deleted == [], "c1 (the sweep's), c2 (the trial's) and c3 (the newest) all stay"
+    assert store.fs().exists(f"{run}/c1.ckpt")
+    agree(store, sweep, f"{run}/c1.ckpt", 0.3)
+
+
+def test_show_on_a_bucket_sweep_names_the_best_trial(store: Store, sweep: str) -> None:
+    from tests._cli import cli, row
+
+    for trial, score in ((0, 0.5), (1, 0.3), (0, 0.4)):
+        path = store.put(f"{sweep}/trial-{trial}/epoch={int(score * 10)}.ckpt", bytes([trial]) * 100)
+        shared(store, sweep).update(score, path, extra={"run": f"trial-{trial}"})
+    proc = cli("show", sweep, env=store.env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[0] == f"{sweep}  (alias healthy)"
+    assert row(proc.stdout, "best.ckpt").split() == [
+        "best.ckpt",
+        "copy",
+        "trial-1/epoch=3.ckpt",
+        "0.3",
+        "(min,",
+        "run",
+        "trial-1)",
+        "ok",
+    ]
