@@ -8,12 +8,8 @@ the counting proxy. The user's AWS configuration is hidden and no real endpoint 
 from __future__ import annotations
 
 import json
-import logging
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
@@ -21,64 +17,27 @@ s3fs = pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")  # moto[server]: moto with flask and werkzeug
 
 from tests._cli import cli, watch  # noqa: E402
-from tests._object_store import CountingProxy, MotoS3  # noqa: E402
+from tests._object_store import Store, make_run, serve  # noqa: E402
 
 from lightning_bestlink import BestLinker  # noqa: E402
 
 pytestmark = pytest.mark.s3
 
-_HIDDEN = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-
-
-@dataclass
-class S3:
-    proxy: CountingProxy
-    env: dict[str, str | None]  # what the user exports for the command
-    options: dict[str, Any]  # the same, for linkers made in this process
-
-    def fs(self) -> Any:
-        return s3fs.S3FileSystem(skip_instance_cache=True, **self.options)
-
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = MotoS3()
-    proxy = CountingProxy(server.port)
-    empty = str(tmp_path_factory.mktemp("aws") / "none")
-    env: dict[str, str | None] = {name: None for name in _HIDDEN if not name.startswith("FSSPEC")}
-    env.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=proxy.url,
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE=empty,
-        AWS_SHARED_CREDENTIALS_FILE=empty,
-    )
-    try:
-        yield S3(proxy, env, {"endpoint_url": proxy.url, "key": "testing", "secret": "testing"})
-    finally:
-        proxy.stop()
-        server.stop()
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    with serve("s3", tmp_path_factory.mktemp("s3")) as store:
+        yield store
 
 
 @pytest.fixture
-def run(s3: S3) -> str:
-    """``s3://<new bucket>/run`` with epoch=0..3.ckpt (the best: epoch=2) and its best.ckpt."""
-    bucket = f"bestlink-{uuid.uuid4().hex[:12]}"
-    fs = s3.fs()
-    fs.mkdir(bucket)
-    url = f"s3://{bucket}/run"
-    linker = BestLinker(f"{url}/best.ckpt", mode="min", storage_options=s3.options)
-    for epoch, score in enumerate([0.9, 0.5, 0.3, 0.4]):
-        fs.pipe_file(f"{url}/epoch={epoch}.ckpt", bytes([epoch]) * (100 + epoch))
-        linker.update(score, f"{url}/epoch={epoch}.ckpt", extra={"monitor": "val_loss", "epoch": epoch})
-    fs.pipe_file(f"{url}/last.ckpt", b"l" * 103)
-    return url
+def run(s3: Store) -> Iterator[str]:
+    """``s3://<new bucket>/run`` with epoch=0..3.ckpt (the best: epoch=2), last.ckpt and best.ckpt."""
+    yield make_run(s3.fs(), f"{s3.bucket()}/run", s3.options)
+    s3.proxy.reset()
 
 
-def test_show_verify_path(s3: S3, run: str) -> None:
+def test_show_verify_path(s3: Store, run: str) -> None:
     shown = cli("show", run, env=s3.env)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
@@ -107,7 +66,7 @@ def test_show_verify_path(s3: S3, run: str) -> None:
         assert (path.returncode, path.stdout, path.stderr) == (0, f"{run}/epoch=2.ckpt\n", ""), arg
 
 
-def test_verify_and_repair(s3: S3, run: str) -> None:
+def test_verify_and_repair(s3: Store, run: str) -> None:
     s3.fs().rm_file(f"{run}/best.ckpt")
     verified = cli("verify", run, env=s3.env)
     assert verified.returncode == 1
@@ -123,7 +82,7 @@ def test_verify_and_repair(s3: S3, run: str) -> None:
     assert cli("verify", run, env=s3.env).returncode == 0
 
 
-def test_recursive_and_a_damaged_record(s3: S3, run: str) -> None:
+def test_recursive_and_a_damaged_record(s3: Store, run: str) -> None:
     bucket = run.split("/")[2]
     fs = s3.fs()
     other = f"s3://{bucket}/deep/other"
@@ -144,7 +103,7 @@ def test_recursive_and_a_damaged_record(s3: S3, run: str) -> None:
     assert verified.stderr == "verify: 1 of 2 aliases needs attention\n"
 
 
-def test_credentials_from_fsspec_configuration(s3: S3, run: str) -> None:
+def test_credentials_from_fsspec_configuration(s3: Store, run: str) -> None:
     env = {k: None for k in s3.env}
     env.update(
         FSSPEC_S3_ENDPOINT_URL=s3.proxy.url,
@@ -161,14 +120,14 @@ def test_credentials_from_fsspec_configuration(s3: S3, run: str) -> None:
     assert requests  # through the proxy: the endpoint came from FSSPEC_S3_ENDPOINT_URL
 
 
-def test_not_a_folder(s3: S3, run: str) -> None:
+def test_not_a_folder(s3: Store, run: str) -> None:
     for command in ("show", "verify", "repair"):
         result = cli(command, f"{run}/nothing-here", env=s3.env)
         assert (result.returncode, result.stdout) == (2, ""), command
         assert "is not a directory" in result.stderr
 
 
-def test_watch(s3: S3, run: str) -> None:
+def test_watch(s3: Store, run: str) -> None:
     with s3.proxy.counting() as requests:
         w = watch(f"{run}/best.ckpt", "--json", "--count", "1", "--interval", "0.05", env=s3.env)
         w.err.until("watch: following")

@@ -5,8 +5,11 @@ object atomically. Never a download and re-upload, never a second serialisation.
 One alias update is one copy request: ``CopyObject`` on S3 (s3fs), ``objects.rewrite``
 on Google Cloud Storage (gcsfs), ``Copy Blob`` on Azure Blob (adlfs); the server copies
 the bytes, the client sends and receives only headers and small JSON or XML answers.
-What tells an alias this library wrote from anyone else's is read from ``info()`` by
-kind of key, not by store name (:data:`_VERSION_KEYS`). Errors of the client library
+On S3, GCS and Azure each copy is stamped with the record it was made for (object
+metadata, :data:`~.base.STAMP_KEY`), and the record can be written only over the version
+read (conditional writes, for a shared alias without locks): ``_objects.py`` calls each
+store's client for what fsspec does not offer. Identities are read from ``info()`` by kind
+of key, not by store name (:data:`_VERSION_KEYS`). Errors of the client library
 that are not ``OSError`` (botocore's connection errors, for one) are turned into
 ``OSError`` here, so the linker reports every storage failure the same way.
 """
