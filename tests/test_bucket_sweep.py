@@ -24,7 +24,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -278,6 +277,7 @@ WRITER = textwrap.dedent(
     log.addHandler(Count())
     rng = random.Random(trial)
     linker = BestLinker(alias, mode="min", shared=True, storage_options=options)
+    print("ready", flush=True)
     while not os.path.exists(go):  # all writers start together
         time.sleep(0.001)
     offered, moved = [], 0
@@ -316,14 +316,15 @@ def test_racing_processes_end_at_the_best_of_all(
                 env={**os.environ, "PYTHONWARNINGS": "ignore"},
             )
         )
-    time.sleep(1.5)  # let every writer import and wait at the gate (no harm if one is late)
+    for proc in procs:  # every writer has imported everything and waits at the gate
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", proc.stderr
     go.touch()
     offered: list[tuple[float, str]] = []
     moved = lost = 0
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
-        result = json.loads(out)
+        result = json.loads(out.strip().splitlines()[-1])
         offered += [(score, path) for score, path in result["offered"]]
         moved, lost = moved + result["moved"], lost + result["lost"]
     best_score, best = min(offered)
