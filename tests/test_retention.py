@@ -131,7 +131,7 @@ def test_latest_alias_follows_the_step_and_keeps_every_guarantee(tmp_path: Path,
     os.unlink(last.link_path)
     again = LatestLinker(tmp_path / "last.ckpt", link=kind)  # type: ignore[arg-type]
     again.load_state_dict(state)
-    assert again.restore_alias().ok and fill_of(again.link_path) == 30 and again.latest_step == 30
+    assert again.repair().ok and fill_of(again.link_path) == 30 and again.latest_step == 30
     assert not again.update(29, paths[1])
 
 
@@ -494,8 +494,8 @@ CHILD = textwrap.dedent(
     if os.path.lexists(last.link_path):  # resume: the states saved inside the latest checkpoint
         ckpt = os.path.join(last.link_path, "state.json") if os.path.isdir(last.link_path) else last.link_path
         saved = json.loads(Path(ckpt).read_bytes().split(b"\\n", 1)[0])
-        best.load_state_dict(saved["best"]); best.restore_alias()
-        last.load_state_dict(saved["last"]); last.restore_alias()
+        best.load_state_dict(saved["best"]); best.repair()
+        last.load_state_dict(saved["last"]); last.repair()
         epoch = saved["epoch"] + 1
 
     def save(state, path):

@@ -37,5 +37,5 @@ def on_rank_zero(
     if outcome["error"] is not None:
         raise RuntimeError(f"rank zero could not {what} the best alias: {outcome['error']}")
     if not is_global_zero:
-        linker.load_state_dict(outcome["state"], verify=False)
+        linker.load_state_dict(outcome["state"], mirror=True)
     return outcome["result"]

@@ -97,7 +97,7 @@ def save_and_link(
 
     outcome = on_rank_zero(rank_zero, _broadcaster(fabric), linker, write, "update")
     if latest is not None and not rank_zero:
-        latest.load_state_dict(outcome["latest"], verify=False)
+        latest.load_state_dict(outcome["latest"], mirror=True)
     if failure:
         raise failure[0]
     if outcome["error"] is not None:
@@ -124,7 +124,7 @@ def load(fabric: Any, path: str | os.PathLike[str], state: dict[str, Any], **loa
         def restore(linker: BestLinker = linker, restored: Any = restored) -> None:
             # verify now, not at the next improving update: the alias may have been deleted
             linker.load_state_dict(restored)
-            linker.restore_alias()
+            linker.repair()
 
         on_rank_zero(fabric.global_rank == 0, _broadcaster(fabric), linker, restore, "restore")
     return remainder

@@ -120,6 +120,11 @@ class Storage(ABC):
     def looks_like_copy(self, alias: str, target: str) -> bool:
         """Whether the file at ``alias`` can be a complete copy of ``target`` (a cheap check)."""
 
+    def same_content(self, a: str, b: str) -> bool | None:
+        """Whether ``a`` and ``b`` hold the same bytes (files, or directory trees), read in full;
+        None when this storage cannot compare them."""
+        return None
+
     # --- writing the alias --------------------------------------------------------
 
     def check_can_alias(self, target: str, choice: LinkChoice, *, is_dir: bool) -> None:
