@@ -194,6 +194,12 @@ class BestLinker:
         """Whether several processes update this alias (see the ``shared`` argument)."""
         return self._shared
 
+    @property
+    def needs_restore(self) -> bool:
+        """Whether :meth:`load_state_dict` left the alias to be checked by the next :meth:`update` (or
+        :meth:`restore_alias`); helpers that decide with :meth:`is_better` check it first."""
+        return self._needs_verify
+
     def __getstate__(self) -> dict[str, Any]:
         # picklable (Lightning deep-copies and pickles callbacks that hold a linker): the thread
         # lock is per process, so a copy gets its own
