@@ -13,6 +13,7 @@ import doctest
 import json
 import math
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -245,8 +246,13 @@ def test_never_deletes_what_it_did_not_see_saved_or_what_changed_since(
     save_one(best, keep, tmp_path / "epoch=0.ckpt", 1.0, 0)
     save_one(best, keep, tmp_path / "epoch=1.ckpt", 2.0, 1)
     replace(tmp_path / "epoch=1.ckpt")  # someone puts something else at epoch=1.ckpt: no longer ours
-    with pytest.warns(BestLinkWarning, match=rf"epoch=1\.ckpt' is no longer the checkpoint this run saved.*{detail}"):
-        assert save_one(best, keep, tmp_path / "epoch=2.ckpt", 3.0, 2) == []
+    write_ckpt(tmp_path / "epoch=2.ckpt", 2)
+    best.update(3.0, tmp_path / "epoch=2.ckpt")
+    with pytest.warns(
+        BestLinkWarning, match=rf"epoch=1\.ckpt' is no longer the checkpoint this run saved.*{detail}"
+    ) as seen:
+        assert keep.saved(tmp_path / "epoch=2.ckpt", 3.0) == []
+    assert seen[0].filename == __file__, "shown at the line that called saved()"
     assert os.path.lexists(tmp_path / "epoch=1.ckpt") and fill_of(foreign) == 99
     assert listed(keep) == ["epoch=0.ckpt", "epoch=2.ckpt"], "forgotten, never retried"
 
@@ -627,7 +633,8 @@ def test_the_state_lists_what_it_saved_and_a_resume_goes_on_deleting_it(tmp_path
         ("epoch=4.ckpt", 4.0, "file"),
     ]
     assert state["saved"][0]["identity"] == _files.ident_of(os.lstat(tmp_path / "epoch=3.ckpt"))
-    json.loads(json.dumps(state))  # plain data
+    assert json.loads(json.dumps(state)) == state, "plain data"
+    assert pickle.loads(pickle.dumps(keep)).state_dict() == state, "picklable (Fabric 2.0 pickles what state holds)"
     after = keep.state_dict(after=(0.7, tmp_path / "epoch=5.ckpt"))  # what epoch 5 carries, itself included
     assert after["saved"][-1] == {"path": "epoch=5.ckpt", "score": 0.7, "seq": 6, "kind": None, "identity": None}
     assert listed(keep) == ["epoch=3.ckpt", "epoch=4.ckpt"], "state_dict(after=) changes nothing"
