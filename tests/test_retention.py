@@ -494,6 +494,54 @@ def test_a_saved_checkpoint_now_owned_by_another_user_is_never_deleted(
     assert said(recwarn, r"epoch=1\.ckpt.*owned by another user \(uid 65534\)") == 1
 
 
+@as_root
+def test_a_directory_checkpoint_holding_a_file_of_another_user_is_never_deleted(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    for epoch, score in enumerate([1.0, 2.0]):
+        path = write_ckpt(tmp_path / f"epoch={epoch}.ckpt", epoch, kind="dir")
+        best.update(score, path)
+        keep.saved(path, score)
+    theirs = tmp_path / "epoch=1.ckpt" / "shard-1.bin"
+    os.chown(theirs, 65534, 65534)  # handed to another user: the directory itself is unchanged
+    path = write_ckpt(tmp_path / "epoch=2.ckpt", 2, kind="dir")
+    best.update(3.0, path)
+    keep.saved(path, 3.0)
+    assert fill_of(tmp_path / "epoch=1.ckpt") == 1, "all of it, under its name"
+    assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"] and leftovers(tmp_path) == []
+    assert said(recwarn, r"epoch=1\.ckpt.*shard-1\.bin' \(uid 65534\), owned by another user") == 1
+
+
+@as_root
+def test_a_file_of_another_user_arriving_in_a_directory_while_it_is_deleted_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder
+) -> None:
+    from lightning_bestlink._storage import _remove
+
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    for epoch, score in enumerate([1.0, 2.0]):
+        path = write_ckpt(tmp_path / f"epoch={epoch}.ckpt", epoch, kind="dir")
+        best.update(score, path)
+        keep.saved(path, score)
+    real = _remove._foreign_inside
+
+    def arrives_after_the_look(fd: int, name: str) -> str | None:
+        found = real(fd, name)
+        os.chown(os.path.join(name, "shard-1.bin"), 65534, 65534, dir_fd=fd)
+        return found
+
+    monkeypatch.setattr(_remove, "_foreign_inside", arrives_after_the_look)
+    path = write_ckpt(tmp_path / "epoch=2.ckpt", 2, kind="dir")
+    best.update(3.0, path)
+    keep.saved(path, 3.0)
+    [hidden] = leftovers(tmp_path)
+    assert sorted(os.listdir(tmp_path / hidden)) == ["shard-1.bin"], "theirs stays, with the folder around it"
+    assert said(recwarn, r"could not delete .*epoch=1\.ckpt.*tried again") == 1
+
+
 def test_a_folder_swapped_for_a_symlink_never_leads_the_deletion_out(
     tmp_path: Path, recwarn: pytest.WarningsRecorder
 ) -> None:

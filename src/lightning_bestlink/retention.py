@@ -327,7 +327,7 @@ class Retention:
         Keep it in your checkpoints (the ``save_and_link`` helpers do): it is what a resume may
         delete. ``after=(score, path)``: the state once ``path`` is saved with ``score``, for
         saving inside that very checkpoint; ``path`` is listed without an identity, taken when
-        a resumed run first looks at it. No I/O.
+        a resumed run first looks at it. Nothing is read from the checkpoints or written.
         """
         with self._lock:
             entries = list(self._entries)

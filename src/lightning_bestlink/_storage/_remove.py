@@ -96,6 +96,10 @@ def _remove_in(fd: int, name: str, ident: Ident, kind: TargetType) -> Removal:
             kept = f"{problem.detail}; yet another file took its name, so it is kept as {trash!r}"
             return Removal(problem.outcome, kept)
         return Removal(problem.outcome, f"{problem.detail} (it arrived while being deleted, and was put back)")
+    foreign = _foreign_inside(fd, trash) if kind == "dir" else None
+    if foreign is not None:  # another user's file inside: the whole checkpoint goes back, nothing deleted
+        _rename_new(fd, trash, name)
+        return Removal("foreign", f"it holds {foreign}, owned by another user")
     try:
         _remove_at(fd, trash, kind)
     except OSError:
@@ -148,17 +152,34 @@ def _finish(fd: int, name: str, ident: Ident, kind: TargetType) -> Removal:
     return Removal("gone")
 
 
+def _foreign_inside(fd: int, name: str) -> str | None:
+    """The first entry of the tree ``name`` owned by another user, as ``'path' (uid N)``; None if all are mine."""
+    me = os.geteuid()
+    for top, dirs, files, sub in os.fwalk(name, dir_fd=fd, onerror=_raise):
+        for child in (*dirs, *files):
+            uid = os.stat(child, dir_fd=sub, follow_symlinks=False).st_uid
+            if uid != me:
+                return f"{os.path.join(top, child)!r} (uid {uid})"
+    return None
+
+
 def _remove_at(fd: int, name: str, kind: TargetType) -> None:
-    """Remove ``name`` in the folder ``fd``, a file or a whole tree, never following a link."""
+    """Remove ``name`` in the folder ``fd``, a file or a whole tree, never following a link.
+
+    In a tree, an entry of another user (one that arrived after :func:`_foreign_inside` looked)
+    is left, and so is the tree around it: removing it then fails, and is tried again later.
+    """
+    me = os.geteuid()
     try:
         if kind != "dir":
             os.unlink(name, dir_fd=fd)
             return
         for _, dirs, files, sub in os.fwalk(name, dir_fd=fd, topdown=False, onerror=_raise):
-            for child in files:
-                os.unlink(child, dir_fd=sub)
-            for child in dirs:  # a link to a directory is listed here, and is unlinked, not followed
-                if stat.S_ISDIR(os.stat(child, dir_fd=sub, follow_symlinks=False).st_mode):
+            for child in (*files, *dirs):  # a link to a directory is listed in dirs: unlinked, not followed
+                st = os.stat(child, dir_fd=sub, follow_symlinks=False)
+                if st.st_uid != me:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
                     os.rmdir(child, dir_fd=sub)
                 else:
                     os.unlink(child, dir_fd=sub)
