@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -28,7 +27,7 @@ from lightning_bestlink._errors import (
     AliasConflictError,
     AliasWriteError,
     BestLinkError,
-    BestLinkWarning,
+    warn,
 )
 from lightning_bestlink._health import not_owned_detail, owned
 from lightning_bestlink._storage import AliasState, LinkChoice, Staged, Storage, TargetType
@@ -191,7 +190,7 @@ class AliasWriter:
                 record["alias_id"] = self.storage.identity(self.link_path)
                 self.storage.write_text(self.record_path, _record.encode(record), durable=self.durable)
             except OSError as err:  # the alias is right; only ownership on a rerun is weaker
-                warnings.warn(f"could not update {self.record_path!r}: {err}", BestLinkWarning, stacklevel=5)
+                warn(f"could not update {self.record_path!r}: {err}")
         self.owned_ident = record["alias_id"]
 
     def _restore_record(self, old_text: str | None) -> None:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 from lightning_bestlink import _record
-from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning, OutsideFolderError
+from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning, OutsideFolderError, warn
 from lightning_bestlink._health import AliasReport, diagnose
 from lightning_bestlink._record import read_record
 from lightning_bestlink._score import Mode, Ties, check_mode, check_ties, is_better, to_score
@@ -204,6 +203,12 @@ class BestLinker:
         """Whether several processes update this alias (see the ``shared`` argument)."""
         return self._shared
 
+    @property
+    def needs_check(self) -> bool:
+        """True after :meth:`load_state_dict` until the alias has been checked (by :meth:`repair`,
+        or the next :meth:`update`); helpers that decide with :meth:`is_better` check it first."""
+        return self._needs_check
+
     def __getstate__(self) -> dict[str, Any]:
         # picklable (Lightning deep-copies and pickles callbacks that hold a linker): the thread
         # lock is per process, so a copy gets its own
@@ -333,13 +338,11 @@ class BestLinker:
         if writer.get("id") in (None, self._writer.writer_id) or writer.get("repair") or writer["id"] in self._warned:
             return
         self._warned.add(writer["id"])
-        warnings.warn(
+        warn(
             f"another writer (host {writer.get('host')!r}, pid {writer.get('pid')}) updated {self._link_path!r} "
             f"since this process last did, to {record.get('target')!r}: two writers of one alias replace each "
             f"other's best. Give each run its own alias (another folder or best name), or pass shared=True to "
-            f"every writer to keep the best of all",
-            BestLinkWarning,
-            stacklevel=4,
+            f"every writer to keep the best of all"
         )
 
     def _moved(self, record: dict[str, Any] | None) -> bool:
@@ -352,11 +355,9 @@ class BestLinker:
                 self._on_move(told)
             except Exception as err:  # the user's hook must not break training, nor the alias
                 _log.debug("on_move failed", exc_info=True)
-                warnings.warn(
+                warn(
                     f"on_move for {self._link_path!r} raised {type(err).__name__}: {err}; the alias and its record "
-                    f"are unaffected (they point at {told['target']!r})",
-                    BestLinkWarning,
-                    stacklevel=3,
+                    f"are unaffected (they point at {told['target']!r})"
                 )
         return True
 
@@ -488,11 +489,9 @@ class BestLinker:
             f"the best checkpoint {self._best_path!r} no longer exists; nothing to point at",
         )
         if self._restored:
-            warnings.warn(
+            warn(
                 f"the best checkpoint restored from state, {self._best_path!r} (score {self._best_score!r}), "
-                f"cannot be linked: {report.detail}. The next checkpoint offered will become the best",
-                BestLinkWarning,
-                stacklevel=4,
+                f"cannot be linked: {report.detail}. The next checkpoint offered will become the best"
             )
             self._best_score = None
             self._best_path = None
@@ -624,7 +623,7 @@ class BestLinker:
 
 
 def _deprecated(old: str, new: str) -> None:
-    warnings.warn(f"{old} is deprecated, use {new}; it will be removed in 0.3", DeprecationWarning, stacklevel=3)
+    warn(f"{old} is deprecated, use {new}; it will be removed in 0.3", DeprecationWarning)
 
 
 __all__ = ["AliasConflictError", "AliasReport", "AliasWriteError", "BestLinkWarning", "BestLinker", "read_record"]

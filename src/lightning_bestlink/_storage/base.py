@@ -175,3 +175,31 @@ class Storage(ABC):
     @abstractmethod
     def remove_file(self, path: str) -> None:
         """Remove a file this library wrote; missing is fine."""
+
+    # --- removing a saved checkpoint (retention) --------------------------------------
+
+    def remove_saved(self, alias: str, path: str, ident: Ident, kind: TargetType) -> Removal:
+        """Remove the checkpoint at ``path`` if it is still the one saved there, with identity ``ident``.
+
+        ``path`` lies inside the folder of ``alias`` and is reached from that folder without
+        following a link; ``kind`` (``"file"`` or ``"dir"``) is what was saved, ``ident`` what
+        :meth:`identity` said right after. Anything else found there (another file, a link, a
+        directory where a file was saved, a file of another user) is left in place and said
+        so. Raises ``OSError`` when removing fails; a storage that cannot remove safely raises
+        ``OSError(ENOTSUP)`` (this default).
+        """
+        import errno
+
+        raise OSError(errno.ENOTSUP, f"{type(self).__name__} cannot remove a saved checkpoint safely", path)
+
+
+# --- removing a saved checkpoint (retention) ------------------------------------------
+
+
+class Removal(NamedTuple):
+    """What :meth:`Storage.remove_saved` did with a saved checkpoint."""
+
+    #: ``deleted``; ``gone`` (nothing there); ``changed`` (something else is there now, left in
+    #: place); ``foreign`` (owned by another user, left in place)
+    outcome: Literal["deleted", "gone", "changed", "foreign"]
+    detail: str = ""  # for changed and foreign: what is there instead, for the warning

@@ -39,6 +39,7 @@ from lightning_bestlink._storage.base import (
     Ident,
     LinkChoice,
     LinkKind,
+    Removal,
     Staged,
     Storage,
     TargetType,
@@ -273,3 +274,12 @@ class LocalStorage(Storage):
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+    # --- removing a saved checkpoint (retention) --------------------------------------
+
+    def remove_saved(self, alias: str, path: str, ident: Ident, kind: TargetType) -> Removal:
+        # through descriptors opened without following a link, renamed aside and checked before
+        # it is deleted: see _remove.py
+        from lightning_bestlink._storage._remove import remove_saved  # only once a checkpoint goes
+
+        return remove_saved(os.path.dirname(alias), path, ident, kind)
