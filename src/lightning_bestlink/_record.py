@@ -14,12 +14,17 @@ It is plain JSON, readable without torch::
       "unix_time": 1795665662.345678,
       "alias_id": null,                    # identity of a copied/hard-linked alias, null for a symlink
       "previous_alias_id": null,           # identity of the alias it replaced
+      "target_id": null,                   # a copy: identity of the checkpoint when it was copied
+      "writer": {"host": "node1", "pid": 4242, "id": "5f0c..."},  # who wrote this record
       "extra": {"monitor": "val_loss", "epoch": 6, "step": 28}
     }
 
 ``alias_id`` is how a later run recognises a file or directory at the alias path as
-one this library wrote (and so may replace it): a ``[st_dev, st_ino]`` pair locally,
-size and ETag/mtime on fsspec filesystems.
+one this library wrote (and so may replace it), and how a check tells the alias the
+record names from the one it replaced (an update killed before it published): locally
+``[st_dev, st_ino, st_size, st_mtime_ns]``, each copy stamped with random nanoseconds;
+size and ETag/generation on object stores. ``target_id`` lets a check of a copy notice a
+checkpoint changed after it was copied. ``writer`` tells one writer's records from another's.
 """
 
 from __future__ import annotations
@@ -162,7 +167,12 @@ def _problems(record: dict[str, Any]) -> list[str]:
         else:  # NaN cannot be written (allow_nan=False), but a hand-made record may say 1e999 - 1e999
             if math.isnan(record["score"]):
                 problems.append("'score' must not be NaN")
-    for key in ("alias_id", "previous_alias_id"):
+    writer = record.get("writer")
+    if writer is not None and not (
+        isinstance(writer, dict) and isinstance(writer.get("id"), str) and isinstance(writer.get("pid"), int)
+    ):
+        problems.append(f"'writer' must be null or an object with 'id' and 'pid', got {writer!r:.80}")
+    for key in ("alias_id", "previous_alias_id", "target_id"):
         if not _is_ident(record.get(key)):
             problems.append(f"'{key}' must be null, a string or a list of integers, got {record.get(key)!r:.80}")
     if not isinstance(record.get("extra", {}), dict):
@@ -187,6 +197,8 @@ def make(
     alias_id: Any,
     previous_alias_id: Any,
     extra: dict[str, Any] | None,
+    target_id: Any = None,
+    writer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build a record (see the module docstring for the schema)."""
     return {
@@ -200,6 +212,8 @@ def make(
         "unix_time": unix_time,
         "alias_id": alias_id,
         "previous_alias_id": previous_alias_id,
+        "target_id": target_id,
+        "writer": writer,
         "extra": dict(extra or {}),
     }
 

@@ -4,11 +4,11 @@ the alias, a copy stamped with the record it was made for, catches up with the r
 The local shared mode serialises its writers with a lock. An object store has no lock, but it
 writes an object only if it is still the version that was read. So one update is:
 
-1. :meth:`SwapWriter.look`: read the record with its version (one small GET);
+1. :meth:`SwapWriter.look_record`: read the record with its version (one small GET);
 2. the linker decides: a better best on disk is adopted, and nothing is written;
-3. :meth:`SwapWriter.publish`: write the new record only if it is still that version (a writer
-   that lost raises :class:`LostRace`, reads again and decides again), then copy the target to
-   the alias, stamped with the new record;
+3. :meth:`SwapWriter.publish_swapped`: write the new record only if it is still that version (a
+   writer that lost gets :class:`~._storage.base.LostRace`; the linker reads again and decides
+   again), then copy the target to the alias, stamped with the new record;
 4. converge: read the record again; if another writer has moved it on meanwhile, copy *its*
    target with *its* stamp, and again, until the alias carries the stamp of the record as last read.
 
@@ -23,16 +23,14 @@ the alias up.
 from __future__ import annotations
 
 import logging
-import os
-import time
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from lightning_bestlink import _record
 from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkError
 from lightning_bestlink._health import not_owned_detail, owned
-from lightning_bestlink._storage import AliasState, Staged, Storage, TargetType
+from lightning_bestlink._storage import AliasState, Staged, TargetType
 from lightning_bestlink._storage.base import LostRace, record_stamp
+from lightning_bestlink._writer import AliasWriter
 
 _log = logging.getLogger("lightning_bestlink")
 
@@ -42,7 +40,7 @@ _log = logging.getLogger("lightning_bestlink")
 TRIES = 100
 
 
-class Look(NamedTuple):
+class Seen(NamedTuple):
     """The record as read, with the version the store gave it (None: no record yet)."""
 
     text: str | None
@@ -50,38 +48,64 @@ class Look(NamedTuple):
     record: dict[str, Any] | None
 
 
-class SwapWriter:
-    """Writes a shared alias on an object store and its record (see the module docstring)."""
+class SwapWriter(AliasWriter):
+    """Writes a shared alias on an object store and its record (see the module docstring).
 
-    def __init__(self, storage: Storage, link_path: str, *, durable: bool) -> None:
-        self.storage = storage
-        self.link_path = link_path
-        self.record_path = _record.record_path(link_path)
-        self.durable = durable
-        #: after :meth:`write` or :meth:`complete`: the record the alias last caught up with
+    The record's format, the reads and the (no-op) lock are :class:`AliasWriter`'s; only the
+    writing differs: conditional, then converging.
+    """
+
+    #: how many lost races (or copies because the record moved on) one update goes through
+    tries = TRIES
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: after :meth:`publish_swapped` or :meth:`complete`: the record the alias last caught up with
         self.latest: dict[str, Any] | None = None
         #: a record this writer wrote whose copy failed (the alias still holds an older one)
         self.pending: dict[str, Any] | None = None
 
+    @classmethod
+    def like(cls, writer: AliasWriter) -> SwapWriter:
+        """A swap writer configured as ``writer``."""
+        return cls(
+            writer.storage,
+            writer.link_path,
+            link=writer.link,
+            durable=writer.durable,
+            lock_timeout=writer.lock_timeout,
+            clean_every_time=True,
+        )
+
     # --- the steps -----------------------------------------------------------------------
 
-    def look(self) -> Look:
-        """The record and its version: all a writer needs to decide."""
+    def look_record(self) -> Seen:
+        """The record and its version: all a writer needs to decide (the alias is looked at
+        only once the update is to be published)."""
         try:
             text, version = self.storage.read_versioned(self.record_path, _record.LIMIT)
         except BestLinkError:
             raise
         except OSError as err:
             raise AliasWriteError.from_os_error(err, f"reading {self.record_path!r}") from err
-        record = None if text is None else _record.decode(text, self.record_path)
-        return Look(text, version, record)
+        return Seen(text, version, None if text is None else _record.decode(text, self.record_path))
 
-    def publish(
-        self, look: Look, value: float | None, target: str, kind: TargetType, mode: str, extra: dict[str, Any]
+    def publish(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise TypeError("a shared alias on an object store is written with publish_swapped(), never unconditionally")
+
+    def publish_swapped(
+        self,
+        seen: Seen,
+        value: float | None,
+        target: str,
+        kind: TargetType,
+        mode: str,
+        extra: dict[str, Any],
+        *,
+        repair: bool = False,
     ) -> dict[str, Any]:
-        """Record ``target`` as the best if the record is still as ``look`` saw it, then copy it.
-
-        Raises :class:`LostRace` (nothing written) when another writer wrote the record first.
+        """Record ``target`` as the best if the record is still as ``seen``, then copy it and
+        converge. Raises :class:`LostRace` (nothing written) when another writer wrote it first.
         """
         storage, alias = self.storage, self.link_path
         action = f"pointing {alias!r} at {target!r}"
@@ -89,29 +113,20 @@ class SwapWriter:
             state = storage.inspect(alias)
         except OSError as err:
             raise AliasWriteError.from_os_error(err, action) from err
-        if not owned(storage, alias, state, look.record, None):
+        if not owned(storage, alias, state, seen.record, self.owned_ident):
             raise AliasConflictError(not_owned_detail(alias, state.kind, self.record_path))
         try:
+            target_id = storage.identity(target)
             staged = storage.stage(target, alias, "copy", is_dir=kind == "dir", durable=self.durable)
         except OSError as err:
             raise AliasWriteError.from_os_error(err, action) from err
-        new = _record.make(
-            alias=os.path.basename(alias.rstrip("/")),
-            target=storage.relative(target, alias),
-            link=staged.kind,
-            mode=mode,
-            score=value,
-            unix_time=time.time(),
-            alias_id=None,  # a stamped copy is known by its stamp
-            previous_alias_id=state.ident,
-            extra=extra,
-        )
+        new = self._record(staged, state, value, mode, extra, repair, target_id)
         text = _record.encode(new)
         self.pending = None
         try:
-            storage.swap_text(self.record_path, text, look.version)
+            storage.swap_text(self.record_path, text, seen.version)
         except LostRace:
-            if self.look().text != text:
+            if self.look_record().text != text:
                 raise
             # it was ours: the store wrote it, the answer was lost, and the client's retry was refused
         except OSError as err:
@@ -129,55 +144,25 @@ class SwapWriter:
         self._converge(text)
         return new
 
-    def write(
-        self,
-        value: float | None,
-        target: str,
-        kind: TargetType,
-        mode: str,
-        extra: dict[str, Any],
-        proceed: Callable[[dict[str, Any] | None], bool] | None = None,
-        *,
-        look: Look | None = None,
-    ) -> dict[str, Any] | None:
-        """Look, decide (``proceed``: False adopts the best on disk), publish; again after a lost race.
-
-        The same contract as :meth:`AliasWriter.write <lightning_bestlink._writer.AliasWriter.write>`;
-        ``look``: the caller's own look, the first time round.
-        """
-        for _ in range(TRIES):
-            look = self.look() if look is None else look
-            if proceed is not None and not proceed(look.record):
-                return None
-            try:
-                return self.publish(look, value, target, kind, mode, extra)
-            except LostRace:
-                look = None
-                _log.debug("%s: another writer wrote the record first; reading it again", self.record_path)
-        raise AliasWriteError(
-            f"pointing {self.link_path!r} at {target!r} failed: the record {self.record_path!r} changed before "
-            f"each of {TRIES} conditional writes; nothing was changed"
-        )
-
     def complete(self) -> dict[str, Any] | None:
         """Copy the record's target to the alias if the alias has not caught up with it (``repair``).
 
         Returns the record the alias now agrees with (None: there is no record).
         """
-        look = self.look()
-        if look.text is None or look.record is None:
+        seen = self.look_record()
+        if seen.text is None or seen.record is None:
             return None
         try:
             state = self.storage.inspect(self.link_path)
         except OSError as err:
             raise AliasWriteError.from_os_error(err, f"looking up {self.link_path!r}") from err
-        if not owned(self.storage, self.link_path, state, look.record, None):
+        if not owned(self.storage, self.link_path, state, seen.record, self.owned_ident):
             raise AliasConflictError(not_owned_detail(self.link_path, state.kind, self.record_path))
-        if state.stamp != record_stamp(look.text):
-            self._copy_for(look.text, strict=True)
-            self._converge(look.text)
+        if state.stamp != record_stamp(seen.text):
+            self._copy_for(seen.text, strict=True)
+            self._converge(seen.text)
         else:
-            self.latest = look.record
+            self.latest = seen.record
         return self.latest
 
     # --- catching the alias up ---------------------------------------------------------------
@@ -186,7 +171,7 @@ class SwapWriter:
         """After a copy made for the record ``text``: copy again while the record has moved on."""
         self.latest = _record.decode(text, self.record_path)
         for _ in range(TRIES):
-            now = self.look()
+            now = self.look_record()
             if now.text is None or now.text == text:
                 return
             text = now.text

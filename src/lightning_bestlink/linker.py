@@ -11,23 +11,22 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lightning_bestlink import _record
-from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning, OutsideFolderError
+from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning, OutsideFolderError, warn
 from lightning_bestlink._health import AliasReport, diagnose
 from lightning_bestlink._record import read_record
 from lightning_bestlink._score import Mode, Ties, check_mode, check_ties, is_better, to_score
 from lightning_bestlink._state import check_state, make_state
-from lightning_bestlink._storage import LINK_CHOICES, LinkChoice, Storage, TargetType, storage_for
-from lightning_bestlink._storage.base import record_stamp
+from lightning_bestlink._storage import LINK_CHOICES, AliasState, LinkChoice, Storage, TargetType, storage_for
+from lightning_bestlink._storage.base import LostRace, record_stamp
 from lightning_bestlink._targets import check_target, located
-from lightning_bestlink._writer import AliasWriter, Proceed
+from lightning_bestlink._writer import AliasWriter, Look
 
 if TYPE_CHECKING:
-    from lightning_bestlink._swap import Look, SwapWriter
+    from lightning_bestlink._swap import SwapWriter
 
 _log = logging.getLogger("lightning_bestlink")
 
@@ -120,9 +119,15 @@ class BestLinker:
             raise ValueError(refusal)
         self._shared = bool(shared)
         self._link: LinkChoice = link
+        raw = os.fspath(link_path)
+        if "\0" in raw:
+            raise ValueError(f"link_path must not contain a NUL byte, got {raw!r}")
+        # "ckpt/", "ckpt/.", "." and ".." name a folder: the alias would take the folder's place
+        if raw.endswith(("/", os.sep)) or os.path.basename(raw) in (".", ".."):
+            raise ValueError(
+                f"link_path must name the alias file, got the folder {raw!r}; e.g. {os.path.join(raw, 'best.ckpt')!r}"
+            )
         self._link_path = self._storage.normalize(link_path)
-        if os.path.basename(self._link_path.rstrip("/")) in ("", ".", ".."):
-            raise ValueError(f"link_path must name a file, got {os.fspath(link_path)!r}; e.g. 'checkpoints/best.ckpt'")
         self._writer = AliasWriter(
             self._storage,
             self._link_path,
@@ -132,17 +137,21 @@ class BestLinker:
             clean_every_time=self._shared,  # a killed peer's leftovers are cleaned by the next writer
         )
         self._record_path = self._writer.record_path
-        # --- shared alias without locks (an object store): conditional writes, see _swap.py
+        # --- a shared alias without locks (an object store): conditional writes, see _swap.py
         self._swapper: SwapWriter | None = None
         if self._shared and not self._storage.can_lock:
             from lightning_bestlink._swap import SwapWriter  # only for a shared alias in a bucket
 
-            self._swapper = SwapWriter(self._storage, self._link_path, durable=bool(durable))
+            self._writer = self._swapper = SwapWriter.like(self._writer)
         self._best_score: float | None = None
         self._best_path: str | None = None
         self._link_kind: str | None = None
         self._confined = False  # the best came from a state or record: it must stay inside the folder
-        self._needs_verify = False
+        self._needs_check = False  # after load_state_dict: the next update checks the alias first
+        self._restored = False  # the best came from load_state_dict (forgotten if its checkpoint is gone)
+        self._follows_record = False  # made by from_record: the record on disk is the authority
+        self._last_written: dict[str, Any] | None = None  # the record this linker last wrote
+        self._warned: set[str] = set()  # other writers already warned about
         self._lock = threading.RLock()
 
     # --- read-only properties -------------------------------------------------
@@ -203,6 +212,12 @@ class BestLinker:
         """Whether several processes update this alias (see the ``shared`` argument)."""
         return self._shared
 
+    @property
+    def needs_check(self) -> bool:
+        """True after :meth:`load_state_dict` until the alias has been checked (by :meth:`repair`,
+        or the next :meth:`update`); helpers that decide with :meth:`is_better` check it first."""
+        return self._needs_check
+
     def __getstate__(self) -> dict[str, Any]:
         # picklable (Lightning deep-copies and pickles callbacks that hold a linker): the thread
         # lock is per process, so a copy gets its own
@@ -236,7 +251,7 @@ class BestLinker:
             score: one real number (int, float, numpy scalar, 0-d tensor).
             path: the checkpoint file, or directory for sharded checkpoints. It must
                 already be completely written; it is only checked when it becomes best.
-            extra: JSON values recorded in the metadata (e.g. monitor, epoch, step).
+            extra: JSON values recorded in the record (e.g. monitor, epoch, step).
 
         Returns:
             True when ``path`` became the best and the alias now points at it. False
@@ -254,17 +269,16 @@ class BestLinker:
         value = to_score(score)
         extra = _record.check_extra(extra)
         with self._lock:
-            if self._needs_verify:
-                self.restore_alias()
+            if self._needs_check:
+                self._check_restored()
             # shared: the best on disk only improves, so a score that does not beat this
             # process's view of it cannot beat the disk either: no I/O either way
             if not is_better(value, self._best_score, self._mode, self._ties):
                 return False
             if self._swapper is not None:
-                record = self._update_swapped(value, path, extra)
+                record = self._update_swapped(value, lambda: self._checked_target(path), extra)
             else:
-                proceed = self._beats_disk(value) if self._shared else None
-                record = self._publish(value, *self._checked_target(path), extra, proceed)
+                record = self._write(value, *self._checked_target(path), extra, against_disk=self._shared)
         return self._moved(record)
 
     def follow(self, score: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> bool:
@@ -287,8 +301,8 @@ class BestLinker:
         with self._lock:
             if value is not None and value != value:  # NaN: never the best, whoever decided
                 return False
-            self._needs_verify = False  # the alias is rewritten now anyway
-            record = self._publish(value, *self._checked_target(path), extra)
+            self._needs_check = False  # the alias is rewritten now anyway
+            record = self._write(value, *self._checked_target(path), extra)
         return self._moved(record)
 
     # --- writing the alias ----------------------------------------------------
@@ -296,63 +310,52 @@ class BestLinker:
     def _checked_target(self, path: str | os.PathLike[str], *, confined: bool = False) -> tuple[str, TargetType]:
         return check_target(self._storage, self._link_path, self._link, path, confined=confined)
 
-    def _read_record(self) -> dict[str, Any] | None:
-        return self._writer.read_record()
+    def _write(
+        self, value: float | None, target: str, kind: TargetType, extra: dict[str, Any], *, against_disk: bool = False
+    ) -> dict[str, Any] | None:
+        """Point the alias at ``target`` under its lock; returns the new record. ``against_disk``
+        (a shared alias): only if ``value`` beats the best on disk, else that best is adopted
+        and None returned."""
+        with self._writer.exclusive():
+            seen = self._writer.look()
+            if against_disk and seen.record is not None and not self._beats(value, seen.record):
+                self._adopt(seen.record)
+                return None
+            return self._publish(seen, value, target, kind, extra)
 
     def _publish(
-        self, value: float | None, target: str, kind: TargetType, extra: dict[str, Any], proceed: Proceed | None = None
-    ) -> dict[str, Any] | None:
-        """Write the alias; returns its new record, or None when ``proceed`` (a shared alias: the
-        best on disk) said no."""
-        if self._swapper is not None:
-            return self._publish_swapped(value, target, kind, extra, proceed)
-        record = self._writer.write(value, target, kind, self._mode, extra, proceed)
-        if record is None:
-            return None
-        self._best_score, self._best_path, self._link_kind = value, target, str(record["link"])
-        _log.debug("%s -> %s (score %s)", self._link_path, target, value)
-        return record
-
-    def _update_swapped(
-        self, value: float, path: str | os.PathLike[str], extra: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """:meth:`update` of a shared alias on an object store: the record first (a score that does
-        not beat it costs that one small read), the checkpoint only once it is to become the best."""
-        assert self._swapper is not None
-        look = self._swapper.look()
-        proceed = self._beats_disk(value)
-        if not proceed(look.record):
-            return None
-        return self._publish_swapped(value, *self._checked_target(path), extra, proceed, look)
-
-    def _publish_swapped(
         self,
+        seen: Look,
         value: float | None,
         target: str,
         kind: TargetType,
         extra: dict[str, Any],
-        proceed: Proceed | None,
-        look: Look | None = None,
-    ) -> dict[str, Any] | None:
-        """:meth:`_publish` for a shared alias on an object store (``_swap.py``)."""
-        assert self._swapper is not None
-        if proceed is None and value is not None:  # repair: never over a better best another writer recorded
-            proceed = self._beats_disk(value)
-        try:
-            record = self._swapper.write(value, target, kind, self._mode, extra, proceed, look=look)
-        except AliasWriteError:
-            if self._swapper.pending is not None:
-                # the record names target already: it is the best; the alias catches up at the next update
-                self._best_score, self._best_path, self._link_kind = value, target, "copy"
-                self._needs_verify = True
-            raise
-        if record is None:
-            return None
+        repair: bool = False,
+    ) -> dict[str, Any]:
+        """Publish over what ``seen`` found (inside the lock), and take the result as this linker's best."""
+        if not (self._shared or repair):
+            self._note_other_writer(seen.record)
+        record = self._writer.publish(seen, value, target, kind, self._mode, extra, repair=repair)
         self._best_score, self._best_path, self._link_kind = value, target, str(record["link"])
-        if self._swapper.latest is not None:  # another writer recorded a better best meanwhile
-            self._adopt_if_better(self._swapper.latest)
+        self._last_written = record
         _log.debug("%s -> %s (score %s)", self._link_path, target, value)
         return record
+
+    def _note_other_writer(self, record: dict[str, Any] | None) -> None:
+        """Warn once per other writer that wrote this alias since this linker last did (without
+        shared=True, two writers replace each other's best)."""
+        if self._last_written is None or record is None or record == self._last_written:
+            return
+        writer = record.get("writer") or {}
+        if writer.get("id") in (None, self._writer.writer_id) or writer.get("repair") or writer["id"] in self._warned:
+            return
+        self._warned.add(writer["id"])
+        warn(
+            f"another writer (host {writer.get('host')!r}, pid {writer.get('pid')}) updated {self._link_path!r} "
+            f"since this process last did, to {record.get('target')!r}: two writers of one alias replace each "
+            f"other's best. Give each run its own alias (another folder or best name), or pass shared=True to "
+            f"every writer to keep the best of all"
+        )
 
     def _moved(self, record: dict[str, Any] | None) -> bool:
         """After a move: tell ``on_move`` (outside the lock); whether the alias moved."""
@@ -364,76 +367,144 @@ class BestLinker:
                 self._on_move(told)
             except Exception as err:  # the user's hook must not break training, nor the alias
                 _log.debug("on_move failed", exc_info=True)
-                warnings.warn(
+                warn(
                     f"on_move for {self._link_path!r} raised {type(err).__name__}: {err}; the alias and its record "
-                    f"are unaffected (they point at {told['target']!r})",
-                    BestLinkWarning,
-                    stacklevel=3,
+                    f"are unaffected (they point at {told['target']!r})"
                 )
         return True
 
-    def _beats_disk(self, value: float) -> Callable[[dict[str, Any] | None], bool]:
-        """For a shared alias: called under the lock with the record on disk; False adopts its best."""
+    # --- many writers (shared=True), and records as the authority (from_record) ----
 
-        def proceed(record: dict[str, Any] | None) -> bool:
-            if record is None or record["score"] is None:
-                return True
-            if record["mode"] != self._mode:
-                raise ValueError(
-                    f"the shared alias {self._link_path!r} is kept with mode={record['mode']!r} by other writers, "
-                    f"but this linker has mode={self._mode!r}; use the same mode in every writer"
-                )
-            if is_better(value, record["score"], self._mode, self._ties):
-                return True
-            self._adopt(record)
-            return False
-
-        return proceed
+    def _beats(self, value: float | None, record: dict[str, Any]) -> bool:
+        """Whether ``value`` beats the best ``record`` (written by any writer of a shared alias) holds."""
+        if record["score"] is None:
+            return True
+        if record["mode"] != self._mode:
+            raise ValueError(
+                f"the record {self._record_path!r} of the shared alias says mode={record['mode']!r} (written by "
+                f"another writer, or edited by hand), but this linker has mode={self._mode!r}: every writer of a "
+                f"shared alias must use the same mode. If the record was edited, put its mode back; to start "
+                f"over, delete the record and the alias"
+            )
+        return value is not None and is_better(value, record["score"], self._mode, self._ties)
 
     def _adopt(self, record: dict[str, Any]) -> None:
-        """Take a better best that another writer recorded as this process's view of the best."""
+        """Take the best another writer recorded as this process's view of the best."""
         target = self._storage.absolute(str(record["target"]), self._link_path)
         self._best_score, self._best_path, self._link_kind = record["score"], target, record.get("link")
-        self._confined = True  # it came from disk
+        if not self._follows_record:  # another writer's record: input, kept inside the folder
+            self._confined = True
 
-    def _sync(self) -> None:
-        """Shared alias: adopt the record's best when another writer has beaten this process's."""
-        record = self._read_record()
-        if record is not None:
-            self._adopt_if_better(record)
-
-    def _adopt_if_better(self, record: dict[str, Any]) -> None:
-        if record["score"] is None or record["mode"] != self._mode:
+    def _catch_up(self, record: dict[str, Any] | None) -> None:
+        """Before a check or a repair, under the lock: a shared alias adopts a better best that
+        another writer recorded; a linker rebuilt from its record follows the record as it is now
+        (a writer may have moved the alias since it was read), so a repair never puts back an older best."""
+        if record is None or record["mode"] != self._mode:
+            return
+        if self._follows_record:
+            self._adopt(record)
+            return
+        if not self._shared or record["score"] is None:
             return
         if self._best_score is None or is_better(record["score"], self._best_score, self._mode, "first"):
             self._adopt(record)
 
+    # --- a shared alias on an object store (conditional writes: _swap.py) -------------
+
+    def _update_swapped(
+        self,
+        value: float | None,
+        target: Callable[[], tuple[str, TargetType]],
+        extra: dict[str, Any],
+        *,
+        repair: bool = False,
+    ) -> dict[str, Any] | None:
+        """Look at the record, decide, publish only over the version seen; after a lost race, again.
+
+        The record decides first: a score that does not beat it costs that one small read (and
+        ``target()``, the checkpoint's check, is not called). Returns the new record, or None when
+        the best on disk was adopted instead.
+        """
+        assert self._swapper is not None
+        checked: tuple[str, TargetType] | None = None
+        for _ in range(self._swapper.tries):
+            seen = self._swapper.look_record()
+            if seen.record is not None and not self._beats(value, seen.record):
+                self._adopt(seen.record)
+                return None
+            checked = checked or target()
+            try:
+                record = self._swapper.publish_swapped(seen, value, *checked, self._mode, extra, repair=repair)
+            except LostRace:
+                _log.debug("%s: another writer wrote the record first; reading it again", self._record_path)
+                continue
+            except AliasWriteError:
+                if self._swapper.pending is not None:
+                    # the record names it already: it is the best; the next update completes the alias first
+                    self._best_score, self._best_path, self._link_kind = value, checked[0], "copy"
+                    self._needs_check = True
+                raise
+            self._best_score, self._best_path, self._link_kind = value, checked[0], str(record["link"])
+            self._catch_up(self._swapper.latest)  # a better best another writer recorded meanwhile
+            return record
+        raise AliasWriteError(
+            f"pointing {self._link_path!r} at {checked and checked[0]!r} failed: the record {self._record_path!r} "
+            f"changed before each of {self._swapper.tries} conditional writes; nothing was changed"
+        )
+
+    def _repair_swapped(self, target: str, kind: TargetType, extra: dict[str, Any]) -> AliasReport:
+        """:meth:`repair` of a shared alias on an object store: the alias catches up with the record;
+        only when there is none, or this linker's best beats it, is a record written."""
+        assert self._swapper is not None
+        self._catch_up(self._swapper.complete())
+        after = self._verify()
+        if after.ok:
+            return after
+        self._update_swapped(self._best_score, lambda: (target, kind), extra, repair=True)
+        return self._verify()
+
     # --- health ---------------------------------------------------------------
 
-    def verify(self) -> AliasReport:
-        """Check that the alias exists and points at :attr:`best_path`. No changes made.
+    def verify(self, *, deep: bool = False) -> AliasReport:
+        """Check that the alias holds exactly the best checkpoint. Changes nothing.
 
-        With ``shared=True`` the best is first brought up to date with the record (another
-        writer may have moved the alias to a better checkpoint), under the alias's lock.
+        A symlink must name :attr:`best_path`; a hard link must be another name of it; a
+        copy must be the copy its record names (its identity: an update killed before it
+        published leaves the previous copy, which is reported as a mismatch), of the
+        checkpoint as it was copied (size and modification time unchanged since). An
+        identity cannot see a checkpoint rewritten in place with the same size and its
+        modification time put back: ``deep=True`` also compares a copy's bytes with the
+        checkpoint's (local files; reads both).
+
+        With ``shared=True`` the best is first brought up to date with the record, under the
+        alias's lock. A linker made by :meth:`from_record` checks against that record (a
+        reader: it never waits for a writer's lock, nor creates one).
         """
         with self._lock:
             if not self._shared:
-                return self._verify()
+                return self._verify(deep=deep)
             with self._writer.exclusive():
-                self._sync()
-                return self._verify()
+                return self._verify(deep=deep)
 
-    def _verify(self) -> AliasReport:
+    def _verify(self, *, deep: bool = False) -> AliasReport:
         state = self._storage.inspect(self._link_path)
-        record = stamp = None
-        if state.kind in ("file", "dir") and self._best_path is not None:
+        record = None
+        # the record is read when another writer may have moved the best (shared), or to prove a
+        # copy; a linker from from_record checks against the record it was made from (a reader)
+        text = None
+        if self._shared or (state.kind in ("file", "dir") and self._best_path is not None):
             try:
                 text = self._storage.read_text(self._record_path, _record.LIMIT)
                 record = None if text is None else _record.decode(text, self._record_path)
             except AliasConflictError as err:
                 return AliasReport("foreign", self._link_path, self._best_path, None, str(err))
-            if text is not None and state.stamp is not None:  # a stamped copy: made for this record?
-                stamp = record_stamp(text)
+            self._catch_up(record)
+        return self._diagnose(state, record, deep=deep, text=text)
+
+    def _diagnose(
+        self, state: AliasState, record: dict[str, Any] | None, *, deep: bool = False, text: str | None = None
+    ) -> AliasReport:
+        """``text``: the record's text as read, which a stamped copy is checked against."""
         return diagnose(
             self._storage,
             self._link_path,
@@ -442,71 +513,72 @@ class BestLinker:
             record,
             self._writer.owned_ident,
             self._record_path,
-            record_stamp=stamp,
+            deep=deep,
+            record_stamp=record_stamp(text) if text is not None and state.stamp is not None else None,
         )
 
     def repair(self) -> AliasReport:
-        """Rebuild the alias if it is missing, dangling or points away from :attr:`best_path`.
+        """Check the alias and rebuild it if it is missing, dangling, or does not hold :attr:`best_path`.
 
-        Returns the report after the repair. Refuses (with :class:`AliasConflictError`)
-        to replace a file this library did not write. When the best checkpoint itself
-        is gone there is nothing to point at: the report says so and nothing changes.
+        Decided and done under the alias's lock, from the record as it is then. Returns the
+        report after the repair. Refuses (with :class:`AliasConflictError`) to replace a file
+        this library did not write. When the best checkpoint itself is gone there is nothing
+        to point at: the report says so and nothing changes; if that best came from a saved
+        state (:meth:`load_state_dict`), it is also forgotten with a :class:`BestLinkWarning`,
+        so the next checkpoint offered becomes the best.
         """
         with self._lock:
-            if self._shared:
-                with self._writer.exclusive():
-                    self._sync()  # never puts back a best that another writer has beaten
-            before = self._verify()
-            if before.ok or before.status == "foreign":
+            self._needs_check = False
+            with self._writer.exclusive():
+                seen = self._writer.look()
+                self._catch_up(seen.record)
+                before = self._diagnose(seen.state, seen.record, text=seen.text)
                 if before.status == "foreign":
                     raise AliasConflictError(before.detail)
-                return before
-            assert self._best_path is not None
-            try:
-                target, kind = self._checked_target(self._best_path, confined=self._confined)
-            except FileNotFoundError:
-                return AliasReport(
-                    before.status,
-                    self._link_path,
-                    self._best_path,
-                    before.actual,
-                    f"the best checkpoint {self._best_path!r} no longer exists; nothing to point at",
+                if before.ok:
+                    return before
+                assert self._best_path is not None
+                try:
+                    target, kind = self._checked_target(self._best_path, confined=self._confined)
+                except FileNotFoundError:
+                    return self._lost(before)
+                recorded = (
+                    seen.record is not None
+                    and self._storage.absolute(str(seen.record["target"]), self._link_path) == target
                 )
-            if self._swapper is not None:  # a shared alias on an object store: catch up with the record
-                latest = self._swapper.complete()
-                if latest is not None:
-                    self._adopt_if_better(latest)
-                    after = self._verify()
-                    if after.ok:
-                        return after
-            record = self._read_record()
-            extra = dict(record.get("extra") or {}) if record else {}
-            self._publish(self._best_score, target, kind, extra)
+                # the record's extra describes its own target only: kept when the target is the same
+                extra = dict(seen.record.get("extra") or {}) if recorded and seen.record else {}
+                if self._swapper is not None:
+                    return self._repair_swapped(target, kind, extra)
+                self._publish(seen, self._best_score, target, kind, extra, repair=True)
             return self._verify()
 
-    def restore_alias(self) -> AliasReport:
-        """After :meth:`load_state_dict`: check the alias now and rebuild it if needed.
+    def _lost(self, before: AliasReport) -> AliasReport:
+        """The best checkpoint is gone: nothing to point at (and a restored best is forgotten)."""
+        report = AliasReport(
+            before.status,
+            self._link_path,
+            self._best_path,
+            before.actual,
+            f"the best checkpoint {self._best_path!r} no longer exists; nothing to point at",
+        )
+        if self._restored:
+            warn(
+                f"the best checkpoint restored from state, {self._best_path!r} (score {self._best_score!r}), "
+                f"cannot be linked: {report.detail}. The next checkpoint offered will become the best"
+            )
+            self._best_score = None
+            self._best_path = None
+        return report
 
-        :meth:`load_state_dict` leaves this check for the next :meth:`update`; call it
-        to have the alias right at once (the Trainer and Fabric adapters do). Rebuilds
-        the alias if it is missing, dangling or points elsewhere. If the best checkpoint
-        itself is gone, warns (:class:`BestLinkWarning`) and forgets it, so the next
-        checkpoint offered becomes the best. Returns the report.
-        """
-        with self._lock:
-            self._needs_verify = False
-            report = self.repair()
-            if not report.ok:
-                warnings.warn(
-                    f"the best checkpoint restored from state, {self._best_path!r} (score "
-                    f"{self._best_score!r}), cannot be linked: {report.detail}. The next checkpoint "
-                    f"offered will become the best",
-                    BestLinkWarning,
-                    stacklevel=3,
-                )
-                self._best_score = None
-                self._best_path = None
-            return report
+    def restore_alias(self) -> AliasReport:
+        """Deprecated alias of :meth:`repair` (removed in 0.3)."""
+        _deprecated("BestLinker.restore_alias()", "BestLinker.repair()")
+        return self.repair()
+
+    def _check_restored(self) -> None:
+        """The first update after :meth:`load_state_dict` checks (and rebuilds) the alias once."""
+        self.repair()
 
     # --- state ----------------------------------------------------------------
 
@@ -527,29 +599,41 @@ class BestLinker:
         rel = None if best_path is None else self._storage.relative(best_path, self._link_path)
         return make_state(self._link_path, self._mode, self._ties, best_score, best_path, rel, self._link_kind)
 
-    def load_state_dict(self, state: dict[str, Any], *, verify: bool = True, allow_outside: bool = False) -> None:
+    def load_state_dict(
+        self,
+        state: dict[str, Any],
+        *,
+        allow_outside: bool = False,
+        mirror: bool = False,
+        verify: bool | None = None,
+    ) -> None:
         """Restore the best from :meth:`state_dict`.
 
-        With ``verify=True`` the alias is checked and, if needed, rebuilt on the next
-        :meth:`update` (or call :meth:`restore_alias` to do it now). ``verify=False``
-        trusts the state and never touches files for it (for ranks that only mirror the
-        rank that writes). If the checkpoint is gone but the run folder was moved with
-        the alias, the best is found next to the alias again. A best checkpoint outside
-        the alias's folder is refused unless ``allow_outside=True`` (the state is input,
-        not authority: pass it when you trust where the state came from).
+        The alias is checked and, if needed, rebuilt on the next :meth:`update` (call
+        :meth:`repair` to do it now). If the checkpoint is gone but the run folder was moved
+        with the alias, the best is found next to the alias again. A best checkpoint outside
+        the alias's folder is refused unless ``allow_outside=True`` (the state is input, not
+        authority: pass it when you trust where the state came from).
+
+        ``mirror=True`` takes the state as the copy of another process's linker (ranks that
+        only mirror the rank that writes): nothing on disk is looked at, now or later.
+        ``verify=False`` is the deprecated spelling of ``mirror=True``.
 
         Raises:
             ValueError: ``state`` is not a state of this library's format, or was saved
                 with another ``mode``, ``ties`` or state version; nothing changed.
         """
+        if verify is not None:
+            _deprecated("load_state_dict(verify=...)", "load_state_dict(mirror=not verify)")
+            mirror = not verify
         best_score, best_path = check_state(state, mode=self._mode, ties=self._ties)
         with self._lock:
             if best_path is None:
                 self._best_score, self._best_path = None, None
-                self._needs_verify = False
+                self._needs_check = False
                 return
             target = self._storage.normalize(best_path)
-            if verify:  # the state is input: look before acting on it (ranks that only mirror never act)
+            if not mirror:  # the state is input: look before acting on it (ranks that only mirror never act)
                 target = located(self._storage, self._link_path, target, state)
                 if not allow_outside and not self._storage.in_folder_of(self._link_path, target):
                     raise OutsideFolderError(
@@ -560,7 +644,7 @@ class BestLinker:
             self._best_score, self._best_path = best_score, target
             self._link_kind = state.get("link_kind") if state.get("link_kind") in LINK_CHOICES else None
             self._confined = not allow_outside
-            self._needs_verify = bool(verify)
+            self._needs_check = self._restored = not mirror
 
     @classmethod
     def from_record(
@@ -590,6 +674,8 @@ class BestLinker:
         linker = cls(link_path, link=link, storage_options=storage_options, **cls._record_kwargs(record))
         state = {"best_score": record["score"], "best_path": record["target"], "link_kind": record.get("link")}
         linker.load_state_dict(state, allow_outside=allow_outside)
+        linker._follows_record = True  # the record, not this process, says what the best is
+        linker._restored = False  # a repair of a gone best reports it; there is no run to forget it for
         return linker
 
     @classmethod
@@ -611,7 +697,7 @@ class BestLinker:
 
 
 def _deprecated(old: str, new: str) -> None:
-    warnings.warn(f"{old} is deprecated, use {new}; it will be removed in 0.3", DeprecationWarning, stacklevel=3)
+    warn(f"{old} is deprecated, use {new}; it will be removed in 0.3", DeprecationWarning)
 
 
 __all__ = ["AliasConflictError", "AliasReport", "AliasWriteError", "BestLinkWarning", "BestLinker", "read_record"]
