@@ -189,3 +189,20 @@ def test_the_record_written_by_the_update_is_the_one_read_back(s3: Store, run: s
     assert s3.linker(f"{run}/best.ckpt").update(0.25, a, extra={"epoch": 3})
     record: dict[str, Any] | None = read_record(f"{run}/best.ckpt", storage_options=s3.options)
     assert record is not None and record["extra"] == {"epoch": 3} and record["alias_id"] is None
+
+
+def test_the_same_checkpoint_copied_again_within_a_second_is_not_mistaken_for_the_old_alias(
+    s3: Store, run: str
+) -> None:
+    """An S3 identity is size, ETag (the bytes' MD5) and LastModified (to the second): a second
+    copy of the same checkpoint within that second has the identity of the copy it replaced, the
+    record's ``previous_alias_id``, which alone would read as an update killed before its copy.
+    The stamp says which record the copy was made for."""
+    a = s3.put(f"{run}/a.ckpt", b"a" * 1000)
+    linker = s3.linker(f"{run}/best.ckpt", mode="min")
+    for score in (0.5, 0.4, 0.3):  # the same checkpoint, scored better each time (a re-evaluation)
+        assert linker.update(score, a)
+    record = read_record(f"{run}/best.ckpt", storage_options=s3.options)
+    assert record is not None and record["score"] == 0.3
+    assert linker.verify().ok
+    assert BestLinker.from_record(f"{run}/best.ckpt", storage_options=s3.options).verify().ok
