@@ -67,8 +67,9 @@ def check_target(
         )
     storage.check_can_alias(target, link, is_dir=kind == "dir")
     if confined and not storage.in_folder_of(link_path, target):
+        leads = "" if storage.normalize(text) == target else f", a link that leads to {target!r},"
         raise OutsideFolderError(
-            f"the best checkpoint {text!r} (from a saved state or record) lies outside the alias's folder "
+            f"the best checkpoint {text!r}{leads} (from a saved state or record) lies outside the alias's folder "
             f"{os.path.dirname(link_path)!r}; nothing was changed. If you trust where it came from, "
             f"load it with allow_outside=True"
         )

@@ -562,8 +562,10 @@ class BestLinker:
             if not mirror:  # the state is input: look before acting on it (ranks that only mirror never act)
                 target = located(self._storage, self._link_path, target, state)
                 if not allow_outside and not self._storage.in_folder_of(self._link_path, target):
+                    leads_to = self._storage.resolve_target(target)
+                    leads = "" if leads_to == target else f", a link that leads to {leads_to!r},"
                     raise OutsideFolderError(
-                        f"state['best_path'] {best_path!r} lies outside the alias's folder "
+                        f"state['best_path'] {best_path!r}{leads} lies outside the alias's folder "
                         f"{os.path.dirname(self._link_path)!r}; nothing was changed. If you trust this state, "
                         f"load it with allow_outside=True"
                     )
