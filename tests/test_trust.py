@@ -231,3 +231,13 @@ def test_a_state_naming_a_link_inside_the_folder_that_leads_out_says_where_it_le
         OutsideFolderError, match=rf"'{run / 'inner.ckpt'}', a link that leads to '{secret}', lies outside"
     ):
         linker.load_state_dict({"best_score": 0.1, "best_path": str(run / "inner.ckpt")})
+
+
+@as_root
+def test_a_file_of_another_user_under_a_temporary_name_of_the_alias_is_never_cleaned_up(shared_folder: Path) -> None:
+    planted = shared_folder / ".best.ckpt.bestlink-tmp-1-planted"
+    as_nobody("Path(sys.argv[1]).write_text('theirs')", str(planted))
+    mine = shared_folder / ".best.ckpt.bestlink-tmp-2-leftover"
+    mine.write_text("a killed writer's")
+    BestLinker(shared_folder / "best.ckpt").update(0.5, write_ckpt(shared_folder / "a.ckpt", 1))
+    assert planted.read_text() == "theirs" and not mine.exists()
