@@ -21,14 +21,13 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests._helpers import KINDS, fill_of, leftovers, write_ckpt
+from tests._helpers import KINDS, as_nobody, as_root, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import (
     BestLinker,
@@ -48,9 +47,6 @@ from lightning_bestlink._storage import local as local_storage
 
 SCORES = [3.0, 1.0, 2.0, 0.5, 4.0, 0.7, 5.0]  # mode="min": the best is epoch 3
 REPO = str(Path(__file__).resolve().parents[1])
-as_root = pytest.mark.skipif(
-    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="acting as another user needs root (a child drops to 65534)"
-)
 
 
 @pytest.mark.parametrize("module", [_keep, latest, loop, retention])
@@ -425,30 +421,6 @@ def test_a_planted_list_cannot_make_it_delete_a_file_of_the_right_size_and_time(
 def said(recwarn: pytest.WarningsRecorder, pattern: str) -> int:
     """How many BestLinkWarnings matched ``pattern`` (asserted after the files, which matter most)."""
     return sum(issubclass(w.category, BestLinkWarning) and bool(re.search(pattern, str(w.message))) for w in recwarn)
-
-
-@pytest.fixture
-def shared_folder(tmp_path: Path) -> Iterator[Path]:
-    """A sticky world-writable folder (mode 1777, as /tmp) that uid 65534 can reach."""
-    opened = []
-    for folder in [tmp_path, *tmp_path.parents]:
-        mode = folder.stat().st_mode
-        if not mode & 0o001:
-            opened.append((folder, mode))
-            folder.chmod(mode | 0o001)
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o1777)
-    yield shared
-    for folder, mode in opened:
-        folder.chmod(mode & 0o7777)
-
-
-def as_nobody(code: str, *args: str) -> None:
-    """Run ``code`` in a child that drops to uid/gid 65534 after its imports."""
-    head = "import json, os, sys\nfrom pathlib import Path\nos.setgid(65534)\nos.setuid(65534)\n"
-    proc = subprocess.run([sys.executable, "-c", head + textwrap.dedent(code), *args], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @as_root

@@ -34,6 +34,7 @@ import os
 from typing import Any
 
 from lightning_bestlink._errors import RecordError
+from lightning_bestlink._score import is_better
 from lightning_bestlink._storage import Storage, storage_for
 
 FORMAT = "lightning-bestlink/1"
@@ -244,6 +245,30 @@ def check_extra(extra: Any) -> dict[str, Any]:
     if size > EXTRA_LIMIT:
         raise ValueError(f"extra must encode to at most {EXTRA_LIMIT} bytes of JSON, got {size}; keep it small")
     return dict(extra)
+
+
+def beaten_by(value: float | None, record: dict[str, Any], mode: str, ties: str, path: str) -> bool:
+    """Whether ``value`` beats the best that ``record`` (at ``path``, of a shared alias) holds. Pure.
+
+    >>> beaten_by(0.1, {"score": 0.3, "mode": "min"}, "min", "first", "r")
+    True
+    """
+    if record["score"] is None:
+        return True
+    if record["mode"] != mode:
+        raise ValueError(
+            f"the record {path!r} of the shared alias says mode={record['mode']!r} (written by another writer, or "
+            f"edited by hand), but this linker has mode={mode!r}: every writer of a shared alias must use the same "
+            f"mode. If the record was edited, put its mode back; to start over, delete the record and the alias"
+        )
+    return value is not None and is_better(value, record["score"], mode, ties)  # type: ignore[arg-type]
+
+
+def holds_better(record: dict[str, Any] | None, best: float | None, mode: str) -> bool:
+    """Whether ``record`` holds a better best than ``best`` (another writer of a shared alias moved it on). Pure."""
+    if record is None or record["mode"] != mode or record["score"] is None:
+        return False
+    return best is None or is_better(record["score"], best, mode, "first")  # type: ignore[arg-type]
 
 
 def read_record(

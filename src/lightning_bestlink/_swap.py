@@ -74,7 +74,7 @@ class SwapWriter(AliasWriter):
             link=writer.link,
             durable=writer.durable,
             lock_timeout=writer.lock_timeout,
-            clean_every_time=True,
+            shared=True,
         )
 
     # --- the steps -----------------------------------------------------------------------

@@ -53,7 +53,7 @@ class AliasWriter:
         link: LinkChoice,
         durable: bool,
         lock_timeout: float,
-        clean_every_time: bool,
+        shared: bool,
     ) -> None:
         self.storage = storage
         self.link_path = link_path
@@ -64,9 +64,11 @@ class AliasWriter:
         self.owned_ident: Any = None  # identity of the file alias this process last wrote
         #: who writes (in the record): this writer's records are told apart from another's
         self.writer_id = os.urandom(8).hex()
-        # leftovers of killed writers: once per writer, or at every update when others share the alias
-        self._clean_every_time = clean_every_time
+        # several writers (shared=True): a killed peer's leftovers are cleaned at every update, not once
+        self.shared = shared
         self._cleaned = False
+        self._last_written: dict[str, Any] | None = None  # the record this writer last wrote
+        self._warned: set[str] = set()  # the other writers already named in a warning
 
     def read_record(self) -> dict[str, Any] | None:
         """The record next to the alias, checked (``RecordError`` when it is not one)."""
@@ -98,7 +100,7 @@ class AliasWriter:
         killed writer left). Writes nothing but that cleanup."""
         storage, alias = self.storage, self.link_path
         try:
-            if self._clean_every_time or not self._cleaned:
+            if self.shared or not self._cleaned:
                 storage.cleanup(alias, self.record_path)
                 self._cleaned = True
             text = storage.read_text(self.record_path, _record.LIMIT)
@@ -127,6 +129,8 @@ class AliasWriter:
         """
         storage, alias = self.storage, self.link_path
         action = f"pointing {alias!r} at {target!r}"
+        if not (self.shared or repair):
+            self._note_other_writer(seen.record)
         if not owned(storage, alias, seen.state, seen.record, self.owned_ident):
             raise AliasConflictError(not_owned_detail(alias, seen.state.kind, self.record_path))
         try:  # the linker checked that this link kind can alias this target (check_can_alias)
@@ -161,7 +165,24 @@ class AliasWriter:
             storage.abort(staged)
             raise
         self._finish(staged, new)
+        self._last_written = new
         return new
+
+    def _note_other_writer(self, record: dict[str, Any] | None) -> None:
+        """Warn once per other writer that wrote this alias since this one last did: without
+        shared=True, two writers replace each other's best."""
+        if self._last_written is None or record is None or record == self._last_written:
+            return
+        writer = record.get("writer") or {}
+        if writer.get("id") in (None, self.writer_id) or writer.get("repair") or writer["id"] in self._warned:
+            return
+        self._warned.add(writer["id"])
+        warn(
+            f"another writer (host {writer.get('host')!r}, pid {writer.get('pid')}) updated {self.link_path!r} "
+            f"since this process last did, to {record.get('target')!r}: two writers of one alias replace each "
+            f"other's best. Give each run its own alias (another folder or best name), or pass shared=True to "
+            f"every writer to keep the best of all"
+        )
 
     def _record(
         self,

@@ -15,14 +15,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lightning_bestlink import _record
-from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning, OutsideFolderError, warn
+from lightning_bestlink._deprecated import DeprecatedNames, deprecated
+from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning, warn
 from lightning_bestlink._health import AliasReport, diagnose
-from lightning_bestlink._record import read_record
+from lightning_bestlink._record import beaten_by, holds_better, read_record
 from lightning_bestlink._score import Mode, Ties, check_mode, check_ties, is_better, to_score
 from lightning_bestlink._state import check_state, make_state
 from lightning_bestlink._storage import LINK_CHOICES, AliasState, LinkChoice, Storage, TargetType, storage_for
 from lightning_bestlink._storage.base import LostRace, record_stamp
-from lightning_bestlink._targets import check_target, located
+from lightning_bestlink._targets import check_inside, check_target, located
 from lightning_bestlink._writer import AliasWriter, Look
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger("lightning_bestlink")
 
 
-class BestLinker:
+class BestLinker(DeprecatedNames):
     """Keep ``link_path`` pointing at the best checkpoint passed to :meth:`update`.
 
     Args:
@@ -134,7 +135,7 @@ class BestLinker:
             link=link,
             durable=bool(durable),
             lock_timeout=float(lock_timeout),
-            clean_every_time=self._shared,  # a killed peer's leftovers are cleaned by the next writer
+            shared=self._shared,
         )
         self._record_path = self._writer.record_path
         # --- a shared alias without locks (an object store): conditional writes, see _swap.py
@@ -150,8 +151,6 @@ class BestLinker:
         self._needs_check = False  # after load_state_dict: the next update checks the alias first
         self._restored = False  # the best came from load_state_dict (forgotten if its checkpoint is gone)
         self._follows_record = False  # made by from_record: the record on disk is the authority
-        self._last_written: dict[str, Any] | None = None  # the record this linker last wrote
-        self._warned: set[str] = set()  # other writers already warned about
         self._lock = threading.RLock()
 
     # --- read-only properties -------------------------------------------------
@@ -164,12 +163,6 @@ class BestLinker:
     @property
     def record_path(self) -> str:
         """The JSON record next to the alias (``<link_path>.bestlink.json``)."""
-        return self._record_path
-
-    @property
-    def metadata_path(self) -> str:
-        """Deprecated alias of :attr:`record_path` (removed in 0.3)."""
-        _deprecated("BestLinker.metadata_path", "BestLinker.record_path")
         return self._record_path
 
     @property
@@ -318,7 +311,11 @@ class BestLinker:
         and None returned."""
         with self._writer.exclusive():
             seen = self._writer.look()
-            if against_disk and seen.record is not None and not self._beats(value, seen.record):
+            if (
+                against_disk
+                and seen.record
+                and not beaten_by(value, seen.record, self._mode, self._ties, self._record_path)
+            ):
                 self._adopt(seen.record)
                 return None
             return self._publish(seen, value, target, kind, extra)
@@ -333,29 +330,10 @@ class BestLinker:
         repair: bool = False,
     ) -> dict[str, Any]:
         """Publish over what ``seen`` found (inside the lock), and take the result as this linker's best."""
-        if not (self._shared or repair):
-            self._note_other_writer(seen.record)
         record = self._writer.publish(seen, value, target, kind, self._mode, extra, repair=repair)
         self._best_score, self._best_path, self._link_kind = value, target, str(record["link"])
-        self._last_written = record
         _log.debug("%s -> %s (score %s)", self._link_path, target, value)
         return record
-
-    def _note_other_writer(self, record: dict[str, Any] | None) -> None:
-        """Warn once per other writer that wrote this alias since this linker last did (without
-        shared=True, two writers replace each other's best)."""
-        if self._last_written is None or record is None or record == self._last_written:
-            return
-        writer = record.get("writer") or {}
-        if writer.get("id") in (None, self._writer.writer_id) or writer.get("repair") or writer["id"] in self._warned:
-            return
-        self._warned.add(writer["id"])
-        warn(
-            f"another writer (host {writer.get('host')!r}, pid {writer.get('pid')}) updated {self._link_path!r} "
-            f"since this process last did, to {record.get('target')!r}: two writers of one alias replace each "
-            f"other's best. Give each run its own alias (another folder or best name), or pass shared=True to "
-            f"every writer to keep the best of all"
-        )
 
     def _moved(self, record: dict[str, Any] | None) -> bool:
         """After a move: tell ``on_move`` (outside the lock); whether the alias moved."""
@@ -375,19 +353,6 @@ class BestLinker:
 
     # --- many writers (shared=True), and records as the authority (from_record) ----
 
-    def _beats(self, value: float | None, record: dict[str, Any]) -> bool:
-        """Whether ``value`` beats the best ``record`` (written by any writer of a shared alias) holds."""
-        if record["score"] is None:
-            return True
-        if record["mode"] != self._mode:
-            raise ValueError(
-                f"the record {self._record_path!r} of the shared alias says mode={record['mode']!r} (written by "
-                f"another writer, or edited by hand), but this linker has mode={self._mode!r}: every writer of a "
-                f"shared alias must use the same mode. If the record was edited, put its mode back; to start "
-                f"over, delete the record and the alias"
-            )
-        return value is not None and is_better(value, record["score"], self._mode, self._ties)
-
     def _adopt(self, record: dict[str, Any]) -> None:
         """Take the best another writer recorded as this process's view of the best."""
         target = self._storage.absolute(str(record["target"]), self._link_path)
@@ -399,15 +364,10 @@ class BestLinker:
         """Before a check or a repair, under the lock: a shared alias adopts a better best that
         another writer recorded; a linker rebuilt from its record follows the record as it is now
         (a writer may have moved the alias since it was read), so a repair never puts back an older best."""
-        if record is None or record["mode"] != self._mode:
-            return
-        if self._follows_record:
+        if record is not None and record["mode"] == self._mode and self._follows_record:
             self._adopt(record)
-            return
-        if not self._shared or record["score"] is None:
-            return
-        if self._best_score is None or is_better(record["score"], self._best_score, self._mode, "first"):
-            self._adopt(record)
+        elif self._shared and holds_better(record, self._best_score, self._mode):
+            self._adopt(record)  # type: ignore[arg-type]
 
     # --- a shared alias on an object store (conditional writes: _swap.py) -------------
 
@@ -429,7 +389,7 @@ class BestLinker:
         checked: tuple[str, TargetType] | None = None
         for _ in range(self._swapper.tries):
             seen = self._swapper.look_record()
-            if seen.record is not None and not self._beats(value, seen.record):
+            if seen.record is not None and not beaten_by(value, seen.record, self._mode, self._ties, self._record_path):
                 self._adopt(seen.record)
                 return None
             checked = checked or target()
@@ -571,11 +531,6 @@ class BestLinker:
             self._best_path = None
         return report
 
-    def restore_alias(self) -> AliasReport:
-        """Deprecated alias of :meth:`repair` (removed in 0.3)."""
-        _deprecated("BestLinker.restore_alias()", "BestLinker.repair()")
-        return self.repair()
-
     def _check_restored(self) -> None:
         """The first update after :meth:`load_state_dict` checks (and rebuilds) the alias once."""
         self.repair()
@@ -624,7 +579,7 @@ class BestLinker:
                 with another ``mode``, ``ties`` or state version; nothing changed.
         """
         if verify is not None:
-            _deprecated("load_state_dict(verify=...)", "load_state_dict(mirror=not verify)")
+            deprecated("load_state_dict(verify=...)", "load_state_dict(mirror=not verify)")
             mirror = not verify
         best_score, best_path = check_state(state, mode=self._mode, ties=self._ties)
         with self._lock:
@@ -635,12 +590,8 @@ class BestLinker:
             target = self._storage.normalize(best_path)
             if not mirror:  # the state is input: look before acting on it (ranks that only mirror never act)
                 target = located(self._storage, self._link_path, target, state)
-                if not allow_outside and not self._storage.in_folder_of(self._link_path, target):
-                    raise OutsideFolderError(
-                        f"state['best_path'] {best_path!r} lies outside the alias's folder "
-                        f"{os.path.dirname(self._link_path)!r}; nothing was changed. If you trust this state, "
-                        f"load it with allow_outside=True"
-                    )
+                if not allow_outside:
+                    check_inside(self._storage, self._link_path, target, f"state['best_path'] {best_path!r}")
             self._best_score, self._best_path = best_score, target
             self._link_kind = state.get("link_kind") if state.get("link_kind") in LINK_CHOICES else None
             self._confined = not allow_outside
@@ -682,22 +633,6 @@ class BestLinker:
     def _record_kwargs(cls, record: dict[str, Any]) -> dict[str, Any]:
         """The constructor arguments a record fixes (a subclass with fixed ones overrides this)."""
         return {"mode": record["mode"]}
-
-    @classmethod
-    def from_metadata(
-        cls,
-        link_path: str | os.PathLike[str],
-        *,
-        storage_options: dict[str, Any] | None = None,
-        allow_outside: bool = False,
-    ) -> BestLinker:
-        """Deprecated alias of :meth:`from_record` (removed in 0.3)."""
-        _deprecated("BestLinker.from_metadata()", "BestLinker.from_record()")
-        return cls.from_record(link_path, storage_options=storage_options, allow_outside=allow_outside)
-
-
-def _deprecated(old: str, new: str) -> None:
-    warn(f"{old} is deprecated, use {new}; it will be removed in 0.3", DeprecationWarning)
 
 
 __all__ = ["AliasConflictError", "AliasReport", "AliasWriteError", "BestLinkWarning", "BestLinker", "read_record"]

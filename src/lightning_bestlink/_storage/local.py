@@ -223,6 +223,7 @@ class LocalStorage(Storage):
         # called with the alias's lock held: no other writer is half-way, every temporary name
         # of these paths is a leftover of a killed one (on this host or another sharing the folder)
         removed: list[str] = []
+        me = os.geteuid() if hasattr(os, "geteuid") else 0
         for path in paths:
             head, base = os.path.split(path)
             prefix = f".{base}{TMP_MARK}"
@@ -234,6 +235,9 @@ class LocalStorage(Storage):
                 if not entry.name.startswith(prefix):
                     continue
                 try:
+                    # a leftover is this user's: a name planted by another user is left alone
+                    if entry.stat(follow_symlinks=False).st_uid != me:
+                        continue
                     remove_tree_or_file(entry.path)
                     removed.append(entry.path)
                 except FileNotFoundError:
