@@ -28,8 +28,9 @@ from typing import Any, NamedTuple
 from lightning_bestlink import _record
 from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkError
 from lightning_bestlink._health import not_owned_detail, owned
-from lightning_bestlink._storage import AliasState, Staged, TargetType
+from lightning_bestlink._storage import AliasState, Staged
 from lightning_bestlink._storage.base import LostRace, record_stamp
+from lightning_bestlink._targets import Checked
 from lightning_bestlink._writer import AliasWriter
 
 _log = logging.getLogger("lightning_bestlink")
@@ -97,17 +98,16 @@ class SwapWriter(AliasWriter):
         self,
         seen: Seen,
         value: float | None,
-        target: str,
-        kind: TargetType,
+        checked: Checked,
         mode: str,
         extra: dict[str, Any],
         *,
         repair: bool = False,
     ) -> dict[str, Any]:
-        """Record ``target`` as the best if the record is still as ``seen``, then copy it and
+        """Record the checkpoint ``checked`` as the best if the record is still as ``seen``, then copy it and
         converge. Raises :class:`LostRace` (nothing written) when another writer wrote it first.
         """
-        storage, alias = self.storage, self.link_path
+        storage, alias, target = self.storage, self.link_path, checked.path
         action = f"pointing {alias!r} at {target!r}"
         try:
             state = storage.inspect(alias)
@@ -116,11 +116,10 @@ class SwapWriter(AliasWriter):
         if not owned(storage, alias, state, seen.record, self.owned_ident):
             raise AliasConflictError(not_owned_detail(alias, state.kind, self.record_path))
         try:
-            target_id = storage.identity(target)
-            staged = storage.stage(target, alias, "copy", is_dir=kind == "dir", durable=self.durable)
+            staged = storage.stage(target, alias, "copy", is_dir=checked.kind == "dir", durable=self.durable)
         except OSError as err:
             raise AliasWriteError.from_os_error(err, action) from err
-        new = self._record(staged, state, value, mode, extra, repair, target_id)
+        new = self._record(staged, state, value, mode, extra, repair, checked.ident)
         text = _record.encode(new)
         self.pending = None
         try:

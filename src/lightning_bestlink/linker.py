@@ -21,9 +21,9 @@ from lightning_bestlink._health import AliasReport, diagnose
 from lightning_bestlink._record import beaten_by, holds_better, read_record
 from lightning_bestlink._score import Mode, Ties, check_mode, check_ties, is_better, to_score
 from lightning_bestlink._state import check_state, make_state
-from lightning_bestlink._storage import LINK_CHOICES, AliasState, LinkChoice, Storage, TargetType, storage_for
+from lightning_bestlink._storage import LINK_CHOICES, AliasState, LinkChoice, Storage, storage_for
 from lightning_bestlink._storage.base import LostRace, record_stamp
-from lightning_bestlink._targets import check_inside, check_target, located
+from lightning_bestlink._targets import Checked, check_inside, check_target, located
 from lightning_bestlink._writer import AliasWriter, Look
 
 if TYPE_CHECKING:
@@ -271,7 +271,7 @@ class BestLinker(DeprecatedNames):
             if self._swapper is not None:
                 record = self._update_swapped(value, lambda: self._checked_target(path), extra)
             else:
-                record = self._write(value, *self._checked_target(path), extra, against_disk=self._shared)
+                record = self._write(value, self._checked_target(path), extra, against_disk=self._shared)
         return self._moved(record)
 
     def follow(self, score: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> bool:
@@ -295,16 +295,16 @@ class BestLinker(DeprecatedNames):
             if value is not None and value != value:  # NaN: never the best, whoever decided
                 return False
             self._needs_check = False  # the alias is rewritten now anyway
-            record = self._write(value, *self._checked_target(path), extra)
+            record = self._write(value, self._checked_target(path), extra)
         return self._moved(record)
 
     # --- writing the alias ----------------------------------------------------
 
-    def _checked_target(self, path: str | os.PathLike[str], *, confined: bool = False) -> tuple[str, TargetType]:
+    def _checked_target(self, path: str | os.PathLike[str], *, confined: bool = False) -> Checked:
         return check_target(self._storage, self._link_path, self._link, path, confined=confined)
 
     def _write(
-        self, value: float | None, target: str, kind: TargetType, extra: dict[str, Any], *, against_disk: bool = False
+        self, value: float | None, target: Checked, extra: dict[str, Any], *, against_disk: bool = False
     ) -> dict[str, Any] | None:
         """Point the alias at ``target`` under its lock; returns the new record. ``against_disk``
         (a shared alias): only if ``value`` beats the best on disk, else that best is adopted
@@ -318,21 +318,20 @@ class BestLinker(DeprecatedNames):
             ):
                 self._adopt(seen.record)
                 return None
-            return self._publish(seen, value, target, kind, extra)
+            return self._publish(seen, value, target, extra)
 
     def _publish(
         self,
         seen: Look,
         value: float | None,
-        target: str,
-        kind: TargetType,
+        target: Checked,
         extra: dict[str, Any],
         repair: bool = False,
     ) -> dict[str, Any]:
         """Publish over what ``seen`` found (inside the lock), and take the result as this linker's best."""
-        record = self._writer.publish(seen, value, target, kind, self._mode, extra, repair=repair)
-        self._best_score, self._best_path, self._link_kind = value, target, str(record["link"])
-        _log.debug("%s -> %s (score %s)", self._link_path, target, value)
+        record = self._writer.publish(seen, value, target, self._mode, extra, repair=repair)
+        self._best_score, self._best_path, self._link_kind = value, target.path, str(record["link"])
+        _log.debug("%s -> %s (score %s)", self._link_path, target.path, value)
         return record
 
     def _moved(self, record: dict[str, Any] | None) -> bool:
@@ -374,7 +373,7 @@ class BestLinker(DeprecatedNames):
     def _update_swapped(
         self,
         value: float | None,
-        target: Callable[[], tuple[str, TargetType]],
+        target: Callable[[], Checked],
         extra: dict[str, Any],
         *,
         repair: bool = False,
@@ -386,7 +385,7 @@ class BestLinker(DeprecatedNames):
         the best on disk was adopted instead.
         """
         assert self._swapper is not None
-        checked: tuple[str, TargetType] | None = None
+        checked: Checked | None = None
         for _ in range(self._swapper.tries):
             seen = self._swapper.look_record()
             if seen.record is not None and not beaten_by(value, seen.record, self._mode, self._ties, self._record_path):
@@ -394,25 +393,25 @@ class BestLinker(DeprecatedNames):
                 return None
             checked = checked or target()
             try:
-                record = self._swapper.publish_swapped(seen, value, *checked, self._mode, extra, repair=repair)
+                record = self._swapper.publish_swapped(seen, value, checked, self._mode, extra, repair=repair)
             except LostRace:
                 _log.debug("%s: another writer wrote the record first; reading it again", self._record_path)
                 continue
             except AliasWriteError:
                 if self._swapper.pending is not None:
                     # the record names it already: it is the best; the next update completes the alias first
-                    self._best_score, self._best_path, self._link_kind = value, checked[0], "copy"
+                    self._best_score, self._best_path, self._link_kind = value, checked.path, "copy"
                     self._needs_check = True
                 raise
-            self._best_score, self._best_path, self._link_kind = value, checked[0], str(record["link"])
+            self._best_score, self._best_path, self._link_kind = value, checked.path, str(record["link"])
             self._catch_up(self._swapper.latest)  # a better best another writer recorded meanwhile
             return record
         raise AliasWriteError(
-            f"pointing {self._link_path!r} at {checked and checked[0]!r} failed: the record {self._record_path!r} "
+            f"pointing {self._link_path!r} at {checked and checked.path!r} failed: the record {self._record_path!r} "
             f"changed before each of {self._swapper.tries} conditional writes; nothing was changed"
         )
 
-    def _repair_swapped(self, target: str, kind: TargetType, extra: dict[str, Any]) -> AliasReport:
+    def _repair_swapped(self, checked: Checked, extra: dict[str, Any]) -> AliasReport:
         """:meth:`repair` of a shared alias on an object store: the alias catches up with the record;
         only when there is none, or this linker's best beats it, is a record written."""
         assert self._swapper is not None
@@ -420,7 +419,7 @@ class BestLinker(DeprecatedNames):
         after = self._verify()
         if after.ok:
             return after
-        self._update_swapped(self._best_score, lambda: (target, kind), extra, repair=True)
+        self._update_swapped(self._best_score, lambda: checked, extra, repair=True)
         return self._verify()
 
     # --- health ---------------------------------------------------------------
@@ -499,18 +498,16 @@ class BestLinker(DeprecatedNames):
                     return before
                 assert self._best_path is not None
                 try:
-                    target, kind = self._checked_target(self._best_path, confined=self._confined)
+                    target = self._checked_target(self._best_path, confined=self._confined)
                 except FileNotFoundError:
                     return self._lost(before)
-                recorded = (
-                    seen.record is not None
-                    and self._storage.absolute(str(seen.record["target"]), self._link_path) == target
-                )
+                record = seen.record
+                same = record is not None and self._storage.absolute(str(record["target"]), self._link_path)
                 # the record's extra describes its own target only: kept when the target is the same
-                extra = dict(seen.record.get("extra") or {}) if recorded and seen.record else {}
+                extra = dict(record.get("extra") or {}) if record is not None and same == target.path else {}
                 if self._swapper is not None:
-                    return self._repair_swapped(target, kind, extra)
-                self._publish(seen, self._best_score, target, kind, extra, repair=True)
+                    return self._repair_swapped(target, extra)
+                self._publish(seen, self._best_score, target, extra, repair=True)
             return self._verify()
 
     def _lost(self, before: AliasReport) -> AliasReport:

@@ -109,6 +109,13 @@ class Storage(ABC):
     def target_type(self, path: str) -> TargetType | None:
         """``"file"``, ``"dir"``, or None when nothing is there."""
 
+    def describe(self, path: str) -> tuple[str, TargetType | None, Ident]:
+        """``path`` with links followed, what is there (None: nothing), and its identity: one look
+        where the storage can (a checkpoint is checked, and a copy records its identity, from it)."""
+        resolved = self.resolve_target(path)
+        kind = self.target_type(resolved)
+        return resolved, kind, None if kind is None else self.identity(resolved)
+
     @abstractmethod
     def inspect(self, alias: str) -> AliasState:
         """Describe what sits at ``alias`` without following it."""

@@ -234,6 +234,13 @@ class FsspecStorage(Storage):
 
     # --- shared aliases: versioned record, conditional writes, stamped copies --------------
 
+    def describe(self, path: str) -> tuple[str, TargetType | None, Ident]:
+        # one lookup gives both what is there and its identity (the default asks the server twice)
+        info = self.info(path)
+        if info is None:
+            return path, None, None
+        return path, "dir" if info.get("type") == "directory" else "file", _ident_of(info)
+
     def _described(self, path: str) -> dict[str, Any] | None:
         """:meth:`info`, with the object's user metadata (where the client's info() has none: S3)."""
         if self._objects is None or not self._objects.own_head:

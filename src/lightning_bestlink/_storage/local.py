@@ -26,9 +26,11 @@ from lightning_bestlink._storage._files import (
     make,
     publish_new,
     read_regular,
+    relative_to_folder,
     remove_tree_or_file,
     replace_expected,
     same_bytes,
+    swap_in,
     tmp_name,
     virtual_devices,
 )
@@ -45,6 +47,14 @@ from lightning_bestlink._storage.base import (
     TargetType,
     is_url,
 )
+
+
+def _type_of(st: os.stat_result) -> TargetType:
+    if st.st_dev in virtual_devices():
+        return "other"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    return "file" if stat.S_ISREG(st.st_mode) else "other"
 
 
 class LocalStorage(Storage):
@@ -90,10 +100,7 @@ class LocalStorage(Storage):
         return os.path.realpath(path) if os.path.islink(path) else path
 
     def relative(self, target: str, alias: str) -> str:
-        try:
-            return os.path.relpath(target, os.path.dirname(alias))
-        except ValueError:  # another drive on Windows: no relative path exists
-            return target
+        return relative_to_folder(target, os.path.dirname(alias))
 
     def absolute(self, recorded: str, alias: str) -> str:
         return os.path.normpath(os.path.join(os.path.dirname(alias), recorded))
@@ -117,14 +124,19 @@ class LocalStorage(Storage):
 
     def target_type(self, path: str) -> TargetType | None:
         try:
-            st = os.stat(path)
+            return _type_of(os.stat(path))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if st.st_dev in virtual_devices():
-            return "other"
-        if stat.S_ISDIR(st.st_mode):
-            return "dir"
-        return "file" if stat.S_ISREG(st.st_mode) else "other"
+
+    def describe(self, path: str) -> tuple[str, TargetType | None, Ident]:
+        try:
+            st = os.lstat(path)  # a checkpoint that is no link: one system call says it all
+            if stat.S_ISLNK(st.st_mode):
+                path = self.resolve_target(path)
+                st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return path, None, None
+        return path, _type_of(st), ident_of(st)
 
     def inspect(self, alias: str) -> AliasState:
         try:
@@ -159,10 +171,10 @@ class LocalStorage(Storage):
     # --- writing the alias --------------------------------------------------------
 
     def lock(self, alias: str, timeout: float) -> DescriptorLock:
-        path = os.path.join(os.path.dirname(alias), f".{os.path.basename(alias)}.bestlink.lock")
-        lock = self._locks.get(path)
+        lock = self._locks.get(alias)
         if lock is None:
-            lock = self._locks[path] = DescriptorLock(path, timeout)
+            path = os.path.join(os.path.dirname(alias), f".{os.path.basename(alias)}.bestlink.lock")
+            lock = self._locks[alias] = DescriptorLock(path, timeout)
         return lock
 
     def _candidates(self, choice: LinkChoice, is_dir: bool) -> list[LinkKind]:
@@ -260,13 +272,17 @@ class LocalStorage(Storage):
         tmp = tmp_name(path, "tmp")
         self._written.pop(path, None)
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+            try:
+                data = text.encode("utf-8")
+                while data:  # a record is one write; a short write only on a full disk, which raises
+                    data = data[os.write(fd, data) :]
                 if durable:
-                    os.fsync(fh.fileno())
-                key = file_key(os.fstat(fh.fileno()))  # the rename keeps inode, size and mtime
-            os.replace(tmp, path)
+                    os.fsync(fd)
+                key = file_key(os.fstat(fd))  # the rename keeps inode, size and mtime
+            finally:
+                os.close(fd)
+            swap_in(tmp, path, durable=durable)
         except BaseException:
             discard(tmp)
             raise
