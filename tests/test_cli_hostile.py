@@ -17,9 +17,9 @@ import pytest
 from tests._cli import BEST, cli, make_run, needs_symlinks, row
 
 from lightning_bestlink import BestLinker
+from lightning_bestlink._cli.render import problem
+from lightning_bestlink._cli.survey import Alias
 from lightning_bestlink._health import AliasReport
-from lightning_bestlink._render import problem
-from lightning_bestlink._survey import Alias
 
 RECORD = "best.ckpt.bestlink.json"
 FAULTS = Path(__file__).parent / "scripts" / "cli_faults.py"
@@ -291,7 +291,7 @@ def test_show_lists_a_dangling_last_link(tmp_path: Path) -> None:
 def test_the_escaping_examples_run() -> None:
     import doctest
 
-    from lightning_bestlink import _render
+    from lightning_bestlink._cli import render as _render
 
     result = doctest.testmod(_render)
     assert (result.failed, result.attempted > 0) == (0, True)

@@ -21,12 +21,12 @@ import sys
 import time
 from typing import Any, TextIO
 
-from lightning_bestlink._commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, shown, usage_error
-from lightning_bestlink._listing import lister_for, parent
+from lightning_bestlink._cli.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, shown, usage_error
+from lightning_bestlink._cli.listing import lister_for, parent
+from lightning_bestlink._cli.render import printable, rel, say, score_parts
+from lightning_bestlink._cli.render_json import VERSION, dumps, record_fields
+from lightning_bestlink._cli.survey import Located, load_alias, locate, reason
 from lightning_bestlink._record import SUFFIX
-from lightning_bestlink._render import printable, rel, say, score_parts
-from lightning_bestlink._render_json import VERSION, dumps, record_fields
-from lightning_bestlink._survey import Located, load_alias, locate, reason
 
 _PLACEHOLDER = re.compile(r"\{(target|score|alias)\}")
 

@@ -1,8 +1,8 @@
 """The commands that survey folders: ``show``, ``verify``, ``repair`` and ``path``.
 
 Each takes the parsed arguments and two streams: results go to ``out`` (stdout),
-diagnostics to ``err`` (stderr). They read through :mod:`._survey` and word what it
-found with :mod:`._render` (text) or :mod:`._render_json`.
+diagnostics to ``err`` (stderr). They read through :mod:`.survey` and word what it
+found with :mod:`.render` (text) or :mod:`.render_json`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import argparse
 import os
 from typing import TextIO
 
+from lightning_bestlink._cli.listing import lister_for, parent
+from lightning_bestlink._cli.render import advice, attention, count, printable, problem, rel, render, say, score_parts
+from lightning_bestlink._cli.render_json import dumps, survey_json
+from lightning_bestlink._cli.survey import Alias, Folder, folders, load_alias, locate, reason
 from lightning_bestlink._errors import AliasConflictError, BestLinkError, OutsideFolderError
-from lightning_bestlink._listing import lister_for, parent
 from lightning_bestlink._record import SUFFIX
-from lightning_bestlink._render import advice, attention, count, printable, problem, rel, render, say, score_parts
-from lightning_bestlink._render_json import dumps, survey_json
 from lightning_bestlink._storage import is_url
-from lightning_bestlink._survey import Alias, Folder, folders, load_alias, locate, reason
 from lightning_bestlink.linker import BestLinker, read_record
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -3,7 +3,7 @@
 Nothing here prints or writes: the commands render what :func:`scan`, :func:`folders`
 and :func:`load_alias` find, and the tests read it directly. Aliases are found by their
 records (``<alias>.bestlink.json``), whatever their name. Folders are local paths or
-fsspec URLs (see :mod:`._listing`).
+fsspec URLs (see :mod:`.listing`).
 
 Everything read is input, not authority: a record that is not a regular file is not
 opened, a record that cannot be read or a folder that cannot be listed becomes an
@@ -17,9 +17,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from lightning_bestlink._cli.listing import Item, Lister, lister_for, what
 from lightning_bestlink._errors import AliasConflictError
 from lightning_bestlink._health import AliasReport
-from lightning_bestlink._listing import Item, Lister, lister_for, what
 from lightning_bestlink._names import is_last_name
 from lightning_bestlink._record import SUFFIX
 from lightning_bestlink.linker import BestLinker, read_record

@@ -1,6 +1,6 @@
 """How ``show``, ``verify``, ``repair`` and ``watch`` word what the survey found: tables and sentences.
 
-Pure text from :mod:`._survey` data; nothing here reads the disk except
+Pure text from :mod:`.survey` data; nothing here reads the disk except
 :func:`advice`, which checks whether the best checkpoint itself still exists. Every
 name and field that came from the disk is passed through :func:`printable` before it
 is printed: a file name with a newline must not forge a row of the table.
@@ -12,9 +12,9 @@ import os
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from lightning_bestlink._cli.survey import Alias, Folder
 from lightning_bestlink._record import SUFFIX
 from lightning_bestlink._storage import is_url
-from lightning_bestlink._survey import Alias, Folder
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 

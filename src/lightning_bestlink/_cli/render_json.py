@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any
 
-from lightning_bestlink._survey import Alias, Entry, Folder
+from lightning_bestlink._cli.survey import Alias, Entry, Folder
 
 #: the version of the documents' layout
 VERSION = 1

@@ -1,19 +1,27 @@
 """``lightning-bestlink demo``: a tiny model trained with the Trainer and with Fabric.
 
 Synthetic data, nothing downloaded, a few seconds on a laptop CPU. torch and
-Lightning are imported inside the functions, with their warnings and logs held back
-(see :func:`quiet`); the CLI imports this module for the ``demo`` command alone.
+Lightning are imported inside the functions that train, with their warnings and logs
+held back (see :func:`quiet`): importing this module costs no more than the rest of
+the command line.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import importlib.util
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
+from lightning_bestlink._cli.commands import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
+from lightning_bestlink._cli.render import render
+from lightning_bestlink._cli.survey import scan
 from lightning_bestlink._errors import BestLinkWarning
 from lightning_bestlink.linker import BestLinker
 
@@ -24,6 +32,51 @@ BATCH = 4
 LR = 0.1
 # Lightning's own chatter on a run this small ("GPU available", tips, "few workers", ...)
 _LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.epochs < 1:
+        print(f"error: --epochs must be at least 1, got {args.epochs}", file=err)
+        return EXIT_USAGE
+    keep = args.dir is not None
+    if keep:
+        if os.path.exists(args.dir) and not os.path.isdir(args.dir):
+            print(f"error: --dir {args.dir!r} is not a directory", file=err)
+            return EXIT_USAGE
+        for sub in ("trainer", "fabric"):
+            path = os.path.join(args.dir, sub)
+            if os.path.isdir(path) and os.listdir(path):
+                print(f"error: {path} is not empty; choose another --dir or remove it", file=err)
+                return EXIT_USAGE
+    if importlib.util.find_spec("lightning") is None or importlib.util.find_spec("torch") is None:
+        print("error: the demo needs torch and lightning: pip install 'lightning-bestlink[lightning]'", file=err)
+        return EXIT_PROBLEM
+    root = os.path.abspath(args.dir) if keep else tempfile.mkdtemp(prefix="lightning-bestlink-demo-")
+    shown = args.dir if keep else root
+    print(
+        f"lightning-bestlink demo: a tiny regression model on synthetic data (nothing downloaded), "
+        f"{args.epochs} epochs, trained twice",
+        file=out,
+    )
+    print(f"output: {shown}{'' if keep else '  (temporary; pass --dir DIR to keep it)'}", file=out)
+    print(file=out)
+    try:
+        done = run(root, epochs=args.epochs, verbose=args.verbose, out=out)
+        print(file=out)
+        print("Result (the same table as `lightning-bestlink show DIR`):", file=out)
+        for i, path in enumerate(done):
+            if i:
+                print(file=out)
+            render(scan(path), out, title=os.path.join(shown, os.path.basename(path)))
+        print(file=out)
+        if keep:
+            print(f"Kept in {shown}. Try:  lightning-bestlink verify -r {shown}", file=out)
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    if not keep:
+        print(f"Removed {root} (pass --dir DIR to keep the checkpoints).", file=out)
+    return EXIT_OK
 
 
 @contextlib.contextmanager
