@@ -20,7 +20,6 @@ from typing import Any
 from lightning_bestlink._cli.listing import Item, Lister, lister_for, what
 from lightning_bestlink._errors import AliasConflictError
 from lightning_bestlink._health import AliasReport
-from lightning_bestlink._names import is_last_name
 from lightning_bestlink._record import SUFFIX
 from lightning_bestlink.linker import BestLinker, read_record
 
@@ -101,6 +100,20 @@ class Folder:
     @property
     def empty(self) -> bool:
         return not (self.entries or self.aliases or self.unrecorded or self.error)
+
+
+def is_last_name(name: str) -> bool:
+    r"""Whether Lightning's ``ckpt_path="last"`` would take a checkpoint named ``name``.
+
+    Lightning (``ModelCheckpoint._find_last_checkpoints``) matches ``^last(-(\d+))?`` against
+    the stem, which every stem starting with ``last`` passes: ``last.ckpt``, ``last-v1.ckpt``,
+    ``last_run.ckpt``, and ``lastly.ckpt`` too. (The Trainer adapter applies the same rule
+    to its ``CHECKPOINT_NAME_LAST``.)
+
+    >>> is_last_name("last-v1.ckpt"), is_last_name("lastly.ckpt"), is_last_name("epoch=3.ckpt")
+    (True, True, False)
+    """
+    return os.path.basename(name).startswith("last")
 
 
 def natural(name: str) -> list[Any]:
