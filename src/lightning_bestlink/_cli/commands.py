@@ -11,10 +11,9 @@ import argparse
 import os
 from typing import TextIO
 
-from lightning_bestlink._cli.listing import lister_for, parent
 from lightning_bestlink._cli.render import advice, attention, count, printable, problem, rel, render, say, score_parts
 from lightning_bestlink._cli.render_json import dumps, survey_json
-from lightning_bestlink._cli.survey import Alias, Folder, folders, load_alias, locate, reason
+from lightning_bestlink._cli.survey import Alias, Folder, folders, load_alias, locate, parent, reason, storage_of
 from lightning_bestlink._errors import AliasConflictError, BestLinkError, OutsideFolderError
 from lightning_bestlink._record import SUFFIX
 from lightning_bestlink._storage import is_url
@@ -44,10 +43,10 @@ def shown(root_arg: str, root: str, path: str) -> str:
 def survey_root(args: argparse.Namespace, err: TextIO) -> tuple[str, list[Folder]] | int:
     """The folders under ``args.dir``, or the exit status of a usage error."""
     try:
-        lister = lister_for(args.dir)
-        root = lister.normalize(args.dir)
+        storage = storage_of(args.dir)
+        root = storage.normalize(args.dir)
         if is_url(root):  # local folders were checked by the parser
-            item = lister.lookup(root)
+            item = storage.lookup(root)
             if item is None or item.kind != "dir":
                 return usage_error(err, args.command, f"{args.dir!r} is not a directory")
     except OSError as exc:

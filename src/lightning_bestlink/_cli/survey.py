@@ -3,7 +3,9 @@
 Nothing here prints or writes: the commands render what :func:`scan`, :func:`folders`
 and :func:`load_alias` find, and the tests read it directly. Aliases are found by their
 records (``<alias>.bestlink.json``), whatever their name. Folders are local paths or
-fsspec URLs (see :mod:`.listing`).
+fsspec URLs, read through the storage seam (``Storage.listing``, ``lookup``, ``walk``):
+each folder is listed once, and ``-r`` walks a tree without resolving each folder's
+path again (a tree 2,000 levels deep costs, per folder, what a shallow one does).
 
 Everything read is input, not authority: a record that is not a regular file is not
 opened, a record that cannot be read or a folder that cannot be listed becomes an
@@ -12,15 +14,18 @@ opened, a record that cannot be read or a folder that cannot be listed becomes a
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightning_bestlink._cli.listing import Item, Lister, lister_for, what
 from lightning_bestlink._errors import AliasConflictError
 from lightning_bestlink._health import AliasReport
 from lightning_bestlink._record import SUFFIX
+from lightning_bestlink._storage import Storage, is_url, storage_for
+from lightning_bestlink._storage.base import Item
 from lightning_bestlink.linker import BestLinker, read_record
 
 #: file names taken for checkpoints (besides the targets of aliases, whatever their name)
@@ -126,21 +131,41 @@ def reason(err: OSError) -> str:
     return err.strerror or str(err)
 
 
+def storage_of(path: str) -> Storage:
+    """The storage of ``path``; a URL whose filesystem cannot be opened (no s3fs, a bad URL)
+    raises ``OSError`` naming it."""
+    try:
+        return storage_for(path)
+    except OSError:
+        raise
+    except Exception as err:
+        raise OSError(errno.EIO, f"opening {path!r} failed: {type(err).__name__}: {err}") from err
+
+
+def folder_path(storage: Storage, arg: str) -> str:
+    """A folder as the user named it, normalised, itself resolved too (it may be a link to the real one)."""
+    return storage.resolve_target(storage.normalize(arg))
+
+
+def parent(path: str) -> str:
+    """The folder of ``path`` (a local path or a URL)."""
+    return path.rstrip("/").rsplit("/", 1)[0] if is_url(path) else os.path.dirname(path)
+
+
 # --- one alias ------------------------------------------------------------------------
 
 
-def load_alias(path: str, record_item: Item | None = None, lister: Lister | None = None) -> Alias:
+def load_alias(path: str, record_item: Item | None = None, storage: Storage | None = None) -> Alias:
     """Read the record of the alias at ``path`` and check the alias against it. Never raises.
 
     ``record_item`` is what a listing saw at the record's path (looked up when not
     given): a record that is not a regular file (a FIFO would block the read, a link to
     ``/dev/zero`` never end it) is not opened.
     """
-    lister = lister or lister_for(path)
     alias = Alias(os.path.basename(path), path)
     record_name = alias.name + SUFFIX
     try:
-        item = record_item if record_item is not None else lister.lookup(alias.record_path)
+        item = record_item if record_item is not None else (storage or storage_of(path)).lookup(alias.record_path)
     except OSError as err:
         alias.error = f"cannot read {record_name}: {reason(err)}"
         return alias
@@ -152,9 +177,9 @@ def load_alias(path: str, record_item: Item | None = None, lister: Lister | None
         if item.kind == "link" and kind is None:
             shape = f"a symbolic link to {item.link_to!r}, which does not exist"
         elif item.kind == "link":
-            shape = f"a symbolic link to {what_of(item.resolved)}"
+            shape = f"a symbolic link to {item.what or 'something that is not a regular file'}"
         else:
-            shape = "a directory" if kind == "dir" else what_of(item.path)
+            shape = item.what or "not a regular file"
         alias.error = f"{record_name} is not a regular file but {shape}; it was not read"
         return alias
     try:
@@ -184,14 +209,6 @@ def load_alias(path: str, record_item: Item | None = None, lister: Lister | None
     return alias
 
 
-def what_of(path: str | None) -> str:
-    """What sits at a local ``path`` (``"a FIFO"``), for a record that is not a regular file."""
-    try:
-        return what(os.stat(path or "").st_mode)
-    except OSError as err:
-        return f"something that cannot be read ({reason(err)})"
-
-
 # --- one folder -----------------------------------------------------------------------
 
 
@@ -199,8 +216,20 @@ def _looks_like_checkpoint(name: str) -> bool:
     return name.endswith(CHECKPOINT_SUFFIXES) or is_last_name(name)
 
 
-def _is_sharded(lister: Lister, path: str) -> bool:
-    return any(n in _SHARDED_MARKERS or n.endswith(".distcp") for n in lister.names(path))
+def _shard_names(items: list[Item]) -> bool:
+    """Whether a folder holding ``items`` is one sharded checkpoint."""
+    return any(i.name in _SHARDED_MARKERS or i.name.endswith(".distcp") for i in items)
+
+
+def _is_sharded(storage: Storage, path: str) -> bool:
+    try:
+        return _shard_names(storage.listing(path))
+    except OSError:
+        return False
+
+
+def _unreadable(path: str, err: OSError) -> Folder:
+    return Folder(path, error=f"cannot read this folder: {reason(err)}")
 
 
 def scan(folder: str) -> Folder:
@@ -209,14 +238,22 @@ def scan(folder: str) -> Folder:
     Changes nothing. A directory that cannot be listed gives a :class:`Folder` with
     ``error`` set; a record that cannot be read gives an :class:`Alias` with ``error`` set.
     """
-    lister = lister_for(folder)
-    path = lister.normalize_folder(folder)
+    storage = storage_of(folder)
+    path = folder_path(storage, folder)
     try:
-        listing = sorted((i for i in lister.listing(path) if not i.name.startswith(".")), key=lambda i: natural(i.name))
+        items = storage.listing(path)
     except OSError as err:
-        return Folder(path, error=f"cannot read this folder: {reason(err)}")
+        return _unreadable(path, err)
+    return _survey(storage, path, items, lambda item: _is_sharded(storage, item.path))
+
+
+def _survey(storage: Storage, path: str, items: list[Item], sharded: Callable[[Item], bool]) -> Folder:
+    """The folder at ``path`` from its listing; ``sharded`` tells a checkpoint directory from a sub-folder."""
+    listing = sorted((i for i in items if not i.name.startswith(".")), key=lambda i: natural(i.name))
     records = {i.name[: -len(SUFFIX)]: i for i in listing if i.name.endswith(SUFFIX) and len(i.name) > len(SUFFIX)}
-    aliases = [load_alias(lister.join(path, name), records[name], lister) for name in sorted(records, key=natural)]
+    aliases = [
+        load_alias(records[name].path[: -len(SUFFIX)], records[name], storage) for name in sorted(records, key=natural)
+    ]
     targets = {a.target for a in aliases if a.target is not None}
 
     result = Folder(path, aliases=aliases)
@@ -237,10 +274,10 @@ def scan(folder: str) -> Folder:
                 result.unrecorded.append(item.name)
             continue
         if item.kind == "dir":
-            if not named and not _is_sharded(lister, item.path):
+            if not named and not sharded(item):
                 result.subdirs.append(item.path)
                 continue
-            entries[item.path] = Entry(item.name, item.path, True, lister.tree_size(item.path))
+            entries[item.path] = Entry(item.name, item.path, True, storage.tree_size(item.path))
         elif item.kind == "file" and named:
             entries[item.path] = Entry(item.name, item.path, False, item.size)
         else:
@@ -255,10 +292,10 @@ def scan(folder: str) -> Folder:
             entries[alias.target].marks.append(alias.label)
             if alias.record is not None:
                 entries[alias.target].records.append(alias.record)
-    # a link's target is resolved; the folder may have been reached through a link of its own
-    real = {os.path.realpath(e.path): e for e in entries.values()} if last_links else {}
+    # the folder's path is resolved (and sub-folders reached through links are not entered),
+    # so a link's resolved target is the path of the entry it names
     for link in last_links:
-        marked = real.get(link.resolved or "")
+        marked = entries.get(link.resolved or "")
         if marked is not None and link.leads_to is not None:
             if "last" not in marked.marks:
                 marked.marks.append("last")
@@ -281,18 +318,37 @@ def folders(root: str, recursive: bool) -> list[Folder]:
     """``root`` alone, or with ``recursive`` every folder under it holding checkpoints or aliases.
 
     Folders that cannot be read are in the list, with their ``error``. Symbolic links to
-    folders and hidden folders are not entered.
+    folders and hidden folders are not entered. Each folder is listed once: a sub-folder
+    that turns out to be a sharded checkpoint becomes a row of its parent.
     """
     if not recursive:
         return [scan(root)]
-    found: list[Folder] = []
-    stack = [root]
-    while stack:
-        folder = scan(stack.pop())
-        stack.extend(reversed(folder.subdirs))
-        if not folder.empty:
-            found.append(folder)
-    return found
+    storage = storage_of(root)
+    seen: list[Folder] = []
+    parent_of: dict[str, Folder] = {}
+
+    def visit(path: str, items: list[Item] | OSError) -> list[Item]:
+        above = parent_of.pop(path, None)
+        if isinstance(items, OSError):
+            seen.append(_unreadable(path, items))
+            return []
+        if above is not None and _shard_names(items):  # not a folder: a checkpoint of its parent
+            above.subdirs.remove(path)
+            name = os.path.basename(path)
+            above.entries.append(Entry(name, path, True, storage.tree_size(path)))
+            above.entries.sort(key=lambda e: natural(e.name))
+            if name.startswith("best"):
+                above.unrecorded = sorted([*above.unrecorded, name], key=natural)
+            return []
+        folder = _survey(storage, path, items, lambda item: False)
+        seen.append(folder)
+        subdirs = set(folder.subdirs)
+        below = [i for i in sorted(items, key=lambda i: natural(i.name)) if i.path in subdirs]
+        parent_of.update((i.path, folder) for i in below)
+        return below
+
+    storage.walk(folder_path(storage, root), visit)
+    return [f for f in seen if not f.empty]
 
 
 @dataclass
@@ -309,14 +365,14 @@ class Located:
 def locate(arg: str) -> Located:
     """Which alias ``arg`` names: the alias itself (it has a record), its record, or a folder
     holding exactly one alias. Reads only."""
-    lister = lister_for(arg)
-    path = lister.normalize(arg)
+    storage = storage_of(arg)
+    path = storage.normalize(arg)
     if path.endswith(SUFFIX) and len(os.path.basename(path)) > len(SUFFIX):
         return Located(path[: -len(SUFFIX)])
     try:
-        if lister.lookup(path + SUFFIX) is not None:
+        if storage.lookup(path + SUFFIX) is not None:
             return Located(path)
-        item = lister.lookup(path)
+        item = storage.lookup(path)
     except OSError as err:
         return Located(None, error=f"cannot look at {arg}: {reason(err)}")
     if item is None:
@@ -334,4 +390,17 @@ def locate(arg: str) -> Located:
     return Located(folder.aliases[0].path, folder, loaded=folder.aliases[0])
 
 
-__all__ = ["Alias", "Entry", "Folder", "Located", "folders", "load_alias", "locate", "natural", "scan"]
+__all__ = [
+    "Alias",
+    "Entry",
+    "Folder",
+    "Located",
+    "folder_path",
+    "folders",
+    "load_alias",
+    "locate",
+    "natural",
+    "parent",
+    "scan",
+    "storage_of",
+]

@@ -22,11 +22,11 @@ import time
 from typing import Any, TextIO
 
 from lightning_bestlink._cli.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, shown, usage_error
-from lightning_bestlink._cli.listing import lister_for, parent
 from lightning_bestlink._cli.render import printable, rel, say, score_parts
 from lightning_bestlink._cli.render_json import VERSION, dumps, record_fields
-from lightning_bestlink._cli.survey import Located, load_alias, locate, reason
+from lightning_bestlink._cli.survey import Located, load_alias, locate, parent, reason, storage_of
 from lightning_bestlink._record import SUFFIX
+from lightning_bestlink._storage import Storage
 
 _PLACEHOLDER = re.compile(r"\{(target|score|alias)\}")
 
@@ -49,14 +49,26 @@ class Follower:
         self.alias: str | None = None
         self.best: tuple[str, str] | None = None  # the key of the best already reported (or initial)
         self.record: dict[str, Any] | None = None
-        self._print: Any = None  # fingerprint of the record last read
+        self._print: Any = None  # identity of the record last read
         self._pending = False  # a new record seen, not yet agreed by the alias
         self.note: str | None = None  # what was wrong at the first look
+        self._storage: Storage | None = None  # where the alias lives, once it is known
+
+    def _identity(self) -> Any:
+        """What changes whenever the record is replaced (None: there is none): the storage's identity
+        of a file, one ``lstat`` (one request on an object store)."""
+        path = f"{self.alias}{SUFFIX}"
+        if self._storage is None:
+            self._storage = storage_of(path)
+        try:
+            return self._storage.identity(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def shown(self) -> str:
         """The alias as the user would type it: under the DIR (or next to the record) they passed."""
         alias = str(self.alias)
-        return shown(self.arg, lister_for(alias).normalize(self.arg), alias)
+        return shown(self.arg, storage_of(alias).normalize(self.arg), alias)
 
     def start(self) -> str | None:
         """The first look: the initial best is not an event. Returns a fatal problem, or None."""
@@ -67,7 +79,7 @@ class Follower:
             return None if _empty(located) else located.error
         self.alias = located.alias
         try:
-            self._print = lister_for(self.alias).fingerprint(self.alias + SUFFIX)
+            self._print = self._identity()
         except OSError as err:
             self.note = f"cannot look at {self.alias}{SUFFIX}: {reason(err)}"
         alias = located.loaded or load_alias(self.alias)  # a folder's survey loaded it already
@@ -87,7 +99,7 @@ class Follower:
                 return None, located.error
             self.alias, self._pending = located.alias, True
         try:
-            now = lister_for(self.alias).fingerprint(self.alias + SUFFIX)
+            now = self._identity()
         except OSError as err:
             return None, f"cannot look at {self.alias}{SUFFIX}: {reason(err)}"
         if now is None:
