@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,52 @@ def row(output: str, name: str) -> str:
 
 
 SCRIPTS = Path(__file__).parent / "scripts"
+FAULTS = SCRIPTS / "cli_faults.py"
+#: the user the permission tests run the command as (nobody)
+NOBODY = 65534
+
+needs_root = pytest.mark.skipif(
+    os.name == "nt" or os.geteuid() != 0, reason="runs the command as another user: dropping privileges takes root"
+)
+
+
+def faults(
+    *args: str | Path, env: Mapping[str, str | None], cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``lightning-bestlink ARGS`` through tests/scripts/cli_faults.py, with the faults, counters or
+    user that ``env`` asks for (its docstring lists them)."""
+    return subprocess.run(
+        [sys.executable, str(FAULTS), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=environ(env),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def as_nobody(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The command run by the user nobody (privileges dropped once it is imported)."""
+    return faults(*args, env={"BESTLINK_TEST_UID": str(NOBODY)}, cwd=cwd)
+
+
+@pytest.fixture
+def shared_tmp(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path``, which another user can reach: its parents are made searchable while the test runs."""
+    changed = []
+    for parent in tmp_path.parents:
+        mode = parent.stat().st_mode
+        if mode & stat.S_IXOTH:
+            break
+        changed.append((parent, mode))
+        parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+    tmp_path.chmod(0o755)
+    try:
+        yield tmp_path
+    finally:
+        for parent, mode in changed:
+            parent.chmod(stat.S_IMODE(mode))
 
 
 class Lines:

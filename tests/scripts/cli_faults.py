@@ -127,12 +127,18 @@ if counts_file or syscalls_file:
 from lightning_bestlink.cli import main  # noqa: E402
 
 if os.environ.get("BESTLINK_TEST_UID"):
-    import lightning_bestlink._cli.commands
-    import lightning_bestlink._cli.watch
-    import lightning_bestlink._storage._hold
-    import lightning_bestlink._storage._listing
-    import lightning_bestlink._storage.local  # noqa: F401
+    # what the command imports on first use, imported now: the interpreter's files may be closed
+    # to the user it becomes (the Lightning adapters are not needed by these commands)
+    import importlib
+    import pkgutil
 
+    import lightning_bestlink
+
+    for _module in ("datetime", "json", "shutil", "socket", "subprocess", "tempfile", "filelock"):
+        importlib.import_module(_module)
+    for _info in pkgutil.walk_packages(lightning_bestlink.__path__, "lightning_bestlink."):
+        if not any(part in _info.name for part in ("callbacks", "pytorch_lightning", "fabric", "_trainer")):
+            importlib.import_module(_info.name)
     uid = int(os.environ["BESTLINK_TEST_UID"])
     os.setgid(uid)
     os.setuid(uid)
