@@ -23,6 +23,7 @@ from lightning_bestlink._cli.commands import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
 from lightning_bestlink._cli.render import render
 from lightning_bestlink._cli.survey import scan
 from lightning_bestlink._errors import BestLinkWarning
+from lightning_bestlink.latest import LatestLinker
 from lightning_bestlink.linker import BestLinker
 
 SEED = 4  # with this seed the validation loss bottoms out mid-run, then rises (overfitting)
@@ -224,7 +225,8 @@ def run_fabric(folder: str, epochs: int, say: Callable[[str], None]) -> None:
     model, optimizer = fabric.setup(model, optimizer)
 
     linker = BestLinker(os.path.join(folder, "best.ckpt"), mode="min")
-    state: dict[str, Any] = {"model": model, "optimizer": optimizer, "best": linker, "epoch": 0}
+    last = LatestLinker(os.path.join(folder, "last.ckpt"))  # an alias too: each checkpoint is saved once
+    state: dict[str, Any] = {"model": model, "optimizer": optimizer, "best": linker, "last": last, "epoch": 0}
     for epoch in range(epochs):
         model.train()
         for xb, yb in train:
@@ -238,8 +240,9 @@ def run_fabric(folder: str, epochs: int, say: Callable[[str], None]) -> None:
         state["epoch"] = epoch
         path = os.path.join(folder, f"epoch={epoch}-val_loss={val:.4f}.ckpt")
         extra = {"monitor": "val_loss", "epoch": epoch}
-        became_best = bestlink.save_and_link(fabric, path, state, score=val, linker=linker, extra=extra)
-        fabric.save(os.path.join(folder, "last.ckpt"), {**state, "best": linker.state_dict()})
+        became_best = bestlink.save_and_link(
+            fabric, path, state, score=val, linker=linker, latest=last, step=epoch, extra=extra
+        )
         say(_progress(epoch, val, epochs, linker, became_best))
 
 

@@ -79,14 +79,15 @@ def score_parts(record: dict[str, Any]) -> tuple[str, list[str]]:
     """
     extra = record.get("extra") or {}
     score, monitor = record.get("score"), extra.get("monitor")
-    details = [str(record.get("mode"))]
+    latest = extra.get("follows") == "latest"  # last.ckpt: ranked by step, a mode means nothing there
+    details = [] if latest else [str(record.get("mode"))]
     for key in ("epoch", "step"):
         if extra.get(key) is not None:
             details.append(f"{key} {extra[key]}")
     for key, value in extra.items():
         if key not in _KNOWN_EXTRA and isinstance(value, (str, int, float, bool)):
             details.append(f"{key} {number(value) if isinstance(value, float) else value}")
-    if extra.get("follows") == "latest":  # last.ckpt (its score is the step), or the Trainer's monitor=None
+    if latest:  # last.ckpt (its score is the step), or the Trainer's monitor=None
         return "latest save", details
     if score is None:  # an alias that follows a decision without a score
         return "no score", details
@@ -95,7 +96,7 @@ def score_parts(record: dict[str, Any]) -> tuple[str, list[str]]:
 
 def score_text(record: dict[str, Any]) -> str:
     text, details = score_parts(record)
-    return f"{text} ({', '.join(details)})"
+    return f"{text} ({', '.join(details)})" if details else text
 
 
 def count(n: int, total: int, verb: str) -> str:
