@@ -6,8 +6,10 @@ run without torch or Lightning.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
+import shlex
 import signal
 import stat
 import subprocess
@@ -208,6 +210,34 @@ class Child:
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+PROBE = SCRIPTS / "cli_exec_probe.py"
+
+
+def probe(log: Path, *placeholders: str) -> str:
+    """A ``watch --exec`` CMD that logs what it was given (tests/scripts/cli_exec_probe.py says what)."""
+    return shlex.join([sys.executable, str(PROBE), str(log), *placeholders])
+
+
+def log_lines(log: Path) -> list[dict[str, Any]]:
+    """What the probe logged, one entry per run."""
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+#: what the name of every hold folder starts with (``watch --exec``, ``path --hold``)
+HOLD_MARK = ".bestlink-hold-"
+
+
+def held(path: str, folder: Path) -> bool:
+    """Whether ``path`` is a checkpoint held in ``folder``: ``folder/.bestlink-hold-.../<name>``."""
+    hold = os.path.dirname(path)
+    return os.path.dirname(hold) == str(folder) and os.path.basename(hold).startswith(HOLD_MARK)
+
+
+def holds(folder: Path) -> list[str]:
+    """The hold folders in ``folder``."""
+    return sorted(name for name in os.listdir(folder) if name.startswith(HOLD_MARK))
 
 
 class Writer(Child):

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from tests._cli import BEST, as_nobody, faults, make_run, needs_root, shared_tmp
 
+from lightning_bestlink import BestLinker
+
 __all__ = ["shared_tmp"]  # a fixture, used by name
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX permissions and directory descriptors")
@@ -173,3 +175,28 @@ def test_verify_r_costs_the_same_per_folder_at_any_depth(tmp_path: Path) -> None
         cost[depth] = (seen["calls"] / depth, seen["path_bytes"] / depth)
     assert cost[1900][0] <= 1.25 * cost[100][0], cost  # system calls per folder
     assert cost[1900][1] <= 1.25 * cost[100][1], cost  # bytes of path per folder
+
+
+# --- a checkpoint the user cannot reach ----------------------------------------------------------
+
+
+@needs_root
+@pytest.mark.parametrize("link", ["symlink", "copy"])
+def test_a_checkpoint_in_a_folder_the_user_cannot_enter_is_not_a_damaged_record(shared_tmp: Path, link: str) -> None:
+    run = shared_tmp / "run"
+    (run / "sub").mkdir(parents=True)
+    (run / "sub" / BEST).write_bytes(b"w" * 102)
+    BestLinker(run / "best.ckpt", link=link).update(0.3, run / "sub" / BEST)  # type: ignore[arg-type]
+    (run / "sub").chmod(0o700)  # root's: nobody cannot look inside
+
+    verified = as_nobody("verify", run)
+    assert verified.returncode == 1
+    assert verified.stdout.splitlines() == [
+        f"FAILED  {run / 'best.ckpt'}: unreadable checkpoint: cannot look at {os.path.join('sub', BEST)}, which its "
+        "record names: Permission denied",
+        "        the record is fine: check the permissions of the folders on the way to the checkpoint it names",
+    ]
+    document = json.loads(as_nobody("verify", "--json", run).stdout)
+    (alias,) = document["folders"][0]["aliases"]
+    assert (alias["status"], alias["target"]) == ("unreadable-checkpoint", str(run / "sub" / BEST))
+    assert faults("verify", run, env={}).returncode == 0  # for its owner, the alias is healthy

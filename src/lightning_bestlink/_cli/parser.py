@@ -11,8 +11,9 @@ import os
 import textwrap
 
 from lightning_bestlink import __version__
-from lightning_bestlink._cli.commands import cmd_path, cmd_repair, cmd_show, cmd_verify
+from lightning_bestlink._cli.commands import cmd_repair, cmd_show, cmd_verify
 from lightning_bestlink._cli.demo import cmd_demo
+from lightning_bestlink._cli.path import cmd_path
 from lightning_bestlink._cli.watch import cmd_watch
 from lightning_bestlink._storage import is_url
 
@@ -46,6 +47,16 @@ def _dir_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "-r", "--recursive", action="store_true", help="also every folder below DIR (e.g. DIR=lightning_logs)"
+    )
+
+
+def _allow_outside(p: argparse.ArgumentParser, acts: bool = False) -> None:
+    p.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="trust records whose checkpoint lies outside the alias's folder, as a Trainer resumed into a "
+        "new folder writes them (by default such an alias fails: a record is input, and one planted in a "
+        f"shared folder could name any file{' for this command to act on' if acts else ''})",
     )
 
 
@@ -84,6 +95,7 @@ def _add_show(sub: argparse._SubParsersAction[argparse.ArgumentParser], fmt: typ
     )
     _dir_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON document instead (keys: docs/cli.md)")
+    _allow_outside(p)
     p.set_defaults(func=cmd_show)
 
 
@@ -116,6 +128,7 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser], fmt: t
     how = p.add_mutually_exclusive_group()
     how.add_argument("-q", "--quiet", action="store_true", help="print only the aliases that fail")
     how.add_argument("--json", action="store_true", help="print one JSON document instead (same as show --json)")
+    _allow_outside(p)
     p.set_defaults(func=cmd_verify)
 
 
@@ -136,12 +149,7 @@ def _add_repair(sub: argparse._SubParsersAction[argparse.ArgumentParser], fmt: t
     )
     _dir_args(p)
     p.add_argument("--require", action="store_true", help="fail (exit 1) when there is no alias record at all")
-    p.add_argument(
-        "--allow-outside",
-        action="store_true",
-        help="also act on records whose checkpoint lies outside the alias's folder (refused by default: a "
-        "record someone else planted could make repair copy or link a file from anywhere)",
-    )
+    _allow_outside(p, acts=True)
     p.set_defaults(func=cmd_repair)
 
 
@@ -152,20 +160,45 @@ def _add_path(sub: argparse._SubParsersAction[argparse.ArgumentParser], fmt: typ
         description=_wrap(
             "Print the absolute path (or URL) of the checkpoint an alias points at, and nothing "
             "else, after checking the alias against its record. ALIAS is the alias (best.ckpt) or "
-            "its record; DIR is a folder holding exactly one alias. When there is no healthy "
-            "alias, stdout stays empty and stderr says why (exit 1)."
+            "its record; DIR is a folder holding one best alias (aliases that follow the latest "
+            "save, such as a LatestLinker's last.pt, do not count). When there is no healthy "
+            "alias, stdout stays empty and stderr says why (exit 1).",
+            "The path names the checkpoint itself: open it at once. Training deletes checkpoints "
+            "that are no longer among the best, so a job that starts reading later may find it "
+            "gone. --hold SECONDS prints instead a second name of the checkpoint, with the same "
+            "file name, in a hidden folder next to it (a hard link, or a copy where links are not "
+            "possible), readable for SECONDS whatever training deletes, then removed by a detached "
+            "process. Opening the alias itself (best.ckpt) is safe too for a file alias: it is "
+            "swapped in one step, and a file once opened stays readable. On an object store "
+            "nothing is held: the object may be deleted.",
+            'A path with a line break in it is refused (exit 1): "$(...)" would change it. --null '
+            "ends the path with a NUL byte instead of a line break (xargs -0, read -d ''); --json "
+            "prints one JSON document (keys: docs/cli.md).",
         ),
         epilog="examples:\n"
         '  python evaluate.py "$(lightning-bestlink path runs/exp/checkpoints)"\n'
+        '  sbatch eval.sh "$(lightning-bestlink path --hold 86400 runs/exp/checkpoints)"   # read later\n'
+        "  lightning-bestlink path --null runs/exp/checkpoints | xargs -0 python evaluate.py\n"
         "  lightning-bestlink path runs/exp/checkpoints/best-val_acc.ckpt\n"
-        "  lightning-bestlink path s3://bucket/run/best.ckpt\n\n"
+        "  lightning-bestlink path --json s3://bucket/run/best.ckpt\n\n"
         "exit status:\n"
         "  0  printed\n"
-        "  1  no healthy alias: none in DIR, several (name one), or it is broken\n"
+        "  1  no healthy alias (none in DIR, several best aliases: name one, or it is broken), a\n"
+        "     path with a line break without --null or --json, or no hold could be made\n"
         "  2  usage error: nothing exists at DIR|ALIAS",
         formatter_class=fmt,
     )
     p.add_argument("target", metavar="DIR|ALIAS", help="a checkpoint folder, or an alias such as best.ckpt")
+    p.add_argument(
+        "--hold",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="print a name of the checkpoint that stays readable for SECONDS, even if training deletes it",
+    )
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--null", action="store_true", help="end the path with a NUL byte, not a line break")
+    form.add_argument("--json", action="store_true", help="print one JSON document instead (keys: docs/cli.md)")
+    _allow_outside(p)
     p.set_defaults(func=cmd_path)
 
 
@@ -212,6 +245,7 @@ def _add_watch(sub: argparse._SubParsersAction[argparse.ArgumentParser], fmt: ty
     p.add_argument("--count", type=int, metavar="N", help="exit 0 after N new bests (default: never)")
     p.add_argument("--json", action="store_true", help="one JSON object per new best (keys: docs/cli.md)")
     p.add_argument("--exec", metavar="CMD", help="run CMD for each new best, e.g. 'python evaluate.py {target}'")
+    _allow_outside(p)
     p.set_defaults(func=cmd_watch)
 
 

@@ -129,7 +129,12 @@ def rel(path: str | None, folder: str) -> str:
 def problem(alias: Alias, folder: str) -> str:
     """One sentence on what is wrong with ``alias`` (empty when nothing is)."""
     if alias.error is not None:
-        return f"unreadable record: {alias.error}"
+        return f"unreadable {alias.unreadable}: {alias.error}"
+    if alias.refused:
+        named = rel(alias.target, folder)  # by its name inside (a link leading out), or the whole path
+        named = str(alias.target) if named.startswith(os.pardir) else named
+        leads = "" if alias.outside == alias.target else f", which leads to {alias.outside}"
+        return f"outside: its record names {named}{leads}, outside the alias's folder"
     report = alias.report
     assert report is not None
     expected, actual = rel(report.expected, folder), rel(report.actual, folder)
@@ -147,10 +152,17 @@ def problem(alias: Alias, folder: str) -> str:
     return ""
 
 
-def advice(alias: Alias, shown_dir: str) -> str:
-    """What the user can do about a bad alias."""
+def advice(alias: Alias, shown_dir: str, command: str = "repair") -> str:
+    """What the user can do about a bad alias (``command`` is the one they ran)."""
+    if alias.error is not None and alias.unreadable == "checkpoint":
+        return "the record is fine: check the permissions of the folders on the way to the checkpoint it names"
     if alias.error is not None:
         return f"restore {alias.name}{SUFFIX} or move it away; repair needs a readable record"
+    if alias.refused:
+        return (
+            f"a record is input, not authority; a Trainer resumed into a new folder writes such records. "
+            f"If you trust it: lightning-bestlink {command} --allow-outside {shown_dir}"
+        )
     report = alias.report
     assert report is not None
     if report.status == "foreign":

@@ -1,11 +1,12 @@
 """A survey of checkpoint folders: folders in, data out (aliases, records, checkpoints).
 
 Nothing here prints or writes: the commands render what :func:`scan`, :func:`folders`
-and :func:`load_alias` find, and the tests read it directly. Aliases are found by their
-records (``<alias>.bestlink.json``), whatever their name. Folders are local paths or
-fsspec URLs, read through the storage seam (``Storage.listing``, ``lookup``, ``walk``):
-each folder is listed once, and ``-r`` walks a tree without resolving each folder's
-path again (a tree 2,000 levels deep costs, per folder, what a shallow one does).
+and :func:`~.alias.load_alias` (one alias, in ``alias.py``) find, and the tests read it
+directly. Aliases are found by their records (``<alias>.bestlink.json``), whatever their
+name. Folders are local paths or fsspec URLs, read through the storage seam
+(``Storage.listing``, ``lookup``, ``walk``): each folder is listed once, and ``-r`` walks
+a tree without resolving each folder's path again (a tree 2,000 levels deep costs, per
+folder, what a shallow one does).
 
 Everything read is input, not authority: a record that is not a regular file is not
 opened, a record that cannot be read or a folder that cannot be listed becomes an
@@ -14,67 +15,24 @@ opened, a record that cannot be read or a folder that cannot be listed becomes a
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightning_bestlink._errors import AliasConflictError
-from lightning_bestlink._health import AliasReport
+from lightning_bestlink._cli.alias import Alias, leads_to, load_alias, parent, reason, storage_of
 from lightning_bestlink._record import SUFFIX
-from lightning_bestlink._storage import Storage, is_url, storage_for
+from lightning_bestlink._storage import Storage
 from lightning_bestlink._storage.base import Item
-from lightning_bestlink.linker import BestLinker, read_record
 
 #: file names taken for checkpoints (besides the targets of aliases, whatever their name)
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 #: what marks a directory as one sharded checkpoint (torch.distributed.checkpoint, Lightning FSDP/DeepSpeed)
 _SHARDED_MARKERS = (".metadata", "meta.pt", "latest", "zero_to_fp32.py")
-#: what reading a damaged record can raise besides AliasConflictError and OSError (JSON nested too
-#: deep, a number too large for a float, bytes that are not UTF-8, a field of the wrong type)
-_DAMAGE = (ValueError, TypeError, KeyError, RecursionError, OverflowError)
 
 
 # --- what is in a folder ------------------------------------------------------------
-
-
-@dataclass
-class Alias:
-    """One alias with a record in the folder, and its health."""
-
-    name: str
-    path: str
-    record: dict[str, Any] | None = None
-    report: AliasReport | None = None
-    error: str | None = None  # the record could not be read, or the alias not checked: why
-
-    @property
-    def record_path(self) -> str:
-        return self.path + SUFFIX
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.report is not None and self.report.ok
-
-    @property
-    def status(self) -> str:
-        """A status of :class:`AliasReport`, or ``"unreadable-record"``."""
-        if self.error is not None or self.report is None:
-            return "unreadable-record"
-        return self.report.status
-
-    @property
-    def target(self) -> str | None:
-        """The best checkpoint the record names (absolute, or a URL)."""
-        return None if self.record is None else str(self.record["target"])
-
-    @property
-    def label(self) -> str:
-        """The mark on the checkpoint row: ``best`` for ``best.ckpt``, ``best-acc`` for ``best-acc.ckpt``."""
-        stem, ext = os.path.splitext(self.name)
-        return stem if ext and stem else self.name
 
 
 @dataclass
@@ -126,87 +84,9 @@ def natural(name: str) -> list[Any]:
     return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))]
 
 
-def reason(err: OSError) -> str:
-    """``"Permission denied"`` for an ``OSError``; its text when it has no ``strerror``."""
-    return err.strerror or str(err)
-
-
-def storage_of(path: str) -> Storage:
-    """The storage of ``path``; a URL whose filesystem cannot be opened (no s3fs, a bad URL)
-    raises ``OSError`` naming it."""
-    try:
-        return storage_for(path)
-    except OSError:
-        raise
-    except Exception as err:
-        raise OSError(errno.EIO, f"opening {path!r} failed: {type(err).__name__}: {err}") from err
-
-
 def folder_path(storage: Storage, arg: str) -> str:
     """A folder as the user named it, normalised, itself resolved too (it may be a link to the real one)."""
     return storage.resolve_target(storage.normalize(arg))
-
-
-def parent(path: str) -> str:
-    """The folder of ``path`` (a local path or a URL)."""
-    return path.rstrip("/").rsplit("/", 1)[0] if is_url(path) else os.path.dirname(path)
-
-
-# --- one alias ------------------------------------------------------------------------
-
-
-def load_alias(path: str, record_item: Item | None = None, storage: Storage | None = None) -> Alias:
-    """Read the record of the alias at ``path`` and check the alias against it. Never raises.
-
-    ``record_item`` is what a listing saw at the record's path (looked up when not
-    given): a record that is not a regular file (a FIFO would block the read, a link to
-    ``/dev/zero`` never end it) is not opened.
-    """
-    alias = Alias(os.path.basename(path), path)
-    record_name = alias.name + SUFFIX
-    try:
-        item = record_item if record_item is not None else (storage or storage_of(path)).lookup(alias.record_path)
-    except OSError as err:
-        alias.error = f"cannot read {record_name}: {reason(err)}"
-        return alias
-    if item is None:
-        alias.error = f"{record_name} does not exist"
-        return alias
-    kind = item.leads_to if item.kind == "link" else item.kind
-    if kind != "file":
-        if item.kind == "link" and kind is None:
-            shape = f"a symbolic link to {item.link_to!r}, which does not exist"
-        elif item.kind == "link":
-            shape = f"a symbolic link to {item.what or 'something that is not a regular file'}"
-        else:
-            shape = item.what or "not a regular file"
-        alias.error = f"{record_name} is not a regular file but {shape}; it was not read"
-        return alias
-    try:
-        alias.record = read_record(path)
-        if alias.record is None:
-            alias.error = f"{record_name} disappeared while it was read"
-            return alias
-    except AliasConflictError as err:  # not JSON, not our format, or a field is wrong: the message names the file
-        alias.error = str(err)
-        return alias
-    except OSError as err:
-        alias.error = f"cannot read {record_name}: {reason(err)}"
-        return alias
-    except _DAMAGE as err:
-        alias.error = f"{record_name} is damaged and cannot be read: {type(err).__name__}: {str(err)[:200]}"
-        return alias
-    try:
-        # checking reads only: an alias may rightly point outside its folder (a Trainer resumed
-        # into a new folder); repair asks for --allow-outside before it acts on such a record
-        alias.report = BestLinker.from_record(path, record=alias.record, allow_outside=True).verify()
-    except AliasConflictError as err:
-        alias.error = str(err)
-    except OSError as err:
-        alias.error = f"cannot check {alias.name} against {record_name}: {reason(err)}"
-    except _DAMAGE as err:
-        alias.error = f"{record_name} is damaged: {type(err).__name__}: {str(err)[:200]}"
-    return alias
 
 
 # --- one folder -----------------------------------------------------------------------
@@ -232,11 +112,12 @@ def _unreadable(path: str, err: OSError) -> Folder:
     return Folder(path, error=f"cannot read this folder: {reason(err)}")
 
 
-def scan(folder: str) -> Folder:
+def scan(folder: str, *, allow_outside: bool = False) -> Folder:
     """Read one directory (a path or URL): checkpoints, aliases with records, last checkpoints.
 
     Changes nothing. A directory that cannot be listed gives a :class:`Folder` with
     ``error`` set; a record that cannot be read gives an :class:`Alias` with ``error`` set.
+    ``allow_outside``: see :func:`load_alias`.
     """
     storage = storage_of(folder)
     path = folder_path(storage, folder)
@@ -244,15 +125,18 @@ def scan(folder: str) -> Folder:
         items = storage.listing(path)
     except OSError as err:
         return _unreadable(path, err)
-    return _survey(storage, path, items, lambda item: _is_sharded(storage, item.path))
+    return _survey(storage, path, items, lambda item: _is_sharded(storage, item.path), allow_outside)
 
 
-def _survey(storage: Storage, path: str, items: list[Item], sharded: Callable[[Item], bool]) -> Folder:
+def _survey(
+    storage: Storage, path: str, items: list[Item], sharded: Callable[[Item], bool], allow_outside: bool
+) -> Folder:
     """The folder at ``path`` from its listing; ``sharded`` tells a checkpoint directory from a sub-folder."""
     listing = sorted((i for i in items if not i.name.startswith(".")), key=lambda i: natural(i.name))
     records = {i.name[: -len(SUFFIX)]: i for i in listing if i.name.endswith(SUFFIX) and len(i.name) > len(SUFFIX)}
     aliases = [
-        load_alias(records[name].path[: -len(SUFFIX)], records[name], storage) for name in sorted(records, key=natural)
+        load_alias(records[name].path[: -len(SUFFIX)], records[name], storage, allow_outside=allow_outside)
+        for name in sorted(records, key=natural)
     ]
     targets = {a.target for a in aliases if a.target is not None}
 
@@ -314,7 +198,7 @@ def _survey(storage: Storage, path: str, items: list[Item], sharded: Callable[[I
     return result
 
 
-def folders(root: str, recursive: bool) -> list[Folder]:
+def folders(root: str, recursive: bool, *, allow_outside: bool = False) -> list[Folder]:
     """``root`` alone, or with ``recursive`` every folder under it holding checkpoints or aliases.
 
     Folders that cannot be read are in the list, with their ``error``. Symbolic links to
@@ -322,7 +206,7 @@ def folders(root: str, recursive: bool) -> list[Folder]:
     that turns out to be a sharded checkpoint becomes a row of its parent.
     """
     if not recursive:
-        return [scan(root)]
+        return [scan(root, allow_outside=allow_outside)]
     storage = storage_of(root)
     seen: list[Folder] = []
     parent_of: dict[str, Folder] = {}
@@ -340,7 +224,7 @@ def folders(root: str, recursive: bool) -> list[Folder]:
             if name.startswith("best"):
                 above.unrecorded = sorted([*above.unrecorded, name], key=natural)
             return []
-        folder = _survey(storage, path, items, lambda item: False)
+        folder = _survey(storage, path, items, lambda item: False, allow_outside)
         seen.append(folder)
         subdirs = set(folder.subdirs)
         below = [i for i in sorted(items, key=lambda i: natural(i.name)) if i.path in subdirs]
@@ -362,9 +246,10 @@ class Located:
     loaded: Alias | None = None  # the alias as the folder's survey loaded it
 
 
-def locate(arg: str) -> Located:
+def locate(arg: str, *, allow_outside: bool = False) -> Located:
     """Which alias ``arg`` names: the alias itself (it has a record), its record, or a folder
-    holding exactly one alias. Reads only."""
+    holding one best alias (aliases that follow the latest save, ``last.pt``, do not compete
+    with it), or one alias in all. Reads only."""
     storage = storage_of(arg)
     path = storage.normalize(arg)
     if path.endswith(SUFFIX) and len(os.path.basename(path)) > len(SUFFIX):
@@ -379,28 +264,34 @@ def locate(arg: str) -> Located:
         return Located(path, error=f"{arg} does not exist (no folder, no alias, no {SUFFIX} record)", exists=False)
     if (item.leads_to if item.kind == "link" else item.kind) != "dir":
         return Located(None, error=f"{arg} is not a folder and has no {SUFFIX} record next to it")
-    folder = scan(path)
+    folder = scan(path, allow_outside=allow_outside)
     if folder.error is not None:
         return Located(None, folder, f"{arg}: {folder.error}")
     if not folder.aliases:
         return Located(None, folder, f"no lightning-bestlink alias in {arg} (no {SUFFIX} record)")
-    if len(folder.aliases) > 1:
-        names = ", ".join(a.name for a in folder.aliases)
-        return Located(None, folder, f"{arg} holds {len(folder.aliases)} aliases ({names}); name one of them")
-    return Located(folder.aliases[0].path, folder, loaded=folder.aliases[0])
+    # an unreadable record may be a best alias: it competes
+    best = [a for a in folder.aliases if not a.follows_latest]
+    chosen = best if best else folder.aliases
+    if len(chosen) > 1:
+        names = ", ".join(a.name for a in chosen)
+        what = "best aliases" if best and len(best) < len(folder.aliases) else "aliases"
+        return Located(None, folder, f"{arg} holds {len(chosen)} {what} ({names}); name one of them")
+    return Located(chosen[0].path, folder, loaded=chosen[0])
 
 
-__all__ = [
+__all__ = [  # with what it re-exports of .alias: the commands read through the survey alone
     "Alias",
     "Entry",
     "Folder",
     "Located",
     "folder_path",
     "folders",
+    "leads_to",
     "load_alias",
     "locate",
     "natural",
     "parent",
+    "reason",
     "scan",
     "storage_of",
 ]

@@ -12,23 +12,27 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import math
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from types import FrameType
 from typing import Any, TextIO
 
 from lightning_bestlink._cli.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, shown, usage_error
-from lightning_bestlink._cli.render import printable, rel, say, score_parts
+from lightning_bestlink._cli.render import advice, printable, problem, rel, say, score_parts
 from lightning_bestlink._cli.render_json import VERSION, dumps, record_fields
-from lightning_bestlink._cli.survey import Located, load_alias, locate, parent, reason, storage_of
+from lightning_bestlink._cli.survey import Alias, Located, load_alias, locate, parent, reason, storage_of
 from lightning_bestlink._record import SUFFIX
 from lightning_bestlink._storage import Storage
 
 _PLACEHOLDER = re.compile(r"\{(target|score|alias)\}")
+_log = logging.getLogger(__name__)
 
 
 def _key(record: dict[str, Any]) -> tuple[str, str]:
@@ -44,8 +48,9 @@ def _empty(located: Located) -> bool:
 class Follower:
     """Follows the record of one alias (found from ``arg`` on the first look that can)."""
 
-    def __init__(self, arg: str) -> None:
+    def __init__(self, arg: str, *, allow_outside: bool = False) -> None:
         self.arg = arg
+        self.allow_outside = allow_outside
         self.alias: str | None = None
         self.best: tuple[str, str] | None = None  # the key of the best already reported (or initial)
         self.record: dict[str, Any] | None = None
@@ -54,16 +59,22 @@ class Follower:
         self.note: str | None = None  # what was wrong at the first look
         self._storage: Storage | None = None  # where the alias lives, once it is known
 
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            self._storage = storage_of(str(self.alias))
+        return self._storage
+
     def _identity(self) -> Any:
         """What changes whenever the record is replaced (None: there is none): the storage's identity
         of a file, one ``lstat`` (one request on an object store)."""
-        path = f"{self.alias}{SUFFIX}"
-        if self._storage is None:
-            self._storage = storage_of(path)
         try:
-            return self._storage.identity(path)
+            return self.storage.identity(f"{self.alias}{SUFFIX}")
         except (FileNotFoundError, NotADirectoryError):
             return None
+
+    def _load(self) -> Alias:
+        return load_alias(str(self.alias), allow_outside=self.allow_outside)
 
     def shown(self) -> str:
         """The alias as the user would type it: under the DIR (or next to the record) they passed."""
@@ -72,7 +83,7 @@ class Follower:
 
     def start(self) -> str | None:
         """The first look: the initial best is not an event. Returns a fatal problem, or None."""
-        located = locate(self.arg)
+        located = locate(self.arg, allow_outside=self.allow_outside)
         if not located.exists:
             return None  # nothing at ARG yet (training has not started): later looks search again
         if located.alias is None:
@@ -82,17 +93,17 @@ class Follower:
             self._print = self._identity()
         except OSError as err:
             self.note = f"cannot look at {self.alias}{SUFFIX}: {reason(err)}"
-        alias = located.loaded or load_alias(self.alias)  # a folder's survey loaded it already
+        alias = located.loaded or self._load()  # a folder's survey loaded it already
         if alias.record is not None:
             self.best, self.record = _key(alias.record), alias.record
-        if alias.error is not None:
-            self.note = alias.error
+        if alias.error is not None or alias.refused:
+            self.note = _problem(alias)
         return None
 
     def look(self) -> tuple[dict[str, Any] | None, str | None]:
         """One look: ``(record of a new best, None)``, ``(None, problem)`` or ``(None, None)``."""
         if self.alias is None:
-            located = locate(self.arg)
+            located = locate(self.arg, allow_outside=self.allow_outside)
             if not located.exists or (located.alias is None and _empty(located)):
                 return None, None  # still nothing to follow
             if located.alias is None:
@@ -108,10 +119,10 @@ class Follower:
         if now == self._print and not self._pending:
             return None, None
         self._print = now
-        first, second = load_alias(self.alias), load_alias(self.alias)
-        if first.record is None:
-            self._pending = False  # a damaged record: read again when it changes
-            return None, first.error
+        first, second = self._load(), self._load()
+        if first.record is None or first.refused:
+            self._pending = False  # a damaged record, or one naming a file outside: read again when it changes
+            return None, _problem(first)
         if _key(first.record) == self.best:
             self._pending = False  # the same best, rewritten (a repair, a resumed run)
             return None, None
@@ -124,6 +135,13 @@ class Follower:
         self._pending = False
         self.best, previous, self.record = _key(first.record), self.record, first.record
         return {"record": first.record, "previous": previous}, None
+
+
+def _problem(alias: Alias) -> str:
+    """What is wrong with an alias whose best cannot be reported, and what to do."""
+    if alias.refused:
+        return f"{problem(alias, parent(alias.path))}; {advice(alias, parent(alias.path), 'watch')}"
+    return str(alias.error)
 
 
 def _fill(argv: list[str], values: dict[str, str]) -> list[str]:
@@ -160,9 +178,35 @@ def _event_line(follower: Follower, event: dict[str, Any], as_json: bool) -> str
     )
 
 
-def _run(argv: list[str], record: dict[str, Any], alias: str, err: TextIO) -> None:
-    """Run the user's command for one new best; a failure is reported, not raised."""
-    values = {"target": str(record.get("target")), "score": _score_arg(record.get("score")), "alias": alias}
+def _held(follower: Follower, target: str, err: TextIO) -> tuple[str | None, bool]:
+    """Hold ``target`` while the command runs: ``(held path or None, whether to run at all)``."""
+    storage = follower.storage
+    storage.release_stale(parent(target))  # holds a killed watch left here
+    try:
+        return storage.hold(target), True
+    except FileNotFoundError:  # training deleted it already: a better best has replaced it
+        say(
+            err,
+            f"watch: --exec not run for {rel(target, parent(str(follower.alias)))}: it was deleted before it "
+            f"could be held (a newer best replaced it); still watching",
+        )
+        return None, False
+    except OSError as exc:
+        say(
+            err,
+            f"watch: cannot hold {target} ({reason(exc)}): --exec gets the checkpoint itself, which training "
+            f"may delete while the command runs",
+        )
+        return None, True
+
+
+def _run(argv: list[str], record: dict[str, Any], follower: Follower, err: TextIO) -> None:
+    """Run the user's command for one new best, the checkpoint held meanwhile; a failure is reported, not raised."""
+    target = str(record.get("target"))
+    held, run = _held(follower, target, err)
+    if not run:
+        return
+    values = {"target": held or target, "score": _score_arg(record.get("score")), "alias": str(follower.alias)}
     filled = _fill(argv, values)
     sys.stdout.flush()
     err.flush()
@@ -172,9 +216,17 @@ def _run(argv: list[str], record: dict[str, Any], alias: str, err: TextIO) -> No
     except OSError as exc:
         say(err, f"watch: --exec could not run {shlex.join(filled)}: {reason(exc)}; still watching")
         return
+    finally:
+        if held is not None:
+            follower.storage.release(held)
+            _log.debug("released %s", held)
     if done.returncode != 0:
         how = f"was killed by signal {-done.returncode}" if done.returncode < 0 else f"exited with {done.returncode}"
         say(err, f"watch: --exec {shlex.join(filled)} {how}; still watching")
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally that releases a hold
 
 
 def _check(args: argparse.Namespace, err: TextIO) -> list[str] | int | None:
@@ -200,7 +252,9 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     argv = _check(args, err)
     if isinstance(argv, int):
         return argv
-    follower = Follower(args.target)
+    follower = Follower(args.target, allow_outside=args.allow_outside)
+    if argv is not None:
+        signal.signal(signal.SIGTERM, _terminated)  # a polite kill leaves no hold behind
     fatal = follower.start()
     if fatal is not None:
         say(err, f"lightning-bestlink watch: {fatal}")
@@ -232,7 +286,7 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             seen += 1  # counted first: a Ctrl-C once the line is out must count it
             print(_event_line(follower, event, args.json), file=out, flush=True)
             if argv is not None:
-                _run(argv, event["record"], str(follower.alias), err)
+                _run(argv, event["record"], follower, err)
             if args.count is not None and seen >= args.count:
                 return EXIT_OK
     except KeyboardInterrupt:
