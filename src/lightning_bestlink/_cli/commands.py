@@ -1,4 +1,4 @@
-"""The commands that survey folders: ``show``, ``verify``, ``repair`` and ``path``.
+"""The commands that survey folders: ``show``, ``verify`` and ``repair``.
 
 Each takes the parsed arguments and two streams: results go to ``out`` (stdout),
 diagnostics to ``err`` (stderr). They read through :mod:`.survey` and word what it

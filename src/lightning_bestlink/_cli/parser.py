@@ -107,12 +107,14 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser], fmt: t
             "Check every alias in DIR against its record: it must exist and point at the checkpoint "
             "the record names. Prints one line per alias; a failing one says what is wrong and what "
             "to do. Changes nothing. For scripts and CI. A failure is one of:",
-            "  missing            the record names a best checkpoint but the alias is gone\n"
-            "  dangling           the alias is a symlink to a file that does not exist\n"
-            "  mismatch           the alias points at another checkpoint than its record names\n"
-            "  foreign            a file lightning-bestlink did not write sits at the alias path\n"
-            "  unreadable record  <alias>.bestlink.json cannot be read, or is not a lightning-bestlink record\n"
-            "  unreadable folder  (with -r) a folder below DIR that cannot be listed",
+            "  missing                the record names a best checkpoint but the alias is gone\n"
+            "  dangling               the alias is a symlink to a file that does not exist\n"
+            "  mismatch               the alias points at another checkpoint than its record names\n"
+            "  foreign                a file lightning-bestlink did not write sits at the alias path\n"
+            "  unreadable record      <alias>.bestlink.json cannot be read, or is not a lightning-bestlink record\n"
+            "  unreadable checkpoint  the checkpoint the record names cannot be looked at (permissions)\n"
+            "  outside                the record names a checkpoint outside the alias's folder (--allow-outside)\n"
+            "  unreadable folder      a folder that cannot be listed, or entered, or whose path is too long",
             "A folder with no record at all passes, with a note (an alias without its record cannot "
             "be checked: it may be a file of your own); use --require to make that a failure. " + _STREAMS,
         ),
@@ -217,6 +219,11 @@ def _add_watch(sub: argparse._SubParsersAction[argparse.ArgumentParser], fmt: ty
             "sh -c '...', if you need one; pass {target} to it as an argument, not inside the "
             "script). CMD's output goes to stderr; a CMD that fails is reported and the watch goes "
             "on. New bests that come while CMD runs are reported together as the latest one.",
+            "{target} is the checkpoint held for CMD: a second name of it, with its own file name, in "
+            "a hidden folder next to it (.bestlink-hold-*/epoch=3.ckpt: a hard link, or a copy "
+            "where links are refused), readable until CMD exits whatever training deletes "
+            "meanwhile, then removed; one left by a killed watch is removed by the next. On an "
+            "object store nothing is held: the object may be deleted while CMD reads it.",
         ),
         epilog="examples:\n"
         "  lightning-bestlink watch runs/exp/checkpoints\n"
@@ -225,7 +232,7 @@ def _add_watch(sub: argparse._SubParsersAction[argparse.ArgumentParser], fmt: ty
         '  lightning-bestlink watch ckpt --exec \'sh -c "python eval.py \\"$1\\" >> eval.log" sh {target}\'\n\n'
         "exit status:\n"
         "  0    --count N new bests seen\n"
-        "  1    DIR cannot be read, or holds several aliases\n"
+        "  1    DIR cannot be read, or holds several best aliases (name one)\n"
         "  2    usage error\n"
         "  130  interrupted (Ctrl-C)",
         formatter_class=fmt,
@@ -233,7 +240,7 @@ def _add_watch(sub: argparse._SubParsersAction[argparse.ArgumentParser], fmt: ty
     p.add_argument(
         "target",
         metavar="DIR|ALIAS",
-        help="a folder holding one alias, or the alias; it may not exist yet (watch waits for it)",
+        help="a folder holding one best alias, or the alias; it may not exist yet (watch waits for it)",
     )
     p.add_argument(
         "--interval",

@@ -1,11 +1,16 @@
 """``lightning-bestlink watch``: one line per new best while a run trains, and a command for each.
 
-Cheap: once the alias is known, each look is one ``stat`` of its record (one request on
-an object store); the record is read only when that changed, and the folder is never
-listed. A new best is reported once the record names another checkpoint or score *and*
-the alias agrees with it, read twice to the same answer: a record caught between the
-writer's two renames, or one rewritten for the same best (a repair, a resumed run), is
-not an event.
+Cheap: once the alias is known, each look is one ``lstat`` of its record (one request on
+an object store; the storage's identity of a file); the record is read only when that
+changed, and the folder is never listed. A new best is reported once the record names
+another checkpoint or score *and* the alias agrees with it, read twice to the same answer:
+a record caught between the writer's two renames, or one rewritten for the same best (a
+repair, a resumed run), is not an event.
+
+``--exec`` gives its command the checkpoint held (``Storage.hold``: a hard link next to
+it, under its own file name), so training deleting it while the command runs takes
+nothing away; the hold goes when the command ends, and one a killed watch left goes
+with the next hold made in that folder.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class Follower:
         self._pending = False  # a new record seen, not yet agreed by the alias
         self.note: str | None = None  # what was wrong at the first look
         self._storage: Storage | None = None  # where the alias lives, once it is known
+        self.said_unheld = False  # the note that this storage holds nothing was given
 
     @property
     def storage(self) -> Storage:
@@ -183,7 +189,15 @@ def _held(follower: Follower, target: str, err: TextIO) -> tuple[str | None, boo
     storage = follower.storage
     storage.release_stale(parent(target))  # holds a killed watch left here
     try:
-        return storage.hold(target), True
+        held = storage.hold(target)
+        if held is None and not follower.said_unheld:
+            follower.said_unheld = True
+            say(
+                err,
+                f"watch: note: nothing is held on {target.split('://')[0]}://: a checkpoint may be deleted "
+                f"while the command reads it",
+            )
+        return held, True
     except FileNotFoundError:  # training deleted it already: a better best has replaced it
         say(
             err,
