@@ -51,7 +51,10 @@ def test_verify_and_path_refuse_a_planted_record(tmp_path: Path, secret: Path) -
     ]
     document = json.loads(cli("verify", "--json", run).stdout)
     (alias,) = document["folders"][0]["aliases"]
-    assert (document["ok"], alias["status"], alias["ok"]) == (False, "outside", False)
+    assert (document["ok"], alias["status"], alias["ok"], alias["target"]) == (False, "outside", False, str(secret))
+    assert alias["detail"] == (
+        f"the record names {secret}, outside the alias's folder: trusted only with --allow-outside"
+    )
     assert "outside: its record names" in row(cli("show", run).stdout, "best.ckpt")
 
     path = cli("path", run)

@@ -137,7 +137,8 @@ class Follower:
             if first.error is not None:
                 return None, first.error
             target = rel(first.target, parent(self.alias))
-            return None, f"the record names {target}, the alias does not point at it yet ({first.status})"
+            how = first.status if not first.ok else second.status if not second.ok else "being rewritten"
+            return None, f"the record names {target}, the alias does not point at it yet ({how})"
         self._pending = False
         self.best, previous, self.record = _key(first.record), self.record, first.record
         return {"record": first.record, "previous": previous}, None
