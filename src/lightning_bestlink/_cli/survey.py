@@ -273,7 +273,7 @@ def locate(arg: str, *, allow_outside: bool = False) -> Located:
     best = [a for a in folder.aliases if not a.follows_latest]
     chosen = best if best else folder.aliases
     if len(chosen) > 1:
-        names = ", ".join(a.name for a in chosen)
+        names = ", ".join(a.name + (" (its record unreadable)" if a.record is None else "") for a in chosen)
         what = "best aliases" if best and len(best) < len(folder.aliases) else "aliases"
         return Located(None, folder, f"{arg} holds {len(chosen)} {what} ({names}); name one of them")
     return Located(chosen[0].path, folder, loaded=chosen[0])
