@@ -108,7 +108,7 @@ def test_a_trainer_resumed_into_a_new_folder_says_so_and_how_to_accept_it(tmp_pa
     second = BestLinker(new / "best.ckpt", mode="min")
     new.mkdir(parents=True)
     second.load_state_dict(first.state_dict(), allow_outside=True)
-    assert second.restore_alias().ok
+    assert second.repair().ok
 
     verified = cli("verify", "-r", "version_1", cwd=tmp_path)
     assert verified.returncode == 1

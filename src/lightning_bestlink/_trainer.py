@@ -388,7 +388,7 @@ class BestLinkMixin(_Base):
         def restore() -> str:
             linker.load_state_dict(state, allow_outside=True)  # the user chose to resume from this checkpoint
             before = linker.verify()
-            after = linker.restore_alias()
+            after = linker.repair()
             repaired = "" if before.ok or not after.ok else before.detail
             if linker.best_path is not None:
                 saved = read_record(linker.link_path)
@@ -431,7 +431,7 @@ class BestLinkMixin(_Base):
             return lightning
         probe = BestLinker(linker.link_path, mode=linker.mode, link=linker.link)
         try:
-            probe.load_state_dict(loaded, verify=False, allow_outside=True)
+            probe.load_state_dict(loaded, mirror=True, allow_outside=True)
         except ValueError as err:
             raise ValueError(
                 f"the 'best_link' state of {self.state_key!r} in {trainer.ckpt_path!r} cannot be restored: {err}"
