@@ -178,6 +178,8 @@ def test_hold_keeps_the_checkpoint_readable_after_training_deletes_it(tmp_path: 
     (tmp_path / BEST).unlink()  # training deletes it: a better one came
     assert Path(path).read_bytes() == expected
     assert ".bestlink-hold" not in cli("show", tmp_path).stdout  # show ignores holds
+    with pytest.raises(ValueError, match="a checkpoint held for a reader"):  # and no alias may point into one
+        BestLinker(tmp_path / "best-held.ckpt").update(0.0, path)
 
     os.kill(keeper_of(path), signal.SIGTERM)  # a polite stop releases it
     wait_for(lambda: not holds(tmp_path))

@@ -211,7 +211,6 @@ class Storage(ABC):
 
         raise OSError(errno.ENOTSUP, f"{type(self).__name__} cannot remove a saved checkpoint safely", path)
 
-
     # --- listing and holding (the command line) ----------------------------------------
     # What the survey of ``lightning-bestlink show/verify/repair/path/watch`` asks; the
     # linker never calls these. Identity ("did this file change?") is :meth:`identity`.
