@@ -60,6 +60,8 @@ def bookkeeping(name: str) -> str | None:
     >>> bookkeeping("best.ckpt.bestlink.json"), bookkeeping(".best.ckpt.bestlink.lock"), bookkeeping("epoch=3.ckpt")
     ('the record of an alias', 'the lock of an alias', None)
     """
+    if f"{MARK}-hold-" in name:  # a checkpoint held for a reader (lightning-bestlink watch --exec, path --hold)
+        return "a checkpoint held for a reader"
     base = name.rstrip("/").rsplit("/", 1)[-1]
     if MARK not in base:
         return None

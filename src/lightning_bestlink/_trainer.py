@@ -25,7 +25,6 @@ import warnings
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lightning_bestlink._errors import BestLinkWarning
-from lightning_bestlink._names import is_last_name
 from lightning_bestlink._ranks import on_rank_zero
 from lightning_bestlink._score import check_mode
 from lightning_bestlink._trainer_api import (
@@ -179,7 +178,8 @@ class BestLinkMixin(_Base):
     def _check_names(self, trainer: Any) -> None:
         name = check_best_name(self.CHECKPOINT_NAME_BEST, "CHECKPOINT_NAME_BEST")
         alias = self.best_link_path
-        if is_last_name(name, str(self.CHECKPOINT_NAME_LAST)):
+        # Lightning's _find_last_checkpoints takes every stem that starts with CHECKPOINT_NAME_LAST
+        if name.startswith(str(self.CHECKPOINT_NAME_LAST)):
             raise ValueError(
                 f"best_name={name!r} looks like a 'last' checkpoint name "
                 f"(CHECKPOINT_NAME_LAST={self.CHECKPOINT_NAME_LAST!r}): Lightning would resume from the "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from lightning_bestlink._storage._files import (
@@ -39,6 +40,7 @@ from lightning_bestlink._storage.base import (
     AliasKind,
     AliasState,
     Ident,
+    Item,
     LinkChoice,
     LinkKind,
     Removal,
@@ -303,3 +305,44 @@ class LocalStorage(Storage):
         from lightning_bestlink._storage._remove import remove_saved  # only once a checkpoint goes
 
         return remove_saved(os.path.dirname(alias), path, ident, kind)
+
+    # --- listing and holding (the command line) ----------------------------------------
+    # Read-only looks for the survey (``_listing.py``: relative to directory descriptors), and
+    # holds of a checkpoint for a reader (``_hold.py``); imported on first use.
+
+    def lookup(self, path: str) -> Item | None:
+        from lightning_bestlink._storage import _listing
+
+        return _listing.lookup(path)
+
+    def listing(self, folder: str) -> list[Item]:
+        from lightning_bestlink._storage import _listing
+
+        return _listing.listing(folder)
+
+    def tree_size(self, path: str) -> int | None:
+        from lightning_bestlink._storage import _listing
+
+        return _listing.tree_size(path)
+
+    def walk(self, root: str, visit: Callable[[str, list[Item] | OSError], Iterable[Item]]) -> None:
+        from lightning_bestlink._storage import _listing
+
+        if not _listing.BY_DESCRIPTOR:
+            return super().walk(root, visit)
+        return _listing.walk(root, visit)
+
+    def hold(self, path: str) -> str | None:
+        from lightning_bestlink._storage import _hold
+
+        return _hold.hold(path)
+
+    def release(self, held: str) -> None:
+        from lightning_bestlink._storage import _hold
+
+        _hold.release(held)
+
+    def release_stale(self, folder: str) -> list[str]:
+        from lightning_bestlink._storage import _hold
+
+        return _hold.release_stale(folder)

@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any
 
-from lightning_bestlink._survey import Alias, Entry, Folder
+from lightning_bestlink._cli.survey import Alias, Entry, Folder
 
 #: the version of the documents' layout
 VERSION = 1
@@ -52,6 +52,16 @@ def record_fields(record: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _detail(alias: Alias) -> str | None:
+    """A sentence on the alias's status."""
+    if alias.error is not None:
+        return alias.error
+    if alias.refused:
+        leads = "" if alias.outside == alias.target else f", which leads to {alias.outside}"
+        return f"the record names {alias.target}{leads}, outside the alias's folder: trusted only with --allow-outside"
+    return None if alias.report is None else alias.report.detail
+
+
 def alias_json(alias: Alias) -> dict[str, Any]:
     report = alias.report
     return {
@@ -60,7 +70,7 @@ def alias_json(alias: Alias) -> dict[str, Any]:
         "record": alias.record_path,
         "status": alias.status,
         "ok": alias.ok,
-        "detail": alias.error if alias.error is not None else (report.detail if report else None),
+        "detail": _detail(alias),
         **record_fields(alias.record),
         "points_at": None if report is None else report.actual,
     }
