@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests._helpers import KINDS, fill_of, leftovers, write_ckpt
+from tests._helpers import KIND_TARGET, KINDS, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import AliasWriteError, BestLinker
 from lightning_bestlink._errors import AliasBusyError
@@ -142,10 +142,6 @@ def inject(monkeypatch: pytest.MonkeyPatch, func: str, err: int, *, only_dst: st
     owner: Any = owners.get(func, _syscalls)  # exchange, rename_noreplace
     monkeypatch.setattr(owner, func, fail)
     return calls
-
-
-# hardlink + directory is an error, tested in test_linker.py::test_first_update
-KIND_TARGET = [(k, t) for k in KINDS for t in ("file", "dir") if (k, t) != ("hardlink", "dir")]
 
 
 @pytest.mark.parametrize("err_name", list(ERRNOS))

@@ -151,7 +151,7 @@ CLI_LAYERS = {
     "lightning_bestlink._cli.hold": set(),
     "lightning_bestlink._cli.watch": {"_record", "_storage"},
     "lightning_bestlink._cli.render": {"_record", "_storage"},
-    "lightning_bestlink._cli.render_json": set(),
+    "lightning_bestlink._cli.render_json": {"_record"},  # the one codec of what is stored (plain)
     "lightning_bestlink._cli.demo": {"_errors", "linker", "latest", "callbacks", "fabric"},  # the only one with torch
 }
 

@@ -10,10 +10,10 @@ nesting deeper than :data:`MAX_DEPTH`.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from lightning_bestlink._cli.survey import Alias, Entry, Folder
+from lightning_bestlink._record import plain
 
 #: the version of the documents' layout
 VERSION = 1
@@ -21,22 +21,9 @@ VERSION = 1
 MAX_DEPTH = 32
 
 
-def plain(value: Any, depth: int = 0) -> Any:
-    """``value`` as strict JSON can hold it."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)  # 'inf', '-inf', 'nan'
-    if isinstance(value, (dict, list, tuple)) and depth >= MAX_DEPTH:
-        return f"(nested deeper than {MAX_DEPTH} levels)"
-    if isinstance(value, dict):
-        return {str(k): plain(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v, depth + 1) for v in value]
-    return value
-
-
 def dumps(document: dict[str, Any]) -> str:
     """One line of strict JSON."""
-    return json.dumps(plain(document), allow_nan=False)
+    return json.dumps(plain(document, MAX_DEPTH), allow_nan=False)
 
 
 def record_fields(record: dict[str, Any] | None) -> dict[str, Any]:
