@@ -6,7 +6,7 @@ writes an object only if it is still the version that was read. So one update is
 
 1. :meth:`SwapWriter.look_record`: read the record with its version (one small GET);
 2. the linker decides: a better best on disk is adopted, and nothing is written;
-3. :meth:`SwapWriter.publish_swapped`: write the new record only if it is still that version (a
+3. :meth:`SwapWriter.publish`: write the new record only if it is still that version (a
    writer that lost gets :class:`~._storage.base.LostRace`; the linker reads again and decides
    again), then copy the target to the alias, stamped with the new record;
 4. converge: read the record again; if another writer has moved it on meanwhile, copy *its*
@@ -23,7 +23,7 @@ the alias up.
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple
+from typing import Any
 
 from lightning_bestlink import _record
 from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkError
@@ -31,7 +31,7 @@ from lightning_bestlink._health import not_owned_detail, owned
 from lightning_bestlink._storage import AliasState, Staged
 from lightning_bestlink._storage.base import LostRace, record_stamp
 from lightning_bestlink._targets import Checked
-from lightning_bestlink._writer import AliasWriter
+from lightning_bestlink._writer import AliasWriter, Look
 
 _log = logging.getLogger("lightning_bestlink")
 
@@ -39,14 +39,6 @@ _log = logging.getLogger("lightning_bestlink")
 #: because the record moved on: each one means another writer made progress, so the bound is
 #: only a guard against a store that never lets a write through
 TRIES = 100
-
-
-class Seen(NamedTuple):
-    """The record as read, with the version the store gave it (None: no record yet)."""
-
-    text: str | None
-    version: str | None
-    record: dict[str, Any] | None
 
 
 class SwapWriter(AliasWriter):
@@ -58,13 +50,6 @@ class SwapWriter(AliasWriter):
 
     #: how many lost races (or copies because the record moved on) one update goes through
     tries = TRIES
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: after :meth:`publish_swapped` or :meth:`complete`: the record the alias last caught up with
-        self.latest: dict[str, Any] | None = None
-        #: a record this writer wrote whose copy failed (the alias still holds an older one)
-        self.pending: dict[str, Any] | None = None
 
     @classmethod
     def like(cls, writer: AliasWriter) -> SwapWriter:
@@ -80,7 +65,7 @@ class SwapWriter(AliasWriter):
 
     # --- the steps -----------------------------------------------------------------------
 
-    def look_record(self) -> Seen:
+    def look_record(self) -> Look:
         """The record and its version: all a writer needs to decide (the alias is looked at
         only once the update is to be published)."""
         try:
@@ -89,14 +74,11 @@ class SwapWriter(AliasWriter):
             raise
         except OSError as err:
             raise AliasWriteError.from_os_error(err, f"reading {self.record_path!r}") from err
-        return Seen(text, version, None if text is None else _record.decode(text, self.record_path))
+        return Look(text, None if text is None else _record.decode(text, self.record_path), None, version)
 
-    def publish(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        raise TypeError("a shared alias on an object store is written with publish_swapped(), never unconditionally")
-
-    def publish_swapped(
+    def publish(
         self,
-        seen: Seen,
+        seen: Look,
         value: float | None,
         checked: Checked,
         mode: str,

@@ -40,11 +40,24 @@ class Look(NamedTuple):
 
     text: str | None  # the record's text, to put back if publishing fails
     record: dict[str, Any] | None  # the record, checked; None when there is none
-    state: AliasState  # what is at the alias path
+    state: AliasState | None  # what is at the alias path (None: not looked at yet)
+    version: str | None = None  # the record's version, where the store writes conditionally
 
 
 class AliasWriter:
-    """Writes the alias at ``link_path`` and its record, one update at a time."""
+    """Writes the alias at ``link_path`` and its record, one update at a time.
+
+    The linker's loop: inside :meth:`exclusive`, :meth:`look_record`, decide, :meth:`publish`; a
+    writer that serialises its writers with a lock never loses a race (``tries`` is 1), one that
+    writes conditionally (``_swap.SwapWriter``) may, and the loop looks and decides again.
+    """
+
+    #: looks and publishes one update may take (another writer may win a conditional write)
+    tries = 1
+    #: the record the alias last caught up with, when another writer may have moved it meanwhile
+    latest: dict[str, Any] | None = None
+    #: a record this writer wrote for an alias it could not publish (never, under a lock)
+    pending: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -98,6 +111,10 @@ class AliasWriter:
         finally:
             lock.__exit__(None, None, None)
 
+    def look_record(self) -> Look:
+        """What the linker decides from: here, the whole look (a local look is a few system calls)."""
+        return self.look()
+
     def look(self) -> Look:
         """The record and what is at the alias path, read under the lock (after removing what a
         killed writer left). Writes nothing but that cleanup."""
@@ -135,6 +152,7 @@ class AliasWriter:
         """
         storage, alias, target = self.storage, self.link_path, checked.path
         action = f"pointing {alias!r} at {target!r}"
+        assert seen.state is not None  # a local look always looks at the alias
         if not (self.shared or repair):
             self._note_other_writer(seen.record)
         if not owned(storage, alias, seen.state, seen.record, self.owned_ident):

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lightning_bestlink import _record
@@ -24,7 +25,7 @@ from lightning_bestlink._state import check_state, make_state
 from lightning_bestlink._storage import LINK_CHOICES, AliasState, LinkChoice, Storage, storage_for
 from lightning_bestlink._storage.base import LostRace, record_stamp
 from lightning_bestlink._targets import Checked, check_inside, check_target, located
-from lightning_bestlink._writer import AliasWriter, Look
+from lightning_bestlink._writer import AliasWriter
 
 if TYPE_CHECKING:
     from lightning_bestlink._swap import SwapWriter
@@ -268,10 +269,10 @@ class BestLinker(DeprecatedNames):
             # process's view of it cannot beat the disk either: no I/O either way
             if not is_better(value, self._best_score, self._mode, self._ties):
                 return False
-            if self._swapper is not None:
-                record = self._update_swapped(value, lambda: self._checked_target(path), extra)
-            else:
-                record = self._write(value, self._checked_target(path), extra, against_disk=self._shared)
+            # a conditional writer decides on the record before it looks at the checkpoint: a score
+            # that does not beat the sweep's best costs one small read; the others check it first
+            check = partial(self._checked_target, path)
+            record = self._write(value, check() if self._writer.tries == 1 else check, extra, against_disk=self._shared)
         return self._moved(record)
 
     def follow(self, score: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> bool:
@@ -304,35 +305,47 @@ class BestLinker(DeprecatedNames):
         return check_target(self._storage, self._link_path, self._link, path, confined=confined)
 
     def _write(
-        self, value: float | None, target: Checked, extra: dict[str, Any], *, against_disk: bool = False
-    ) -> dict[str, Any] | None:
-        """Point the alias at ``target`` under its lock; returns the new record. ``against_disk``
-        (a shared alias): only if ``value`` beats the best on disk, else that best is adopted
-        and None returned."""
-        with self._writer.exclusive():
-            seen = self._writer.look()
-            if (
-                against_disk
-                and seen.record
-                and not beaten_by(value, seen.record, self._mode, self._ties, self._record_path)
-            ):
-                self._adopt(seen.record)
-                return None
-            return self._publish(seen, value, target, extra)
-
-    def _publish(
         self,
-        seen: Look,
         value: float | None,
-        target: Checked,
+        target: Checked | Callable[[], Checked],
         extra: dict[str, Any],
+        *,
+        against_disk: bool = False,
         repair: bool = False,
-    ) -> dict[str, Any]:
-        """Publish over what ``seen`` found (inside the lock), and take the result as this linker's best."""
-        record = self._writer.publish(seen, value, target, self._mode, extra, repair=repair)
-        self._best_score, self._best_path, self._link_kind = value, target.path, str(record["link"])
-        _log.debug("%s -> %s (score %s)", self._link_path, target.path, value)
-        return record
+    ) -> dict[str, Any] | None:
+        """Point the alias at ``target`` (a checked checkpoint, or how to check it once needed);
+        returns the new record. ``against_disk`` (a shared alias): only if ``value`` beats the best
+        on disk, else that best is adopted and None returned. A writer that lost a conditional
+        write to another looks and decides again."""
+        writer, checked = self._writer, target if isinstance(target, Checked) else None
+        for _ in range(writer.tries):
+            with writer.exclusive():
+                seen = writer.look_record()
+                record = seen.record
+                if against_disk and record and not beaten_by(value, record, self._mode, self._ties, self._record_path):
+                    self._adopt(record)
+                    return None
+                if checked is None:
+                    assert callable(target)
+                    checked = target()
+                try:
+                    record = writer.publish(seen, value, checked, self._mode, extra, repair=repair)
+                except LostRace:
+                    _log.debug("%s: another writer wrote the record first; reading it again", self._record_path)
+                    continue
+                except AliasWriteError:
+                    if writer.pending is not None:  # the record names it: the next update completes the alias
+                        self._best_score, self._best_path, self._link_kind = value, checked.path, "copy"
+                        self._needs_check = True
+                    raise
+            self._best_score, self._best_path, self._link_kind = value, checked.path, str(record["link"])
+            _log.debug("%s -> %s (score %s)", self._link_path, checked.path, value)
+            self._catch_up(writer.latest)  # a better best another writer recorded meanwhile
+            return record
+        raise AliasWriteError(
+            f"pointing {self._link_path!r} at {checked and checked.path!r} failed: the record {self._record_path!r} "
+            f"changed before each of {writer.tries} conditional writes; nothing was changed"
+        )
 
     def _moved(self, record: dict[str, Any] | None) -> bool:
         """After a move: tell ``on_move`` (outside the lock); whether the alias moved."""
@@ -367,60 +380,6 @@ class BestLinker(DeprecatedNames):
             self._adopt(record)
         elif self._shared and holds_better(record, self._best_score, self._mode):
             self._adopt(record)  # type: ignore[arg-type]
-
-    # --- a shared alias on an object store (conditional writes: _swap.py) -------------
-
-    def _update_swapped(
-        self,
-        value: float | None,
-        target: Callable[[], Checked],
-        extra: dict[str, Any],
-        *,
-        repair: bool = False,
-    ) -> dict[str, Any] | None:
-        """Look at the record, decide, publish only over the version seen; after a lost race, again.
-
-        The record decides first: a score that does not beat it costs that one small read (and
-        ``target()``, the checkpoint's check, is not called). Returns the new record, or None when
-        the best on disk was adopted instead.
-        """
-        assert self._swapper is not None
-        checked: Checked | None = None
-        for _ in range(self._swapper.tries):
-            seen = self._swapper.look_record()
-            if seen.record is not None and not beaten_by(value, seen.record, self._mode, self._ties, self._record_path):
-                self._adopt(seen.record)
-                return None
-            checked = checked or target()
-            try:
-                record = self._swapper.publish_swapped(seen, value, checked, self._mode, extra, repair=repair)
-            except LostRace:
-                _log.debug("%s: another writer wrote the record first; reading it again", self._record_path)
-                continue
-            except AliasWriteError:
-                if self._swapper.pending is not None:
-                    # the record names it already: it is the best; the next update completes the alias first
-                    self._best_score, self._best_path, self._link_kind = value, checked.path, "copy"
-                    self._needs_check = True
-                raise
-            self._best_score, self._best_path, self._link_kind = value, checked.path, str(record["link"])
-            self._catch_up(self._swapper.latest)  # a better best another writer recorded meanwhile
-            return record
-        raise AliasWriteError(
-            f"pointing {self._link_path!r} at {checked and checked.path!r} failed: the record {self._record_path!r} "
-            f"changed before each of {self._swapper.tries} conditional writes; nothing was changed"
-        )
-
-    def _repair_swapped(self, checked: Checked, extra: dict[str, Any]) -> AliasReport:
-        """:meth:`repair` of a shared alias on an object store: the alias catches up with the record;
-        only when there is none, or this linker's best beats it, is a record written."""
-        assert self._swapper is not None
-        self._catch_up(self._swapper.complete())
-        after = self._verify()
-        if after.ok:
-            return after
-        self._update_swapped(self._best_score, lambda: checked, extra, repair=True)
-        return self._verify()
 
     # --- health ---------------------------------------------------------------
 
@@ -491,6 +450,7 @@ class BestLinker(DeprecatedNames):
             with self._writer.exclusive():
                 seen = self._writer.look()
                 self._catch_up(seen.record)
+                assert seen.state is not None  # look() looks at the alias too
                 before = self._diagnose(seen.state, seen.record, text=seen.text)
                 if before.status == "foreign":
                     raise AliasConflictError(before.detail)
@@ -505,9 +465,15 @@ class BestLinker(DeprecatedNames):
                 same = record is not None and self._storage.absolute(str(record["target"]), self._link_path)
                 # the record's extra describes its own target only: kept when the target is the same
                 extra = dict(record.get("extra") or {}) if record is not None and same == target.path else {}
-                if self._swapper is not None:
-                    return self._repair_swapped(target, extra)
-                self._publish(seen, self._best_score, target, extra, repair=True)
+                if self._swapper is None:
+                    record = self._writer.publish(seen, self._best_score, target, self._mode, extra, repair=True)
+                    self._best_path, self._link_kind = target.path, str(record["link"])
+                    return self._verify()
+            # a shared alias on an object store: first the alias catches up with the record; only
+            # when there is none, or this linker's best beats it, is a record written
+            self._catch_up(self._swapper.complete())
+            if not self._verify().ok:
+                self._write(self._best_score, target, extra, repair=True)
             return self._verify()
 
     def _lost(self, before: AliasReport) -> AliasReport:
