@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_bestlink._record import bookkeeping, read_score
+from lightning_bestlink._score import to_score
 
 VERSION = 1
 
@@ -69,7 +70,13 @@ def check_state(state: Any, *, mode: str, ties: str) -> tuple[float | None, str 
         raise ValueError(
             f"state['best_path'] names {what}, not a checkpoint: {best_path!r:.200}; this state is damaged"
         )
-    try:
-        return read_score(best_score, "state['best_score']"), best_path
-    except ValueError as err:
+    what = "state['best_score']"
+    try:  # as stored (a float, or 'inf' after a JSON round trip), or what an adapter holds (a 0-d tensor)
+        score = read_score(best_score, what) if best_score is None or isinstance(best_score, str) else None
+        if score is None and best_score is not None:
+            score = to_score(best_score, name=what)
+            if score != score:
+                raise ValueError(f"{what} must not be NaN")
+    except (TypeError, ValueError) as err:
         raise ValueError(f"{err}; this state is damaged") from None
+    return score, best_path
