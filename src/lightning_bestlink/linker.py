@@ -404,7 +404,9 @@ class BestLinker:
                     f"the best checkpoint {self._best_path!r} no longer exists; nothing to point at",
                 )
             record = self._read_record()
-            extra = dict(record.get("extra") or {}) if record else {}
+            # the record's extra describes its own target: kept only when that is the one published now
+            same = record is not None and self._storage.absolute(str(record["target"]), self._link_path) == target
+            extra = dict(record.get("extra") or {}) if record is not None and same else {}
             self._publish(self._best_score, target, kind, extra)
             return self._verify()
 
