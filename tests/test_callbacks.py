@@ -117,11 +117,13 @@ def test_signature_lists_save_best_every_model_checkpoint_parameter_and_best_nam
 
     stock = list(inspect.signature(pkg.callbacks.ModelCheckpoint).parameters.values())
     ours = list(inspect.signature(cls).parameters.values())
-    assert [p.name for p in ours] == ["save_best", *(p.name for p in stock), "best_name", "sweep_best"]
-    assert [(p.default, p.kind) for p in ours[1:-2]] == [(p.default, p.kind) for p in stock]
+    mine = ["best_name", "sweep_best", "log_best", "on_move"]
+    assert [p.name for p in ours] == ["save_best", *(p.name for p in stock), *mine]
+    assert [(p.default, p.kind) for p in ours[1 : -len(mine)]] == [(p.default, p.kind) for p in stock]
     assert ours[0].default is None and ours[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD  # seed: first
-    assert ours[-2].default == "best" and ours[-2].kind is inspect.Parameter.KEYWORD_ONLY
-    assert ours[-1].default is None and ours[-1].kind is inspect.Parameter.KEYWORD_ONLY
+    defaults = {p.name: p.default for p in ours[-len(mine) :]}
+    assert defaults == {"best_name": "best", "sweep_best": None, "log_best": True, "on_move": None}
+    assert {p.kind for p in ours[-len(mine) :]} == {inspect.Parameter.KEYWORD_ONLY}
     choices = {a for arg in typing.get_args(ours[0].annotation) for a in (typing.get_args(arg) or (arg,))}
     assert choices == {bool, type(None), "auto", "symlink", "hardlink", "copy"}
 

@@ -1,0 +1,121 @@
+"""The Trainer adapter's resume decisions, as plain functions (no Trainer, no linker, no Lightning).
+
+On a resume the callback has two candidates for the best: the one Lightning restored
+(``best_model_path``/``best_model_score``) and the linker's saved ``best_link`` state,
+which may lag one decision behind in the very checkpoint that became the best.
+:func:`restored_best` picks the better; :func:`taken_over_key` finds state saved under
+another class's key; :func:`described` says what the record's ``extra`` must hold so that
+it describes its target (monitor, epoch, step, file name), and :func:`checkpoint_position`
+reads epoch and step from a checkpoint the run did not see saved.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from lightning_bestlink._score import check_mode, is_better, to_score
+from lightning_bestlink._state import check_state
+from lightning_bestlink._storage import is_url
+
+
+def taken_over_key(
+    states: dict[str, Any], state_key: str, classes: Iterable[type], base: type, taken: set[str]
+) -> str | None:
+    """The key under which a class of ``classes`` (a subclass of ``base``, not ``base``) saved this
+    callback's state, when ``state_key`` (the stock key) is not in ``states`` and no other callback
+    (``taken``) owns that key; None otherwise.
+
+    >>> class Base: pass
+    >>> class Mine(Base): pass
+    >>> taken_over_key({"Mine{'m': 1}": {}}, "Base{'m': 1}", Mine.__mro__, Base, set())
+    "Mine{'m': 1}"
+    """
+    if state_key in states:
+        return None
+    suffix = state_key[len(base.__qualname__) :]
+    for cls in classes:
+        key = cls.__qualname__ + suffix
+        if cls is not base and issubclass(cls, base) and key in states and key not in taken:
+            return key
+    return None
+
+
+def restored_best(
+    loaded: dict[str, Any], score: Any, path: str, *, monitor: str | None, mode: str
+) -> dict[str, Any] | None:
+    """The state to restore the linker from: the better of Lightning's restored best (``score``,
+    ``path``) and the saved ``best_link`` state ``loaded``; None when neither names a checkpoint.
+
+    Lightning's wins only when strictly better (the saved state is the alias's own). Raises
+    ``ValueError`` when ``loaded`` is not a usable state.
+
+    >>> saved = {"best_score": 1.0, "best_path": "/c/a.ckpt"}
+    >>> restored_best(saved, 0.5, "/c/b.ckpt", monitor="loss", mode="min")["best_path"]
+    '/c/b.ckpt'
+    >>> restored_best(saved, 2.0, "/c/b.ckpt", monitor="loss", mode="min")["best_path"]
+    '/c/a.ckpt'
+    """
+    if monitor is None:  # the alias follows the latest save: Lightning's, without a score
+        return {"best_score": None, "best_path": path} if path else None
+    lightning = {"best_score": score, "best_path": path} if path else None
+    if not loaded.get("best_path"):
+        return lightning
+    saved_score, _ = check_state(loaded, mode=mode, ties="first")
+    if lightning is None or score is None:
+        return loaded
+    if saved_score is None:
+        return lightning
+    return lightning if is_better(to_score(score), saved_score, check_mode(mode)) else loaded
+
+
+def described(target: str, monitor: str | None, known: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
+    """The record's ``extra`` for ``target``: its monitor and file name, and the epoch and step of
+    the first record in ``known`` that names ``target`` (records as ``read_record`` returns them).
+
+    A record of another checkpoint lends nothing: its epoch and step are not this target's.
+
+    >>> old = {"target": "/c/e1.ckpt", "extra": {"epoch": 1, "step": 8}}
+    >>> described("/c/e4.ckpt", "loss", [old])
+    {'monitor': 'loss', 'filename': 'e4.ckpt'}
+    >>> described("/c/e1.ckpt", "loss", [None, old])
+    {'epoch': 1, 'step': 8, 'monitor': 'loss', 'filename': 'e1.ckpt'}
+    """
+    extra: dict[str, Any] = {}
+    for record in known:
+        if record is not None and record.get("target") == target and isinstance(record.get("extra"), dict):
+            extra = {k: v for k, v in record["extra"].items() if k not in ("monitor", "filename", "follows")}
+            break
+    extra.update(monitor=monitor, filename=os.path.basename(target.rstrip("/")))
+    if monitor is None:
+        extra["follows"] = "latest"  # score null: the latest save, not a measured best
+    return extra
+
+
+def has_position(extra: dict[str, Any]) -> bool:
+    """Whether ``extra`` says at which epoch and step its checkpoint was saved."""
+    return isinstance(extra.get("epoch"), int) and isinstance(extra.get("step"), int)
+
+
+def checkpoint_position(path: str) -> tuple[int, int] | None:
+    """``(epoch, global_step)`` stored in a Lightning checkpoint file, or None when it cannot say.
+
+    Read with ``torch.load(mmap=True, weights_only=True)``: no tensor is loaded and no code in
+    the file runs. None for a directory (a sharded checkpoint), a URL, a file torch cannot
+    read that way, or one without both numbers: the record then leaves them out, never stale.
+    """
+    if is_url(path) or not os.path.isfile(path):
+        return None
+    try:
+        import torch
+
+        checkpoint = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
+    except Exception:  # an old format, a custom object, a truncated file: the numbers stay unknown
+        return None
+    if not isinstance(checkpoint, dict):
+        return None
+    epoch, step = checkpoint.get("epoch"), checkpoint.get("global_step")
+    if isinstance(epoch, bool) or isinstance(step, bool) or not isinstance(epoch, int) or not isinstance(step, int):
+        return None
+    return epoch, step
