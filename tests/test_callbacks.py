@@ -4,9 +4,9 @@ Each test runs once on ``lightning.pytorch`` and once on ``pytorch_lightning``
 (whichever are installed): the adapter is one mixin on two base classes.
 """
 
+# ruff: noqa: F811  (the pkg and cls fixtures come from tests/_lit.py; pytest passes them by name)
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import pickle
@@ -18,34 +18,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tests._lit import make_module, trainer  # noqa: E402
+from tests._lit import _available, cls, make_module, pkg, trainer  # noqa: E402,F401
 
 pytestmark = pytest.mark.lightning
-
-PACKAGES = {
-    "lightning.pytorch": "lightning_bestlink.callbacks",
-    "pytorch_lightning": "lightning_bestlink.pytorch_lightning",
-}
-
-
-def _available(name: str) -> bool:
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.fixture(params=list(PACKAGES), ids=["lightning", "pytorch_lightning"])
-def pkg(request: pytest.FixtureRequest) -> Any:
-    if not _available(request.param):
-        pytest.skip(f"{request.param} is not installed")
-    return importlib.import_module(request.param)
-
-
-@pytest.fixture
-def cls(pkg: Any) -> Any:
-    return importlib.import_module(PACKAGES[pkg.__name__]).ModelCheckpointWithLinkBest
 
 
 def _flag(pkg: Any, minor: int) -> bool:
