@@ -137,6 +137,39 @@ def test_bad_best_name_is_refused_at_once(cls: Any, bad: Any) -> None:
         cls(save_best=True, best_name=bad)
 
 
+@pytest.mark.parametrize("name", ["last", "last-best", "lastly"])
+def test_a_best_name_that_looks_like_last_is_refused_at_construction(cls: Any, name: str) -> None:
+    with pytest.raises(ValueError, match=rf"best_name='{name}' looks like a 'last' checkpoint name"):
+        cls(save_best=True, best_name=name)
+
+
+def test_a_best_name_with_the_extension_names_the_same_file(cls: Any, tmp_path: Path) -> None:
+    # best_name="best.ckpt" means the file best.ckpt, never best.ckpt.ckpt
+    ckpt = cls(save_best=True, dirpath=tmp_path, best_name="best-loss.ckpt")
+    assert ckpt.best_name == "best-loss"
+    assert ckpt.best_link_path == str(tmp_path / "best-loss.ckpt")
+    assert cls(save_best=True, dirpath=tmp_path, best_name="best.ckpt").best_link_path == str(tmp_path / "best.ckpt")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"best_name": "best-loss"}, {"sweep_best": "sweep/best.ckpt"}, {"on_move": print}],
+    ids=["best_name", "sweep_best", "on_move"],
+)
+@pytest.mark.parametrize("save_best", [None, False])
+def test_alias_options_without_save_best_are_refused(cls: Any, save_best: Any, options: dict[str, Any]) -> None:
+    (name,) = options
+    said = rf"{name}=.* configure the best alias, which save_best={save_best!r} turns off"
+    with pytest.raises(ValueError, match=said):
+        cls(save_best=save_best, monitor="val_loss", **options)
+
+
+def test_save_top_k_0_with_save_best_is_refused(cls: Any) -> None:
+    with pytest.raises(ValueError, match=r"save_best=True with save_top_k=0 can never make a best alias"):
+        cls(save_best=True, monitor="val_loss", save_top_k=0, save_last=True)
+    assert cls(monitor="val_loss", save_top_k=0, save_last=True).save_best is None  # the stock behaviour
+
+
 def test_a_stock_callback_with_the_same_settings_is_refused_as_two_stock_ones_are(
     pkg: Any, cls: Any, tmp_path: Path
 ) -> None:

@@ -108,14 +108,26 @@ def test_a_record_written_without_a_description_is_completed_on_resume(tmp_path:
     assert extra_of(ckpt / "best.ckpt") == described(1)
 
 
-def test_ckpt_path_best_refuses_a_record_that_names_no_monitor(tmp_path: Path) -> None:
+@pytest.mark.parametrize("written", ["no-monitor", "another-monitor"])
+def test_ckpt_path_best_refuses_a_record_of_another_measure_and_says_what_to_do(tmp_path: Path, written: str) -> None:
     from lightning_bestlink import BestLinker
 
     ckpt = tmp_path / "ckpt"
     run(tmp_path, "a", [spec(dirpath=str(ckpt))], epochs=3)
-    BestLinker(ckpt / "best.ckpt").follow(1.0, ckpt / "epoch=1-step=4.ckpt", extra={})
-    b = run(tmp_path, "b", [spec(dirpath=str(ckpt))], epochs=3, action="test", ckpt_path="best")
+    if written == "no-monitor":  # as the bug of 0.1 left it: the right target and score, extra={}
+        BestLinker(ckpt / "best.ckpt").follow(1.0, ckpt / "epoch=1-step=4.ckpt", extra={})
+    monitor = {"monitor": "val_acc", "mode": "max"} if written == "another-monitor" else {}
+    b = run(tmp_path, "b", [spec(dirpath=str(ckpt), **monitor)], epochs=3, action="test", ckpt_path="best")
     assert b["error"] is not None and "not configured to save the best model" in b["error"]
     (warning,) = [w for w in b["warnings"] if "BestLinkWarning" in w]
-    assert "names no monitor" in warning and "ckpt_path" in warning
-    assert "repair" not in warning, "repair cannot give a record a monitor"
+    said = "names no monitor" if written == "no-monitor" else "was written for monitor='val_loss', mode='min'"
+    assert said in warning and "Pass that checkpoint's path as ckpt_path" in warning
+    assert "repair" not in warning, "repair cannot change what a record was measured with"
+
+
+def test_ckpt_path_best_without_dirpath_says_to_give_one(tmp_path: Path) -> None:
+    run(tmp_path, "a", [spec()], epochs=3)  # dirpath=None: <root>/checkpoints, known at setup only
+    b = run(tmp_path, "b", [spec()], epochs=3, action="test", ckpt_path="best")
+    assert b["error"] is not None and "not configured to save the best model" in b["error"]
+    (warning,) = [w for w in b["warnings"] if "BestLinkWarning" in w]
+    assert "dirpath=None" in warning and "ModelCheckpointWithLinkBest(dirpath=...)" in warning
