@@ -9,6 +9,7 @@ every batch and, at the end of each epoch, waits for the writes asked for so far
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import threading
@@ -21,6 +22,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tests._lit import _available, cls, make_module, pkg, trainer  # noqa: E402,F401
+
+from lightning_bestlink import read_record  # noqa: E402
 
 pytestmark = pytest.mark.lightning
 
@@ -111,7 +114,8 @@ def test_the_alias_follows_each_background_write_and_never_names_a_missing_file(
     async_io = pkg.plugins.io.AsyncCheckpointIO(writer)
     ckpt = cls(save_best=True, dirpath=tmp_path, monitor="val_loss", save_top_k=1, save_last=True)
     seen = probe(pkg, ckpt, writer, async_io)
-    t = trainer(pkg, tmp_path, [seen, ckpt], max_epochs=len(losses), plugins=[async_io])
+    logger = pkg.loggers.CSVLogger(tmp_path, name="logs")
+    t = trainer(pkg, tmp_path, [seen, ckpt], max_epochs=len(losses), plugins=[async_io], logger=logger)
     t.fit(make_module(pkg, losses))
     # as soon as each epoch's write was done, the alias named the best (not only at teardown)
     assert len(seen.at_epoch_end) == len(losses)
@@ -122,6 +126,15 @@ def test_the_alias_follows_each_background_write_and_never_names_a_missing_file(
     top_k = sorted(p.name for p in tmp_path.glob("epoch=*.ckpt"))
     assert top_k == [os.path.basename(ckpt.best_model_path)]
     assert os.path.realpath(tmp_path / "best.ckpt") == ckpt.best_model_path
+    # the record describes the checkpoint's own save, although the move came later, on another thread
+    record = read_record(tmp_path / "best.ckpt")
+    assert record is not None
+    epoch, step = (int(part.split("=")[1]) for part in Path(record["target"]).stem.split("-"))
+    assert (record["extra"]["epoch"], record["extra"]["step"]) == (epoch, step)
+    # log_best: the moves reach the logger from the main thread, the last one being the best
+    with open(os.path.join(logger.log_dir, "metrics.csv"), newline="") as fh:
+        logged = [float(row["best/val_loss"]) for row in csv.DictReader(fh) if row.get("best/val_loss")]
+    assert logged[-1] == min(losses) and logged == sorted(logged, reverse=True)
 
 
 def test_a_background_move_that_fails_keeps_the_alias_and_its_file(pkg: Any, cls: Any, tmp_path: Path) -> None:
