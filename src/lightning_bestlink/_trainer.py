@@ -15,7 +15,6 @@ package's ``ModelCheckpoint``. Its neighbours: ``_trainer_api`` (arguments, the 
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import warnings
 from collections.abc import Callable
@@ -23,7 +22,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lightning_bestlink._errors import BestLinkWarning
-from lightning_bestlink._ranks import on_rank_zero
 from lightning_bestlink._score import check_mode, to_score
 from lightning_bestlink._storage import Storage, storage_for
 from lightning_bestlink._trainer_api import (
@@ -34,18 +32,13 @@ from lightning_bestlink._trainer_api import (
     check_arguments,
     check_names,
     check_options,
-    signature,
+    lightning_class,
+    with_signature,
 )
-from lightning_bestlink._trainer_async import Background, is_async, worker
-from lightning_bestlink._trainer_log import BestLog, metric_name
-from lightning_bestlink._trainer_resume import (
-    checkpoint_position,
-    described,
-    has_position,
-    restored_best,
-    taken_over_key,
-)
-from lightning_bestlink.linker import BestLinker, read_record
+from lightning_bestlink._trainer_async import Alone, Background, is_async, is_link, on_every_rank, worker
+from lightning_bestlink._trainer_log import BestLog, metric_name, said
+from lightning_bestlink._trainer_resume import describe, restore_alias, restored_best, taken_over_key
+from lightning_bestlink.linker import BestLinker
 
 if TYPE_CHECKING:
     _Base = ModelCheckpointLike
@@ -59,32 +52,8 @@ OnMove = Callable[[dict[str, Any]], object]
 
 def with_model_checkpoint_signature(cls: _C) -> _C:
     """Give ``cls`` an ``__init__`` whose signature lists ``save_best``, every parameter of the
-    installed ``ModelCheckpoint``, then the mixin's keyword-only ones: for IDEs, ``inspect`` and
-    jsonargparse. The parameters are read from the installed Lightning, so nothing is listed by hand.
-    """
-    base: Any = _lightning_class(cls)
-    ours = signature(BestLinkMixin.__init__).parameters
-    this, *theirs = signature(base.__init__).parameters.values()
-    keywords = [p for p in ours.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    params = [this, ours["save_best"], *theirs, *keywords]
-
-    mixin_init = BestLinkMixin.__init__
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        mixin_init(self, *args, **kwargs)
-
-    __init__.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
-    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
-    __init__.__module__ = cls.__module__
-    __init__.__doc__ = BestLinkMixin.__init__.__doc__
-    cls.__init__ = __init__  # type: ignore[misc]
-    return cls
-
-
-def _lightning_class(cls: type) -> type:
-    """The ``ModelCheckpoint`` that ``cls`` combines with the mixin (next in the MRO)."""
-    mro = cls.__mro__
-    return mro[mro.index(BestLinkMixin) + 1]
+    installed ``ModelCheckpoint``, then the mixin's keyword-only ones (see ``_trainer_api``)."""
+    return with_signature(cls, BestLinkMixin)
 
 
 class BestLinkMixin(_Base):
@@ -116,19 +85,13 @@ class BestLinkMixin(_Base):
         """Args:
         save_best: ``None``/``False`` (off), ``True`` (``"auto"``: symlink, else hardlink, else
             copy), or a link kind: ``"symlink"``, ``"hardlink"``, ``"copy"``.
-        best_name: the alias's name (``best`` gives ``dirpath/best.ckpt``; ``best.ckpt`` too).
-            The default keeps the class's ``CHECKPOINT_NAME_BEST``.
-        sweep_best: an alias shared by every run of a sweep, e.g. ``"sweep/best.ckpt"``, with
-            each run's ``dirpath`` below its folder: every new best of this run is offered to it
-            (before Lightning deletes the previous one) and it ends at the best checkpoint of all
-            runs, ``BestLinker(shared=True)``. Needs ``monitor``.
-        log_best: on each move of the alias, log its score to the Trainer's loggers as
-            ``<best_name>/<monitor>`` (``best/val_loss``), and its path as text where a logger
-            keeps text (W&B summary, MLflow tag, TensorBoard text) as ``<metric>_path``.
-        on_move: called as ``on_move(record)`` on global rank zero each time the alias has
-            moved, once alias and record agree (``BestLinker(on_move=)``); with
-            ``AsyncCheckpointIO`` on the checkpoint writer's thread. Its exceptions become a
-            ``BestLinkWarning``.
+        best_name: the alias's name: ``"best"`` (default) and ``"best.ckpt"`` give ``dirpath/best.ckpt``.
+        sweep_best: an alias shared by every run of a sweep (``"sweep/best.ckpt"``), offered each new
+            best of this run; it ends at the best checkpoint of all runs. Needs ``monitor``.
+        log_best: log the score as ``<best_name>/<monitor>`` to the Trainer's loggers at each move,
+            and the path as text where a logger keeps text (W&B summary, MLflow tag, TensorBoard).
+        on_move: ``on_move(record)`` on global rank zero after each move, alias and record agreeing
+            (with ``AsyncCheckpointIO``: on its writer thread); its exceptions become a ``BestLinkWarning``.
         """
         self._best_link_kind = check_arguments(save_best, best_name, sweep_best, log_best, on_move)
         self.sweep_best = None if sweep_best is None else str(sweep_best)
@@ -140,7 +103,7 @@ class BestLinkMixin(_Base):
         super().__init__(*args, **kwargs)
         self.save_best = save_best
         # the stock class's state key (see _generate_state_key), its class name found once
-        self._stock_name = _lightning_class(type(self)).__qualname__
+        self._stock_name = lightning_class(type(self), BestLinkMixin).__qualname__
         name = check_options(self, best_name, save_best)
         if name != _DEFAULT_NAME:
             self.CHECKPOINT_NAME_BEST = name
@@ -154,7 +117,7 @@ class BestLinkMixin(_Base):
         self._background = Background()
         self._log: BestLog | None = None
 
-    # --- naming and setup -----------------------------------------------------
+    # --- naming and setup ----------------------------------------------------
 
     @property
     def best_name(self) -> str:
@@ -252,11 +215,11 @@ class BestLinkMixin(_Base):
         saves = self._saves
         # a save to a path that is a link would overwrite the file it points to (e.g. last.ckpt
         # left as a link by save_last="link"): drop the link, keep its target. Only where links exist
-        if trainer.is_global_zero and saves is not None and _is_link(saves, filepath):
+        if trainer.is_global_zero and saves is not None and is_link(saves, filepath):
             saves.remove_file(filepath)
         super()._save_checkpoint(trainer, filepath)
-        if filepath == self._best_model_path:
-            self._best_saved = (filepath, int(trainer.current_epoch), int(trainer.global_step))
+        if filepath == self._best_model_path and saves is not None:  # what the record will say of it
+            self._best_saved = (saves.normalize(filepath), int(trainer.current_epoch), int(trainer.global_step))
         # the new file exists now (or is queued to be written), and Lightning evicts the old best
         # only after this returns: the alias never points at a deleted checkpoint
         self._link_best(trainer, saved=filepath)
@@ -289,10 +252,7 @@ class BestLinkMixin(_Base):
                 else:
                     job()
             return
-        if trainer.world_size == 1:
-            moved = move()
-        else:
-            moved = on_rank_zero(trainer.is_global_zero, trainer.strategy.broadcast, linker, move, "update")
+        moved = on_every_rank(trainer, linker, move, "update")
         self._after_move(lambda: moved, linker, best, score, where, retry=False)
 
     def _move(
@@ -300,7 +260,7 @@ class BestLinkMixin(_Base):
     ) -> bool | None:
         """Point the alias at ``best`` (rank zero); None when the file is not there (yet)."""
         try:
-            extra = self._describe(linker.storage.normalize(best), [], seen)
+            extra = describe(linker.storage.normalize(best), self.monitor, [], seen)
             if score is None:  # the alias follows the latest save: there is no score to record
                 return linker.follow(None, best, extra=extra)
             if saved == best == self._aliased:  # the file the alias names was rewritten: what it holds now
@@ -314,14 +274,7 @@ class BestLinkMixin(_Base):
             return None
 
     def _after_move(
-        self,
-        move: Callable[[], bool | None],
-        linker: BestLinker,
-        best: str,
-        score: float | None,
-        where: str,
-        *,
-        retry: bool,
+        self, move: Callable[[], Any], linker: BestLinker, best: str, score: Any, where: str, *, retry: bool
     ) -> None:
         moved = move()
         if moved is None:  # the next save, or teardown, tries again
@@ -334,22 +287,7 @@ class BestLinkMixin(_Base):
             self._aliased = best
             self._background.release(linker.best_path)
         if self.verbose:
-            self._say_moved(where, linker, best, score, moved)
-
-    def _describe(self, target: str, known: list[dict[str, Any] | None], seen: tuple[str, int, int]) -> dict[str, Any]:
-        """The record's extra for ``target``: monitor, file name, and the epoch and step of its save
-        (seen by this run, from a record that names it, or read from the file; else left out)."""
-        extra = described(target, self.monitor, known)
-        if not has_position(extra):
-            saved, epoch, step = seen
-            linker = self._best_linker
-            if saved and linker is not None and linker.storage.normalize(saved) == target:
-                position: tuple[int, int] | None = (epoch, step)
-            else:
-                position = checkpoint_position(target)
-            if position is not None:
-                extra.update(epoch=position[0], step=position[1])
-        return extra
+            self._info(said(where, linker, best, self.monitor, score, moved))
 
     def _remove_checkpoint(self, trainer: Any, filepath: str) -> None:
         linker = self._best_linker
@@ -386,7 +324,7 @@ class BestLinkMixin(_Base):
         if stage == "fit" and trainer.is_global_zero and self._best_linker is not None:
             if self._background.retry or (self.best_model_path and not self._linked_best_path):
                 self._background.retry, self._linked_best_path = False, ""
-                self._link_best(_Alone(trainer), saved="", background=False)
+                self._link_best(Alone(trainer), saved="", background=False)
             self._report(trainer)
         super().teardown(trainer, pl_module, stage)
 
@@ -395,18 +333,6 @@ class BestLinkMixin(_Base):
         state = dict(self.__dict__)
         state.update(_best_linker=None, _linked_best_path="", _sweep_linker=None)
         return state
-
-    def _say_moved(self, where: str, linker: BestLinker, best: str, score: float | None, moved: bool) -> None:
-        alias = linker.link_path.rsplit("/", 1)[-1]
-        if moved:
-            what = "the latest save" if score is None else f"{self.monitor}={score:0.5f}"
-            self._info(f"{where}{alias} -> {best!r} ({what})")
-        else:
-            kept = "?" if linker.best_score is None else f"{linker.best_score:0.5f}"
-            self._info(
-                f"{where}{alias} stays at {linker.best_path!r} ({self.monitor}={kept}): "
-                f"best_model_path {best!r} ({self.monitor}={score:0.5f}) is not better"
-            )
 
     # --- resume -------------------------------------------------------------------
 
@@ -418,7 +344,8 @@ class BestLinkMixin(_Base):
         # saved by this class before it used the stock key, by the seed's class of the same
         # name, or by a subclass: take it over, unless another callback here owns that key
         taken = {cb.state_key for cb in trainer.callbacks if cb is not self}
-        key = taken_over_key(states, self.state_key, type(self).__mro__, _lightning_class(type(self)), taken)
+        base = lightning_class(type(self), BestLinkMixin)
+        key = taken_over_key(states, self.state_key, type(self).__mro__, base, taken)
         if key is not None:
             self.load_state_dict(copy.deepcopy(states[key]))
             if self.verbose:
@@ -459,63 +386,12 @@ class BestLinkMixin(_Base):
         if state is None:
             return
 
-        def restore() -> str:
-            linker.load_state_dict(state, allow_outside=True)  # the user chose to resume from this checkpoint
-            before = linker.verify()
-            after = linker.restore_alias()
-            repaired = "" if before.ok or not after.ok else before.detail
-            if linker.best_path is None:
-                return repaired
-            saved = read_record(linker.link_path)
-            # the record of the alias where the state was saved (a resume into a new folder)
-            origin = state.get("link_path")
-            try:
-                before_move = read_record(origin) if isinstance(origin, str) and origin != linker.link_path else None
-            except (OSError, ValueError):
-                before_move = None  # only a description: the checkpoint itself is read instead
-            wanted = self._describe(linker.best_path, [saved, before_move], self._best_saved)
-            if saved is None or (saved["target"], saved["score"], saved["extra"]) != (
-                linker.best_path,
-                linker.best_score,
-                wanted,
-            ):
-                # no record (the seed wrote none; a new folder has none yet), or one that does not
-                # describe this target (it was another checkpoint's, or written without its epoch)
-                linker.follow(linker.best_score, linker.best_path, extra=wanted)
-                repaired = repaired or (
-                    "its record was missing" if saved is None else "its record did not describe its checkpoint"
-                )
-            return repaired
-
-        if trainer.world_size == 1:
-            repaired = restore()
-        else:
-            repaired = on_rank_zero(trainer.is_global_zero, trainer.strategy.broadcast, linker, restore, "restore")
+        restore = partial(restore_alias, linker, state, self.monitor, self._best_saved)
+        repaired = on_every_rank(trainer, linker, restore, "restore")
         self._linked_best_path = best
         self._aliased = best if linker.best_path is not None and state["best_path"] == best else ""
         self._report(trainer)
         if self.verbose and repaired:
-            alias, score = linker.link_path.rsplit("/", 1)[-1], linker.best_score
-            what = "the latest save" if score is None else f"{self.monitor}={score:0.5f}"
-            self._info(f"Resumed: {alias} -> {linker.best_path!r} ({what}), rebuilt because {repaired}")
-
-
-def _is_link(storage: Storage, path: str) -> bool:
-    """Whether ``path`` is a symbolic link (asked only of a storage that has links: no request on a remote one)."""
-    return "symlink" in storage.link_kinds and storage.inspect(path).kind == "symlink"
-
-
-class _Alone:
-    """A trainer seen by rank zero alone (after teardown): broadcast returns what it is given."""
-
-    def __init__(self, trainer: Any) -> None:
-        self._trainer = trainer
-        self.is_global_zero = True
-        self.world_size = 1
-        self.strategy = self
-
-    def broadcast(self, obj: Any) -> Any:
-        return obj
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._trainer, name)
+            self._info(
+                said("Resumed: ", linker, str(linker.best_path), self.monitor, linker.best_score, True, repaired)
+            )

@@ -12,13 +12,14 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from lightning_bestlink._names import is_last_name
 from lightning_bestlink._storage import LINK_CHOICES, LinkChoice
 from lightning_bestlink.linker import BestLinker, read_record
 
 SaveBest = bool | LinkChoice | None
+_C = TypeVar("_C", bound=type)
 
 
 @runtime_checkable
@@ -188,6 +189,35 @@ def check_names(callback: Any, trainer: Any, kind: type[Any]) -> None:
                 f"filename={other.filename!r} makes checkpoints named like the best alias {alias!r}: "
                 f"every save would land on the alias. Use another filename template, or another best_name"
             )
+
+
+def lightning_class(cls: type, mixin: type) -> type:
+    """The ``ModelCheckpoint`` that ``cls`` combines with ``mixin`` (next in the MRO)."""
+    mro = cls.__mro__
+    return mro[mro.index(mixin) + 1]
+
+
+def with_signature(cls: _C, mixin: type) -> _C:
+    """Give ``cls`` an ``__init__`` whose signature lists ``save_best``, every parameter of the
+    installed ``ModelCheckpoint``, then the mixin's keyword-only ones: for IDEs, ``inspect`` and
+    jsonargparse. The parameters are read from the installed Lightning, so nothing is listed by hand.
+    """
+    base: Any = lightning_class(cls, mixin)
+    mixin_init = vars(mixin)["__init__"]
+    ours = signature(mixin_init).parameters
+    this, *theirs = signature(base.__init__).parameters.values()
+    keywords = [p for p in ours.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    params = [this, ours["save_best"], *theirs, *keywords]
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        mixin_init(self, *args, **kwargs)
+
+    __init__.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__.__module__ = cls.__module__
+    __init__.__doc__ = mixin_init.__doc__
+    cls.__init__ = __init__  # type: ignore[misc]
+    return cls
 
 
 def signature(function: Callable[..., Any]) -> inspect.Signature:

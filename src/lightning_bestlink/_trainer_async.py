@@ -1,4 +1,9 @@
-"""Alias moves behind background checkpoint writes (Lightning's ``AsyncCheckpointIO``).
+"""Where the Trainer adapter's moves run: on every rank, on rank zero alone, or behind background writes.
+
+Every rank takes part in a move made at a save (rank zero writes, the others mirror its
+linker: :func:`on_every_rank`), except in two cases where rank zero acts alone: after
+teardown (:class:`Alone`), and behind background checkpoint writes (Lightning's
+``AsyncCheckpointIO``), described here.
 
 With ``AsyncCheckpointIO`` the Trainer's save returns before the file is written: one
 worker thread (a ``ThreadPoolExecutor`` with a single worker) writes the checkpoints in
@@ -20,6 +25,39 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
+
+from lightning_bestlink._ranks import on_rank_zero
+from lightning_bestlink._storage import Storage
+from lightning_bestlink.linker import BestLinker
+
+
+def on_every_rank(trainer: Any, linker: BestLinker, action: Callable[[], Any], what: str) -> Any:
+    """``action`` on rank zero, its result and the linker's state on every rank (``_ranks.on_rank_zero``);
+    a run of one process calls it directly (no state to copy, no broadcast)."""
+    if trainer.world_size == 1:
+        return action()
+    return on_rank_zero(trainer.is_global_zero, trainer.strategy.broadcast, linker, action, what)
+
+
+def is_link(storage: Storage, path: str) -> bool:
+    """Whether ``path`` is a symbolic link (asked only of a storage that has links: no request on a remote one)."""
+    return "symlink" in storage.link_kinds and storage.inspect(path).kind == "symlink"
+
+
+class Alone:
+    """A trainer seen by rank zero alone (after teardown): broadcast returns what it is given."""
+
+    def __init__(self, trainer: Any) -> None:
+        self._trainer = trainer
+        self.is_global_zero = True
+        self.world_size = 1
+        self.strategy = self
+
+    def broadcast(self, obj: Any) -> Any:
+        return obj
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trainer, name)
 
 
 def is_async(checkpoint_io: Any, kinds: tuple[type, ...]) -> bool:

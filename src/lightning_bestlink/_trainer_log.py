@@ -1,4 +1,4 @@
-"""``log_best``: each move of the alias, reported to the Trainer's loggers.
+"""What the Trainer adapter says of a move: ``verbose`` lines, and ``log_best`` for the Trainer's loggers.
 
 The score goes in as a metric named ``<best_name>/<monitor>`` (``best/val_loss`` for the
 default alias), so two callbacks never write one metric (two aliases in one folder have two
@@ -13,6 +13,22 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+
+
+def said(
+    where: str, linker: Any, best: str, monitor: str | None, score: float | None, moved: bool, why: str = ""
+) -> str:
+    """What ``verbose=True`` says of a move (``why``: of a rebuild on resume), or of a
+    ``best_model_path`` that the alias does not follow."""
+    alias = linker.link_path.rsplit("/", 1)[-1]
+    if moved:
+        what = "the latest save" if score is None else f"{monitor}={score:0.5f}"
+        return f"{where}{alias} -> {best!r} ({what})" + (f", rebuilt because {why}" if why else "")
+    kept = "?" if linker.best_score is None else f"{linker.best_score:0.5f}"
+    return (
+        f"{where}{alias} stays at {linker.best_path!r} ({monitor}={kept}): "
+        f"best_model_path {best!r} ({monitor}={score:0.5f}) is not better"
+    )
 
 
 def metric_name(best_name: str, monitor: str | None) -> str:

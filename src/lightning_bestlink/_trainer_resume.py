@@ -18,6 +18,7 @@ from typing import Any
 from lightning_bestlink._score import check_mode, is_better, to_score
 from lightning_bestlink._state import check_state
 from lightning_bestlink._storage import is_url
+from lightning_bestlink.linker import BestLinker, read_record
 
 
 def taken_over_key(
@@ -91,6 +92,51 @@ def described(target: str, monitor: str | None, known: Iterable[dict[str, Any] |
     if monitor is None:
         extra["follows"] = "latest"  # score null: the latest save, not a measured best
     return extra
+
+
+def describe(
+    target: str, monitor: str | None, known: Iterable[dict[str, Any] | None], seen: tuple[str, int, int]
+) -> dict[str, Any]:
+    """:func:`described`, with the epoch and step of ``target``'s save when no record gives them:
+    from ``seen`` (the last save of the best this run saw: normalised path, epoch, step), else
+    read from the checkpoint (else left out)."""
+    extra = described(target, monitor, known)
+    if not has_position(extra):
+        saved, epoch, step = seen
+        position = (epoch, step) if saved == target else checkpoint_position(target)
+        if position is not None:
+            extra.update(epoch=position[0], step=position[1])
+    return extra
+
+
+def restore_alias(linker: BestLinker, state: dict[str, Any], monitor: str | None, seen: tuple[str, int, int]) -> str:
+    """On rank zero, at the start of training after a restore: load ``state`` into the linker,
+    rebuild the alias if needed, and make its record describe its target. Returns why the alias
+    or its record was rebuilt ("" when nothing was wrong)."""
+    linker.load_state_dict(state, allow_outside=True)  # the user chose to resume from this checkpoint
+    before = linker.verify()
+    after = linker.restore_alias()
+    repaired = "" if before.ok or not after.ok else before.detail
+    if linker.best_path is None:
+        return repaired
+    saved = read_record(linker.link_path)
+    origin = state.get("link_path")  # the alias where the state was saved (a resume into a new folder)
+    try:
+        there = read_record(origin) if isinstance(origin, str) and origin != linker.link_path else None
+    except (OSError, ValueError):
+        there = None  # only a description: the checkpoint itself is read instead
+    wanted = describe(linker.best_path, monitor, [saved, there], seen)
+    if saved is None or (saved["target"], saved["score"], saved["extra"]) != (
+        linker.best_path,
+        linker.best_score,
+        wanted,
+    ):
+        # no record (the seed wrote none; a new folder has none yet), or one that does not describe
+        # this target (it was another checkpoint's, or written without its epoch and step)
+        linker.follow(linker.best_score, linker.best_path, extra=wanted)
+        why = "its record was missing" if saved is None else "its record did not describe its checkpoint"
+        repaired = repaired or why
+    return repaired
 
 
 def has_position(extra: dict[str, Any]) -> bool:
