@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import threading
 import time
@@ -161,3 +162,19 @@ def test_a_background_move_that_fails_keeps_the_alias_and_its_file(pkg: Any, cls
     # names as the best, is kept: the alias (once repaired) never names a deleted file
     assert sorted(p.name for p in tmp_path.glob("epoch=*.ckpt")) == ["epoch=0-step=2.ckpt", "epoch=2-step=6.ckpt"]
     assert ckpt.best_linker.best_path == str(tmp_path / "epoch=0-step=2.ckpt")
+
+
+@pytest.mark.slow
+def test_two_ranks_with_async_checkpoint_io_agree_and_rank_zero_moves_the_alias_behind_each_write(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("lightning")
+    from tests._helpers import run_script
+
+    run_script("trainer_async_ddp.py", tmp_path)  # a hang (a collective on one rank) fails by its timeout
+    zero, one = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert [s["best_model_path"] for s in zero["seen"]] == [s["best_model_path"] for s in one["seen"]]
+    looks = [(s["alias"], s["best_model_path"]) for s in zero["seen"] if s["best_model_path"]]
+    assert len(looks) == 5 and all(alias == best for alias, best in looks), looks
+    assert os.path.realpath(tmp_path / "ckpt" / "best.ckpt") == zero["best_model_path"]
+    assert zero["best_model_path"].endswith("epoch=4-step=10.ckpt")
