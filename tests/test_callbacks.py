@@ -432,6 +432,13 @@ def test_resume_keeps_the_best_and_repairs_the_alias(
     assert resolve(alias) == resolve(best)
 
 
+def test_the_state_key_is_the_stock_one_and_follows_a_setting_changed_later(pkg: Any, cls: Any) -> None:
+    ours, stock = cls(save_best=True, monitor="val_loss"), pkg.callbacks.ModelCheckpoint(monitor="val_loss")
+    assert ours.state_key == stock.state_key
+    ours.monitor = stock.monitor = "val_acc"  # set on the instance, as the seed's users do
+    assert ours.state_key == stock.state_key and "'val_acc'" in ours.state_key
+
+
 def test_state_keeps_all_lightning_keys(pkg: Any, cls: Any, tmp_path: Path) -> None:
     stock = pkg.callbacks.ModelCheckpoint(dirpath=tmp_path, monitor="val_loss")
     ours = cls(save_best=True, dirpath=tmp_path / "o", monitor="val_loss")

@@ -100,10 +100,11 @@ class BestLinkMixin(_Base):
         self._best_model_path = ""
         self._fit_started = False  # from the first fit on, best_model_path is Lightning's alone
         self._warned: set[str] = set()
-        super().__init__(*args, **kwargs)
-        self.save_best = save_best
         # the stock class's state key (see _generate_state_key), its class name found once
         self._stock_name = lightning_class(type(self), BestLinkMixin).__qualname__
+        self._state_key: tuple[dict[str, Any], str] | None = None
+        super().__init__(*args, **kwargs)
+        self.save_best = save_best
         name = check_options(self, best_name, save_best)
         if name != _DEFAULT_NAME:
             self.CHECKPOINT_NAME_BEST = name
@@ -137,9 +138,12 @@ class BestLinkMixin(_Base):
         return self._best_linker
 
     def _generate_state_key(self, **kwargs: Any) -> str:
-        # the stock ModelCheckpoint's key (Lightning builds it ~20 times an epoch): switching between
-        # the two classes keeps the state
-        return f"{self._stock_name}{kwargs!r}"
+        # the stock ModelCheckpoint's key, so switching between the two classes keeps the state;
+        # Lightning asks ~20 times an epoch: the text is made again only when a setting changed
+        made = self._state_key
+        if made is None or made[0] != kwargs:
+            made = self._state_key = (kwargs, f"{self._stock_name}{kwargs!r}")
+        return made[1]
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
