@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from lightning_bestlink._names import is_last_name
 from lightning_bestlink._storage import LINK_CHOICES, LinkChoice
+from lightning_bestlink._trainer_log import metric_name
 from lightning_bestlink.linker import BestLinker, read_record
 
 SaveBest = bool | LinkChoice | None
@@ -174,11 +175,12 @@ def check_names(callback: Any, trainer: Any, kind: type[Any]) -> None:
                     f"monitor={other.monitor!r}) would both write the best alias {alias!r}. Give each its "
                     f"own best_name, e.g. best_name={suggestion!r} on the one with monitor={callback.monitor!r}"
                 )
-            if callback.log_best and other.log_best and (other.best_name, other.monitor) == (name, callback.monitor):
+            metric = metric_name(callback.best_name, callback.monitor)
+            if callback.log_best and other.log_best and metric == metric_name(other.best_name, other.monitor):
                 raise ValueError(
                     f"two ModelCheckpointWithLinkBest callbacks with log_best=True would log their best as one "
-                    f"metric, {name}/{callback.monitor}. Give one of them another best_name, e.g. "
-                    f"best_name={suggestion + '-2'!r}, or log_best=False"
+                    f"metric, {metric}. Give one of them another best_name, e.g. best_name={suggestion!r}, "
+                    f"or log_best=False"
                 )
         if not hasattr(other, "format_checkpoint_name"):
             continue
