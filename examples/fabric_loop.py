@@ -47,9 +47,11 @@ def main() -> None:
     best = BestLinker(os.path.join(args.dir, "best.ckpt"), mode="min")
     last = LatestLinker(os.path.join(args.dir, "last.ckpt"))  # the latest checkpoint, by epoch
     keep = Retention(best, last, keep_best=args.keep_best)  # deletes the others, on rank zero
-    state = {"model": model, "optimizer": optimizer, "best": best, "last": last, "epoch": 0}
+    # the aliases and the retention travel in each checkpoint: a resume knows the best, the latest and
+    # which checkpoints this run saved (the only ones it may delete)
+    state = {"model": model, "optimizer": optimizer, "best": best, "last": last, "keep": keep, "epoch": 0}
     if os.path.exists(last.link_path):
-        bestlink.load(fabric, last.link_path, state)  # restores both aliases' state too
+        bestlink.load(fabric, last.link_path, state)  # restores the aliases and the retention too
         fabric.print(f"resumed at epoch {state['epoch']}, best so far {best.best_score:.4f}")
 
     while state["epoch"] < args.epochs:
@@ -69,9 +71,8 @@ def main() -> None:
             os.path.join(args.dir, f"epoch={epoch}.ckpt"),
             state,
             score=val_loss,
-            linker=best,
             step=epoch,
-            retention=keep,
+            retention=keep,  # moves best.ckpt and last.ckpt, then deletes what it no longer keeps
             extra={"epoch": epoch, "monitor": "val_loss"},
         )
         fabric.print(f"epoch {epoch}: val_loss={val_loss.item():.4f}{'  <- best' if became_best else ''}")

@@ -11,7 +11,11 @@ import os
 import struct
 import subprocess
 import sys
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from lightning_bestlink._storage.local import TMP_MARK
 
@@ -79,3 +83,53 @@ def run_script(name: str, tmp_path: Path, *args: str) -> None:
         timeout=240,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+#: marks a test that acts as another user: as root, a child drops to uid/gid 65534 (permission
+#: checks do not stop root itself)
+as_root = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="acting as another user needs root (a child drops to 65534)"
+)
+
+
+@pytest.fixture
+def shared_folder(tmp_path: Path) -> Iterator[Path]:
+    """A sticky world-writable folder (mode 1777, as /tmp) that uid 65534 can reach."""
+    opened = []
+    for folder in [tmp_path, *tmp_path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            opened.append((folder, mode))
+            folder.chmod(mode | 0o001)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    yield shared
+    for folder, mode in opened:
+        folder.chmod(mode & 0o7777)
+
+
+#: what a child runs as root before it drops privileges: the library imports modules on first use,
+#: and uid 65534 cannot read the interpreter's own library (it may sit under /root)
+_WARM_UP = """
+import json, os, sys, tempfile
+from pathlib import Path
+from lightning_bestlink import BestLinker, LatestLinker, Retention, save_and_link
+_scratch = tempfile.mkdtemp()
+for _kind in ("symlink", "copy"):
+    Path(_scratch, "c").write_text("c")
+    _best = BestLinker(Path(_scratch, f"best-{_kind}"), link=_kind, shared=_kind == "copy")
+    _best.update(1, Path(_scratch, "c"))
+    _best.verify()
+LatestLinker(Path(_scratch, "last")).update(1, Path(_scratch, "c"))
+os.setgid(65534)
+os.setuid(65534)
+"""
+
+
+def as_nobody(code: str, *args: str) -> None:
+    """Run ``code`` in a child that drops to uid/gid 65534 once the library is warmed up."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _WARM_UP + textwrap.dedent(code), *args], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]

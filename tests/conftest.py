@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+#: fixtures that several test files share live with the other shared helpers
+pytest_plugins = ("tests._helpers",)
+
 
 @pytest.fixture
 def record_counts(request: pytest.FixtureRequest) -> Callable[[dict[str, object]], None]:

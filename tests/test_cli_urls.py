@@ -178,7 +178,7 @@ def test_watch(s3: S3, run: str) -> None:
                 time.sleep(0.01)  # a pause, not a measure: the watch shares the CPU
         s3.fs().pipe_file(f"{run}/epoch=4.ckpt", b"new")
         linker = BestLinker(f"{run}/best.ckpt", mode="min", storage_options=s3.options)
-        linker.load_state_dict({"best_score": 0.3, "best_path": f"{run}/epoch=2.ckpt"}, verify=False)
+        linker.load_state_dict({"best_score": 0.3, "best_path": f"{run}/epoch=2.ckpt"}, mirror=True)
         assert linker.update(0.1, f"{run}/epoch=4.ckpt")
         event = json.loads(w.out.next() or "")
         assert w.wait() == 0

@@ -216,25 +216,36 @@ def test_latest_alias_and_retention_in_a_loop_and_on_resume(fabric: Any, tmp_pat
     scores = [3.0, 1.0, 2.0, 0.5, 4.0]
     best, last = BestLinker(tmp_path / "best.ckpt"), LatestLinker(tmp_path / "last.ckpt")
     keep = Retention(best, last, keep_best=1)
-    state = {**_state(fabric, best), "last": last}
+    state = {**_state(fabric, best), "last": last, "keep": keep}
     for epoch, score in enumerate(scores):
         state["epoch"] = epoch
         path = tmp_path / f"epoch={epoch}.ckpt"
-        bestlink.save_and_link(fabric, path, state, score=score, linker=best, step=epoch, retention=keep)
+        bestlink.save_and_link(fabric, path, state, score=score, step=epoch, retention=keep)
         assert os.readlink(tmp_path / "last.ckpt") == f"epoch={epoch}.ckpt"
     assert sorted(p.name for p in tmp_path.glob("epoch=*")) == ["epoch=3.ckpt", "epoch=4.ckpt"]
     assert os.readlink(tmp_path / "best.ckpt") == "epoch=3.ckpt"
 
-    # a new process: both aliases come back from the checkpoint last.ckpt points at
+    # a new process: both aliases and the list of what the run saved come back from last.ckpt
     best2, last2 = BestLinker(tmp_path / "best.ckpt"), LatestLinker(tmp_path / "last.ckpt")
     keep2 = Retention(best2, last2, keep_best=1)
-    state2 = {**_state(fabric, best2), "last": last2}
+    state2 = {**_state(fabric, best2), "last": last2, "keep": keep2}
     bestlink.load(fabric, tmp_path / "last.ckpt", state2)
     assert (state2["epoch"], best2.best_score, last2.latest_step) == (4, 0.5, 4)
+    assert [e["path"] for e in keep2.state_dict()["saved"]] == ["epoch=3.ckpt", "epoch=4.ckpt"]
     path = tmp_path / "epoch=5.ckpt"
-    assert not bestlink.save_and_link(fabric, path, state2, score=0.7, linker=best2, step=5, retention=keep2)
+    assert not bestlink.save_and_link(fabric, path, state2, score=0.7, step=5, retention=keep2)
     assert sorted(p.name for p in tmp_path.glob("epoch=*")) == ["epoch=3.ckpt", "epoch=5.ckpt"]
     assert os.readlink(tmp_path / "last.ckpt") == "epoch=5.ckpt"
+
+
+def test_a_deleted_alias_is_rebuilt_by_the_first_save_after_load_state_dict(fabric: Any, tmp_path: Path) -> None:
+    linker = BestLinker(tmp_path / "best.ckpt")
+    bestlink.save_and_link(fabric, tmp_path / "a.ckpt", _state(fabric, linker), score=1.0, linker=linker)
+    (tmp_path / "best.ckpt").unlink()
+    resumed = BestLinker(tmp_path / "best.ckpt")
+    resumed.load_state_dict(linker.state_dict())  # by hand, not through bestlink.load
+    assert not bestlink.save_and_link(fabric, tmp_path / "b.ckpt", _state(fabric, resumed), score=2.0, linker=resumed)
+    assert os.readlink(tmp_path / "best.ckpt") == "a.ckpt"
 
 
 def run_keep_script(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -281,7 +292,8 @@ def test_two_ranks_agree_on_best_latest_and_what_to_delete(tmp_path: Path, kind:
     for s0, s1 in zip(steps, rank1[1:], strict=True):
         assert {k: v for k, v in s0.items() if k != "checkpoints"} == {
             k: v for k, v in s1.items() if k != "checkpoints"
-        }, "both ranks mirror rank zero's aliases"
+        }, "both ranks mirror rank zero's aliases and list of saved checkpoints"
         assert s0["best"] == s0["best_path"] and s0["last"] == s0["latest_path"], "the aliases resolve"
     assert steps[-1]["checkpoints"] == ["epoch=3.ckpt", "epoch=6.ckpt"]
+    assert steps[-1]["listed"] == ["epoch=3.ckpt", "epoch=6.ckpt"]
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith("epoch=")) == ["epoch=3.ckpt", "epoch=6.ckpt"]

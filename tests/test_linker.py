@@ -281,7 +281,7 @@ def test_follow_records_a_decision_made_elsewhere(tmp_path: Path) -> None:
     restored = BestLinker(tmp_path / "best", mode="min")
     restored.load_state_dict(json.loads(json.dumps(linker.state_dict())))
     assert (restored.best_score, restored.best_path) == (None, str(c))
-    assert restored.restore_alias().ok
+    assert restored.repair().ok
 
 
 def test_nan_never_becomes_best(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ def make(**overrides: Any) -> dict[str, Any]:
         "unix_time": 1_700_000_000.5,
         "alias_id": None,
         "previous_alias_id": None,
+        "target_id": None,
+        "writer": {"host": "node1", "pid": 42, "id": "ab12"},
         "extra": {"monitor": "val_loss", "epoch": 1, "step": 10},
     }
     fields.update(overrides)
@@ -42,6 +44,8 @@ def test_schema() -> None:
         "unix_time",
         "alias_id",
         "previous_alias_id",
+        "target_id",
+        "writer",
         "extra",
     }
     assert record["format"] == "lightning-bestlink/1"

@@ -1,9 +1,10 @@
 """The latest alias (LatestLinker), the retention policy and save_and_link for plain loops (no torch).
 
 Retention keeps the ``keep_best`` best by score, the current best and the latest, and deletes
-the rest, after the aliases moved; it never deletes what an alias points at, nor anything it
-did not see saved, nor anything outside the best alias's folder. Its list of saved checkpoints
-is input: a damaged or planted one is a clear error and nothing is deleted.
+the rest, after the aliases moved. What it may delete is what its own run saved (or the run it
+resumed from), on the authority of that run's state, carried inside the checkpoints: never a
+file of the folder. It deletes a checkpoint only if it is still the file or directory saved,
+owned by this user, reached from the alias's folder without following a link.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import doctest
 import json
 import math
 import os
+import pickle
+import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -23,7 +27,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests._helpers import KINDS, fill_of, leftovers, write_ckpt
+from tests._helpers import KINDS, as_nobody, as_root, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import (
     BestLinker,
@@ -36,10 +40,13 @@ from lightning_bestlink import (
     retention,
     save_and_link,
 )
-from lightning_bestlink._errors import RecordError
+from lightning_bestlink._ranks import on_rank_zero
 from lightning_bestlink._score import is_better
+from lightning_bestlink._storage import _files
+from lightning_bestlink._storage import local as local_storage
 
 SCORES = [3.0, 1.0, 2.0, 0.5, 4.0, 0.7, 5.0]  # mode="min": the best is epoch 3
+REPO = str(Path(__file__).resolve().parents[1])
 
 
 @pytest.mark.parametrize("module", [_keep, latest, loop, retention])
@@ -110,6 +117,26 @@ def test_keep_best_must_be_a_whole_number(tmp_path: Path, bad: Any) -> None:
         Retention(BestLinker(tmp_path / "best.ckpt"), keep_best=bad)
 
 
+@pytest.mark.parametrize(
+    ("protect", "message"),
+    [
+        ([None], r"protect\[0\] must be a BestLinker or LatestLinker, got NoneType None"),
+        (["best.ckpt"], r"protect\[0\] must be a BestLinker or LatestLinker, got str"),
+        ("sweep.ckpt", r"protect must be a list of BestLinker aliases, got 'sweep.ckpt'"),
+        (None, r"protect must be a list of BestLinker aliases, got None"),
+    ],
+)
+def test_protect_must_be_a_list_of_aliases(tmp_path: Path, protect: Any, message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        Retention(BestLinker(tmp_path / "best.ckpt"), protect=protect)
+
+
+def test_protect_given_one_alias_instead_of_a_list(tmp_path: Path) -> None:
+    sweep = BestLinker(tmp_path / "sweep.ckpt")
+    with pytest.raises(TypeError, match=r"protect must be a list of BestLinker aliases.*protect=\[sweep\]"):
+        Retention(BestLinker(tmp_path / "best.ckpt"), protect=sweep)  # type: ignore[arg-type]
+
+
 # --- the latest alias ------------------------------------------------------------------------------
 
 
@@ -131,7 +158,7 @@ def test_latest_alias_follows_the_step_and_keeps_every_guarantee(tmp_path: Path,
     os.unlink(last.link_path)
     again = LatestLinker(tmp_path / "last.ckpt", link=kind)  # type: ignore[arg-type]
     again.load_state_dict(state)
-    assert again.restore_alias().ok and fill_of(again.link_path) == 30 and again.latest_step == 30
+    assert again.repair().ok and fill_of(again.link_path) == 30 and again.latest_step == 30
     assert not again.update(29, paths[1])
 
 
@@ -161,7 +188,7 @@ def run_epochs(
         path = write_ckpt(tmp_path / f"epoch={epoch}.ckpt", epoch, kind=target)
         best.update(score, path)
         last.update(epoch, path)
-        keep.saved(path, score, step=epoch)
+        keep.saved(path, score)
         assert best.verify().ok and last.verify().ok, "every alias resolves after every deletion"
     return best, last, keep
 
@@ -170,18 +197,21 @@ def checkpoints(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("epoch="))
 
 
-@pytest.mark.parametrize("target", ["file", "dir"])
-@pytest.mark.parametrize("kind", KINDS)
+def listed(keep: Retention) -> list[str]:
+    return [e["path"] for e in keep.state_dict()["saved"]]
+
+
+@pytest.mark.parametrize(
+    ("kind", "target"), [(k, "file") for k in KINDS] + [(k, "dir") for k in KINDS if k != "hardlink"]
+)
 def test_retention_keeps_the_best_the_k_best_and_the_latest(tmp_path: Path, kind: str, target: str) -> None:
-    if (kind, target) == ("hardlink", "dir"):
-        pytest.skip("directories have no hard links (tested in test_linker.py)")
     best, last, keep = run_epochs(tmp_path, SCORES, kind=kind, target=target, keep_best=2)
     # the two best (epochs 3 and 5) and the latest (6)
     assert checkpoints(tmp_path) == ["epoch=3.ckpt", "epoch=5.ckpt", "epoch=6.ckpt"]
     assert fill_of(best.link_path) == 3 and fill_of(last.link_path) == 6
     assert leftovers(tmp_path) == []
-    listed = json.loads(Path(keep.record_path).read_text())["saved"]
-    assert [e["path"] for e in listed] == ["epoch=3.ckpt", "epoch=5.ckpt", "epoch=6.ckpt"]
+    assert listed(keep) == ["epoch=3.ckpt", "epoch=5.ckpt", "epoch=6.ckpt"]
+    assert not os.path.exists(str(best.link_path) + retention.OLD_LIST_SUFFIX), "no list in the folder"
 
 
 def test_keep_best_zero_keeps_the_best_and_the_latest(tmp_path: Path) -> None:
@@ -189,23 +219,39 @@ def test_keep_best_zero_keeps_the_best_and_the_latest(tmp_path: Path) -> None:
     assert checkpoints(tmp_path) == ["epoch=3.ckpt", "epoch=6.ckpt"]
 
 
-def test_never_deletes_what_it_did_not_see_saved_or_what_changed_since(tmp_path: Path) -> None:
+def save_one(best: BestLinker, keep: Retention, path: Path, score: float, fill: int) -> list[str]:
+    write_ckpt(path, fill)
+    best.update(score, path)
+    return keep.saved(path, score)
+
+
+@pytest.mark.parametrize(
+    ("replace", "detail"),
+    [
+        (lambda p: write_ckpt(p, 77, size=100), "another file is there now"),
+        (lambda p: (p.unlink(), p.mkdir()), "a directory is there now, where a file was saved"),
+        (lambda p: (p.unlink(), p.symlink_to("epoch=99-mine.ckpt")), "a symbolic link is there now"),
+        (lambda p: (p.unlink(), os.mkfifo(p)), "a special file is there now"),
+    ],
+)
+def test_never_deletes_what_it_did_not_see_saved_or_what_changed_since(
+    tmp_path: Path, replace: Any, detail: str
+) -> None:
     foreign = write_ckpt(tmp_path / "epoch=99-mine.ckpt", 99)
     best = BestLinker(tmp_path / "best.ckpt")
     keep = Retention(best, keep_best=1)
-    for epoch, score in enumerate([1.0, 2.0]):
-        path = write_ckpt(tmp_path / f"epoch={epoch}.ckpt", epoch)
-        best.update(score, path)
-        keep.saved(path, score, step=epoch)
-    # someone writes another file over epoch=1.ckpt (same name, other bytes): no longer ours
-    write_ckpt(tmp_path / "epoch=1.ckpt", 77, size=100)
-    path = write_ckpt(tmp_path / "epoch=2.ckpt", 2)
-    best.update(3.0, path)
-    with pytest.warns(BestLinkWarning, match=r"epoch=1\.ckpt.*changed since it was saved"):
-        assert keep.saved(path, 3.0) == []
-    assert fill_of(tmp_path / "epoch=1.ckpt") == 77 and fill_of(foreign) == 99
-    listed = [e["path"] for e in json.loads(Path(keep.record_path).read_text())["saved"]]
-    assert listed == ["epoch=0.ckpt", "epoch=2.ckpt"], "forgotten, never retried"
+    save_one(best, keep, tmp_path / "epoch=0.ckpt", 1.0, 0)
+    save_one(best, keep, tmp_path / "epoch=1.ckpt", 2.0, 1)
+    replace(tmp_path / "epoch=1.ckpt")  # someone puts something else at epoch=1.ckpt: no longer ours
+    write_ckpt(tmp_path / "epoch=2.ckpt", 2)
+    best.update(3.0, tmp_path / "epoch=2.ckpt")
+    with pytest.warns(
+        BestLinkWarning, match=rf"epoch=1\.ckpt' is no longer the checkpoint this run saved.*{detail}"
+    ) as seen:
+        assert keep.saved(tmp_path / "epoch=2.ckpt", 3.0) == []
+    assert seen[0].filename == __file__, "shown at the line that called saved()"
+    assert os.path.lexists(tmp_path / "epoch=1.ckpt") and fill_of(foreign) == 99
+    assert listed(keep) == ["epoch=0.ckpt", "epoch=2.ckpt"], "forgotten, never retried"
 
 
 def test_never_deletes_what_an_alias_points_at(tmp_path: Path) -> None:
@@ -218,8 +264,9 @@ def test_never_deletes_what_an_alias_points_at(tmp_path: Path) -> None:
         acc.update(accuracy, path)
         keep.saved(path, loss)
     assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"]
-    # a new process whose linker has no state yet: the alias on disk still resolves to epoch 1
+    # resumed in a new process whose best linker has no state: the alias on disk still resolves to epoch 1
     fresh = Retention(BestLinker(tmp_path / "best.ckpt"), keep_best=0)
+    fresh.load_state_dict(keep.state_dict())
     path = write_ckpt(tmp_path / "epoch=3.ckpt", 3)
     assert fresh.saved(path, 0.9) == [str(tmp_path / "epoch=0.ckpt"), str(tmp_path / "epoch=2.ckpt")]
     assert checkpoints(tmp_path) == ["epoch=1.ckpt", "epoch=3.ckpt"]
@@ -232,9 +279,7 @@ def test_a_best_saved_before_the_list_began_counts_among_the_best_and_is_never_d
     keep = Retention(best, keep_best=1)
     after = []
     for epoch, score in enumerate([0.5, 0.6, 0.05, 0.7]):
-        path = write_ckpt(tmp_path / f"epoch={epoch}.ckpt", epoch)
-        best.update(score, path)
-        keep.saved(path, score)
+        save_one(best, keep, tmp_path / f"epoch={epoch}.ckpt", score, epoch)
         after.append(checkpoints(tmp_path))
     # epoch 0 went when epoch 1 came: the one best slot was the pre-existing best's
     assert after[1] == ["epoch=1.ckpt"]
@@ -247,106 +292,437 @@ def test_a_file_that_cannot_be_deleted_is_retried_after_the_next_save(
 ) -> None:
     best = BestLinker(tmp_path / "best.ckpt")
     keep = Retention(best, keep_best=0)
-
-    def save(epoch: int, score: float) -> list[str]:
-        path = write_ckpt(tmp_path / f"epoch={epoch}.ckpt", epoch)
-        best.update(score, path)
-        return keep.saved(path, score)
-
-    assert save(0, 1.0) == [] and save(1, 2.0) == []
+    assert save_one(best, keep, tmp_path / "epoch=0.ckpt", 1.0, 0) == []
+    assert save_one(best, keep, tmp_path / "epoch=1.ckpt", 2.0, 1) == []
     with monkeypatch.context() as m:
         m.setattr(os, "unlink", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
         with pytest.warns(BestLinkWarning, match=r"could not delete .*epoch=1\.ckpt.*Permission denied.*tried again"):
-            assert save(2, 3.0) == []
-    assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"]
-    assert save(3, 4.0) == [str(tmp_path / "epoch=1.ckpt"), str(tmp_path / "epoch=2.ckpt")]
+            assert save_one(best, keep, tmp_path / "epoch=2.ckpt", 3.0, 2) == []
+    assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"], "put back under its name"
+    assert leftovers(tmp_path) == []
+    gone = save_one(best, keep, tmp_path / "epoch=3.ckpt", 4.0, 3)
+    assert gone == [str(tmp_path / "epoch=1.ckpt"), str(tmp_path / "epoch=2.ckpt")]
     assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=3.ckpt"]
+
+
+def test_a_directory_half_deleted_is_finished_after_the_next_save_and_a_look_alike_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_bestlink._storage import _remove
+
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    for epoch, score in enumerate([1.0, 2.0]):
+        path = write_ckpt(tmp_path / f"epoch={epoch}.ckpt", epoch, kind="dir")
+        best.update(score, path)
+        keep.saved(path, score)
+    # someone else's hidden folder with the name a deletion would use: not ours, whatever its name
+    look_alike = write_ckpt(tmp_path / f".epoch=1.ckpt{_remove.TRASH}4242-0123abcd", 5, kind="dir")
+    real_remove = _remove._remove_at
+
+    def one_shard_then_fail(fd: int, name: str, kind: Any) -> None:
+        os.unlink(os.path.join(name, "shard-0.bin"), dir_fd=fd)
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as m:
+        m.setattr(_remove, "_remove_at", one_shard_then_fail)
+        path = write_ckpt(tmp_path / "epoch=2.ckpt", 2, kind="dir")
+        best.update(3.0, path)
+        with pytest.warns(BestLinkWarning, match=r"could not delete .*epoch=1\.ckpt.*tried again"):
+            keep.saved(path, 3.0)
+    assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=2.ckpt"], "half a checkpoint never under its name"
+    assert real_remove is _remove._remove_at
+    path = write_ckpt(tmp_path / "epoch=3.ckpt", 3, kind="dir")
+    best.update(4.0, path)
+    assert keep.saved(path, 4.0) == [str(tmp_path / "epoch=1.ckpt"), str(tmp_path / "epoch=2.ckpt")]
+    assert leftovers(tmp_path) == [look_alike.name] and fill_of(look_alike) == 5
 
 
 def test_saved_refuses_what_it_cannot_manage(tmp_path: Path) -> None:
     best = BestLinker(tmp_path / "run" / "best.ckpt")
     keep = Retention(best)
     outside = write_ckpt(tmp_path / "elsewhere.ckpt", 1)
+    (tmp_path / "run").mkdir()
     with pytest.raises(ValueError, match=r"only inside the best alias's folder .*elsewhere\.ckpt"):
         keep.saved(outside, 1.0)
+    (tmp_path / "run" / "out.ckpt").symlink_to(outside)
+    with pytest.raises(ValueError, match=r"only inside the best alias's folder .*out\.ckpt"):
+        keep.saved(tmp_path / "run" / "out.ckpt", 1.0)
     with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
         keep.saved(tmp_path / "run" / "missing.ckpt", 1.0)
     write_ckpt(tmp_path / "run" / "a.ckpt", 1)
     best.update(1.0, tmp_path / "run" / "a.ckpt")
     with pytest.raises(ValueError, match="is an alias, not a checkpoint"):
         keep.saved(best.link_path, 1.0)
+    with pytest.raises(ValueError, match=r"is the record of an alias, not a checkpoint"):
+        keep.saved(best.record_path, 1.0)
     with pytest.raises(TypeError, match="score must be a real number"):
         keep.saved(tmp_path / "run" / "a.ckpt", "0.5")
-    assert not os.path.exists(keep.record_path) and fill_of(outside) == 1
+    assert keep.state_dict()["saved"] == [] and fill_of(outside) == 1
 
 
-# --- the list next to the alias is input ------------------------------------------------------------
+def test_saved_refuses_a_nul_byte_and_a_symlink_loop_with_the_argument_named(tmp_path: Path) -> None:
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best)
+    with pytest.raises(ValueError, match=r"path must not contain a NUL byte, got '.*a\\x00b\.ckpt'"):
+        keep.saved(str(tmp_path / "a\0b.ckpt"), 1.0)
+    (tmp_path / "loop-a.ckpt").symlink_to("loop-b.ckpt")
+    (tmp_path / "loop-b.ckpt").symlink_to("loop-a.ckpt")
+    with pytest.raises(ValueError, match=r"path '.*loop-a\.ckpt' is a loop of symbolic links"):
+        keep.saved(tmp_path / "loop-a.ckpt", 1.0)
+    with pytest.raises(ValueError, match="path must not contain a NUL byte"):
+        save_and_link(json_save, str(tmp_path / "x\0.ckpt"), {}, score=1.0, retention=keep)
+    assert keep.state_dict()["saved"] == []
 
 
-def plant(keep: Retention, entries: list[Any], **top: Any) -> None:
-    record = {"format": retention.FORMAT, "alias": "best.ckpt", "mode": "min", "ties": "first", "saved": entries}
-    record.update(top)
-    Path(keep.record_path).write_text(json.dumps(record))
+# --- issue 21: a file in the folder cannot make it delete anything ---------------------------------
 
 
-def entry(path: str, score: Any = 9.0, **over: Any) -> dict[str, Any]:
-    return {"path": path, "score": score, "step": 1, "seq": 1, "kind": "file", "fingerprint": [0, 0], **over}
+def plant_old_list(folder: Path, entries: list[dict[str, Any]]) -> Path:
+    """The retention list of 0.1, as anyone who can write the folder could plant it."""
+    record = {"format": "lightning-bestlink-retention/1", "alias": "best.ckpt", "mode": "min", "ties": "first"}
+    path = folder / "best.ckpt.bestlink.retention.json"
+    path.write_text(json.dumps({**record, "saved": entries}))
+    return path
+
+
+def old_entry(folder: Path, name: str, kind: str) -> dict[str, Any]:
+    """An entry of 0.1's list with the right fingerprint: size and mtime, which anyone reads with stat."""
+    st_ = os.lstat(folder / name)
+    fingerprint = [st_.st_size, st_.st_mtime_ns]
+    return {"path": name, "score": 9.0, "step": 1, "seq": 1, "kind": kind, "fingerprint": fingerprint}
 
 
 @pytest.mark.parametrize(
-    ("planted", "message"),
+    ("name", "kind", "make"),
     [
-        ({"saved": [entry("../secret.ckpt")]}, r"entry 0 names '\.\./secret\.ckpt', which lies outside"),
-        ({"saved": [entry("/etc/passwd")]}, "lies outside the alias's folder"),
-        ({"saved": [entry("a.ckpt", score="x")]}, "'score' must be a number"),
-        ({"saved": [entry("a.ckpt", seq=-1)]}, "'seq' must be a whole number"),
-        ({"saved": [entry("a.ckpt", kind="fifo")]}, "'kind' must be 'file' or 'dir'"),
-        ({"saved": [entry("a.ckpt", fingerprint={"a": 1})]}, "'fingerprint' must be"),
-        ({"saved": [entry("a.ckpt", score=10**400)]}, "out of range"),
-        ({"mode": "max"}, r"ranks checkpoints with mode='max'.*move the list away"),
-        ({"format": "other"}, "not a lightning-bestlink retention list"),
+        ("notes.txt", "file", lambda p: p.write_text("my notes")),
+        ("data", "dir", lambda p: write_ckpt(p, 4, kind="dir")),
+        ("private/keys.pem", "file", lambda p: (p.parent.mkdir(), p.write_text("key"))),
+        (".best.ckpt.bestlink.lock", "file", lambda p: p.write_text("")),
+        ("link", "file", lambda p: p.symlink_to("notes-elsewhere.txt")),
     ],
 )
-def test_a_planted_or_damaged_list_is_a_clear_error_and_nothing_is_deleted(
-    tmp_path: Path, planted: dict[str, Any], message: str
+def test_a_planted_list_cannot_make_it_delete_a_file_of_the_right_size_and_time(
+    tmp_path: Path, name: str, kind: str, make: Any, recwarn: pytest.WarningsRecorder
 ) -> None:
-    secret = write_ckpt(tmp_path / "secret.ckpt", 5)
-    run = tmp_path / "run"
+    (tmp_path / "notes-elsewhere.txt").write_text("other notes")
+    make(tmp_path / name)
+    plant_old_list(tmp_path, [old_entry(tmp_path, name, kind)])
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    save_one(best, keep, tmp_path / "a.ckpt", 1.0, 1)
+    save_one(best, keep, tmp_path / "b.ckpt", 0.5, 2)
+    assert os.path.lexists(tmp_path / name)
+    assert sorted(p.name for p in tmp_path.glob("?.ckpt")) == ["b.ckpt"], "what it saved, it still deletes"
+    assert said(recwarn, r"retention list of lightning-bestlink 0\.1: it is no longer read") == 1, "said once"
+
+
+def said(recwarn: pytest.WarningsRecorder, pattern: str) -> int:
+    """How many BestLinkWarnings matched ``pattern`` (asserted after the files, which matter most)."""
+    return sum(issubclass(w.category, BestLinkWarning) and bool(re.search(pattern, str(w.message))) for w in recwarn)
+
+
+@as_root
+def test_another_users_planted_list_in_a_shared_folder_deletes_nothing(
+    shared_folder: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    dataset = write_ckpt(shared_folder / "dataset", 7, kind="dir")  # root's, which nobody may delete
+    notes = shared_folder / "notes.txt"
+    notes.write_text("root's notes")
+    as_nobody(
+        """
+        folder = Path(sys.argv[1])
+        entries = []
+        for name, kind in (("dataset", "dir"), ("notes.txt", "file")):
+            st = os.lstat(folder / name)
+            entries.append({"path": name, "score": 9.0, "step": 1, "seq": 1, "kind": kind,
+                            "fingerprint": [st.st_size, st.st_mtime_ns]})
+        head = {"format": "lightning-bestlink-retention/1", "alias": "best.ckpt", "mode": "min", "ties": "first"}
+        (folder / "best.ckpt.bestlink.retention.json").write_text(json.dumps({**head, "saved": entries}))
+        """,
+        str(shared_folder),
+    )
+    assert (shared_folder / "best.ckpt.bestlink.retention.json").stat().st_uid == 65534
+    best = BestLinker(shared_folder / "best.ckpt")  # root's run
+    keep = Retention(best, keep_best=0)
+    for epoch, score in enumerate([1.0, 0.5, 0.7]):
+        save_one(best, keep, shared_folder / f"epoch={epoch}.ckpt", score, epoch)
+    assert fill_of(dataset) == 7 and notes.read_text() == "root's notes"
+    assert checkpoints(shared_folder) == ["epoch=1.ckpt", "epoch=2.ckpt"]
+    assert said(recwarn, "no longer read") == 1
+
+
+@as_root
+def test_a_saved_checkpoint_now_owned_by_another_user_is_never_deleted(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    save_one(best, keep, tmp_path / "epoch=0.ckpt", 1.0, 0)
+    save_one(best, keep, tmp_path / "epoch=1.ckpt", 2.0, 1)
+    os.chown(tmp_path / "epoch=1.ckpt", 65534, 65534)  # handed over: same inode, size and time
+    save_one(best, keep, tmp_path / "epoch=2.ckpt", 3.0, 2)
+    assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"]
+    assert said(recwarn, r"epoch=1\.ckpt.*owned by another user \(uid 65534\)") == 1
+
+
+@as_root
+def test_a_directory_checkpoint_holding_a_file_of_another_user_is_never_deleted(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    for epoch, score in enumerate([1.0, 2.0]):
+        path = write_ckpt(tmp_path / f"epoch={epoch}.ckpt", epoch, kind="dir")
+        best.update(score, path)
+        keep.saved(path, score)
+    theirs = tmp_path / "epoch=1.ckpt" / "shard-1.bin"
+    os.chown(theirs, 65534, 65534)  # handed to another user: the directory itself is unchanged
+    path = write_ckpt(tmp_path / "epoch=2.ckpt", 2, kind="dir")
+    best.update(3.0, path)
+    keep.saved(path, 3.0)
+    assert fill_of(tmp_path / "epoch=1.ckpt") == 1, "all of it, under its name"
+    assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"] and leftovers(tmp_path) == []
+    assert said(recwarn, r"epoch=1\.ckpt.*shard-1\.bin' \(uid 65534\), owned by another user") == 1
+
+
+@as_root
+def test_a_file_of_another_user_arriving_in_a_directory_while_it_is_deleted_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder
+) -> None:
+    from lightning_bestlink._storage import _remove
+
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    for epoch, score in enumerate([1.0, 2.0]):
+        path = write_ckpt(tmp_path / f"epoch={epoch}.ckpt", epoch, kind="dir")
+        best.update(score, path)
+        keep.saved(path, score)
+    real = _remove._foreign_inside
+
+    def arrives_after_the_look(fd: int, name: str) -> str | None:
+        found = real(fd, name)
+        os.chown(os.path.join(name, "shard-1.bin"), 65534, 65534, dir_fd=fd)
+        return found
+
+    monkeypatch.setattr(_remove, "_foreign_inside", arrives_after_the_look)
+    path = write_ckpt(tmp_path / "epoch=2.ckpt", 2, kind="dir")
+    best.update(3.0, path)
+    keep.saved(path, 3.0)
+    [hidden] = leftovers(tmp_path)
+    assert sorted(os.listdir(tmp_path / hidden)) == ["shard-1.bin"], "theirs stays, with the folder around it"
+    assert said(recwarn, r"could not delete .*epoch=1\.ckpt.*tried again") == 1
+
+
+def test_a_folder_swapped_for_a_symlink_never_leads_the_deletion_out(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    outside.mkdir()
     best = BestLinker(run / "best.ckpt")
     keep = Retention(best, keep_best=0)
-    a = write_ckpt(run / "a.ckpt", 1)
-    plant(keep, planted.pop("saved", [entry("a.ckpt")]), **planted)
-    b = write_ckpt(run / "b.ckpt", 2)
-    best.update(1.0, b)
-    with pytest.raises(RecordError, match=message) as info:
-        keep.saved(b, 1.0)
-    assert keep.record_path in str(info.value)
-    assert fill_of(a) == 1 and fill_of(b) == 2 and fill_of(secret) == 5
+    save_one(best, keep, run / "sub" / "epoch=0.ckpt", 5.0, 0)
+    save_one(best, keep, run / "epoch=1.ckpt", 6.0, 1)
+    # sub moves out of the run folder (the very same files), and a symlink takes its place
+    os.rename(run / "sub", outside / "sub")
+    (run / "sub").symlink_to(outside / "sub")
+    save_one(best, keep, run / "epoch=2.ckpt", 1.0, 2)
+    assert fill_of(outside / "sub" / "epoch=0.ckpt") == 0
+    assert sorted(p.name for p in run.glob("epoch=*")) == ["epoch=2.ckpt"]
+    assert said(recwarn, r"sub/epoch=0\.ckpt' is no longer.*a symbolic link .* on the way") == 1
 
 
-@pytest.mark.parametrize("content", [b"[" * 100_000, b"\xff\xfe", b"x" * (retention.LIMIT + 1)])
-def test_an_unreadable_list_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
-    best = BestLinker(tmp_path / "best.ckpt")
-    keep = Retention(best)
-    Path(keep.record_path).write_bytes(content)
-    a = write_ckpt(tmp_path / "a.ckpt", 1)
-    with pytest.raises(RecordError, match=r"bestlink\.retention\.json"):
-        keep.saved(a, 1.0)
-    assert fill_of(a) == 1
-
-
-def test_a_planted_list_cannot_make_it_delete_a_file_of_the_right_size_and_time(tmp_path: Path) -> None:
-    # even inside the folder: a listed file is deleted only if it is still what was fingerprinted
+def test_a_file_moved_onto_the_path_while_it_is_deleted_is_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     best = BestLinker(tmp_path / "best.ckpt")
     keep = Retention(best, keep_best=0)
-    victim = write_ckpt(tmp_path / "notes.ckpt", 3)
-    st_ = os.stat(victim)
-    plant(keep, [entry("notes.ckpt", fingerprint=[st_.st_size, st_.st_mtime_ns + 1])])
-    b = write_ckpt(tmp_path / "b.ckpt", 2)
-    best.update(1.0, b)
-    with pytest.warns(BestLinkWarning, match="changed since it was saved"):
-        keep.saved(b, 1.0)
-    assert fill_of(victim) == 3
+    save_one(best, keep, tmp_path / "epoch=0.ckpt", 1.0, 0)
+    victim = tmp_path / "epoch=1.ckpt"
+    save_one(best, keep, victim, 2.0, 1)
+    saved_inode = victim.stat().st_ino
+    theirs = write_ckpt(tmp_path / "theirs.tmp", 42)
+    real = _files.ident_of
+    moved = []
+
+    def move_theirs_in_right_after_the_check(st_: os.stat_result) -> Any:
+        ident = real(st_)
+        if st_.st_ino == saved_inode and not moved:
+            moved.append(True)
+            os.replace(theirs, victim)  # another process moves its file onto the listed path
+        return ident
+
+    path = write_ckpt(tmp_path / "epoch=2.ckpt", 2)
+    best.update(3.0, path)
+    keep.record(path, 3.0)
+    with monkeypatch.context() as m:
+        for module in (_files, local_storage):
+            m.setattr(module, "ident_of", move_theirs_in_right_after_the_check)
+        with pytest.warns(BestLinkWarning, match=r"epoch=1\.ckpt.*another file is there now.*put back"):
+            assert keep.prune() == []
+    assert moved and fill_of(victim) == 42, "their file, under the name it was moved to"
+    assert leftovers(tmp_path) == []
+
+
+RUN = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, {repo!r})
+    from tests._helpers import write_ckpt
+    from lightning_bestlink import BestLinker, LatestLinker, Retention
+
+    folder, prefix, keep_best, scores = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+    best = BestLinker(os.path.join(folder, "best.ckpt"))
+    last = LatestLinker(os.path.join(folder, "last.ckpt"))
+    keep = Retention(best, last, keep_best=keep_best)
+    for epoch, score in enumerate(map(float, scores)):
+        if not sys.stdin.readline():  # the parent says when to save the next one
+            break
+        path = write_ckpt(os.path.join(folder, f"{{prefix}}{{epoch}}.ckpt"), epoch)
+        best.update(score, path)
+        last.update(epoch, path)
+        keep.saved(path, score)
+        print("saved", flush=True)
+    """
+)
+
+
+class Run:
+    """A training run in its own process, saving one checkpoint each time it is told to."""
+
+    def __init__(self, tmp_path: Path, folder: Path, prefix: str, keep_best: int, scores: list[float]) -> None:
+        script = tmp_path / "run.py"
+        script.write_text(RUN.format(repo=REPO))
+        args = [sys.executable, str(script), str(folder), prefix, str(keep_best), *map(str, scores)]
+        self.prefix, self.folder = prefix, folder
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def save(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line == b"saved\n", self.finish()
+
+    def finish(self) -> str:
+        _, err = self.proc.communicate(timeout=120)
+        return err.decode()[-2000:]
+
+    def files(self) -> list[str]:
+        return sorted(p.name for p in self.folder.glob(f"{self.prefix}*.ckpt"))
+
+
+def test_two_runs_in_one_folder_never_delete_each_others_checkpoints(tmp_path: Path) -> None:
+    # two runs at once in one folder: their own file names, the same alias names, keep_best=1 each
+    a = Run(tmp_path, tmp_path, "a-", 1, [3.0, 0.05, 2.0, 0.5])
+    b = Run(tmp_path, tmp_path, "b-", 1, [0.1, 5.0, 6.0, 7.0])
+    for _ in range(4):
+        before = a.files()
+        b.save()
+        assert a.files() == before, "b deleted a checkpoint of a"
+        before = b.files()
+        a.save()
+        assert b.files() == before, "a deleted a checkpoint of b"
+    said_a, said_b = a.finish(), b.finish()
+    # they share the aliases without shared=True: each is told, with the other one named
+    assert f"another writer (host {socket.gethostname()!r}, pid {b.proc.pid}) updated" in said_a
+    assert f"another writer (host {socket.gethostname()!r}, pid {a.proc.pid}) updated" in said_b
+    assert "Traceback" not in said_a + said_b
+    assert a.files() == ["a-1.ckpt", "a-3.ckpt"], "its best and its newest: it deleted its own as its policy says"
+    assert b.files() == ["b-0.ckpt", "b-3.ckpt"]
+
+
+def test_a_fresh_run_never_deletes_the_best_of_an_earlier_run_in_the_folder(tmp_path: Path) -> None:
+    earlier = Run(tmp_path, tmp_path, "epoch=", 1, [3.0, 1.0, 2.0])
+    for _ in range(3):
+        earlier.save()
+    assert earlier.finish() == "" and earlier.files() == ["epoch=1.ckpt", "epoch=2.ckpt"]
+    fresh = Run(tmp_path, tmp_path, "new-", 0, [5.0, 6.0, 7.0])  # not a resume
+    for _ in range(3):
+        fresh.save()
+    assert fresh.finish() == ""
+    assert earlier.files() == ["epoch=1.ckpt", "epoch=2.ckpt"], "the earlier run's best and latest survive"
+    assert fresh.files() == ["new-0.ckpt", "new-2.ckpt"]
+
+
+# --- the list in the run's state -------------------------------------------------------------------
+
+
+def test_the_state_lists_what_it_saved_and_a_resume_goes_on_deleting_it(tmp_path: Path) -> None:
+    best, last, keep = run_epochs(tmp_path, SCORES[:5], keep_best=1)
+    state = keep.state_dict()
+    assert state["version"] == 1 and (state["mode"], state["ties"]) == ("min", "first")
+    assert [(e["path"], e["score"], e["kind"]) for e in state["saved"]] == [
+        ("epoch=3.ckpt", 0.5, "file"),
+        ("epoch=4.ckpt", 4.0, "file"),
+    ]
+    assert state["saved"][0]["identity"] == _files.ident_of(os.lstat(tmp_path / "epoch=3.ckpt"))
+    assert json.loads(json.dumps(state)) == state, "plain data"
+    assert pickle.loads(pickle.dumps(keep)).state_dict() == state, "picklable (Fabric 2.0 pickles what state holds)"
+    after = keep.state_dict(after=(0.7, tmp_path / "epoch=5.ckpt"))  # what epoch 5 carries, itself included
+    assert after["saved"][-1] == {"path": "epoch=5.ckpt", "score": 0.7, "seq": 6, "kind": None, "identity": None}
+    assert listed(keep) == ["epoch=3.ckpt", "epoch=4.ckpt"], "state_dict(after=) changes nothing"
+    # a new process resumes from epoch 5, which it loads (so its own entry is identified as it is now)
+    write_ckpt(tmp_path / "epoch=5.ckpt", 5)
+    best2, last2 = BestLinker(tmp_path / "best.ckpt"), LatestLinker(tmp_path / "last.ckpt")
+    best2.load_state_dict(best.state_dict())  # 0.7 is not better than 0.5
+    last2.load_state_dict(last.state_dict(after=(5, tmp_path / "epoch=5.ckpt")))
+    keep2 = Retention(best2, last2, keep_best=1)
+    keep2.load_state_dict(after)
+    assert last2.repair().ok
+    save_one(best2, keep2, tmp_path / "epoch=6.ckpt", 5.0, 6)
+    assert checkpoints(tmp_path) == ["epoch=3.ckpt", "epoch=5.ckpt", "epoch=6.ckpt"], "the latest stays"
+    last2.update(6, tmp_path / "epoch=6.ckpt")
+    keep2.prune()
+    assert checkpoints(tmp_path) == ["epoch=3.ckpt", "epoch=6.ckpt"]
+
+
+def state_with(**entry: Any) -> dict[str, Any]:
+    base = {"path": "a.ckpt", "score": 1.0, "seq": 1, "kind": "file", "identity": [1, 2, 3, 4]}
+    return {"version": 1, "mode": "min", "ties": "first", "saved": [{**base, **entry}]}
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ([], r"state must be a dict from Retention\.state_dict\(\), got list"),
+        ({"saved": []}, r"state\['version'\] must be 1, got None"),
+        ({**state_with(), "mode": "max"}, r"saved with mode='max' but the best alias has mode='min'"),
+        (state_with(path="../secret.ckpt"), r"\[0\] 'path' must be a relative path of plain names.*'\.\./secret"),
+        (state_with(path="/etc/passwd"), r"'path' must be a relative path of plain names"),
+        (state_with(path="a/./b.ckpt"), r"'path' must be a relative path of plain names"),
+        (state_with(path="s3://bucket/x"), r"'path' must be a relative path of plain names"),
+        (state_with(path="a\0.ckpt"), r"'path' must be a relative path of plain names"),
+        (state_with(path="best.ckpt.bestlink.json"), r"'path' names the record of an alias, not a checkpoint"),
+        (state_with(path=".best.ckpt.bestlink.lock"), r"'path' names the lock of an alias"),
+        (state_with(score="x"), r"'score' must be a number or None"),
+        (state_with(score=10**400), r"'score' is out of range"),
+        (state_with(seq=-1), r"'seq' must be a whole number >= 0"),
+        (state_with(kind="fifo"), r"'kind' must be 'file', 'dir' or None"),
+        (state_with(identity={"a": 1}), r"'identity' must be a string, a list of integers or None"),
+        (state_with(kind=None), r"'kind' and 'identity' must both be set or both be None"),
+    ],
+)
+def test_a_damaged_state_is_a_clear_error_and_nothing_changes(tmp_path: Path, state: Any, message: str) -> None:
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    save_one(best, keep, tmp_path / "mine.ckpt", 1.0, 1)
+    before = keep.state_dict()
+    with pytest.raises(ValueError, match=message):
+        keep.load_state_dict(state)
+    assert keep.state_dict() == before
+
+
+def test_a_listed_entry_that_is_a_symlink_when_first_looked_at_is_not_deleted(tmp_path: Path) -> None:
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    target = write_ckpt(tmp_path / "precious.bin", 3)
+    (tmp_path / "epoch=0.ckpt").symlink_to(target.name)
+    keep.load_state_dict(state_with(path="epoch=0.ckpt", kind=None, identity=None, score=9.0))
+    save_one(best, keep, tmp_path / "epoch=1.ckpt", 1.0, 1)
+    assert os.path.islink(tmp_path / "epoch=0.ckpt") and fill_of(target) == 3
+    assert listed(keep) == ["epoch=1.ckpt"]
 
 
 # --- save_and_link for plain loops -----------------------------------------------------------------
@@ -367,16 +743,34 @@ def test_save_and_link_saves_once_with_the_states_after_this_save(tmp_path: Path
         json_save(state, path)
 
     for epoch, score in enumerate(SCORES[:4]):
-        state = {"epoch": epoch, "best": best, "last": last}
+        state = {"epoch": epoch, "best": best, "last": last, "keep": keep}
         path = tmp_path / f"epoch={epoch}.ckpt"
-        became = save_and_link(save, path, state, score=score, linker=best, latest=last, step=epoch)
+        became = save_and_link(save, path, state, score=score, step=epoch, retention=keep)
         assert became == (epoch in (0, 1, 3))
     assert len(calls) == 4
     saved = json.loads((tmp_path / "epoch=3.ckpt").read_text())
     assert saved["best"]["best_path"] == str(tmp_path / "epoch=3.ckpt") and saved["best"]["best_score"] == 0.5
     assert saved["last"]["best_path"] == str(tmp_path / "epoch=3.ckpt") and saved["last"]["best_score"] == 3
-    assert not os.path.exists(keep.record_path)  # no retention was passed: nothing deleted
+    # the list as it is once epoch 3 is saved: epoch 1 (the best until then), epoch 2, and itself
+    assert [(e["path"], e["kind"]) for e in saved["keep"]["saved"]] == [
+        ("epoch=1.ckpt", "file"),
+        ("epoch=2.ckpt", "file"),
+        ("epoch=3.ckpt", None),
+    ]
+    assert checkpoints(tmp_path) == ["epoch=3.ckpt"]
+
+
+def test_save_and_link_without_retention_deletes_nothing(tmp_path: Path) -> None:
+    best, last = BestLinker(tmp_path / "best.ckpt"), LatestLinker(tmp_path / "last.ckpt")
+    for epoch, score in enumerate(SCORES[:4]):
+        state = {"epoch": epoch, "best": best, "last": last}
+        save_and_link(
+            json_save, tmp_path / f"epoch={epoch}.ckpt", state, score=score, linker=best, latest=last, step=epoch
+        )
     assert checkpoints(tmp_path) == [f"epoch={i}.ckpt" for i in range(4)]
+    assert (
+        os.readlink(tmp_path / "best.ckpt") == "epoch=3.ckpt" and os.readlink(tmp_path / "last.ckpt") == "epoch=3.ckpt"
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -409,19 +803,46 @@ def test_save_and_link_refuses_the_alias_and_the_aliased_checkpoint_before_savin
     assert best.verify().ok and last.verify().ok and best.best_score == 1.0
 
 
-def test_save_and_link_argument_errors(tmp_path: Path) -> None:
+def test_save_and_link_takes_the_aliases_from_one_source(tmp_path: Path) -> None:
     best, last = BestLinker(tmp_path / "best.ckpt"), LatestLinker(tmp_path / "last.ckpt")
     other = BestLinker(tmp_path / "other.ckpt")
+    keep = Retention(best, last)
     path = tmp_path / "a.ckpt"
+    with pytest.raises(TypeError, match="needs the best alias: pass linker=best, or retention=keep"):
+        save_and_link(json_save, path, {}, score=1.0)
     with pytest.raises(TypeError, match="needs the step"):
         save_and_link(json_save, path, {}, score=1.0, linker=best, latest=last)
-    with pytest.raises(ValueError, match="build it with Retention"):
-        save_and_link(json_save, path, {}, score=1.0, linker=best, retention=Retention(other))
+    with pytest.raises(TypeError, match="needs the step"):
+        save_and_link(json_save, path, {}, score=1.0, retention=keep)  # its latest alias needs it too
+    with pytest.raises(ValueError, match=r"linker=.*other\.ckpt.* is not the alias the retention holds"):
+        save_and_link(json_save, path, {}, score=1.0, linker=other, retention=keep, step=1)
+    with pytest.raises(ValueError, match=r"latest=.*last\.ckpt.* is not the alias the retention holds \(None\)"):
+        save_and_link(json_save, path, {}, score=1.0, latest=last, retention=Retention(best), step=1)
     with pytest.raises(TypeError, match="latest must be a LatestLinker"):
-        save_and_link(json_save, path, {}, score=1.0, linker=best, latest=other, step=1)
-    with pytest.raises(TypeError, match="leave it out of state"):
-        save_and_link(json_save, path, {"keep": Retention(best)}, score=1.0, linker=best)
+        save_and_link(json_save, path, {}, score=1.0, linker=best, latest=other, step=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"state\['keep'\] is a Retention this save does not go through"):
+        save_and_link(json_save, path, {"keep": Retention(other)}, score=1.0, retention=keep, step=1)
     assert not path.exists()
+
+
+def test_save_and_link_with_the_aliases_of_0_1_still_works_with_a_deprecation(tmp_path: Path) -> None:
+    best, last = BestLinker(tmp_path / "best.ckpt"), LatestLinker(tmp_path / "last.ckpt")
+    keep = Retention(best, last, keep_best=0)
+    state = {"best": best, "last": last, "keep": keep}
+    with pytest.warns(DeprecationWarning, match="passing linker= together with retention= is deprecated") as seen:
+        save_and_link(json_save, tmp_path / "epoch=0.ckpt", state, score=1.0, linker=best, step=0, retention=keep)
+    assert seen[0].filename == __file__, "shown at the caller's line"
+    with pytest.warns(DeprecationWarning, match="Retention.saved\\(\\)/record\\(\\) no longer take step="):
+        keep.saved(write_ckpt(tmp_path / "epoch=1.ckpt", 1), 2.0, step=1)
+    assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt"]
+
+
+def test_save_and_link_warns_when_the_retention_is_not_in_the_state(tmp_path: Path) -> None:
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    with pytest.warns(BestLinkWarning, match=r"retention= is not in state.*state\['keep'\] = keep") as seen:
+        save_and_link(json_save, tmp_path / "epoch=0.ckpt", {"best": best}, score=1.0, retention=keep)
+    assert seen[0].filename == __file__
 
 
 def test_retention_on_fsspec_memory_urls() -> None:
@@ -431,22 +852,105 @@ def test_retention_on_fsspec_memory_urls() -> None:
     fs = fsspec.filesystem("memory")
     best, last = BestLinker(f"{root}/best.ckpt"), LatestLinker(f"{root}/last.ckpt")
     keep = Retention(best, last, keep_best=1)
+
+    def save(state: dict[str, Any], p: str) -> None:
+        fs.pipe_file(p, json.dumps(state).encode())
+
     for epoch, score in enumerate(SCORES):
-        path = f"{root}/epoch={epoch}.ckpt"
-
-        def save(state: dict[str, Any], p: str) -> None:
-            fs.pipe_file(p, json.dumps(state).encode())
-
-        save_and_link(save, path, {"best": best, "last": last}, score=score, linker=best, step=epoch, retention=keep)
+        state = {"best": best, "last": last, "keep": keep}
+        save_and_link(save, f"{root}/epoch={epoch}.ckpt", state, score=score, step=epoch, retention=keep)
         assert best.verify().ok and last.verify().ok
     names = sorted(p.rsplit("/", 1)[1] for p in fs.ls(root, detail=False))
     assert [n for n in names if n.startswith("epoch=")] == ["epoch=3.ckpt", "epoch=6.ckpt"]
     assert json.loads(fs.cat(f"{root}/best.ckpt"))["best"]["best_score"] == 0.5
+    # an object written again at a listed key is not the one saved: kept
+    resumed = Retention(BestLinker(f"{root}/best.ckpt"), keep_best=0)
+    resumed.load_state_dict(keep.state_dict())
+    fs.pipe_file(f"{root}/epoch=3.ckpt", b"someone else's")
+    fs.pipe_file(f"{root}/epoch=7.ckpt", b"x")
+    with pytest.warns(BestLinkWarning, match=r"epoch=3\.ckpt' is no longer.*another object is there now"):
+        gone = resumed.saved(f"{root}/epoch=7.ckpt", 0.1)
+    assert [g.rsplit("/", 1)[1] for g in gone] == ["epoch=6.ckpt"]
+    assert fs.cat(f"{root}/epoch=3.ckpt") == b"someone else's"
     fs.mkdir(f"{root}/sharded")
     fs.pipe_file(f"{root}/sharded/shard-0", b"x")
     with pytest.raises(IsADirectoryError, match="directory checkpoint"):
         keep.saved(f"{root}/sharded", 0.1)
     fs.rm(root, recursive=True)
+
+
+# --- two processes: a resume ------------------------------------------------------------------------
+
+LOOP = textwrap.dedent(
+    """
+    import json, os, sys
+    from pathlib import Path
+    from lightning_bestlink import BestLinker, LatestLinker, save_and_link
+
+    folder, scores = sys.argv[1], [float(s) for s in sys.argv[2:]]
+    best = BestLinker(os.path.join(folder, "best.ckpt"))
+    last = LatestLinker(os.path.join(folder, "last.ckpt"))
+    start = 0
+    if os.path.lexists(last.link_path):  # a resume, as the README shows it
+        ckpt = json.loads(Path(last.link_path).read_text())
+        best.load_state_dict(ckpt["best"])
+        last.load_state_dict(ckpt["last"])
+        start = ckpt["epoch"] + 1
+
+    def save(state, path):
+        Path(path).write_text(json.dumps(state))
+
+    for epoch in range(start, len(scores)):
+        state = {"epoch": epoch, "best": best, "last": last}
+        save_and_link(save, os.path.join(folder, f"epoch={epoch}.ckpt"), state, score=scores[epoch],
+                      linker=best, latest=last, step=epoch)
+    """
+)
+
+
+def test_a_deleted_best_alias_is_rebuilt_by_the_first_save_after_a_resume(tmp_path: Path) -> None:
+    script = tmp_path / "loop.py"
+    script.write_text(LOOP)
+    run = tmp_path / "run"
+    run.mkdir()
+
+    def train(*scores: float) -> None:
+        proc = subprocess.run(
+            [sys.executable, str(script), str(run), *map(str, scores)], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    train(3.0, 1.0, 2.0)
+    (run / "best.ckpt").unlink()
+    train(3.0, 1.0, 2.0, 5.0)  # resumed: epoch 3 is not a new best
+    assert os.readlink(run / "best.ckpt") == "epoch=1.ckpt"
+    assert BestLinker.from_record(run / "best.ckpt").verify().ok
+
+
+# --- ranks: every rank mirrors rank zero, also when rank zero fails ----------------------------------
+
+
+def test_every_rank_mirrors_the_aliases_and_the_retention_before_an_error_is_raised(tmp_path: Path) -> None:
+    def linkers(folder: Path) -> tuple[BestLinker, LatestLinker, Retention]:
+        best, last = BestLinker(folder / "best.ckpt"), LatestLinker(folder / "last.ckpt")
+        return best, last, Retention(best, last, keep_best=0)
+
+    zero, one = linkers(tmp_path), linkers(tmp_path)
+    path = write_ckpt(tmp_path / "epoch=0.ckpt", 0)
+    sent: list[Any] = []
+
+    def half_way() -> None:  # the best alias moved and the checkpoint is listed; then the latest fails
+        zero[0].update(0.5, path)
+        zero[2].record(path, 0.5)
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        on_rank_zero(True, lambda obj: sent.append(obj) or obj, list(zero), half_way, "update")
+    with pytest.raises(RuntimeError, match=r"rank zero could not update the aliases: OSError.*No space left"):
+        on_rank_zero(False, lambda obj: sent[0], list(one), half_way, "update")
+    assert (one[0].best_score, one[0].best_path) == (0.5, str(path))
+    assert one[1].latest_step is None
+    assert one[2].state_dict() == zero[2].state_dict() and listed(one[2]) == ["epoch=0.ckpt"]
 
 
 # --- kill and resume: two processes ----------------------------------------------------------------
@@ -458,7 +962,8 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, {repo!r})
     from tests._helpers import write_ckpt
     from lightning_bestlink import BestLinker, LatestLinker, Retention, save_and_link
-    from lightning_bestlink import _prune, latest
+    from lightning_bestlink import latest
+    from lightning_bestlink._storage import _remove, local
 
     folder, kind, target, kill_at, epochs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
     scores = {scores!r}
@@ -481,11 +986,11 @@ CHILD = textwrap.dedent(
             return out
         setattr(owner, attr, wrapped)
 
-    hook(latest.LatestLinker, "follow", "latest")           # the best alias moved, the latest not yet
-    hook(Retention, "record", "listed", after=True)         # listed, the aliases not moved yet
-    hook(Retention, "prune", "retention")                   # both aliases moved, nothing deleted yet
-    hook(_prune, "_rmtree", "rmtree")                       # a directory renamed away, not yet removed
-    hook(_prune, "delete", "deleted", after=True)           # one checkpoint deleted, the list not updated
+    hook(latest.LatestLinker, "follow", "latest")                # the best alias moved, the latest not yet
+    hook(Retention, "record", "listed", after=True)              # listed, the aliases not moved yet
+    hook(Retention, "prune", "retention")                        # both aliases moved, nothing deleted yet
+    hook(_remove, "_remove_at", "removing")                      # renamed to a hidden name, not yet removed
+    hook(local.LocalStorage, "remove_saved", "deleted", after=True)  # one checkpoint deleted
 
     best = BestLinker(os.path.join(folder, "best.ckpt"), link=kind)
     last = LatestLinker(os.path.join(folder, "last.ckpt"), link=kind)
@@ -494,8 +999,9 @@ CHILD = textwrap.dedent(
     if os.path.lexists(last.link_path):  # resume: the states saved inside the latest checkpoint
         ckpt = os.path.join(last.link_path, "state.json") if os.path.isdir(last.link_path) else last.link_path
         saved = json.loads(Path(ckpt).read_bytes().split(b"\\n", 1)[0])
-        best.load_state_dict(saved["best"]); best.restore_alias()
-        last.load_state_dict(saved["last"]); last.restore_alias()
+        best.load_state_dict(saved["best"]); best.repair()
+        last.load_state_dict(saved["last"]); last.repair()
+        keep.load_state_dict(saved["keep"])
         epoch = saved["epoch"] + 1
 
     def save(state, path):
@@ -509,13 +1015,13 @@ CHILD = textwrap.dedent(
         maybe_die("saved")
 
     for epoch in range(epoch, epochs):
-        state = {{"epoch": epoch, "best": best, "last": last}}
+        state = {{"epoch": epoch, "best": best, "last": last, "keep": keep}}
         save_and_link(save, os.path.join(folder, f"epoch={{epoch}}.ckpt"), state, score=scores[epoch],
-                      linker=best, step=epoch, retention=keep)
+                      step=epoch, retention=keep)
     """
 )
 
-KILL_POINTS = ["save:3", "saved:3", "listed:4", "latest:3", "latest:4", "retention:4", "deleted:2", "rmtree:2"]
+KILL_POINTS = ["save:3", "saved:3", "listed:4", "latest:3", "latest:4", "retention:4", "deleted:2", "removing:2"]
 
 
 @pytest.mark.slow
@@ -525,11 +1031,8 @@ KILL_POINTS = ["save:3", "saved:3", "listed:4", "latest:3", "latest:4", "retenti
 def test_latest_alias_and_retention_across_a_kill_and_a_resume(
     tmp_path: Path, kill_at: str, kind: str, target: str
 ) -> None:
-    if kill_at.startswith("rmtree") and target == "file":
-        pytest.skip("only a directory is renamed away before it is removed")
-    repo = str(Path(__file__).resolve().parents[1])
     script = tmp_path / "child.py"
-    script.write_text(CHILD.format(repo=repo, scores=SCORES))
+    script.write_text(CHILD.format(repo=REPO, scores=SCORES))
     run = tmp_path / "run"
     run.mkdir()
 
@@ -553,14 +1056,3 @@ def fill_of_any(path: Path) -> int:
     """The epoch a checkpoint written by CHILD holds (its JSON head names it)."""
     head = (path / "state.json" if path.is_dir() else path).read_bytes().split(b"\n", 1)[0]
     return int(json.loads(head)["epoch"])
-
-
-def test_a_killed_directory_deletion_is_finished_by_the_next_run(tmp_path: Path) -> None:
-    best = BestLinker(tmp_path / "best.ckpt")
-    keep = Retention(best, keep_best=0)
-    leftover = tmp_path / f".{Path(keep.record_path).name}.bestlink-trash-4242-0123abcd"
-    write_ckpt(leftover, 1, kind="dir")
-    a = write_ckpt(tmp_path / "a.ckpt", 1)
-    best.update(1.0, a)
-    keep.saved(a, 1.0)
-    assert not leftover.exists() and leftovers(tmp_path) == []

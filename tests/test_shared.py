@@ -127,7 +127,7 @@ def test_resuming_a_writer_never_puts_back_a_beaten_best(tmp_path: Path) -> None
     os.unlink(tmp_path / "best")  # and the alias is damaged
     resumed = BestLinker(tmp_path / "best", shared=True)
     resumed.load_state_dict(state)
-    assert resumed.restore_alias().ok
+    assert resumed.repair().ok
     assert (resumed.best_score, fill_of(tmp_path / "best")) == (0.1, 2)
 
 

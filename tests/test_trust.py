@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
-from tests._helpers import write_ckpt
+from tests._helpers import as_nobody, as_root, write_ckpt
 
-from lightning_bestlink import BestLinker, RecordError
+from lightning_bestlink import (
+    AliasConflictError,
+    BestLinker,
+    BestLinkWarning,
+    OutsideFolderError,
+    RecordError,
+    read_record,
+)
 
 BOOKKEEPING = {
     "record": "best.ckpt.bestlink.json",
@@ -73,3 +81,163 @@ def test_a_nul_byte_in_a_path_is_a_clear_error(tmp_path: Path) -> None:
     linker = BestLinker(tmp_path / "best.ckpt")
     with pytest.raises(ValueError, match=r"path must not contain a NUL byte, got '.*a\\x00b.ckpt'"):
         linker.update(1.0, str(tmp_path / "a\0b.ckpt"))
+
+
+# --- the lock file (issue 21 items 13, 14) ----------------------------------------------
+
+
+@pytest.mark.parametrize("planted", ["dangling link", "link to a file", "link to /dev/null", "fifo"])
+def test_a_lock_file_that_is_not_a_regular_file_is_refused_and_nothing_is_created(tmp_path: Path, planted: str) -> None:
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    run.mkdir()
+    outside.mkdir()
+    (outside / "theirs.txt").write_text("keep me")
+    lock = run / ".best.ckpt.bestlink.lock"
+    if planted == "dangling link":
+        lock.symlink_to(outside / "created-by-us")
+    elif planted == "link to a file":
+        lock.symlink_to(outside / "theirs.txt")
+    elif planted == "link to /dev/null":
+        lock.symlink_to("/dev/null")
+    else:
+        os.mkfifo(lock)
+    linker = BestLinker(run / "best.ckpt")
+    with pytest.raises(
+        AliasConflictError,
+        match=r"the lock file '.*\.best\.ckpt\.bestlink\.lock' is (a symbolic link|not a regular file)",
+    ):
+        linker.update(0.5, write_ckpt(run / "a.ckpt", 1))
+    assert sorted(os.listdir(outside)) == ["theirs.txt"] and (outside / "theirs.txt").read_text() == "keep me"
+    assert not os.path.lexists(run / "best.ckpt") and not (run / "best.ckpt.bestlink.json").exists()
+
+
+@as_root
+def test_a_lock_made_by_another_user_is_usable_by_whoever_may_write_the_folder(shared_folder: Path) -> None:
+    # a sweep folder two users write (group-writable, not sticky: both may replace the alias)
+    shared_folder.chmod(0o777)
+    first = BestLinker(shared_folder / "best.ckpt", shared=True)
+    first.update(0.5, write_ckpt(shared_folder / "a.ckpt", 1))  # root's lock: 0644 under umask 022
+    write_ckpt(shared_folder / "b.ckpt", 2).chmod(0o644)
+    as_nobody(
+        """
+        from lightning_bestlink import BestLinker
+        assert BestLinker(sys.argv[1] + "/best.ckpt", shared=True).update(0.1, sys.argv[1] + "/b.ckpt")
+        """,
+        str(shared_folder),
+    )
+    assert read_record(shared_folder / "best.ckpt")["target"] == str(shared_folder / "b.ckpt")  # type: ignore[index]
+
+
+@as_root
+def test_a_lock_another_user_cannot_read_is_an_error_that_names_it_and_the_fix(shared_folder: Path) -> None:
+    shared_folder.chmod(0o777)
+    first = BestLinker(shared_folder / "best.ckpt", shared=True)
+    first.update(0.5, write_ckpt(shared_folder / "a.ckpt", 1))
+    (shared_folder / ".best.ckpt.bestlink.lock").chmod(0o600)  # as under umask 077
+    write_ckpt(shared_folder / "b.ckpt", 2).chmod(0o644)
+    as_nobody(
+        """
+        from lightning_bestlink import AliasWriteError, BestLinker
+        try:
+            BestLinker(sys.argv[1] + "/best.ckpt", shared=True).update(0.1, sys.argv[1] + "/b.ckpt")
+        except AliasWriteError as err:
+            assert "lock file" in str(err) and "belongs to uid 0 and has mode -rw-------" in str(err), err
+            assert "chmod a+r" in str(err), err
+        else:
+            raise AssertionError("no error")
+        """,
+        str(shared_folder),
+    )
+    assert read_record(shared_folder / "best.ckpt")["target"] == str(shared_folder / "a.ckpt")  # type: ignore[index]
+
+
+# --- what verify proves, and repair racing a writer (issue 21 items 7, 8) ---------------
+
+
+def test_verify_of_a_copy_sees_a_rewritten_checkpoint_and_deep_sees_a_restored_time(tmp_path: Path) -> None:
+    a = write_ckpt(tmp_path / "a.ckpt", 1)
+    linker = BestLinker(tmp_path / "best.ckpt", link="copy")
+    linker.update(0.5, a)
+    assert linker.verify().ok and linker.verify(deep=True).detail.endswith("(bytes compared)")
+    before = os.stat(a)
+    write_ckpt(a, 9)  # rewritten in place, same size: the copy holds the old bytes
+    report = linker.verify()
+    assert (report.status, report.detail) == (
+        "mismatch",
+        f"{str(a)!r} changed after it was copied to {linker.link_path!r}: the copy holds the old bytes",
+    )
+    os.utime(a, ns=(before.st_atime_ns, before.st_mtime_ns))  # ... and its time put back
+    assert linker.verify().ok  # what an identity cannot see, as documented
+    report = linker.verify(deep=True)
+    assert report.status == "mismatch" and "does not hold the bytes of" in report.detail
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["plain", "shared"])
+def test_a_repair_made_before_a_writer_moved_the_alias_never_puts_back_the_older_best(
+    tmp_path: Path, shared: bool
+) -> None:
+    a, b = write_ckpt(tmp_path / "a.ckpt", 1), write_ckpt(tmp_path / "b.ckpt", 2)
+    writer = BestLinker(tmp_path / "best.ckpt", shared=shared)
+    writer.update(0.5, a)
+    stale = BestLinker.from_record(tmp_path / "best.ckpt")  # repair's view: read before the writer moves on
+    assert writer.update(0.1, b)
+    (tmp_path / "best.ckpt").unlink()  # something for the repair to do
+    assert stale.repair().ok
+    assert os.readlink(tmp_path / "best.ckpt") == "b.ckpt"
+    assert read_record(tmp_path / "best.ckpt")["score"] == 0.1  # type: ignore[index]
+
+
+def test_two_writers_of_one_alias_without_shared_are_told_who_the_other_is(tmp_path: Path) -> None:
+    one, two = BestLinker(tmp_path / "best.ckpt"), BestLinker(tmp_path / "best.ckpt")
+    one.update(0.5, write_ckpt(tmp_path / "a.ckpt", 1))
+    two.update(0.4, write_ckpt(tmp_path / "b.ckpt", 2))
+    pattern = rf"another writer \(host {socket.gethostname()!r}, pid {os.getpid()}\) updated .* to 'b.ckpt'"
+    with pytest.warns(BestLinkWarning, match=pattern) as said:
+        one.update(0.3, write_ckpt(tmp_path / "c.ckpt", 3))
+    assert said[0].filename == __file__  # shown at the caller's line
+    one.update(0.2, write_ckpt(tmp_path / "d.ckpt", 4))  # once per other writer
+
+
+# --- inputs (issue 21 items 15, 16) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("link_path", ["ckpt/", "ckpt/.", ".", "..", "ckpt/.."])
+def test_a_link_path_that_names_a_folder_is_refused_at_construction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link_path: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ckpt").mkdir()
+    with pytest.raises(
+        ValueError, match=r"link_path must name the alias file, got the folder .*; e\.g\. '.*best\.ckpt'"
+    ):
+        BestLinker(link_path)
+
+
+def test_nul_bytes_are_clear_errors_naming_the_argument(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"link_path must not contain a NUL byte"):
+        BestLinker(str(tmp_path / "be\0st.ckpt"))
+    linker = BestLinker(tmp_path / "best.ckpt")
+    with pytest.raises(ValueError, match=r"state\['best_path'\] must be a path or None, got '.*a\\x00.ckpt'"):
+        linker.load_state_dict({"best_score": 0.1, "best_path": str(tmp_path / "a\0.ckpt")})
+
+
+def test_a_state_naming_a_link_inside_the_folder_that_leads_out_says_where_it_leads(tmp_path: Path) -> None:
+    secret = write_ckpt(tmp_path / "private" / "secret.ckpt", 7)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "inner.ckpt").symlink_to(secret)
+    linker = BestLinker(run / "best.ckpt")
+    with pytest.raises(
+        OutsideFolderError, match=rf"'{run / 'inner.ckpt'}', a link that leads to '{secret}', lies outside"
+    ):
+        linker.load_state_dict({"best_score": 0.1, "best_path": str(run / "inner.ckpt")})
+
+
+@as_root
+def test_a_file_of_another_user_under_a_temporary_name_of_the_alias_is_never_cleaned_up(shared_folder: Path) -> None:
+    planted = shared_folder / ".best.ckpt.bestlink-tmp-1-planted"
+    as_nobody("Path(sys.argv[1]).write_text('theirs')", str(planted))
+    mine = shared_folder / ".best.ckpt.bestlink-tmp-2-leftover"
+    mine.write_text("a killed writer's")
+    BestLinker(shared_folder / "best.ckpt").update(0.5, write_ckpt(shared_folder / "a.ckpt", 1))
+    assert planted.read_text() == "theirs" and not mine.exists()

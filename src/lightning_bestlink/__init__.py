@@ -79,13 +79,12 @@ def __getattr__(name: str) -> Any:
             ) from err
         return ModelCheckpointWithLinkBest
     if name in _DEPRECATED:
-        import warnings
+        from lightning_bestlink._errors import warn
 
         new = _DEPRECATED[name]
-        warnings.warn(
+        warn(
             f"lightning_bestlink.{name} is deprecated, use lightning_bestlink.{new}; it will be removed in 0.3",
             DeprecationWarning,
-            stacklevel=2,
         )
         return globals()[new]
     if name in _LAZY:

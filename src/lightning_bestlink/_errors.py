@@ -5,6 +5,12 @@ distributed run)."""
 from __future__ import annotations
 
 import errno as _errno
+import os as _os
+import sys as _sys
+import warnings as _warnings
+
+#: this package's folder: a warning is shown at the first line outside it (the user's)
+_PACKAGE = _os.path.dirname(_os.path.abspath(__file__)) + _os.sep
 
 
 class BestLinkError(Exception):
@@ -65,3 +71,12 @@ class AliasWriteError(BestLinkError, OSError):
 
     def __reduce__(self) -> tuple[type[AliasWriteError], tuple[str, int | None]]:
         return (type(self), (self.message, self.errno))
+
+
+def warn(message: str, category: type[Warning] = BestLinkWarning) -> None:
+    """Warn at the user's line, however deep in the package the warning was raised (a fixed
+    ``stacklevel`` is right for one call path only)."""
+    frame, level = _sys._getframe(0), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    _warnings.warn(message, category, stacklevel=level)

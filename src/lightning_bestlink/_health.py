@@ -3,6 +3,19 @@
 Two pure rules on what the storage reports (no writing): :func:`owned` decides
 whether a file or directory at the alias path was written by this library (so it
 may be replaced), :func:`diagnose` compares the alias with the best checkpoint.
+
+What a check proves, by link kind (and what it cannot):
+
+- symlink: the link names the best checkpoint (its text is read; exact).
+- hardlink: the alias is another name of the best checkpoint's file (same device and
+  inode; exact, whatever happens to the bytes).
+- copy: the alias is the very copy the record names (its identity: device, inode, size and
+  modification time in nanoseconds, which each copy gets at random), and the checkpoint has
+  the identity it had when it was copied. A writer killed after writing the record but
+  before publishing the copy leaves the previous copy at the alias path: its identity is
+  the record's ``previous_alias_id``, and the check says so. An identity cannot see a
+  checkpoint rewritten in place with the same size and its modification time put back;
+  ``deep=True`` compares the bytes (local files and directories).
 """
 
 from __future__ import annotations
@@ -57,7 +70,7 @@ def not_owned_detail(alias: str, kind: str, record_path: str) -> str:
     """What :class:`AliasConflictError` says about an alias path this library did not write."""
     return (
         f"link_path {alias!r} is a {kind} that lightning-bestlink did not write, or that was changed "
-        f"since (it does not match the record {record_path!r}); nothing was changed. Move or delete it, "
+        f"since (it does not match the record {record_path!r}); nothing was changed. Move it away, "
         f"or choose another link_path"
     )
 
@@ -70,6 +83,8 @@ def diagnose(
     record: dict[str, Any] | None,
     mine: Any,
     record_path: str,
+    *,
+    deep: bool = False,
 ) -> AliasReport:
     """Compare the alias (``state``) with the best checkpoint ``expected``. Reads only."""
 
@@ -93,13 +108,37 @@ def diagnose(
         return report("ok", expected, "hard link to the best checkpoint")
     if not owned(storage, alias, state, record, mine):
         return report("foreign", None, not_owned_detail(alias, state.kind, record_path))
-    recorded = None if record is None else storage.absolute(str(record["target"]), alias)
-    if record is not None and recorded != expected:
-        return report("mismatch", recorded, f"{alias!r} is a copy of {recorded!r}, not of {expected!r}")
-    if not storage.looks_like_copy(alias, expected):
+    if record is None:  # ours by this process's own memory, with the record gone: nothing to check it by
+        return report("mismatch", None, f"{alias!r} has no record ({record_path!r} is missing); repair rewrites both")
+    recorded = storage.absolute(str(record["target"]), alias)
+    if recorded != expected:
+        return report("mismatch", recorded, f"{alias!r} is an alias of {recorded!r}, not of {expected!r}")
+    if state.ident is not None and state.ident == record.get("previous_alias_id"):
         return report(
             "mismatch",
             None,
-            f"{alias!r} is no longer a copy of {expected!r}: the checkpoint changed after it was copied",
+            f"{alias!r} still holds the alias its record replaced: an update to {expected!r} stopped after "
+            f"writing the record and before publishing the alias; repair completes it",
         )
-    return report("ok", expected, f"{state.kind} copy of the best checkpoint")
+    if record.get("link") != "copy":
+        return report("mismatch", None, f"{alias!r} is not a hard link to {expected!r}, as its record says it is")
+    alias_id, target_id = record.get("alias_id"), record.get("target_id")
+    if alias_id is not None and state.ident != alias_id:
+        return report("mismatch", None, f"{alias!r} is not the copy its record names (another copy is there)")
+    now = storage.identity(expected)
+    if now is None:
+        return report("mismatch", None, f"{alias!r} is a copy of {expected!r}, which no longer exists")
+    if target_id is not None and now != target_id:
+        return report(
+            "mismatch", None, f"{expected!r} changed after it was copied to {alias!r}: the copy holds the old bytes"
+        )
+    if target_id is None and not storage.looks_like_copy(alias, expected):
+        changed = f"{alias!r} is no longer a copy of {expected!r}: the checkpoint changed after it was copied"
+        return report("mismatch", None, changed)
+    if deep:
+        same = storage.same_content(alias, expected)
+        if same is False:
+            return report("mismatch", None, f"{alias!r} does not hold the bytes of {expected!r} (compared in full)")
+        how = "bytes compared" if same else "bytes not comparable here: identities checked"
+        return report("ok", expected, f"{state.kind} copy of the best checkpoint ({how})")
+    return report("ok", expected, f"{state.kind} copy of the best checkpoint (identities checked)")

@@ -1,19 +1,27 @@
-"""Retention policy: which saved checkpoints to keep. Pure: no I/O, no state.
+"""Retention policy: which saved checkpoints to keep, and the list of saves it decides from. Pure: no I/O.
 
 Kept: the ``keep_best`` best by score (ranked as the best alias ranks them: ``mode``,
 ``ties``; a NaN is never among the best), every checkpoint named in ``protected`` (what
 the aliases point at: the current best, the latest), the newest save, and every save
 without a score (it cannot be ranked, so it is not ours to judge). The rest may go.
 Deleting them, safely, is :mod:`lightning_bestlink.retention`'s business.
+
+The list of saves travels in the run's state (:func:`encode`); read back it is input, not
+authority (:func:`decode` checks every entry before anything is deleted on its word).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Collection, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from lightning_bestlink._record import bookkeeping
 from lightning_bestlink._score import Mode, Ties
+from lightning_bestlink._storage import Ident, TargetType
+
+VERSION = 1
 
 
 class Saved(NamedTuple):
@@ -82,3 +90,92 @@ def to_delete(
     if saved:
         keep.add(max(saved, key=lambda s: s.seq).path)
     return sorted((s for s in saved if s.path not in keep), key=lambda s: s.seq)
+
+
+# --- the list of saves, as it travels in the run's state -----------------------------------------
+
+
+class Entry(NamedTuple):
+    """One checkpoint the run saved."""
+
+    path: str  # normalised, absolute (or a full URL), inside the best alias's folder
+    score: float | None
+    seq: int
+    kind: TargetType | None  # None, with ident None: saved, not looked at yet (the checkpoint a state came from)
+    ident: Ident
+
+
+def next_seq(entries: Sequence[Entry]) -> int:
+    return max((e.seq for e in entries), default=0) + 1
+
+
+def encode(entries: Sequence[Entry], folder: str, mode: Mode, ties: Ties) -> dict[str, Any]:
+    """The state of a list of saves; paths are kept relative to ``folder`` (which ends with its separator)."""
+    saved = [
+        {"path": e.path[len(folder) :], "score": e.score, "seq": e.seq, "kind": e.kind, "identity": e.ident}
+        for e in entries
+    ]
+    return {"version": VERSION, "mode": mode, "ties": ties, "saved": saved}
+
+
+def decode(state: Any, folder: str, mode: Mode, ties: Ties) -> list[Entry]:
+    """The list of saves in ``state``, checked; ``ValueError`` naming what is wrong.
+
+    >>> decode(encode([Entry("/r/a.ckpt", 0.5, 1, "file", [1, 2, 3, 4])], "/r/", "min", "first"), "/r/", "min", "first")
+    [Entry(path='/r/a.ckpt', score=0.5, seq=1, kind='file', ident=[1, 2, 3, 4])]
+    >>> decode({"version": 1, "mode": "min", "ties": "first", "saved": [{"path": "../x"}]}, "/r/", "min", "first")
+    Traceback (most recent call last):
+    ...
+    ValueError: state['saved'][0] 'path' must be a relative path of plain names ..., got '../x'; ...
+    """
+    if not isinstance(state, dict) or not isinstance(state.get("saved"), list):
+        raise ValueError(f"state must be a dict from Retention.state_dict(), got {type(state).__name__} {state!r:.200}")
+    if state.get("version") != VERSION:
+        raise ValueError(
+            f"state['version'] must be {VERSION}, got {state.get('version')!r}: this state was "
+            f"written by another version of lightning-bestlink; upgrade it or start without the state"
+        )
+    for name, mine in (("mode", mode), ("ties", ties)):
+        if state.get(name) != mine:
+            raise ValueError(
+                f"state was saved with {name}={state.get(name)!r} but the best alias has {name}={mine!r}; "
+                f"construct the best alias with {name}={state.get(name)!r}"
+            )
+    entries = {}
+    for i, raw in enumerate(state["saved"]):
+        entry = _entry(raw, folder, f"state['saved'][{i}]")
+        entries[entry.path] = entry
+    return sorted(entries.values(), key=lambda e: e.seq)
+
+
+def _entry(raw: Any, folder: str, where: str) -> Entry:
+    """One entry of a saved state, checked (it decides what may be deleted)."""
+
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"{where} {problem}; this state is damaged (load it as it was saved, or start without it)")
+
+    if not isinstance(raw, dict):
+        raise bad(f"must be a dict, got {raw!r:.80}")
+    rel, score, seq, kind, ident = (raw.get(k) for k in ("path", "score", "seq", "kind", "identity"))
+    parts = rel.replace(os.sep, "/").split("/") if isinstance(rel, str) else [""]
+    if any(p in ("", ".", "..") or "\0" in p or ":" in p for p in parts):
+        raise bad(f"'path' must be a relative path of plain names inside the alias's folder, got {rel!r:.80}")
+    assert isinstance(rel, str)
+    if bookkeeping(rel) is not None:
+        raise bad(f"'path' names {bookkeeping(rel)}, not a checkpoint: {rel!r:.80}")
+    if isinstance(score, bool) or not isinstance(score, (int, float, type(None))):
+        raise bad(f"'score' must be a number or None, got {score!r:.80}")
+    try:
+        score = None if score is None else float(score)
+    except OverflowError:
+        raise bad(f"'score' is out of range for a float, got {str(score)[:40]}...") from None
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise bad(f"'seq' must be a whole number >= 0, got {seq!r:.80}")
+    if kind not in ("file", "dir", None):
+        raise bad(f"'kind' must be 'file', 'dir' or None, got {kind!r:.80}")
+    ints = isinstance(ident, (list, tuple)) and all(type(v) is int for v in ident)
+    if not (ident is None or isinstance(ident, str) or ints):
+        raise bad(f"'identity' must be a string, a list of integers or None, got {ident!r:.80}")
+    if (kind is None) != (ident is None):
+        raise bad(f"'kind' and 'identity' must both be set or both be None, got {kind!r} and {ident!r:.80}")
+    return Entry(folder + rel, score, seq, kind, list(ident) if isinstance(ident, tuple) else ident)

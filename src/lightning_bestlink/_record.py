@@ -14,12 +14,17 @@ It is plain JSON, readable without torch::
       "unix_time": 1795665662.345678,
       "alias_id": null,                    # identity of a copied/hard-linked alias, null for a symlink
       "previous_alias_id": null,           # identity of the alias it replaced
+      "target_id": null,                   # a copy: identity of the checkpoint when it was copied
+      "writer": {"host": "node1", "pid": 4242, "id": "5f0c..."},  # who wrote this record
       "extra": {"monitor": "val_loss", "epoch": 6, "step": 28}
     }
 
 ``alias_id`` is how a later run recognises a file or directory at the alias path as
-one this library wrote (and so may replace it): a ``[st_dev, st_ino]`` pair locally,
-size and ETag/mtime on fsspec filesystems.
+one this library wrote (and so may replace it), and how a check tells the alias the
+record names from the one it replaced (an update killed before it published): locally
+``[st_dev, st_ino, st_size, st_mtime_ns]``, each copy stamped with random nanoseconds;
+size and ETag/generation on object stores. ``target_id`` lets a check of a copy notice a
+checkpoint changed after it was copied. ``writer`` tells one writer's records from another's.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import os
 from typing import Any
 
 from lightning_bestlink._errors import RecordError
+from lightning_bestlink._score import is_better
 from lightning_bestlink._storage import Storage, storage_for
 
 FORMAT = "lightning-bestlink/1"
@@ -162,7 +168,12 @@ def _problems(record: dict[str, Any]) -> list[str]:
         else:  # NaN cannot be written (allow_nan=False), but a hand-made record may say 1e999 - 1e999
             if math.isnan(record["score"]):
                 problems.append("'score' must not be NaN")
-    for key in ("alias_id", "previous_alias_id"):
+    writer = record.get("writer")
+    if writer is not None and not (
+        isinstance(writer, dict) and isinstance(writer.get("id"), str) and isinstance(writer.get("pid"), int)
+    ):
+        problems.append(f"'writer' must be null or an object with 'id' and 'pid', got {writer!r:.80}")
+    for key in ("alias_id", "previous_alias_id", "target_id"):
         if not _is_ident(record.get(key)):
             problems.append(f"'{key}' must be null, a string or a list of integers, got {record.get(key)!r:.80}")
     if not isinstance(record.get("extra", {}), dict):
@@ -187,6 +198,8 @@ def make(
     alias_id: Any,
     previous_alias_id: Any,
     extra: dict[str, Any] | None,
+    target_id: Any = None,
+    writer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build a record (see the module docstring for the schema)."""
     return {
@@ -200,6 +213,8 @@ def make(
         "unix_time": unix_time,
         "alias_id": alias_id,
         "previous_alias_id": previous_alias_id,
+        "target_id": target_id,
+        "writer": writer,
         "extra": dict(extra or {}),
     }
 
@@ -230,6 +245,30 @@ def check_extra(extra: Any) -> dict[str, Any]:
     if size > EXTRA_LIMIT:
         raise ValueError(f"extra must encode to at most {EXTRA_LIMIT} bytes of JSON, got {size}; keep it small")
     return dict(extra)
+
+
+def beaten_by(value: float | None, record: dict[str, Any], mode: str, ties: str, path: str) -> bool:
+    """Whether ``value`` beats the best that ``record`` (at ``path``, of a shared alias) holds. Pure.
+
+    >>> beaten_by(0.1, {"score": 0.3, "mode": "min"}, "min", "first", "r")
+    True
+    """
+    if record["score"] is None:
+        return True
+    if record["mode"] != mode:
+        raise ValueError(
+            f"the record {path!r} of the shared alias says mode={record['mode']!r} (written by another writer, or "
+            f"edited by hand), but this linker has mode={mode!r}: every writer of a shared alias must use the same "
+            f"mode. If the record was edited, put its mode back; to start over, delete the record and the alias"
+        )
+    return value is not None and is_better(value, record["score"], mode, ties)  # type: ignore[arg-type]
+
+
+def holds_better(record: dict[str, Any] | None, best: float | None, mode: str) -> bool:
+    """Whether ``record`` holds a better best than ``best`` (another writer of a shared alias moved it on). Pure."""
+    if record is None or record["mode"] != mode or record["score"] is None:
+        return False
+    return best is None or is_better(record["score"], best, mode, "first")  # type: ignore[arg-type]
 
 
 def read_record(

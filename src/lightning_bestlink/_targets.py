@@ -66,13 +66,27 @@ def check_target(
             f"points at would link or copy into itself; pass the checkpoint file or shard directory"
         )
     storage.check_can_alias(target, link, is_dir=kind == "dir")
-    if confined and not storage.in_folder_of(link_path, target):
-        raise OutsideFolderError(
-            f"the best checkpoint {text!r} (from a saved state or record) lies outside the alias's folder "
-            f"{os.path.dirname(link_path)!r}; nothing was changed. If you trust where it came from, "
-            f"load it with allow_outside=True"
+    if confined:
+        check_inside(
+            storage, link_path, storage.normalize(text), f"the best checkpoint {text!r} (from a state or record)"
         )
     return target, kind
+
+
+def check_inside(storage: Storage, link_path: str, path: str, what: str) -> None:
+    """Raise :class:`OutsideFolderError` unless ``path`` (links followed) lies inside the alias's folder.
+
+    ``what`` names where the path came from, e.g. ``"state['best_path'] 'x.ckpt'"``.
+    """
+    if storage.in_folder_of(link_path, path):
+        return
+    leads_to = storage.resolve_target(path)
+    leads = "" if leads_to == path else f", a link that leads to {leads_to!r},"
+    raise OutsideFolderError(
+        f"{what}{leads} lies outside the alias's folder "
+        f"{os.path.dirname(link_path)!r}; nothing was changed. If you trust where it came from, "
+        f"load it with allow_outside=True"
+    )
 
 
 def located(storage: Storage, link_path: str, target: str, state: dict[str, Any]) -> str:

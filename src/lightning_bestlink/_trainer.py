@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import copy
 import logging
-import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lightning_bestlink._errors import BestLinkWarning
+from lightning_bestlink._errors import BestLinkWarning, warn
 from lightning_bestlink._score import check_mode, to_score
 from lightning_bestlink._storage import Storage, storage_for
 from lightning_bestlink._trainer_api import (
@@ -70,7 +69,7 @@ class BestLinkMixin(_Base):
 
     @staticmethod
     def _warn(message: str, *, category: type[Warning] = UserWarning) -> None:
-        warnings.warn(message, category, stacklevel=3)
+        warn(message, category)
 
     def __init__(
         self,

@@ -256,7 +256,7 @@ def best_from_record(alias: str, monitor: str | None, mode: str) -> str:
     # after a resume into a new folder the target sits in the old one; it is taken only
     # when the alias, written by the same run as the record, points at it too
     linker.load_state_dict(
-        {"best_score": record["score"], "best_path": record["target"]}, verify=False, allow_outside=True
+        {"best_score": record["score"], "best_path": record["target"]}, mirror=True, allow_outside=True
     )
     report = linker.verify()
     if not report.ok:

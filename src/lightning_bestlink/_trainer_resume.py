@@ -115,7 +115,7 @@ def restore_alias(linker: BestLinker, state: dict[str, Any], monitor: str | None
     or its record was rebuilt ("" when nothing was wrong)."""
     linker.load_state_dict(state, allow_outside=True)  # the user chose to resume from this checkpoint
     before = linker.verify()
-    after = linker.restore_alias()
+    after = linker.repair()
     repaired = "" if before.ok or not after.ok else before.detail
     if linker.best_path is None:
         return repaired

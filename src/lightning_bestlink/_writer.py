@@ -1,22 +1,25 @@
 """One alias update as one transaction: lock, look, check ownership, stage, record, publish.
 
 :class:`AliasWriter` knows nothing of scores: the linker decides *whether* an alias
-moves, the writer makes the move safe. Under the alias's lock (so two writers never
-interleave), it reads the record and what is at the alias path, refuses to replace
-what this library did not write, stages the new alias under a temporary name, writes
-the record (first: a process killed between the two still recognises its alias), and
-publishes with one atomic step that changes nothing if the alias path changed since it
-was looked at. Any failure leaves the previous alias and record as they were.
+moves, the writer makes the move safe. Inside :meth:`AliasWriter.exclusive` (the alias's
+lock: two writers never interleave) the linker calls :meth:`~AliasWriter.look`, which
+returns what is on disk (the record, what is at the alias path), decides, and then calls
+:meth:`~AliasWriter.publish`, which refuses to replace what this library did not write,
+stages the new alias under a temporary name, writes the record (first: a process killed
+between the two still recognises its alias, and the record names the staged alias's
+identity, so a check after such a kill sees that the alias was never published), and
+publishes with one atomic step that changes nothing if the alias path changed since it was
+looked at. Any failure leaves the previous alias and record as they were. The writer never
+calls back into the linker: it returns what it saw and what it wrote.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from lightning_bestlink import _record
 from lightning_bestlink._errors import (
@@ -24,13 +27,18 @@ from lightning_bestlink._errors import (
     AliasConflictError,
     AliasWriteError,
     BestLinkError,
-    BestLinkWarning,
+    warn,
 )
 from lightning_bestlink._health import not_owned_detail, owned
-from lightning_bestlink._storage import LinkChoice, Staged, Storage, TargetType
+from lightning_bestlink._storage import AliasState, LinkChoice, Staged, Storage, TargetType
 
-#: given the record on disk (None when there is none), whether the update should still go ahead
-Proceed = Callable[[dict[str, Any] | None], bool]
+
+class Look(NamedTuple):
+    """What one look at the alias found (inside the lock)."""
+
+    text: str | None  # the record's text, to put back if publishing fails
+    record: dict[str, Any] | None  # the record, checked; None when there is none
+    state: AliasState  # what is at the alias path
 
 
 class AliasWriter:
@@ -44,7 +52,7 @@ class AliasWriter:
         link: LinkChoice,
         durable: bool,
         lock_timeout: float,
-        clean_every_time: bool,
+        shared: bool,
     ) -> None:
         self.storage = storage
         self.link_path = link_path
@@ -53,9 +61,13 @@ class AliasWriter:
         self.durable = durable
         self.lock_timeout = lock_timeout
         self.owned_ident: Any = None  # identity of the file alias this process last wrote
-        # leftovers of killed writers: once per writer, or at every update when others share the alias
-        self._clean_every_time = clean_every_time
+        #: who writes (in the record): this writer's records are told apart from another's
+        self.writer_id = os.urandom(8).hex()
+        # several writers (shared=True): a killed peer's leftovers are cleaned at every update, not once
+        self.shared = shared
         self._cleaned = False
+        self._last_written: dict[str, Any] | None = None  # the record this writer last wrote
+        self._warned: set[str] = set()  # the other writers already named in a warning
 
     def read_record(self) -> dict[str, Any] | None:
         """The record next to the alias, checked (``RecordError`` when it is not one)."""
@@ -73,6 +85,8 @@ class AliasWriter:
                 f"nothing was changed. Raise lock_timeout if its updates are slow (large copies), or look for a "
                 f"hung writer"
             ) from err
+        except BestLinkError:
+            raise
         except OSError as err:
             raise AliasWriteError.from_os_error(err, f"locking {self.link_path!r}") from err
         try:
@@ -80,72 +94,115 @@ class AliasWriter:
         finally:
             lock.__exit__(None, None, None)
 
-    def write(
+    def look(self) -> Look:
+        """The record and what is at the alias path, read under the lock (after removing what a
+        killed writer left). Writes nothing but that cleanup."""
+        storage, alias = self.storage, self.link_path
+        try:
+            if self.shared or not self._cleaned:
+                storage.cleanup(alias, self.record_path)
+                self._cleaned = True
+            text = storage.read_text(self.record_path, _record.LIMIT)
+            state = storage.inspect(alias)
+        except BestLinkError:
+            raise
+        except OSError as err:
+            raise AliasWriteError.from_os_error(err, f"looking at {alias!r}") from err
+        return Look(text, None if text is None else _record.decode(text, self.record_path), state)
+
+    def publish(
         self,
+        seen: Look,
         value: float | None,
         target: str,
         kind: TargetType,
         mode: str,
         extra: dict[str, Any],
-        proceed: Proceed | None = None,
-    ) -> dict[str, Any] | None:
-        """Point the alias at ``target``; returns the new record, or None when ``proceed`` said no."""
-        with self.exclusive():
-            storage, alias = self.storage, self.link_path
-            action = f"pointing {alias!r} at {target!r}"
-            try:  # nothing is written yet: any storage error here leaves everything as it was
-                if self._clean_every_time or not self._cleaned:
-                    storage.cleanup(alias, self.record_path)
-                    self._cleaned = True
-                old_text = storage.read_text(self.record_path, _record.LIMIT)
-                state = storage.inspect(alias)
-            except BestLinkError:
-                raise
-            except OSError as err:
-                raise AliasWriteError.from_os_error(err, action) from err
-            record = None if old_text is None else _record.decode(old_text, self.record_path)
-            if proceed is not None and not proceed(record):
-                return None
-            if not owned(storage, alias, state, record, self.owned_ident):
-                raise AliasConflictError(not_owned_detail(alias, state.kind, self.record_path))
-            try:  # the linker checked that this link kind can alias this target (check_can_alias)
-                staged = storage.stage(target, alias, self.link, is_dir=kind == "dir", durable=self.durable)
-            except OSError as err:
-                raise AliasWriteError.from_os_error(err, action) from err
-            new = _record.make(
-                alias=os.path.basename(alias.rstrip("/")),
-                target=storage.relative(target, alias),
-                link=staged.kind,
-                mode=mode,
-                score=value,
-                unix_time=time.time(),
-                alias_id=staged.ident,
-                previous_alias_id=state.ident,
-                extra=extra,
-            )
+        *,
+        repair: bool = False,
+    ) -> dict[str, Any]:
+        """Point the alias at ``target`` over what ``seen`` found there; returns the new record.
+
+        Call it inside :meth:`exclusive`, after :meth:`look`. ``repair``: the record says so
+        (a repair rebuilds an alias; it is no other writer's decision).
+        """
+        storage, alias = self.storage, self.link_path
+        action = f"pointing {alias!r} at {target!r}"
+        if not (self.shared or repair):
+            self._note_other_writer(seen.record)
+        if not owned(storage, alias, seen.state, seen.record, self.owned_ident):
+            raise AliasConflictError(not_owned_detail(alias, seen.state.kind, self.record_path))
+        try:  # the linker checked that this link kind can alias this target (check_can_alias)
+            # taken before a copy starts: a checkpoint that changes while it is copied then no longer matches
+            target_id = storage.identity(target)
+            staged = storage.stage(target, alias, self.link, is_dir=kind == "dir", durable=self.durable)
+            new = self._record(staged, seen.state, value, mode, extra, repair, target_id)
+        except OSError as err:
+            raise AliasWriteError.from_os_error(err, action) from err
+        try:
+            # the record goes first: it names the staged alias, so a run killed between the
+            # two renames still recognises whichever alias it finds as its own
+            storage.write_text(self.record_path, _record.encode(new), durable=self.durable)
             try:
-                # the record goes first: it names the staged alias, so a run killed between the
-                # two renames still recognises whichever alias it finds as its own
-                storage.write_text(self.record_path, _record.encode(new), durable=self.durable)
-                try:
-                    storage.commit(staged, state, durable=self.durable)
-                except BaseException:
-                    self._restore_record(old_text)
-                    raise
-            except FileExistsError as err:
-                storage.abort(staged)
-                raise AliasConflictError(
-                    f"link_path {alias!r} was created or replaced by someone else while the new alias was being "
-                    f"written; nothing was changed (what is there now was left as it is). Move it away and retry"
-                ) from err
-            except OSError as err:
-                storage.abort(staged)
-                raise AliasWriteError.from_os_error(err, action) from err
+                storage.commit(staged, seen.state, durable=self.durable)
             except BaseException:
-                storage.abort(staged)
+                self._restore_record(seen.text)
                 raise
-            self._finish(staged, new)
-            return new
+        except FileExistsError as err:
+            storage.abort(staged)
+            raise AliasConflictError(
+                f"link_path {alias!r} was created or replaced by someone else while the new alias was being "
+                f"written; nothing was changed (what is there now was left as it is). Move it away and retry"
+            ) from err
+        except OSError as err:
+            storage.abort(staged)
+            raise AliasWriteError.from_os_error(err, action) from err
+        except BaseException:
+            storage.abort(staged)
+            raise
+        self._finish(staged, new)
+        self._last_written = new
+        return new
+
+    def _note_other_writer(self, record: dict[str, Any] | None) -> None:
+        """Warn once per other writer that wrote this alias since this one last did: without
+        shared=True, two writers replace each other's best."""
+        if self._last_written is None or record is None or record == self._last_written:
+            return
+        writer = record.get("writer") or {}
+        if writer.get("id") in (None, self.writer_id) or writer.get("repair") or writer["id"] in self._warned:
+            return
+        self._warned.add(writer["id"])
+        warn(
+            f"another writer (host {writer.get('host')!r}, pid {writer.get('pid')}) updated {self.link_path!r} "
+            f"since this process last did, to {record.get('target')!r}: two writers of one alias replace each "
+            f"other's best. Give each run its own alias (another folder or best name), or pass shared=True to "
+            f"every writer to keep the best of all"
+        )
+
+    def _record(
+        self,
+        staged: Staged,
+        state: AliasState,
+        value: float | None,
+        mode: str,
+        extra: dict[str, Any],
+        repair: bool,
+        target_id: Any,
+    ) -> dict[str, Any]:
+        return _record.make(
+            alias=os.path.basename(self.link_path.rstrip("/")),
+            target=self.storage.relative(staged.target, self.link_path),
+            link=staged.kind,
+            mode=mode,
+            score=value,
+            unix_time=time.time(),
+            alias_id=staged.ident,
+            previous_alias_id=state.ident,
+            target_id=target_id if staged.kind == "copy" else None,  # links need no proof of content
+            writer={"host": _host(), "pid": os.getpid(), "id": self.writer_id, **({"repair": True} if repair else {})},
+            extra=extra,
+        )
 
     def _finish(self, staged: Staged, record: dict[str, Any]) -> None:
         if staged.ident is None and staged.kind != "symlink":
@@ -154,7 +211,7 @@ class AliasWriter:
                 record["alias_id"] = self.storage.identity(self.link_path)
                 self.storage.write_text(self.record_path, _record.encode(record), durable=self.durable)
             except OSError as err:  # the alias is right; only ownership on a rerun is weaker
-                warnings.warn(f"could not update {self.record_path!r}: {err}", BestLinkWarning, stacklevel=5)
+                warn(f"could not update {self.record_path!r}: {err}")
         self.owned_ident = record["alias_id"]
 
     def _restore_record(self, old_text: str | None) -> None:
@@ -165,3 +222,8 @@ class AliasWriter:
                 self.storage.write_text(self.record_path, old_text, durable=self.durable)
         except OSError:
             pass  # the original error is the one to report; a stale record is repaired later
+
+
+def _host() -> str:
+    uname = getattr(os, "uname", None)  # POSIX; Windows names the machine in the environment
+    return str(uname().nodename) if uname is not None else os.environ.get("COMPUTERNAME", "")

@@ -12,17 +12,18 @@ Example::
     best = BestLinker("checkpoints/best.ckpt", mode="min")
     last = LatestLinker("checkpoints/last.ckpt")            # the latest checkpoint, by step
     keep = Retention(best, last, keep_best=2)              # optional: delete the rest
-    state = {"model": model, "optimizer": optimizer, "best": best, "last": last, "epoch": 0}
+    state = {"model": model, "optimizer": optimizer, "best": best, "last": last, "keep": keep, "epoch": 0}
     if os.path.exists("checkpoints/last.ckpt"):
-        bestlink.load(fabric, "checkpoints/last.ckpt", state)  # restores both aliases' state
+        bestlink.load(fabric, "checkpoints/last.ckpt", state)  # restores the aliases and the retention
     ...
     bestlink.save_and_link(fabric, f"checkpoints/epoch={epoch}.ckpt", state, score=val_loss,
-                           linker=best, step=epoch, retention=keep)
+                           step=epoch, retention=keep)          # or linker=best, latest=last: no deleting
 """
 
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 from lightning_bestlink import loop
@@ -41,10 +42,10 @@ def save_and_link(
     state: dict[str, Any],
     *,
     score: Any,
-    linker: BestLinker,
-    latest: LatestLinker | None = None,
     step: Any = None,
     retention: Retention | None = None,
+    linker: BestLinker | None = None,
+    latest: LatestLinker | None = None,
     extra: dict[str, Any] | None = None,
     **save_kwargs: Any,
 ) -> bool:
@@ -55,16 +56,16 @@ def save_and_link(
         path: where ``fabric.save`` writes (a file, or a directory for sharded strategies): a
             new name for each checkpoint. The alias itself, or the checkpoint an alias points
             at, is refused with ``ValueError`` on every rank, before anything is saved.
-        state: what ``fabric.save`` saves. The linkers in it are saved as their state
-            *including this save's outcome*, so resuming from this very checkpoint restores
-            the right best and latest.
+        state: what ``fabric.save`` saves. The linkers and the retention in it are saved as
+            their state *including this save*, so resuming from this very checkpoint restores
+            the right best, latest and list of saved checkpoints.
         score: this save's score. Rank zero's value decides, on every rank.
-        linker: the best alias (updated on rank zero only; the other ranks mirror its state).
-        latest: the latest alias (:class:`~lightning_bestlink.LatestLinker`); needs ``step``.
-            Defaults to ``retention``'s.
         step: this save's step (the global step or the epoch); rank zero's value counts.
-        retention: a :class:`~lightning_bestlink.Retention` built on ``linker``: rank zero
-            deletes what it no longer keeps, after the aliases moved.
+        retention: a :class:`~lightning_bestlink.Retention`: its aliases move (its ``best`` and
+            its ``latest``), then rank zero deletes what it no longer keeps.
+        linker: the best alias, without a retention (updated on rank zero only; the other
+            ranks mirror its state).
+        latest: the latest alias (:class:`~lightning_bestlink.LatestLinker`), without a retention.
         extra: JSON values for the aliases' records (epoch, ...).
         **save_kwargs: passed to ``fabric.save`` (e.g. ``filter``).
 
@@ -72,61 +73,50 @@ def save_and_link(
         The same bool on every rank: whether ``path`` became the best. When it returns,
         the aliases exist for every rank that shares the filesystem.
     """
-    latest, step, retention = loop.check_arguments(linker, latest, step, retention)
-    local = to_score(score)  # every rank checks its own arguments
+    aliases = loop.aliases_of(linker, latest, retention)  # every rank checks its own arguments
+    checked_step = loop.check_save_step(aliases, step)
+    local = to_score(score)
     rank_zero = fabric.global_rank == 0
     target = os.fspath(path)
-    # one broadcast carries rank zero's decision, and whether the path is safe, to every rank
-    mine = loop.decide(target, local, step, linker, latest, retention) if rank_zero else None
-    decision = loop.Decision(*fabric.broadcast(mine, src=0))
+    mirrored = aliases.stateful()
+    # rank zero decides (and rebuilds an alias left unchecked by load_state_dict); every rank
+    # gets the decision, whether the path is safe, and rank zero's states
+    decide = partial(loop.decide, target, local, checked_step, aliases)
+    decision = on_rank_zero(rank_zero, _broadcaster(fabric), mirrored, decide, "check")
     if decision.refusal:
         raise ValueError(decision.refusal)
-    fabric.save(target, loop.states_to_save(state, decision, target, linker, latest), **save_kwargs)
-    failure: list[Exception] = []
-
-    def write() -> dict[str, Any]:
-        # errors are carried back, not raised here: every rank then mirrors the aliases as they are
-        try:
-            loop.link(decision, target, linker, latest, retention, extra)
-        except Exception as err:
-            failure.append(err)
-        return {
-            "latest": None if latest is None else latest.state_dict(),
-            "error": f"{type(failure[0]).__name__}: {failure[0]}" if failure else None,
-        }
-
-    outcome = on_rank_zero(rank_zero, _broadcaster(fabric), linker, write, "update")
-    if latest is not None and not rank_zero:
-        latest.load_state_dict(outcome["latest"], verify=False)
-    if failure:
-        raise failure[0]
-    if outcome["error"] is not None:
-        raise RuntimeError(f"rank zero could not update the aliases: {outcome['error']}")
-    return decision.becomes_best
+    fabric.save(target, loop.states_to_save(state, decision, target, aliases), **save_kwargs)
+    link = partial(loop.link, decision, target, aliases, extra)
+    on_rank_zero(rank_zero, _broadcaster(fabric), mirrored, link, "update")
+    return bool(decision.becomes_best)
 
 
 def load(fabric: Any, path: str | os.PathLike[str], state: dict[str, Any], **load_kwargs: Any) -> dict[str, Any]:
-    """``fabric.load`` that also restores any :class:`BestLinker` in ``state``, on every version.
+    """``fabric.load`` that also restores any :class:`BestLinker` and ``Retention`` in ``state``, on every version.
 
-    The linkers are taken out of ``state`` before ``fabric.load`` and restored from
-    what it returns, so it does not depend on how a Fabric version treats objects
-    with a ``state_dict``. Returns what ``fabric.load`` returns, minus the linkers.
+    They are taken out of ``state`` before ``fabric.load`` and restored from what it
+    returns, so it does not depend on how a Fabric version treats objects with a
+    ``state_dict``. A linker's alias is checked (and rebuilt) at once, on rank zero.
+    Returns what ``fabric.load`` returns, minus those states.
     """
-    linkers = {key: obj for key, obj in state.items() if isinstance(obj, BestLinker)}
-    rest = {key: obj for key, obj in state.items() if key not in linkers}
+    held = {key: obj for key, obj in state.items() if isinstance(obj, (BestLinker, Retention))}
+    rest = {key: obj for key, obj in state.items() if key not in held}
     remainder: dict[str, Any] = fabric.load(os.fspath(path), rest, **load_kwargs) or {}
     state.update(rest)  # fabric.load replaces plain values in the dict it was given
-    for key, linker in linkers.items():
+    for key, obj in held.items():
         if key not in remainder:
             continue
         restored = remainder.pop(key)
+        if isinstance(obj, Retention):
+            obj.load_state_dict(restored)  # no I/O: the same on every rank
+            continue
 
-        def restore(linker: BestLinker = linker, restored: Any = restored) -> None:
+        def restore(linker: BestLinker = obj, restored: Any = restored) -> None:
             # verify now, not at the next improving update: the alias may have been deleted
             linker.load_state_dict(restored)
-            linker.restore_alias()
+            linker.repair()
 
-        on_rank_zero(fabric.global_rank == 0, _broadcaster(fabric), linker, restore, "restore")
+        on_rank_zero(fabric.global_rank == 0, _broadcaster(fabric), obj, restore, "restore")
     return remainder
 
 

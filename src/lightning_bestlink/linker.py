@@ -11,24 +11,24 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 from lightning_bestlink import _record
-from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning, OutsideFolderError
+from lightning_bestlink._deprecated import DeprecatedNames, deprecated
+from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning, warn
 from lightning_bestlink._health import AliasReport, diagnose
-from lightning_bestlink._record import read_record
+from lightning_bestlink._record import beaten_by, holds_better, read_record
 from lightning_bestlink._score import Mode, Ties, check_mode, check_ties, is_better, to_score
 from lightning_bestlink._state import check_state, make_state
-from lightning_bestlink._storage import LINK_CHOICES, LinkChoice, Storage, TargetType, storage_for
-from lightning_bestlink._targets import check_target, located
-from lightning_bestlink._writer import AliasWriter, Proceed
+from lightning_bestlink._storage import LINK_CHOICES, AliasState, LinkChoice, Storage, TargetType, storage_for
+from lightning_bestlink._targets import check_inside, check_target, located
+from lightning_bestlink._writer import AliasWriter, Look
 
 _log = logging.getLogger("lightning_bestlink")
 
 
-class BestLinker:
+class BestLinker(DeprecatedNames):
     """Keep ``link_path`` pointing at the best checkpoint passed to :meth:`update`.
 
     Args:
@@ -117,23 +117,31 @@ class BestLinker:
             )
         self._shared = bool(shared)
         self._link: LinkChoice = link
+        raw = os.fspath(link_path)
+        if "\0" in raw:
+            raise ValueError(f"link_path must not contain a NUL byte, got {raw!r}")
+        # "ckpt/", "ckpt/.", "." and ".." name a folder: the alias would take the folder's place
+        if raw.endswith(("/", os.sep)) or os.path.basename(raw) in (".", ".."):
+            raise ValueError(
+                f"link_path must name the alias file, got the folder {raw!r}; e.g. {os.path.join(raw, 'best.ckpt')!r}"
+            )
         self._link_path = self._storage.normalize(link_path)
-        if os.path.basename(self._link_path.rstrip("/")) in ("", ".", ".."):
-            raise ValueError(f"link_path must name a file, got {os.fspath(link_path)!r}; e.g. 'checkpoints/best.ckpt'")
         self._writer = AliasWriter(
             self._storage,
             self._link_path,
             link=link,
             durable=bool(durable),
             lock_timeout=float(lock_timeout),
-            clean_every_time=self._shared,  # a killed peer's leftovers are cleaned by the next writer
+            shared=self._shared,
         )
         self._record_path = self._writer.record_path
         self._best_score: float | None = None
         self._best_path: str | None = None
         self._link_kind: str | None = None
         self._confined = False  # the best came from a state or record: it must stay inside the folder
-        self._needs_verify = False
+        self._needs_check = False  # after load_state_dict: the next update checks the alias first
+        self._restored = False  # the best came from load_state_dict (forgotten if its checkpoint is gone)
+        self._follows_record = False  # made by from_record: the record on disk is the authority
         self._lock = threading.RLock()
 
     # --- read-only properties -------------------------------------------------
@@ -146,12 +154,6 @@ class BestLinker:
     @property
     def record_path(self) -> str:
         """The JSON record next to the alias (``<link_path>.bestlink.json``)."""
-        return self._record_path
-
-    @property
-    def metadata_path(self) -> str:
-        """Deprecated alias of :attr:`record_path` (removed in 0.3)."""
-        _deprecated("BestLinker.metadata_path", "BestLinker.record_path")
         return self._record_path
 
     @property
@@ -194,6 +196,12 @@ class BestLinker:
         """Whether several processes update this alias (see the ``shared`` argument)."""
         return self._shared
 
+    @property
+    def needs_check(self) -> bool:
+        """True after :meth:`load_state_dict` until the alias has been checked (by :meth:`repair`,
+        or the next :meth:`update`); helpers that decide with :meth:`is_better` check it first."""
+        return self._needs_check
+
     def __getstate__(self) -> dict[str, Any]:
         # picklable (Lightning deep-copies and pickles callbacks that hold a linker): the thread
         # lock is per process, so a copy gets its own
@@ -227,7 +235,7 @@ class BestLinker:
             score: one real number (int, float, numpy scalar, 0-d tensor).
             path: the checkpoint file, or directory for sharded checkpoints. It must
                 already be completely written; it is only checked when it becomes best.
-            extra: JSON values recorded in the metadata (e.g. monitor, epoch, step).
+            extra: JSON values recorded in the record (e.g. monitor, epoch, step).
 
         Returns:
             True when ``path`` became the best and the alias now points at it. False
@@ -245,14 +253,13 @@ class BestLinker:
         value = to_score(score)
         extra = _record.check_extra(extra)
         with self._lock:
-            if self._needs_verify:
-                self.restore_alias()
+            if self._needs_check:
+                self._check_restored()
             # shared: the best on disk only improves, so a score that does not beat this
             # process's view of it cannot beat the disk either: no I/O either way
             if not is_better(value, self._best_score, self._mode, self._ties):
                 return False
-            proceed = self._beats_disk(value) if self._shared else None
-            record = self._publish(value, *self._checked_target(path), extra, proceed)
+            record = self._write(value, *self._checked_target(path), extra, against_disk=self._shared)
         return self._moved(record)
 
     def follow(self, score: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> bool:
@@ -275,8 +282,8 @@ class BestLinker:
         with self._lock:
             if value is not None and value != value:  # NaN: never the best, whoever decided
                 return False
-            self._needs_verify = False  # the alias is rewritten now anyway
-            record = self._publish(value, *self._checked_target(path), extra)
+            self._needs_check = False  # the alias is rewritten now anyway
+            record = self._write(value, *self._checked_target(path), extra)
         return self._moved(record)
 
     # --- writing the alias ----------------------------------------------------
@@ -284,17 +291,34 @@ class BestLinker:
     def _checked_target(self, path: str | os.PathLike[str], *, confined: bool = False) -> tuple[str, TargetType]:
         return check_target(self._storage, self._link_path, self._link, path, confined=confined)
 
-    def _read_record(self) -> dict[str, Any] | None:
-        return self._writer.read_record()
+    def _write(
+        self, value: float | None, target: str, kind: TargetType, extra: dict[str, Any], *, against_disk: bool = False
+    ) -> dict[str, Any] | None:
+        """Point the alias at ``target`` under its lock; returns the new record. ``against_disk``
+        (a shared alias): only if ``value`` beats the best on disk, else that best is adopted
+        and None returned."""
+        with self._writer.exclusive():
+            seen = self._writer.look()
+            if (
+                against_disk
+                and seen.record
+                and not beaten_by(value, seen.record, self._mode, self._ties, self._record_path)
+            ):
+                self._adopt(seen.record)
+                return None
+            return self._publish(seen, value, target, kind, extra)
 
     def _publish(
-        self, value: float | None, target: str, kind: TargetType, extra: dict[str, Any], proceed: Proceed | None = None
-    ) -> dict[str, Any] | None:
-        """Write the alias; returns its new record, or None when ``proceed`` (a shared alias: the
-        best on disk) said no."""
-        record = self._writer.write(value, target, kind, self._mode, extra, proceed)
-        if record is None:
-            return None
+        self,
+        seen: Look,
+        value: float | None,
+        target: str,
+        kind: TargetType,
+        extra: dict[str, Any],
+        repair: bool = False,
+    ) -> dict[str, Any]:
+        """Publish over what ``seen`` found (inside the lock), and take the result as this linker's best."""
+        record = self._writer.publish(seen, value, target, kind, self._mode, extra, repair=repair)
         self._best_score, self._best_path, self._link_kind = value, target, str(record["link"])
         _log.debug("%s -> %s (score %s)", self._link_path, target, value)
         return record
@@ -309,130 +333,133 @@ class BestLinker:
                 self._on_move(told)
             except Exception as err:  # the user's hook must not break training, nor the alias
                 _log.debug("on_move failed", exc_info=True)
-                warnings.warn(
+                warn(
                     f"on_move for {self._link_path!r} raised {type(err).__name__}: {err}; the alias and its record "
-                    f"are unaffected (they point at {told['target']!r})",
-                    BestLinkWarning,
-                    stacklevel=3,
+                    f"are unaffected (they point at {told['target']!r})"
                 )
         return True
 
-    def _beats_disk(self, value: float) -> Callable[[dict[str, Any] | None], bool]:
-        """For a shared alias: called under the lock with the record on disk; False adopts its best."""
-
-        def proceed(record: dict[str, Any] | None) -> bool:
-            if record is None or record["score"] is None:
-                return True
-            if record["mode"] != self._mode:
-                raise ValueError(
-                    f"the shared alias {self._link_path!r} is kept with mode={record['mode']!r} by other writers, "
-                    f"but this linker has mode={self._mode!r}; use the same mode in every writer"
-                )
-            if is_better(value, record["score"], self._mode, self._ties):
-                return True
-            self._adopt(record)
-            return False
-
-        return proceed
+    # --- many writers (shared=True), and records as the authority (from_record) ----
 
     def _adopt(self, record: dict[str, Any]) -> None:
-        """Take a better best that another writer recorded as this process's view of the best."""
+        """Take the best another writer recorded as this process's view of the best."""
         target = self._storage.absolute(str(record["target"]), self._link_path)
         self._best_score, self._best_path, self._link_kind = record["score"], target, record.get("link")
-        self._confined = True  # it came from disk
+        if not self._follows_record:  # another writer's record: input, kept inside the folder
+            self._confined = True
 
-    def _sync(self) -> None:
-        """Shared alias: adopt the record's best when another writer has beaten this process's."""
-        record = self._read_record()
-        if record is None or record["score"] is None or record["mode"] != self._mode:
-            return
-        if self._best_score is None or is_better(record["score"], self._best_score, self._mode, "first"):
+    def _catch_up(self, record: dict[str, Any] | None) -> None:
+        """Before a check or a repair, under the lock: a shared alias adopts a better best that
+        another writer recorded; a linker rebuilt from its record follows the record as it is now
+        (a writer may have moved the alias since it was read), so a repair never puts back an older best."""
+        if record is not None and record["mode"] == self._mode and self._follows_record:
             self._adopt(record)
+        elif self._shared and holds_better(record, self._best_score, self._mode):
+            self._adopt(record)  # type: ignore[arg-type]
 
     # --- health ---------------------------------------------------------------
 
-    def verify(self) -> AliasReport:
-        """Check that the alias exists and points at :attr:`best_path`. No changes made.
+    def verify(self, *, deep: bool = False) -> AliasReport:
+        """Check that the alias holds exactly the best checkpoint. Changes nothing.
 
-        With ``shared=True`` the best is first brought up to date with the record (another
-        writer may have moved the alias to a better checkpoint), under the alias's lock.
+        A symlink must name :attr:`best_path`; a hard link must be another name of it; a
+        copy must be the copy its record names (its identity: an update killed before it
+        published leaves the previous copy, which is reported as a mismatch), of the
+        checkpoint as it was copied (size and modification time unchanged since). An
+        identity cannot see a checkpoint rewritten in place with the same size and its
+        modification time put back: ``deep=True`` also compares a copy's bytes with the
+        checkpoint's (local files; reads both).
+
+        With ``shared=True`` the best is first brought up to date with the record, under the
+        alias's lock. A linker made by :meth:`from_record` checks against that record (a
+        reader: it never waits for a writer's lock, nor creates one).
         """
         with self._lock:
             if not self._shared:
-                return self._verify()
+                return self._verify(deep=deep)
             with self._writer.exclusive():
-                self._sync()
-                return self._verify()
+                return self._verify(deep=deep)
 
-    def _verify(self) -> AliasReport:
+    def _verify(self, *, deep: bool = False) -> AliasReport:
         state = self._storage.inspect(self._link_path)
         record = None
-        if state.kind in ("file", "dir") and self._best_path is not None:
+        # the record is read when another writer may have moved the best (shared), or to prove a
+        # copy; a linker from from_record checks against the record it was made from (a reader)
+        if self._shared or (state.kind in ("file", "dir") and self._best_path is not None):
             try:
-                record = self._read_record()
+                record = self._writer.read_record()
             except AliasConflictError as err:
                 return AliasReport("foreign", self._link_path, self._best_path, None, str(err))
+            self._catch_up(record)
+        return self._diagnose(state, record, deep=deep)
+
+    def _diagnose(self, state: AliasState, record: dict[str, Any] | None, *, deep: bool = False) -> AliasReport:
         return diagnose(
-            self._storage, self._link_path, self._best_path, state, record, self._writer.owned_ident, self._record_path
+            self._storage,
+            self._link_path,
+            self._best_path,
+            state,
+            record,
+            self._writer.owned_ident,
+            self._record_path,
+            deep=deep,
         )
 
     def repair(self) -> AliasReport:
-        """Rebuild the alias if it is missing, dangling or points away from :attr:`best_path`.
+        """Check the alias and rebuild it if it is missing, dangling, or does not hold :attr:`best_path`.
 
-        Returns the report after the repair. Refuses (with :class:`AliasConflictError`)
-        to replace a file this library did not write. When the best checkpoint itself
-        is gone there is nothing to point at: the report says so and nothing changes.
+        Decided and done under the alias's lock, from the record as it is then. Returns the
+        report after the repair. Refuses (with :class:`AliasConflictError`) to replace a file
+        this library did not write. When the best checkpoint itself is gone there is nothing
+        to point at: the report says so and nothing changes; if that best came from a saved
+        state (:meth:`load_state_dict`), it is also forgotten with a :class:`BestLinkWarning`,
+        so the next checkpoint offered becomes the best.
         """
         with self._lock:
-            if self._shared:
-                with self._writer.exclusive():
-                    self._sync()  # never puts back a best that another writer has beaten
-            before = self._verify()
-            if before.ok or before.status == "foreign":
+            self._needs_check = False
+            with self._writer.exclusive():
+                seen = self._writer.look()
+                self._catch_up(seen.record)
+                before = self._diagnose(seen.state, seen.record)
                 if before.status == "foreign":
                     raise AliasConflictError(before.detail)
-                return before
-            assert self._best_path is not None
-            try:
-                target, kind = self._checked_target(self._best_path, confined=self._confined)
-            except FileNotFoundError:
-                return AliasReport(
-                    before.status,
-                    self._link_path,
-                    self._best_path,
-                    before.actual,
-                    f"the best checkpoint {self._best_path!r} no longer exists; nothing to point at",
+                if before.ok:
+                    return before
+                assert self._best_path is not None
+                try:
+                    target, kind = self._checked_target(self._best_path, confined=self._confined)
+                except FileNotFoundError:
+                    return self._lost(before)
+                recorded = (
+                    seen.record is not None
+                    and self._storage.absolute(str(seen.record["target"]), self._link_path) == target
                 )
-            record = self._read_record()
-            # the record's extra describes its own target: kept only when that is the one published now
-            same = record is not None and self._storage.absolute(str(record["target"]), self._link_path) == target
-            extra = dict(record.get("extra") or {}) if record is not None and same else {}
-            self._publish(self._best_score, target, kind, extra)
+                # the record's extra describes its own target only: kept when the target is the same
+                extra = dict(seen.record.get("extra") or {}) if recorded and seen.record else {}
+                self._publish(seen, self._best_score, target, kind, extra, repair=True)
             return self._verify()
 
-    def restore_alias(self) -> AliasReport:
-        """After :meth:`load_state_dict`: check the alias now and rebuild it if needed.
+    def _lost(self, before: AliasReport) -> AliasReport:
+        """The best checkpoint is gone: nothing to point at (and a restored best is forgotten)."""
+        report = AliasReport(
+            before.status,
+            self._link_path,
+            self._best_path,
+            before.actual,
+            f"the best checkpoint {self._best_path!r} no longer exists; nothing to point at",
+        )
+        if self._restored:
+            warn(
+                f"the best checkpoint restored from state, {self._best_path!r} (score {self._best_score!r}), "
+                f"cannot be linked: {report.detail}. The next checkpoint offered will become the best"
+            )
+            self._best_score = None
+            self._best_path = None
+        return report
 
-        :meth:`load_state_dict` leaves this check for the next :meth:`update`; call it
-        to have the alias right at once (the Trainer and Fabric adapters do). Rebuilds
-        the alias if it is missing, dangling or points elsewhere. If the best checkpoint
-        itself is gone, warns (:class:`BestLinkWarning`) and forgets it, so the next
-        checkpoint offered becomes the best. Returns the report.
-        """
-        with self._lock:
-            self._needs_verify = False
-            report = self.repair()
-            if not report.ok:
-                warnings.warn(
-                    f"the best checkpoint restored from state, {self._best_path!r} (score "
-                    f"{self._best_score!r}), cannot be linked: {report.detail}. The next checkpoint "
-                    f"offered will become the best",
-                    BestLinkWarning,
-                    stacklevel=3,
-                )
-                self._best_score = None
-                self._best_path = None
-            return report
+    def _check_restored(self) -> None:
+        """The first update after :meth:`load_state_dict` checks (and rebuilds) the alias once."""
+        self.repair()
 
     # --- state ----------------------------------------------------------------
 
@@ -453,40 +480,48 @@ class BestLinker:
         rel = None if best_path is None else self._storage.relative(best_path, self._link_path)
         return make_state(self._link_path, self._mode, self._ties, best_score, best_path, rel, self._link_kind)
 
-    def load_state_dict(self, state: dict[str, Any], *, verify: bool = True, allow_outside: bool = False) -> None:
+    def load_state_dict(
+        self,
+        state: dict[str, Any],
+        *,
+        allow_outside: bool = False,
+        mirror: bool = False,
+        verify: bool | None = None,
+    ) -> None:
         """Restore the best from :meth:`state_dict`.
 
-        With ``verify=True`` the alias is checked and, if needed, rebuilt on the next
-        :meth:`update` (or call :meth:`restore_alias` to do it now). ``verify=False``
-        trusts the state and never touches files for it (for ranks that only mirror the
-        rank that writes). If the checkpoint is gone but the run folder was moved with
-        the alias, the best is found next to the alias again. A best checkpoint outside
-        the alias's folder is refused unless ``allow_outside=True`` (the state is input,
-        not authority: pass it when you trust where the state came from).
+        The alias is checked and, if needed, rebuilt on the next :meth:`update` (call
+        :meth:`repair` to do it now). If the checkpoint is gone but the run folder was moved
+        with the alias, the best is found next to the alias again. A best checkpoint outside
+        the alias's folder is refused unless ``allow_outside=True`` (the state is input, not
+        authority: pass it when you trust where the state came from).
+
+        ``mirror=True`` takes the state as the copy of another process's linker (ranks that
+        only mirror the rank that writes): nothing on disk is looked at, now or later.
+        ``verify=False`` is the deprecated spelling of ``mirror=True``.
 
         Raises:
             ValueError: ``state`` is not a state of this library's format, or was saved
                 with another ``mode``, ``ties`` or state version; nothing changed.
         """
+        if verify is not None:
+            deprecated("load_state_dict(verify=...)", "load_state_dict(mirror=not verify)")
+            mirror = not verify
         best_score, best_path = check_state(state, mode=self._mode, ties=self._ties)
         with self._lock:
             if best_path is None:
                 self._best_score, self._best_path = None, None
-                self._needs_verify = False
+                self._needs_check = False
                 return
             target = self._storage.normalize(best_path)
-            if verify:  # the state is input: look before acting on it (ranks that only mirror never act)
+            if not mirror:  # the state is input: look before acting on it (ranks that only mirror never act)
                 target = located(self._storage, self._link_path, target, state)
-                if not allow_outside and not self._storage.in_folder_of(self._link_path, target):
-                    raise OutsideFolderError(
-                        f"state['best_path'] {best_path!r} lies outside the alias's folder "
-                        f"{os.path.dirname(self._link_path)!r}; nothing was changed. If you trust this state, "
-                        f"load it with allow_outside=True"
-                    )
+                if not allow_outside:
+                    check_inside(self._storage, self._link_path, target, f"state['best_path'] {best_path!r}")
             self._best_score, self._best_path = best_score, target
             self._link_kind = state.get("link_kind") if state.get("link_kind") in LINK_CHOICES else None
             self._confined = not allow_outside
-            self._needs_verify = bool(verify)
+            self._needs_check = self._restored = not mirror
 
     @classmethod
     def from_record(
@@ -516,28 +551,14 @@ class BestLinker:
         linker = cls(link_path, link=link, storage_options=storage_options, **cls._record_kwargs(record))
         state = {"best_score": record["score"], "best_path": record["target"], "link_kind": record.get("link")}
         linker.load_state_dict(state, allow_outside=allow_outside)
+        linker._follows_record = True  # the record, not this process, says what the best is
+        linker._restored = False  # a repair of a gone best reports it; there is no run to forget it for
         return linker
 
     @classmethod
     def _record_kwargs(cls, record: dict[str, Any]) -> dict[str, Any]:
         """The constructor arguments a record fixes (a subclass with fixed ones overrides this)."""
         return {"mode": record["mode"]}
-
-    @classmethod
-    def from_metadata(
-        cls,
-        link_path: str | os.PathLike[str],
-        *,
-        storage_options: dict[str, Any] | None = None,
-        allow_outside: bool = False,
-    ) -> BestLinker:
-        """Deprecated alias of :meth:`from_record` (removed in 0.3)."""
-        _deprecated("BestLinker.from_metadata()", "BestLinker.from_record()")
-        return cls.from_record(link_path, storage_options=storage_options, allow_outside=allow_outside)
-
-
-def _deprecated(old: str, new: str) -> None:
-    warnings.warn(f"{old} is deprecated, use {new}; it will be removed in 0.3", DeprecationWarning, stacklevel=3)
 
 
 __all__ = ["AliasConflictError", "AliasReport", "AliasWriteError", "BestLinkWarning", "BestLinker", "read_record"]

@@ -28,7 +28,7 @@ if "--resume" in sys.argv:
     record = read_record(alias)
     assert record is not None, alias
     linker.load_state_dict({"best_score": record["score"], "best_path": record["target"]})
-    linker.restore_alias()
+    linker.repair()
 
 if "--pause" in sys.argv:
     commit = LocalStorage.commit

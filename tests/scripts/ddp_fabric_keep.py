@@ -2,8 +2,8 @@
 
     python ddp_fabric_keep.py OUT DEVICES KIND KILL_AT EPOCHS
 
-Saves one checkpoint per epoch with save_and_link (best, latest, retention keep_best=1),
-resuming from last.ckpt when it exists. Rank 1 offers other scores than rank zero, so only
+Saves one checkpoint per epoch with save_and_link (best, latest, retention keep_best=1, all
+three in the saved state), resuming from last.ckpt when it exists. Rank 1 offers other scores than rank zero, so only
 rank zero's decision keeps the ranks in agreement. Before its first epoch, a fresh run tries
 to save to the alias itself and records the refusal on every rank. ``KILL_AT`` =
 ``point:n`` kills the process (SIGKILL) at the n-th call of ``point`` (one process only).
@@ -51,13 +51,13 @@ model = fabric.setup(torch.nn.Linear(2, 1))
 best = BestLinker(os.path.join(out, "best.ckpt"), link=kind)
 last = LatestLinker(os.path.join(out, "last.ckpt"), link=kind)
 keep = Retention(best, last, keep_best=1)
-state = {"model": model, "best": best, "last": last, "epoch": -1}
+state = {"model": model, "best": best, "last": last, "keep": keep, "epoch": -1}
 seen = []
 if os.path.lexists(last.link_path):
     bestlink.load(fabric, last.link_path, state)
 else:
     try:  # the alias itself: refused on every rank, before anything is saved
-        bestlink.save_and_link(fabric, best.link_path, state, score=0.0, linker=best, step=0, retention=keep)
+        bestlink.save_and_link(fabric, best.link_path, state, score=0.0, step=0, retention=keep)
         seen.append({"refused": None})
     except ValueError as err:
         seen.append({"refused": str(err), "files": sorted(os.listdir(out))})
@@ -65,7 +65,7 @@ for epoch in range(state["epoch"] + 1, epochs):
     state["epoch"] = epoch
     score = RANK0[epoch] if fabric.global_rank == 0 else 10.0 - RANK0[epoch]
     path = os.path.join(out, f"epoch={epoch}.ckpt")
-    became = bestlink.save_and_link(fabric, path, state, score=score, linker=best, step=epoch, retention=keep)
+    became = bestlink.save_and_link(fabric, path, state, score=score, step=epoch, retention=keep)
     seen.append(
         {
             "epoch": epoch,
@@ -76,6 +76,7 @@ for epoch in range(state["epoch"] + 1, epochs):
             "latest_path": last.best_path,
             "latest_step": last.latest_step,
             "checkpoints": sorted(n for n in os.listdir(out) if n.startswith("epoch=")),
+            "listed": [e["path"] for e in keep.state_dict()["saved"]],
         }
     )
 with open(os.path.join(out, f"rank{fabric.global_rank}.json"), "w") as fh:

@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 
 import lightning_bestlink._storage._syscalls as _syscalls
-from lightning_bestlink._errors import RecordError
+from lightning_bestlink._errors import AliasConflictError, RecordError
 from lightning_bestlink._storage.base import AliasState, Ident, LinkKind
 
-#: what marks a temporary name; a name with it and a dead pid is a leftover to remove
+#: what marks a temporary name (``.<alias>.bestlink-<tag>-<pid>-<random>``); the alias's cleanup, run
+#: under its lock, removes every such name of that alias: no writer of it can be half-way then
 TMP_MARK = ".bestlink-"
 
 # Errors that mean "this filesystem cannot make that kind of link here". Anything
@@ -239,6 +240,52 @@ def make(kind: LinkKind, target: str, tmp: str, is_dir: bool, *, durable: bool) 
             _fsync_file(tmp)
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_lock_file(path: str) -> int:
+    """A descriptor of the lock file at ``path``, made if missing; never through a link.
+
+    An existing lock is opened for reading only: ``flock`` needs no more, so whoever may
+    write the alias's folder can use a lock another user made (its mode follows the umask).
+    Anything but a regular file there (a symlink, a FIFO, a device) is refused.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _NOFOLLOW)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:  # a lock someone else makes meanwhile is used as it is
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)  # the umask applies
+        except FileExistsError:
+            return open_lock_file(path)
+    except PermissionError as err:
+        try:
+            st = os.lstat(path)
+            whose = f"it belongs to uid {st.st_uid} and has mode {stat.filemode(st.st_mode)}"
+        except OSError:
+            whose = "it cannot be looked at"
+        raise PermissionError(
+            err.errno,
+            f"the lock file {path!r} cannot be opened ({whose}); every writer of the alias must be able to read "
+            f"it: ask its owner to run `chmod a+r` on it, or delete it while nothing writes the alias",
+        ) from None
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise AliasConflictError(
+            f"the lock file {path!r} is a symbolic link (to {os.readlink(path)!r}), not a lock this library made; "
+            f"nothing was changed. Delete it while nothing writes the alias, and retry"
+        ) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise AliasConflictError(
+            f"the lock file {path!r} is not a regular file (mode {stat.filemode(st.st_mode)}): not a lock this "
+            f"library made; nothing was changed. Delete it while nothing writes the alias, and retry"
+        )
+    return fd
+
+
 class DescriptorLock:
     """An exclusive lock on a lock file, held open: each acquisition is one ``flock`` call.
 
@@ -257,8 +304,7 @@ class DescriptorLock:
 
     def _descriptor(self) -> int:
         if self._fd is None or self._pid != os.getpid():
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            self._fd = open_lock_file(self.path)
             self._pid = os.getpid()
             import weakref
 
@@ -284,3 +330,22 @@ class DescriptorLock:
 
     def __getstate__(self) -> dict[str, object]:
         return {"path": self.path, "timeout": self.timeout, "_fd": None, "_pid": 0}
+
+
+def same_bytes(a: str, b: str) -> bool:
+    """Whether the files (or directory trees) ``a`` and ``b`` hold the same bytes, read in full."""
+    sa, sb = os.stat(a), os.stat(b)
+    if stat.S_ISDIR(sa.st_mode) or stat.S_ISDIR(sb.st_mode):
+        if not (stat.S_ISDIR(sa.st_mode) and stat.S_ISDIR(sb.st_mode)):
+            return False
+        names = sorted(os.listdir(a))
+        return names == sorted(os.listdir(b)) and all(same_bytes(os.path.join(a, n), os.path.join(b, n)) for n in names)
+    if sa.st_size != sb.st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            chunk = fa.read(1 << 20)
+            if chunk != fb.read(1 << 20):
+                return False
+            if not chunk:
+                return True

@@ -37,7 +37,7 @@ def _load_renameat2() -> Any:
     return fn
 
 
-def _renameat2_call(a: str, b: str, flags: int) -> bool:
+def _renameat2_call(a: str, b: str, flags: int, dir_fd: int | None = None) -> bool:
     global _renameat2
     if _renameat2 is False:
         _renameat2 = _load_renameat2()
@@ -45,7 +45,8 @@ def _renameat2_call(a: str, b: str, flags: int) -> bool:
         return False
     import ctypes
 
-    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), flags) == 0:
+    fd = _AT_FDCWD if dir_fd is None else dir_fd  # dir_fd: both names are relative to that folder
+    if _renameat2(fd, os.fsencode(a), fd, os.fsencode(b), flags) == 0:
         return True
     err = ctypes.get_errno()
     if err in _UNSUPPORTED:
@@ -58,9 +59,10 @@ def exchange(a: str, b: str) -> bool:
     return _renameat2_call(a, b, _RENAME_EXCHANGE)
 
 
-def rename_noreplace(src: str, dst: str) -> bool:
+def rename_noreplace(src: str, dst: str, *, dir_fd: int | None = None) -> bool:
     """Rename ``src`` to ``dst`` only if ``dst`` does not exist (else ``FileExistsError``).
 
-    False when the platform or filesystem cannot do it in one step.
+    ``dir_fd``: both names are relative to that open folder. False when the platform or
+    filesystem cannot do it in one step.
     """
-    return _renameat2_call(src, dst, _RENAME_NOREPLACE)
+    return _renameat2_call(src, dst, _RENAME_NOREPLACE, dir_fd)

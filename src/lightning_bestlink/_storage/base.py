@@ -120,6 +120,11 @@ class Storage(ABC):
     def looks_like_copy(self, alias: str, target: str) -> bool:
         """Whether the file at ``alias`` can be a complete copy of ``target`` (a cheap check)."""
 
+    def same_content(self, a: str, b: str) -> bool | None:
+        """Whether ``a`` and ``b`` hold the same bytes (files, or directory trees), read in full;
+        None when this storage cannot compare them."""
+        return None
+
     # --- writing the alias --------------------------------------------------------
 
     def check_can_alias(self, target: str, choice: LinkChoice, *, is_dir: bool) -> None:
@@ -170,3 +175,31 @@ class Storage(ABC):
     @abstractmethod
     def remove_file(self, path: str) -> None:
         """Remove a file this library wrote; missing is fine."""
+
+    # --- removing a saved checkpoint (retention) --------------------------------------
+
+    def remove_saved(self, alias: str, path: str, ident: Ident, kind: TargetType) -> Removal:
+        """Remove the checkpoint at ``path`` if it is still the one saved there, with identity ``ident``.
+
+        ``path`` lies inside the folder of ``alias`` and is reached from that folder without
+        following a link; ``kind`` (``"file"`` or ``"dir"``) is what was saved, ``ident`` what
+        :meth:`identity` said right after. Anything else found there (another file, a link, a
+        directory where a file was saved, a file of another user) is left in place and said
+        so. Raises ``OSError`` when removing fails; a storage that cannot remove safely raises
+        ``OSError(ENOTSUP)`` (this default).
+        """
+        import errno
+
+        raise OSError(errno.ENOTSUP, f"{type(self).__name__} cannot remove a saved checkpoint safely", path)
+
+
+# --- removing a saved checkpoint (retention) ------------------------------------------
+
+
+class Removal(NamedTuple):
+    """What :meth:`Storage.remove_saved` did with a saved checkpoint."""
+
+    #: ``deleted``; ``gone`` (nothing there); ``changed`` (something else is there now, left in
+    #: place); ``foreign`` (owned by another user, left in place)
+    outcome: Literal["deleted", "gone", "changed", "foreign"]
+    detail: str = ""  # for changed and foreign: what is there instead, for the warning

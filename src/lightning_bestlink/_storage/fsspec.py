@@ -26,6 +26,7 @@ from lightning_bestlink._storage.base import (
     AliasState,
     Ident,
     LinkChoice,
+    Removal,
     Staged,
     Storage,
     TargetType,
@@ -203,3 +204,20 @@ class FsspecStorage(Storage):
             pass
         finally:
             self._forget(path)
+
+    # --- removing a saved checkpoint (retention) --------------------------------------
+
+    def remove_saved(self, alias: str, path: str, ident: Ident, kind: TargetType) -> Removal:
+        # the object's identity is compared with a fresh info() right before the DELETE: an object
+        # written at the key between the two requests is deleted (no conditional delete is used)
+        if not self.in_folder_of(alias, path):
+            return Removal("changed", "it lies outside the alias's folder")
+        info = self.info(path)
+        if info is None:
+            return Removal("gone")
+        if (info.get("type") == "directory") != (kind == "dir"):
+            return Removal("changed", f"a {info.get('type')} is there now, where a {kind} was saved")
+        if _ident_of(info) != ident:
+            return Removal("changed", "another object is there now")
+        self.remove_file(path)
+        return Removal("deleted")

@@ -28,6 +28,7 @@ from lightning_bestlink._storage._files import (
     read_regular,
     remove_tree_or_file,
     replace_expected,
+    same_bytes,
     tmp_name,
     virtual_devices,
 )
@@ -38,6 +39,7 @@ from lightning_bestlink._storage.base import (
     Ident,
     LinkChoice,
     LinkKind,
+    Removal,
     Staged,
     Storage,
     TargetType,
@@ -137,7 +139,10 @@ class LocalStorage(Storage):
         return AliasState(kind, ident=ident_of(st), key=key_of(st))
 
     def identity(self, path: str) -> Ident:
-        return ident_of(os.lstat(path))
+        try:
+            return ident_of(os.lstat(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def looks_like_copy(self, alias: str, target: str) -> bool:
         try:
@@ -147,6 +152,9 @@ class LocalStorage(Storage):
         if stat.S_ISDIR(a.st_mode) or stat.S_ISDIR(t.st_mode):
             return stat.S_ISDIR(a.st_mode) and stat.S_ISDIR(t.st_mode)
         return a.st_size == t.st_size
+
+    def same_content(self, a: str, b: str) -> bool | None:
+        return same_bytes(a, b)
 
     # --- writing the alias --------------------------------------------------------
 
@@ -215,6 +223,7 @@ class LocalStorage(Storage):
         # called with the alias's lock held: no other writer is half-way, every temporary name
         # of these paths is a leftover of a killed one (on this host or another sharing the folder)
         removed: list[str] = []
+        me = os.geteuid() if hasattr(os, "geteuid") else 0
         for path in paths:
             head, base = os.path.split(path)
             prefix = f".{base}{TMP_MARK}"
@@ -226,6 +235,9 @@ class LocalStorage(Storage):
                 if not entry.name.startswith(prefix):
                     continue
                 try:
+                    # a leftover is this user's: a name planted by another user is left alone
+                    if entry.stat(follow_symlinks=False).st_uid != me:
+                        continue
                     remove_tree_or_file(entry.path)
                     removed.append(entry.path)
                 except FileNotFoundError:
@@ -266,3 +278,12 @@ class LocalStorage(Storage):
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+    # --- removing a saved checkpoint (retention) --------------------------------------
+
+    def remove_saved(self, alias: str, path: str, ident: Ident, kind: TargetType) -> Removal:
+        # through descriptors opened without following a link, renamed aside and checked before
+        # it is deleted: see _remove.py
+        from lightning_bestlink._storage._remove import remove_saved  # only once a checkpoint goes
+
+        return remove_saved(os.path.dirname(alias), path, ident, kind)

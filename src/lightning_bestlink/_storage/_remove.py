@@ -1,0 +1,192 @@
+"""Removing a saved checkpoint from a local folder, only if it is still the one saved (for ``Retention``).
+
+Every step goes through descriptors opened without following a link, from ``/`` down to
+the checkpoint's folder (``openat`` with ``O_NOFOLLOW | O_DIRECTORY``): a component swapped
+for a symlink since the save stops it, and nothing outside the alias's folder is reached.
+The checkpoint is first renamed to a hidden name in its own folder and checked there (kind,
+owner, identity): a file moved onto the path after the first look is put back, not deleted.
+A directory is then removed with ``os.fwalk`` through descriptors (``shutil.rmtree(dir_fd=)``
+needs Python 3.11). A run killed half-way leaves the hidden name; the next run that still
+lists the checkpoint finishes it, if it is that checkpoint.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from lightning_bestlink._storage import _files
+from lightning_bestlink._storage._syscalls import rename_noreplace
+from lightning_bestlink._storage.base import Ident, Removal, TargetType
+
+_CAN_DIR_FD = {os.open, os.stat, os.rename, os.unlink, os.rmdir} <= os.supports_dir_fd
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+#: ``.<name>.bestlink-trash-<pid>-<random>``: a saved checkpoint being deleted
+TRASH = f"{_files.TMP_MARK}trash-"
+
+
+def remove_saved(folder: str, path: str, ident: Ident, kind: TargetType) -> Removal:
+    """Remove ``path`` (inside ``folder``) if it is still the ``kind`` saved there with identity ``ident``."""
+    if not _CAN_DIR_FD:
+        raise OSError(errno.ENOTSUP, "this platform cannot delete relative to a folder descriptor", path)
+    rel = os.path.relpath(path, folder)
+    parts = rel.split(os.sep)
+    if os.path.isabs(rel) or any(p in ("", ".", "..") for p in parts):
+        return Removal("changed", f"it lies outside the alias's folder {folder!r}")
+    try:
+        fd = _open_folder(folder.split(os.sep)[1:] + parts[:-1])
+    except FileNotFoundError:
+        return Removal("gone")
+    except OSError as err:
+        if err.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        return Removal("changed", "a symbolic link or a file now stands on the way to it")
+    try:
+        return _remove_in(fd, parts[-1], ident, kind)
+    finally:
+        os.close(fd)
+
+
+def _open_folder(parts: list[str]) -> int:
+    """A descriptor of the folder ``/parts...``, opened one component at a time, never following a link."""
+    fd = os.open(os.sep, _DIR_FLAGS)
+    try:
+        for part in parts:
+            if part:
+                fd, parent = os.open(part, _DIR_FLAGS, dir_fd=fd), fd
+                os.close(parent)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _mismatch(st: os.stat_result, ident: Ident, kind: TargetType) -> Removal | None:
+    """Why what ``st`` describes is not the checkpoint saved as ``ident`` and ``kind`` (None: it is)."""
+    mode = stat.S_IFMT(st.st_mode)
+    if mode != (stat.S_IFDIR if kind == "dir" else stat.S_IFREG):
+        what = {stat.S_IFLNK: "a symbolic link", stat.S_IFDIR: "a directory", stat.S_IFREG: "a file"}
+        return Removal("changed", f"{what.get(mode, 'a special file')} is there now, where a {kind} was saved")
+    if st.st_uid != os.geteuid():
+        return Removal("foreign", f"it is owned by another user (uid {st.st_uid})")
+    if not isinstance(ident, (list, tuple)) or _files.ident_of(st) != list(ident):
+        return Removal("changed", "another file is there now")
+    return None
+
+
+def _remove_in(fd: int, name: str, ident: Ident, kind: TargetType) -> Removal:
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return _finish(fd, name, ident, kind)
+    problem = _mismatch(st, ident, kind)
+    if problem is not None:
+        return problem
+    trash = f".{name}{TRASH}{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        _rename_new(fd, name, trash)
+    except FileNotFoundError:
+        return Removal("gone")
+    problem = _mismatch(os.stat(trash, dir_fd=fd, follow_symlinks=False), ident, kind)
+    if problem is not None:  # moved onto the path after the first look: it goes back
+        try:
+            _rename_new(fd, trash, name)
+        except FileExistsError:
+            kept = f"{problem.detail}; yet another file took its name, so it is kept as {trash!r}"
+            return Removal(problem.outcome, kept)
+        return Removal(problem.outcome, f"{problem.detail} (it arrived while being deleted, and was put back)")
+    foreign = _foreign_inside(fd, trash) if kind == "dir" else None
+    if foreign is not None:  # another user's file inside: the whole checkpoint goes back, nothing deleted
+        _rename_new(fd, trash, name)
+        return Removal("foreign", f"it holds {foreign}, owned by another user")
+    try:
+        _remove_at(fd, trash, kind)
+    except OSError:
+        if kind == "file":  # nothing was removed: back under its name (a half-removed tree stays hidden)
+            _rename_new(fd, trash, name)
+        raise
+    return Removal("deleted")
+
+
+def _rename_new(fd: int, src: str, dst: str) -> None:
+    """Rename ``src`` to ``dst`` in the folder ``fd`` only if nothing is at ``dst`` (else ``FileExistsError``)."""
+    if rename_noreplace(src, dst, dir_fd=fd):
+        return
+    # no renameat2 here (NFS, not Linux): link(2) never replaces; a directory has no links
+    if not stat.S_ISDIR(os.stat(src, dir_fd=fd, follow_symlinks=False).st_mode):
+        try:
+            os.link(src, dst, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+        except OSError as err:
+            if not _files.is_unsupported(err, "hardlink"):
+                raise
+        else:
+            os.unlink(src, dir_fd=fd)
+            return
+    try:
+        os.stat(dst, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        os.rename(src, dst, src_dir_fd=fd, dst_dir_fd=fd)  # a last look, then the one rename left
+        return
+    raise FileExistsError(errno.EEXIST, "something is there already", dst)
+
+
+def _finish(fd: int, name: str, ident: Ident, kind: TargetType) -> Removal:
+    """Nothing at ``name``: finish a deletion a killed run left under a hidden name, if it is this checkpoint."""
+    prefix = f".{name}{TRASH}"
+    with os.scandir(fd) as entries:
+        names = [e.name for e in entries if e.name.startswith(prefix)]
+    for hidden in names:
+        st = os.stat(hidden, dir_fd=fd, follow_symlinks=False)
+        # half deleted, a directory has lost entries (its size and time changed), not its inode
+        same = _mismatch(st, ident, kind) is None or (
+            kind == "dir"
+            and stat.S_ISDIR(st.st_mode)
+            and st.st_uid == os.geteuid()
+            and isinstance(ident, (list, tuple))
+            and [st.st_dev, st.st_ino] == list(ident[:2])
+        )
+        if same:
+            _remove_at(fd, hidden, kind)
+            return Removal("deleted")
+    return Removal("gone")
+
+
+def _foreign_inside(fd: int, name: str) -> str | None:
+    """The first entry of the tree ``name`` owned by another user, as ``'path' (uid N)``; None if all are mine."""
+    me = os.geteuid()
+    for top, dirs, files, sub in os.fwalk(name, dir_fd=fd, onerror=_raise):
+        for child in (*dirs, *files):
+            uid = os.stat(child, dir_fd=sub, follow_symlinks=False).st_uid
+            if uid != me:
+                return f"{os.path.join(top, child)!r} (uid {uid})"
+    return None
+
+
+def _remove_at(fd: int, name: str, kind: TargetType) -> None:
+    """Remove ``name`` in the folder ``fd``, a file or a whole tree, never following a link.
+
+    In a tree, an entry of another user (one that arrived after :func:`_foreign_inside` looked)
+    is left, and so is the tree around it: removing it then fails, and is tried again later.
+    """
+    me = os.geteuid()
+    try:
+        if kind != "dir":
+            os.unlink(name, dir_fd=fd)
+            return
+        for _, dirs, files, sub in os.fwalk(name, dir_fd=fd, topdown=False, onerror=_raise):
+            for child in (*files, *dirs):  # a link to a directory is listed in dirs: unlinked, not followed
+                st = os.stat(child, dir_fd=sub, follow_symlinks=False)
+                if st.st_uid != me:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    os.rmdir(child, dir_fd=sub)
+                else:
+                    os.unlink(child, dir_fd=sub)
+        os.rmdir(name, dir_fd=fd)
+    except FileNotFoundError:
+        pass  # another process finishing the same leftover
+
+
+def _raise(err: OSError) -> None:
+    raise err
