@@ -118,13 +118,21 @@ def floor_link(d: str, alias: str, i: int, target: str) -> None:
     os.replace(tmp, alias)
 
 
-def floor_link_and_record(d: str, alias: str, i: int, target: str) -> None:
+def floor_link_and_record(d: str, alias: str, i: int, target: str, *, exchange: bool = False) -> None:
     """The floor plus what any alias with a record next to it costs at least: one small JSON
-    file written under a temporary name and renamed over the previous record."""
+    file written under a temporary name and renamed over the previous record (``exchange``:
+    swapped with it by ``renameat2(RENAME_EXCHANGE)``, then the old one unlinked: no ext4
+    replace-on-rename flush, as BestLinker does without ``durable=True``)."""
     floor_link(d, alias, i, target)
     record = {"format": "bench/1", "alias": os.path.basename(alias), "target": os.path.basename(target)}
     record.update(link="symlink", mode="min", score=-float(i), time=time.time(), extra={"epoch": i})
     tmp = os.path.join(d, f".floor-json-{i}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, alias + ".json")
+    if exchange and os.path.exists(alias + ".json"):
+        from lightning_bestlink._storage import _syscalls
+
+        _syscalls.exchange(tmp, alias + ".json")
+        os.unlink(tmp)
+    else:
+        os.replace(tmp, alias + ".json")

@@ -135,7 +135,7 @@ def plot(res: dict[str, Any], path: str) -> None:
 
     sizes = list(res["alias"].values())
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [3, 2]})
-    markers = ["o", "P", "s", "*", "^", "v", "D", "x"]
+    markers = ["o", "P", "p", "s", "h", "*", "^", "v", "D", "x"]
     xs = [s["size"] / MiB for s in sizes]
     for name, marker in zip(CONTENDERS, markers, strict=True):
         med = [s["rows"][name]["median_ns"] / 1e3 for s in sizes]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from _tables import MiB, fmt_bytes, fmt_size, fmt_time
-from sections.alias import FLOOR_JSON, HARDLINK, SYMLINK
+from sections.alias import DURABLE, FLOOR_JSON, HARDLINK, SYMLINK
 from sections.clone import CLONE, PLAIN
 from sections.imports import CORE, STDLIB
 from sections.noop import FLOAT, TENSOR
@@ -61,8 +61,26 @@ def symlink_update(res: Results) -> Measured:
     return x, (
         f"worst {x:.1f}x (at {fmt_size(worst['size'])}); "
         + ", ".join(f"{fmt_size(s['size'])}: {s['rows'][SYMLINK]['x_floor']:.1f}x" for s in sizes)
-        + "; against the floor plus a JSON record: "
+    )
+
+
+def symlink_update_with_record(res: Results) -> Measured:
+    sizes = res["alias"].values()
+    worst = max(sizes, key=lambda s: s["rows"][SYMLINK]["x_xchg"])
+    x = worst["rows"][SYMLINK]["x_xchg"]
+    hot = next(iter(sizes)).get("hot") or {}
+    hot_words = (
+        f"; in a hot loop: {hot[SYMLINK]['x_xchg']:.2f}x (and {hot[SYMLINK]['x_json']:.2f}x the floor whose record "
+        f"is os.replace'd; durable=True {hot[DURABLE]['x_json']:.2f}x of that)"
+        if SYMLINK in hot and DURABLE in hot
+        else ""
+    )
+    return x, (
+        f"worst {x:.2f}x (at {fmt_size(worst['size'])}); "
+        + ", ".join(f"{fmt_size(s['size'])}: {s['rows'][SYMLINK]['x_xchg']:.2f}x" for s in sizes)
+        + "; against a record os.replace'd: "
         + ", ".join(f"{s['rows'][SYMLINK]['median_ns'] / s['rows'][FLOOR_JSON]['median_ns']:.2f}x" for s in sizes)
+        + hot_words
     )
 
 
@@ -148,6 +166,13 @@ TARGETS: tuple[Target, ...] = (
         "improving symlink update within {limit}x of the bare floor, at every size",
         10,
         symlink_update,
+    ),
+    Target(
+        "symlink_update_with_record",
+        "improving symlink update within {limit}x of the floor plus a JSON record written the same way (an "
+        "exchange), at every size",
+        1.25,
+        symlink_update_with_record,
     ),
     Target("noop_update", "non-improving update ≤ {limit} µs", 2, noop_update),
     Target("trainer_overhead", "Trainer overhead within {limit}% of stock ModelCheckpoint", 2, trainer_overhead),

@@ -6,13 +6,16 @@ run without torch or Lightning.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
+import shlex
 import signal
+import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,52 @@ def row(output: str, name: str) -> str:
 
 
 SCRIPTS = Path(__file__).parent / "scripts"
+FAULTS = SCRIPTS / "cli_faults.py"
+#: the user the permission tests run the command as (nobody)
+NOBODY = 65534
+
+needs_root = pytest.mark.skipif(
+    os.name == "nt" or os.geteuid() != 0, reason="runs the command as another user: dropping privileges takes root"
+)
+
+
+def faults(
+    *args: str | Path, env: Mapping[str, str | None], cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``lightning-bestlink ARGS`` through tests/scripts/cli_faults.py, with the faults, counters or
+    user that ``env`` asks for (its docstring lists them)."""
+    return subprocess.run(
+        [sys.executable, str(FAULTS), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=environ(env),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def as_nobody(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The command run by the user nobody (privileges dropped once it is imported)."""
+    return faults(*args, env={"BESTLINK_TEST_UID": str(NOBODY)}, cwd=cwd)
+
+
+@pytest.fixture
+def shared_tmp(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path``, which another user can reach: its parents are made searchable while the test runs."""
+    changed = []
+    for parent in tmp_path.parents:
+        mode = parent.stat().st_mode
+        if mode & stat.S_IXOTH:
+            break
+        changed.append((parent, mode))
+        parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+    tmp_path.chmod(0o755)
+    try:
+        yield tmp_path
+    finally:
+        for parent, mode in changed:
+            parent.chmod(stat.S_IMODE(mode))
 
 
 class Lines:
@@ -161,6 +210,34 @@ class Child:
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+PROBE = SCRIPTS / "cli_exec_probe.py"
+
+
+def probe(log: Path, *placeholders: str) -> str:
+    """A ``watch --exec`` CMD that logs what it was given (tests/scripts/cli_exec_probe.py says what)."""
+    return shlex.join([sys.executable, str(PROBE), str(log), *placeholders])
+
+
+def log_lines(log: Path) -> list[dict[str, Any]]:
+    """What the probe logged, one entry per run."""
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+#: what the name of every hold folder starts with (``watch --exec``, ``path --hold``)
+HOLD_MARK = ".bestlink-hold-"
+
+
+def held(path: str, folder: Path) -> bool:
+    """Whether ``path`` is a checkpoint held in ``folder``: ``folder/.bestlink-hold-.../<name>``."""
+    hold = os.path.dirname(path)
+    return os.path.dirname(hold) == str(folder) and os.path.basename(hold).startswith(HOLD_MARK)
+
+
+def holds(folder: Path) -> list[str]:
+    """The hold folders in ``folder``."""
+    return sorted(name for name in os.listdir(folder) if name.startswith(HOLD_MARK))
 
 
 class Writer(Child):

@@ -21,6 +21,9 @@ from lightning_bestlink._storage.local import TMP_MARK
 
 #: every ``link=`` choice of a local linker
 KINDS = ("symlink", "hardlink", "copy", "auto")
+#: every (link=, checkpoint kind) that makes an alias: directories have no hard links (that error is
+#: tested on its own)
+KIND_TARGET = [(k, t) for k in KINDS for t in ("file", "dir") if (k, t) != ("hardlink", "dir")]
 MAGIC = b"BLCK"
 HEADER = struct.Struct("<4sQB")
 SHARDS = ("shard-0.bin", "shard-1.bin", "shard-2.bin")

@@ -17,12 +17,11 @@ import pytest
 from tests._cli import BEST, cli, make_run, needs_symlinks, row
 
 from lightning_bestlink import BestLinker
+from lightning_bestlink._cli.render import problem
+from lightning_bestlink._cli.survey import Alias
 from lightning_bestlink._health import AliasReport
-from lightning_bestlink._render import problem
-from lightning_bestlink._survey import Alias
 
 RECORD = "best.ckpt.bestlink.json"
-FAULTS = Path(__file__).parent / "scripts" / "cli_faults.py"
 
 
 def _fifo(path: Path) -> None:
@@ -169,83 +168,6 @@ def test_names_that_are_not_utf8(tmp_path: Path) -> None:
     assert (path.returncode, path.stdout) == (0, raw + b"\n")
 
 
-# --- folders that cannot be read -------------------------------------------------------------
-
-
-def faulty(*args: str | Path, unreadable: list[Path], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The command with listings of ``unreadable`` failing with EACCES (root ignores chmod)."""
-    env = {**os.environ, "BESTLINK_TEST_UNREADABLE": os.pathsep.join(map(str, unreadable))}
-    return subprocess.run(
-        [sys.executable, str(FAULTS), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-
-
-def logs(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """Three runs: v0 healthy, v1 unreadable (it holds a broken alias), v2 with its alias deleted."""
-    runs = tuple(tmp_path / "lightning_logs" / f"version_{i}" / "checkpoints" for i in range(3))
-    for run in runs:
-        make_run(run)
-    (runs[1] / "best.ckpt").unlink()
-    (runs[2] / "best.ckpt").unlink()
-    return runs  # type: ignore[return-value]
-
-
-def test_unreadable_folders_are_reported_and_the_rest_checked(tmp_path: Path) -> None:
-    _, v1, v2 = logs(tmp_path)
-    blocked = [v1.parent]
-    shown_v1 = os.path.join("lightning_logs", "version_1")
-
-    verified = faulty("verify", "-r", "lightning_logs", unreadable=blocked, cwd=tmp_path)
-    assert verified.returncode == 1
-    assert f"FAILED  {shown_v1}: cannot read this folder: Permission denied; its aliases were not checked" in (
-        verified.stdout
-    )
-    assert f"ok      {os.path.join('lightning_logs', 'version_0', 'checkpoints', 'best.ckpt')}" in verified.stdout
-    assert f"FAILED  {os.path.join('lightning_logs', 'version_2', 'checkpoints', 'best.ckpt')}: missing" in (
-        verified.stdout
-    )
-    assert verified.stderr == "verify: 1 of 2 aliases needs attention; 1 folder could not be read\n"
-
-    shown = faulty("show", "-r", "lightning_logs", unreadable=blocked, cwd=tmp_path)
-    assert shown.returncode == 1  # the survey is incomplete
-    assert f"{shown_v1}  (cannot read this folder: Permission denied)" in shown.stdout
-    assert shown.stdout.count("(alias healthy)") == 1 and "(1 of 1 alias needs attention)" in shown.stdout
-    assert shown.stderr == f"show: {shown_v1}: cannot read this folder: Permission denied\n"
-
-    document = json.loads(faulty("show", "--json", "-r", tmp_path, unreadable=blocked).stdout)
-    errors = {f["path"]: f["error"] for f in document["folders"]}
-    assert errors[str(v1.parent)] == "cannot read this folder: Permission denied"
-    assert document["summary"]["unreadable_folders"] == 1 and document["ok"] is False
-
-    repaired = faulty("repair", "-r", tmp_path, unreadable=blocked)
-    assert repaired.returncode == 1
-    assert f"repaired  {v2 / 'best.ckpt'}" in repaired.stdout
-    assert repaired.stderr == "repair: 1 folder could not be read\n"
-    assert not os.path.lexists(v1 / "best.ckpt")  # not touched: it could not be surveyed
-
-    only = faulty("verify", v1, unreadable=[v1])  # DIR itself
-    assert only.returncode == 1
-    assert f"FAILED  {v1}: cannot read this folder: Permission denied" in only.stdout
-
-
-@pytest.mark.skipif(os.name == "nt" or os.geteuid() == 0, reason="chmod does not stop root (nor apply on Windows)")
-def test_unreadable_folder_by_permissions(tmp_path: Path) -> None:
-    _, v1, _ = logs(tmp_path)
-    os.chmod(v1.parent, 0)
-    try:
-        verified = cli("verify", "-r", tmp_path)
-        assert verified.returncode == 1
-        assert f"FAILED  {v1.parent}: cannot read this folder: Permission denied" in verified.stdout
-    finally:
-        os.chmod(v1.parent, 0o755)
-
-
 # --- wording ------------------------------------------------------------------------------------
 
 
@@ -291,7 +213,7 @@ def test_show_lists_a_dangling_last_link(tmp_path: Path) -> None:
 def test_the_escaping_examples_run() -> None:
     import doctest
 
-    from lightning_bestlink import _render
+    from lightning_bestlink._cli import render as _render
 
     result = doctest.testmod(_render)
     assert (result.failed, result.attempted > 0) == (0, True)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import shlex
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from tests._cli import BEST, cli, make_run, needs_symlinks
+from tests._cli import BEST, cli, held, holds, make_run, needs_symlinks
 
-from lightning_bestlink import BestLinker
+from lightning_bestlink import BestLinker, LatestLinker, save_and_link
 
 
 @pytest.mark.parametrize("link", ["symlink", "hardlink", "copy"])
@@ -83,3 +90,121 @@ def test_nothing_there_is_a_usage_error(tmp_path: Path) -> None:
     result = cli("path", tmp_path / "file.ckpt")
     assert (result.returncode, result.stdout) == (1, "")
     assert "is not a folder and has no .bestlink.json record next to it" in result.stderr
+
+
+# --- names a line of output cannot carry ----------------------------------------------------------
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a POSIX shell, and a line break in a file name")
+def test_a_name_the_shell_would_change_is_refused_and_null_or_json_carry_it(tmp_path: Path) -> None:
+    target = tmp_path / "epoch=1.ckpt\n"
+    target.write_bytes(b"the best weights")
+    (tmp_path / "epoch=1.ckpt").write_bytes(b"another file")  # what "$(...)" would make of the name
+    BestLinker(tmp_path / "best.ckpt").update(0.1, target)
+
+    refused = cli("path", tmp_path)
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert "holds a line break" in refused.stderr and "--null" in refused.stderr and "--json" in refused.stderr
+    script = f'cat "$("{sys.executable}" -m lightning_bestlink path {shlex.quote(str(tmp_path))})"'
+    shell = subprocess.run(["sh", "-c", script], capture_output=True, timeout=60, check=False)
+    assert b"another file" not in shell.stdout  # the documented use never reads a file it was not given
+
+    null = subprocess.run(
+        [sys.executable, "-m", "lightning_bestlink", "path", "--null", str(tmp_path)], capture_output=True
+    )
+    assert (null.returncode, null.stdout) == (0, os.fsencode(target) + b"\0")
+    document = json.loads(cli("path", "--json", tmp_path).stdout)
+    assert (document["target"], document["alias"], document["held"]) == (str(target), str(tmp_path / "best.ckpt"), None)
+    assert (document["score"], document["kind"], document["version"]) == (0.1, "symlink", 1)
+    assert cli("path", "--null", "--json", tmp_path).returncode == 2  # one form at a time
+
+
+# --- a best alias next to latest ones (the README's plain loop) -----------------------------------
+
+
+def readme_loop(folder: Path, scores: list[float]) -> tuple[BestLinker, LatestLinker]:
+    """A folder as the README's plain-loop quick start leaves it: best.pt and last.pt, by save_and_link."""
+    best, last = BestLinker(folder / "best.pt", mode="max"), LatestLinker(folder / "last.pt")
+
+    def save(state: dict[str, Any], path: str) -> None:  # torch.save's order; no torch needed here
+        Path(path).write_bytes(pickle.dumps(state))
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for epoch, score in enumerate(scores):
+        state = {"epoch": epoch, "best": best, "last": last}
+        save_and_link(save, folder / f"epoch={epoch}.pt", state, score=score, linker=best, latest=last, step=epoch)
+    return best, last
+
+
+def test_a_best_alias_is_taken_before_latest_ones(tmp_path: Path) -> None:
+    readme_loop(tmp_path, [0.5, 0.9, 0.7])  # the best: epoch=1; the latest: epoch=2
+    result = cli("path", tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"{tmp_path / 'epoch=1.pt'}\n", "")
+    assert cli("path", tmp_path / "last.pt").stdout == f"{tmp_path / 'epoch=2.pt'}\n"  # named: taken
+
+    BestLinker(tmp_path / "best-loss.pt").update(0.2, tmp_path / "epoch=0.pt")  # two best aliases compete
+    competing = cli("path", tmp_path)
+    assert (competing.returncode, competing.stdout) == (1, "")
+    assert "holds 2 best aliases (best-loss.pt, best.pt); name one of them" in competing.stderr
+
+
+# --- holding the checkpoint for a reader that comes later -----------------------------------------
+
+
+def keeper_of(path: str) -> int:
+    """The pid of the process that keeps the hold ``path`` (the hold's name says it)."""
+    return int(os.path.basename(os.path.dirname(path)).rsplit("-", 2)[1])
+
+
+def ended(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie has: nothing may reap it in a container)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[-1].split()[0] in (b"Z", b"X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals, and /proc to tell a process has ended")
+def test_hold_keeps_the_checkpoint_readable_after_training_deletes_it(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    expected = (tmp_path / BEST).read_bytes()
+    script = f'echo "$("{sys.executable}" -m lightning_bestlink path --hold 3600 {shlex.quote(str(tmp_path))})"'
+    # returns at once: the process that keeps the hold for an hour holds none of the shell's pipes
+    shell = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert shell.returncode == 0, shell.stderr
+    path = shell.stdout[:-1]
+    assert held(path, tmp_path) and os.path.basename(path) == BEST
+    (tmp_path / BEST).unlink()  # training deletes it: a better one came
+    assert Path(path).read_bytes() == expected
+    assert ".bestlink-hold" not in cli("show", tmp_path).stdout  # show ignores holds
+    with pytest.raises(ValueError, match="a checkpoint held for a reader"):  # and no alias may point into one
+        BestLinker(tmp_path / "best-held.ckpt").update(0.0, path)
+
+    os.kill(keeper_of(path), signal.SIGTERM)  # a polite stop releases it
+    wait_for(lambda: not holds(tmp_path))
+
+    make_run(tmp_path)  # the checkpoint back; a keeper killed without a word leaves its hold...
+    path = cli("path", "--hold", "3600", tmp_path).stdout[:-1]
+    os.kill(keeper_of(path), signal.SIGKILL)
+    wait_for(lambda: ended(keeper_of(path)))
+    assert holds(tmp_path) == [os.path.basename(os.path.dirname(path))]
+    short = cli("path", "--hold", "0.2", tmp_path)  # ...which the next hold in this folder removes
+    assert short.returncode == 0 and not os.path.exists(path)
+    wait_for(lambda: not holds(tmp_path))  # and this one goes by itself once its time is up
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
+    """Wait until ``condition()`` holds; fail the test after ``timeout`` seconds (not a measure)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came true"
+        time.sleep(0.02)
+
+
+def test_hold_refuses_a_bad_time(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    for value in ("0", "-1", "nan", "inf", "soon"):
+        result = cli("path", "--hold", value, tmp_path)
+        assert (result.returncode, result.stdout) == (2, ""), value
+    assert not holds(tmp_path)

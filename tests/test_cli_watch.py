@@ -16,21 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
-from tests._cli import SCRIPTS, Writer, cli, make_run, watch
+from tests._cli import SCRIPTS, Writer, cli, held, holds, log_lines, make_run, probe, watch
+from tests._helpers import write_ckpt
+
+from lightning_bestlink import BestLinker, LatestLinker
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals and symlinks")
 
-PROBE = SCRIPTS / "cli_exec_probe.py"
 FAST = ("--interval", "0.02")
-
-
-def probe(log: Path, *placeholders: str) -> str:
-    """An --exec CMD that logs its arguments (and whether the alias has the target's bytes)."""
-    return shlex.join([sys.executable, str(PROBE), str(log), *placeholders])
-
-
-def log_lines(log: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 def test_follows_a_run_across_a_restart(tmp_path: Path) -> None:
@@ -70,11 +63,14 @@ def test_follows_a_run_across_a_restart(tmp_path: Path) -> None:
     finally:
         run.stop()
         w.stop()
-    assert [entry["argv"] for entry in log_lines(log)] == [
-        [str(tmp_path / name), score, str(alias)] for name, score in (("epoch=1.ckpt", "0.5"),
-                                                                      ("epoch=3.ckpt", "0.3"),
-                                                                      ("epoch=5.ckpt", "0.1"))
+    entries = log_lines(log)
+    assert [(e["name"], e["content"], e["argv"][1:]) for e in entries] == [
+        (name, f"{name} {score}", [score, str(alias)]) for name, score in (("epoch=1.ckpt", "0.5"),
+                                                                           ("epoch=3.ckpt", "0.3"),
+                                                                           ("epoch=5.ckpt", "0.1"))
     ]  # fmt: skip
+    assert all(held(e["argv"][0], tmp_path) for e in entries)  # {target}: the checkpoint, held
+    assert not holds(tmp_path)  # each hold was released when its command ended
     assert "probe ran for" in w.err.text()  # the command's stdout went to stderr
 
 
@@ -212,7 +208,8 @@ def test_exec_runs_no_shell(tmp_path: Path) -> None:
         run.stop()
         w.stop()
     (entry,) = log_lines(log)
-    assert entry["argv"] == [str(tmp_path / name), "0.01"]  # one argument each, as recorded
+    assert (entry["name"], entry["argv"][1:]) == (name, ["0.01"])  # one argument each, as recorded
+    assert held(entry["argv"][0], tmp_path)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -292,3 +289,148 @@ def test_usage_errors(tmp_path: Path) -> None:
     BestLinker(tmp_path / "best-acc.ckpt", mode="max").update(0.5, tmp_path / "epoch=0.ckpt")
     several = cli("watch", tmp_path, "--count", "1", timeout=60)
     assert several.returncode == 1 and "holds 2 aliases" in several.stderr
+
+
+# --- the checkpoint a command is given stays readable until it exits -----------------------------
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink", "copy"])
+def test_exec_reads_the_checkpoint_even_if_training_deletes_it_as_the_command_starts(tmp_path: Path, link: str) -> None:
+    alias = tmp_path / "best.ckpt"
+    log = tmp_path / "exec.log"
+    run = Writer(alias, link)
+    assert run.update(0.9, "epoch=0.ckpt")
+    w = watch(tmp_path, "--count", "1", *FAST, "--exec", probe(log, "{target}", "{alias}"), env={"PROBE_DELETE": "1"})
+    try:
+        w.err.until("watch: following")
+        assert run.update(0.5, "epoch=1.ckpt")
+        assert "epoch=1.ckpt" in (w.out.next() or "")
+        assert w.wait() == 0
+    finally:
+        run.stop()
+        w.stop()
+    (entry,) = log_lines(log)
+    assert entry["deleted"] == str(tmp_path / "epoch=1.ckpt")  # gone before the command read a byte of it
+    assert not (tmp_path / "epoch=1.ckpt").exists()
+    assert (entry["name"], entry["content"]) == ("epoch=1.ckpt", "epoch=1.ckpt 0.5")  # its own name, its bytes
+    assert held(entry["argv"][0], tmp_path)
+    assert not holds(tmp_path)  # released once the command exited: nothing left behind
+
+
+def test_exec_holds_a_directory_checkpoint_as_a_tree(tmp_path: Path) -> None:
+    linker = BestLinker(tmp_path / "best.ckpt")  # this process trains
+    write_ckpt(tmp_path / "step=100", 1, kind="dir")
+    assert linker.update(0.9, tmp_path / "step=100")
+    log = tmp_path / "exec.log"
+    command = shlex.join([sys.executable, str(SCRIPTS / "cli_exec_tree.py"), str(log), "{target}"])
+    w = watch(tmp_path, "--count", "1", *FAST, "--exec", command)
+    try:
+        w.err.until("watch: following")
+        write_ckpt(tmp_path / "step=200", 2, kind="dir")
+        assert linker.update(0.5, tmp_path / "step=200")
+        assert "step=200" in (w.out.next() or "")
+        assert w.wait() == 0
+    finally:
+        w.stop()
+    seen = json.loads(log.read_text())
+    assert seen["deleted"] == str(tmp_path / "step=200") and not (tmp_path / "step=200").exists()
+    assert (seen["name"], seen["fill"]) == ("step=200", 2)  # every shard, complete, under its own name
+    assert not holds(tmp_path)
+
+
+def test_a_killed_watch_leaves_a_hold_the_next_one_removes(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    started = tmp_path / "started"
+    w = watch(tmp_path, *FAST, "--exec", sleeper(started))
+    run = Writer(tmp_path / "best.ckpt")
+    try:
+        w.err.until("watch: following")
+        assert run.update(0.1, "epoch=7.ckpt")
+        assert "epoch=7.ckpt" in (w.out.next() or "")
+        while not started.exists():
+            assert w.proc.poll() is None, w.err.pending()
+            time.sleep(0.01)  # a pause, not a measure
+        (stale,) = holds(tmp_path)
+        w.proc.kill()  # no time to release anything: the hold stays, named after a process that ended
+        w.wait()
+        stop_sleepers(started)  # the command it ran (it holds watch's stderr open)
+        w.stop()
+        assert holds(tmp_path) == [stale]
+
+        w = watch(tmp_path, "--count", "1", *FAST, "--exec", "true {target}")
+        w.err.until("watch: following")
+        assert run.update(0.05, "epoch=8.ckpt")
+        assert "epoch=8.ckpt" in (w.out.next() or "")
+        assert w.wait() == 0
+    finally:
+        stop_sleepers(started)
+        run.stop()
+        w.stop()
+    assert not holds(tmp_path)  # the stale hold went with the next new best's, and that one too
+
+
+def test_a_terminated_watch_releases_its_hold(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    started = tmp_path / "started"
+    w = watch(tmp_path, *FAST, "--exec", sleeper(started))
+    run = Writer(tmp_path / "best.ckpt")
+    try:
+        w.err.until("watch: following")
+        assert run.update(0.1, "epoch=7.ckpt")
+        while not started.exists():
+            assert w.proc.poll() is None, w.err.pending()
+            time.sleep(0.01)  # a pause, not a measure
+        assert len(holds(tmp_path)) == 1
+        w.proc.terminate()
+        assert w.wait() == 128 + signal.SIGTERM
+        assert not pids_running(started)  # its command was stopped with it
+    finally:
+        stop_sleepers(started)
+        run.stop()
+        w.stop()
+    assert not holds(tmp_path)
+
+
+def sleeper(started: Path) -> str:
+    """An --exec CMD that creates ``started``, then sleeps (a long evaluation)."""
+    code = "import sys, time; open(sys.argv[1], 'w').close(); time.sleep(600)"
+    return shlex.join([sys.executable, "-c", code, str(started), "{target}"])
+
+
+def stop_sleepers(started: Path) -> None:
+    for pid in pids_running(started):
+        os.kill(pid, signal.SIGKILL)
+
+
+def pids_running(marker: Path) -> list[int]:
+    """The processes whose command line names ``marker`` (the commands a killed watch left running)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if os.fsencode(marker) in fh.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_watch_dir_follows_the_best_alias_next_to_a_latest_one(tmp_path: Path) -> None:
+    best, last = BestLinker(tmp_path / "best.pt", mode="max"), LatestLinker(tmp_path / "last.pt")
+    for epoch, score in enumerate([0.5, 0.9]):
+        (tmp_path / f"epoch={epoch}.pt").write_bytes(b"w")
+        best.update(score, tmp_path / f"epoch={epoch}.pt")
+        last.update(epoch, tmp_path / f"epoch={epoch}.pt")
+    w = watch(tmp_path, "--json", "--count", "1", *FAST)
+    try:
+        assert f"following {tmp_path / 'best.pt'}" in w.err.until("watch: following")
+        for epoch, score in ((2, 0.7), (3, 0.95)):  # 2 moves only last.pt: not an event
+            (tmp_path / f"epoch={epoch}.pt").write_bytes(b"w")
+            best.update(score, tmp_path / f"epoch={epoch}.pt")
+            last.update(epoch, tmp_path / f"epoch={epoch}.pt")
+        event = json.loads(w.out.next() or "")
+        assert (event["alias"], event["target"]) == (str(tmp_path / "best.pt"), str(tmp_path / "epoch=3.pt"))
+        assert w.wait() == 0
+    finally:
+        w.stop()

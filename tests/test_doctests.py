@@ -11,7 +11,6 @@ CORE = [
     "lightning_bestlink._score",
     "lightning_bestlink._record",
     "lightning_bestlink.linker",
-    "lightning_bestlink._names",
     "lightning_bestlink._state",
     "lightning_bestlink._storage.base",
     "lightning_bestlink._trainer_api",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests._helpers import KINDS, fill_of, leftovers, write_ckpt
+from tests._helpers import KIND_TARGET, KINDS, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import AliasWriteError, BestLinker
 from lightning_bestlink._errors import AliasBusyError
@@ -126,15 +126,22 @@ def inject(monkeypatch: pytest.MonkeyPatch, func: str, err: int, *, only_dst: st
         calls.append(func)
         raise exc
 
+    if func in ("exchange", "rename_noreplace"):  # (a, b): b is the destination
+        real_call = getattr(_syscalls, func)
+
+        def on_dst(a: str, b: str, **kwargs: Any) -> Any:
+            if only_dst is None or os.fspath(b) == only_dst:
+                return fail()
+            return real_call(a, b, **kwargs)
+
+        monkeypatch.setattr(_syscalls, func, on_dst)
+        return calls
+
     # a copy's bytes are made by _clone.copyfile (clone, copy_file_range, then shutil's copy): tests/test_clone.py
     owners = {"symlink": os, "link": os, "copyfile": _clone, "copytree": shutil}
     owner: Any = owners.get(func, _syscalls)  # exchange, rename_noreplace
     monkeypatch.setattr(owner, func, fail)
     return calls
-
-
-# hardlink + directory is an error, tested in test_linker.py::test_first_update
-KIND_TARGET = [(k, t) for k in KINDS for t in ("file", "dir") if (k, t) != ("hardlink", "dir")]
 
 
 @pytest.mark.parametrize("err_name", list(ERRNOS))
@@ -248,17 +255,23 @@ def test_auto_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faults: 
     assert leftovers(tmp_path) == []
 
 
+#: how the record is swapped in: an exchange (survives a killed process), or with durable=True an
+#: os.replace (whose flush on ext4 also survives a power loss)
+RECORD_SWAP = {"exchange": False, "replace": True}
+
+
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("how", ["replace", "write_text"])
+@pytest.mark.parametrize("how", [*RECORD_SWAP, "write_text"])
 def test_fault_in_metadata_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, how: str) -> None:
     a = write_ckpt(tmp_path / "a", 1)
     b = write_ckpt(tmp_path / "b", 2)
-    linker = BestLinker(tmp_path / "best", link=kind)  # type: ignore[arg-type]
+    linker = BestLinker(tmp_path / "best", link=kind, durable=RECORD_SWAP.get(how, False))  # type: ignore[arg-type]
     assert linker.update(0.5, a)
     before = Snapshot(linker)
+    calls = ["write_text"]
     with monkeypatch.context() as m:
-        if how == "replace":
-            inject(m, "replace", errno.ENOSPC, only_dst=linker.record_path)
+        if how in RECORD_SWAP:
+            calls = inject(m, how, errno.ENOSPC, only_dst=linker.record_path)
         else:
 
             def write_text(self: Any, path: str, text: str, *, durable: bool) -> None:
@@ -267,6 +280,7 @@ def test_fault_in_metadata_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             m.setattr(LocalStorage, "write_text", write_text)
         with pytest.raises(AliasWriteError, match="unchanged"):
             linker.update(0.1, b)
+    assert calls, "the record's swap was never reached"
     before.assert_unchanged()
     assert linker.update(0.1, b)
     assert fill_of(linker.link_path) == 2

@@ -126,3 +126,50 @@ def test_the_core_imports_no_adapter() -> None:
     adapters = {f"lightning_bestlink.{name}" for name in (*trainer, "pytorch_lightning", "fabric")}
     for core in ("linker", "_storage", "_storage.local", "_storage.fsspec", "_record", "_score", "_health"):
         assert not graph[f"lightning_bestlink.{core}"] & adapters, core
+
+
+def _is_cli(name: str) -> bool:
+    """Whether ``name`` is a module of the command line: the entry point, and everything under ``_cli``."""
+    return name in ("lightning_bestlink.cli", "lightning_bestlink.__main__") or name.startswith(
+        "lightning_bestlink._cli"
+    )
+
+
+#: what each module of the command line may import from the rest of the package. The commands
+#: read folders through the survey, the survey reads through the storage seam and BestLinker;
+#: no module of the command line imports a concrete storage (local, fsspec) or its parts.
+CLI_LAYERS = {
+    "lightning_bestlink.__main__": set(),
+    "lightning_bestlink.cli": set(),  # main only
+    "lightning_bestlink._cli": set(),
+    "lightning_bestlink._cli.parser": {"lightning_bestlink", "_storage"},  # __version__; is_url
+    # the survey: the only modules that read folders and records
+    "lightning_bestlink._cli.survey": {"_record", "_storage", "_storage.base"},
+    "lightning_bestlink._cli.alias": {"_errors", "_health", "_record", "_storage", "_storage.base", "linker"},
+    # the commands, on top of it
+    "lightning_bestlink._cli.commands": {"_errors", "_record", "_storage", "linker"},  # repair acts through BestLinker
+    "lightning_bestlink._cli.path": {"_storage"},
+    "lightning_bestlink._cli.hold": set(),
+    "lightning_bestlink._cli.watch": {"_record", "_storage"},
+    "lightning_bestlink._cli.render": {"_record", "_storage"},
+    "lightning_bestlink._cli.render_json": {"_record"},  # the one codec of what is stored (plain)
+    "lightning_bestlink._cli.demo": {"_errors", "linker", "latest", "callbacks", "fabric"},  # the only one with torch
+}
+
+
+def test_nothing_outside_the_command_line_imports_it() -> None:
+    graph = _package_imports()
+    for name, edges in graph.items():
+        if not _is_cli(name):
+            assert not {e for e in edges if _is_cli(e)}, f"{name} imports the command line"
+
+
+def test_the_command_line_reads_through_the_survey_and_the_seam() -> None:
+    graph = _package_imports()
+    cli = sorted(name for name in graph if _is_cli(name))
+    assert cli == sorted(CLI_LAYERS), "a module of the command line is missing from CLI_LAYERS (or gone)"
+    for name in cli:
+        outside = {e.removeprefix("lightning_bestlink.") for e in graph[name] if not _is_cli(e)}
+        assert outside <= CLI_LAYERS[name], f"{name} imports {sorted(outside - CLI_LAYERS[name])}"
+        if name != "lightning_bestlink._cli.survey":  # one alias is the survey's part: read through it
+            assert "lightning_bestlink._cli.alias" not in graph[name], name

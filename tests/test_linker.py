@@ -17,7 +17,7 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from tests._helpers import KINDS, fill_of, leftovers, write_ckpt
+from tests._helpers import KIND_TARGET, KINDS, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import AliasConflictError, BestLinker, BestLinkWarning, read_record
 from lightning_bestlink._score import is_better
@@ -33,11 +33,6 @@ def kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(params=[str, Path], ids=["str", "Path"])
 def as_path(request: pytest.FixtureRequest) -> Any:
     return request.param
-
-
-@pytest.fixture(params=["file", "dir"])
-def target(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def record(linker: BestLinker) -> dict[str, Any]:
@@ -57,24 +52,24 @@ def assert_consistent(linker: BestLinker, fill: int) -> None:
     assert leftovers(os.path.dirname(linker.link_path)) == []
 
 
-def hardlink_dir(kind: str, target: str) -> bool:
-    return kind == "hardlink" and target == "dir"
-
-
 # --- the parametrized stack: link kind x str/Path x file/directory ------------------
 
 
+def test_a_directory_cannot_have_a_hard_link_alias(tmp_path: Path) -> None:
+    a = write_ckpt(tmp_path / "epoch=1.ckpt", 1, kind="dir")
+    linker = BestLinker(tmp_path / "best.ckpt", link="hardlink")
+    # documented: directories have no hard links; the error names the path, nothing is written
+    with pytest.raises(IsADirectoryError, match=r"hardlink.*epoch=1\.ckpt"):
+        linker.update(0.5, a)
+    assert sorted(os.listdir(tmp_path)) == ["epoch=1.ckpt"]
+    assert linker.best_score is None and linker.best_path is None
+
+
+@pytest.mark.parametrize(("kind", "target"), KIND_TARGET)
 def test_first_update(tmp_path: Path, kind: str, as_path: Any, target: str) -> None:
     a = write_ckpt(tmp_path / "epoch=1.ckpt", 1, kind=target)
     linker = BestLinker(as_path(tmp_path / "best.ckpt"), link=kind)  # type: ignore[arg-type]
     assert linker.link_path == str(tmp_path / "best.ckpt")
-    if hardlink_dir(kind, target):
-        # documented: directories have no hard links; the error names the path, nothing is written
-        with pytest.raises(IsADirectoryError, match=r"hardlink.*epoch=1\.ckpt"):
-            linker.update(0.5, as_path(a))
-        assert sorted(os.listdir(tmp_path)) == ["epoch=1.ckpt"]
-        assert linker.best_score is None and linker.best_path is None
-        return
     assert linker.update(0.5, as_path(a), extra={"monitor": "val_loss", "epoch": 1, "step": 10}) is True
     assert linker.best_score == 0.5
     assert linker.best_path == str(a)
@@ -90,9 +85,8 @@ def test_first_update(tmp_path: Path, kind: str, as_path: Any, target: str) -> N
     assert read_record(as_path(tmp_path / "best.ckpt"))["target"] == str(a)  # type: ignore[index]
 
 
+@pytest.mark.parametrize(("kind", "target"), KIND_TARGET)
 def test_update_semantics(tmp_path: Path, kind: str, as_path: Any, target: str) -> None:
-    if hardlink_dir(kind, target):
-        pytest.skip("covered by test_first_update: hardlink + directory is an error")
     paths = [write_ckpt(tmp_path / f"c{i}", i, kind=target) for i in range(4)]
     linker = BestLinker(as_path(tmp_path / "best"), mode="min", link=kind)  # type: ignore[arg-type]
     assert linker.update(0.5, as_path(paths[0]), extra={"step": 0})
@@ -110,9 +104,8 @@ def test_update_semantics(tmp_path: Path, kind: str, as_path: Any, target: str) 
     assert fill_of(paths[0]) == 0  # the old target kept its bytes
 
 
+@pytest.mark.parametrize(("kind", "target"), KIND_TARGET)
 def test_moving_the_folder_keeps_the_alias(tmp_path: Path, kind: str, target: str) -> None:
-    if hardlink_dir(kind, target):
-        pytest.skip("hardlink + directory is an error")
     run = tmp_path / "run"
     a = write_ckpt(run / "a.ckpt", 7, kind=target)
     BestLinker(run / "best.ckpt", link=kind).update(1.0, a)
@@ -124,9 +117,8 @@ def test_moving_the_folder_keeps_the_alias(tmp_path: Path, kind: str, target: st
         assert not os.path.isabs(os.readlink(moved / "best.ckpt"))
 
 
+@pytest.mark.parametrize(("kind", "target"), KIND_TARGET)
 def test_symlink_at_alias_is_replaced_not_written_through(tmp_path: Path, kind: str, target: str) -> None:
-    if hardlink_dir(kind, target):
-        pytest.skip("hardlink + directory is an error")
     other = write_ckpt(tmp_path / "other.ckpt", 9, kind=target)
     a = write_ckpt(tmp_path / "a.ckpt", 1, kind=target)
     alias = tmp_path / "best.ckpt"
@@ -139,10 +131,9 @@ def test_symlink_at_alias_is_replaced_not_written_through(tmp_path: Path, kind: 
         assert sorted(os.listdir(other)) == sorted(os.listdir(a))
 
 
+@pytest.mark.parametrize(("kind", "target"), KIND_TARGET)
 @pytest.mark.parametrize("foreign", ["file", "dir"])
 def test_foreign_alias_is_never_destroyed(tmp_path: Path, kind: str, target: str, foreign: str) -> None:
-    if hardlink_dir(kind, target):
-        pytest.skip("hardlink + directory is an error")
     a = write_ckpt(tmp_path / "a.ckpt", 1, kind=target)
     alias = tmp_path / "best.ckpt"
     if foreign == "file":
@@ -164,9 +155,8 @@ def test_foreign_alias_is_never_destroyed(tmp_path: Path, kind: str, target: str
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize(("kind", "target"), KIND_TARGET)
 def test_rerun_into_the_same_folder(tmp_path: Path, kind: str, as_path: Any, target: str) -> None:
-    if hardlink_dir(kind, target):
-        pytest.skip("hardlink + directory is an error")
     a = write_ckpt(tmp_path / "a", 1, kind=target)
     b = write_ckpt(tmp_path / "b", 2, kind=target)
     c = write_ckpt(tmp_path / "c", 3, kind=target)
@@ -183,11 +173,10 @@ def test_rerun_into_the_same_folder(tmp_path: Path, kind: str, as_path: Any, tar
     assert_consistent(third, 1)
 
 
+@pytest.mark.parametrize(("kind", "target"), KIND_TARGET)
 def test_same_target_again_leaves_no_temp(tmp_path: Path, kind: str, target: str) -> None:
     # rename(2) of a hard link onto another name of the same inode is a no-op that
     # would leave the temporary name behind
-    if hardlink_dir(kind, target):
-        pytest.skip("hardlink + directory is an error")
     a = write_ckpt(tmp_path / "a", 1, kind=target)
     linker = BestLinker(tmp_path / "best", link=kind)
     for score in (0.5, 0.4, 0.3):
@@ -200,9 +189,8 @@ def test_same_target_again_leaves_no_temp(tmp_path: Path, kind: str, target: str
         assert os.path.samefile(a, again.link_path)
 
 
+@pytest.mark.parametrize(("kind", "target"), KIND_TARGET)
 def test_state_dict_and_repair(tmp_path: Path, kind: str, target: str) -> None:
-    if hardlink_dir(kind, target):
-        pytest.skip("hardlink + directory is an error")
     a = write_ckpt(tmp_path / "a", 1, kind=target)
     b = write_ckpt(tmp_path / "b", 2, kind=target)
     c = write_ckpt(tmp_path / "c", 3, kind=target)

@@ -696,7 +696,7 @@ def state_with(**entry: Any) -> dict[str, Any]:
         (state_with(path="a\0.ckpt"), r"'path' must be a relative path of plain names"),
         (state_with(path="best.ckpt.bestlink.json"), r"'path' names the record of an alias, not a checkpoint"),
         (state_with(path=".best.ckpt.bestlink.lock"), r"'path' names the lock of an alias"),
-        (state_with(score="x"), r"'score' must be a number or None"),
+        (state_with(score="x"), r"'score' must be a number or null"),
         (state_with(score=10**400), r"'score' is out of range"),
         (state_with(seq=-1), r"'seq' must be a whole number >= 0"),
         (state_with(kind="fifo"), r"'kind' must be 'file', 'dir' or None"),

@@ -17,7 +17,7 @@ import os
 from collections.abc import Collection, Sequence
 from typing import Any, NamedTuple
 
-from lightning_bestlink._record import bookkeeping
+from lightning_bestlink._record import bookkeeping, is_ident, read_score
 from lightning_bestlink._score import Mode, Ties
 from lightning_bestlink._storage import Ident, TargetType
 
@@ -163,19 +163,17 @@ def _entry(raw: Any, folder: str, where: str) -> Entry:
     assert isinstance(rel, str)
     if bookkeeping(rel) is not None:
         raise bad(f"'path' names {bookkeeping(rel)}, not a checkpoint: {rel!r:.80}")
-    if isinstance(score, bool) or not isinstance(score, (int, float, type(None))):
-        raise bad(f"'score' must be a number or None, got {score!r:.80}")
-    try:
-        score = None if score is None else float(score)
-    except OverflowError:
-        raise bad(f"'score' is out of range for a float, got {str(score)[:40]}...") from None
+    try:  # a checkpoint may have scored NaN (never among the best: first to go)
+        score = read_score(score, "'score'", nan=True)
+    except ValueError as err:
+        raise bad(str(err)) from None
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise bad(f"'seq' must be a whole number >= 0, got {seq!r:.80}")
     if kind not in ("file", "dir", None):
         raise bad(f"'kind' must be 'file', 'dir' or None, got {kind!r:.80}")
-    ints = isinstance(ident, (list, tuple)) and all(type(v) is int for v in ident)
-    if not (ident is None or isinstance(ident, str) or ints):
+    ident = list(ident) if isinstance(ident, tuple) else ident
+    if not is_ident(ident):
         raise bad(f"'identity' must be a string, a list of integers or None, got {ident!r:.80}")
     if (kind is None) != (ident is None):
         raise bad(f"'kind' and 'identity' must both be set or both be None, got {kind!r} and {ident!r:.80}")
-    return Entry(folder + rel, score, seq, kind, list(ident) if isinstance(ident, tuple) else ident)
+    return Entry(folder + rel, score, seq, kind, ident)

@@ -34,8 +34,8 @@ import os
 from typing import Any
 
 from lightning_bestlink._errors import RecordError
-from lightning_bestlink._score import is_better
-from lightning_bestlink._storage import Storage, storage_for
+from lightning_bestlink._score import MODES, is_better
+from lightning_bestlink._storage import LINK_CHOICES, Storage, storage_for
 
 FORMAT = "lightning-bestlink/1"
 SUFFIX = ".bestlink.json"
@@ -43,7 +43,7 @@ SUFFIX = ".bestlink.json"
 LIMIT = 1 << 20
 #: ``extra`` must encode to at most this, so a record always stays readable
 EXTRA_LIMIT = 256 << 10
-_LINKS = ("symlink", "hardlink", "copy")
+_LINKS = tuple(k for k in LINK_CHOICES if k != "auto")
 
 
 #: what every name this library keeps next to an alias contains: the record ``<alias>.bestlink.json``,
@@ -60,6 +60,8 @@ def bookkeeping(name: str) -> str | None:
     >>> bookkeeping("best.ckpt.bestlink.json"), bookkeeping(".best.ckpt.bestlink.lock"), bookkeeping("epoch=3.ckpt")
     ('the record of an alias', 'the lock of an alias', None)
     """
+    if f"{MARK}-hold-" in name:  # a checkpoint held for a reader (lightning-bestlink watch --exec, path --hold)
+        return "a checkpoint held for a reader"
     base = name.rstrip("/").rsplit("/", 1)[-1]
     if MARK not in base:
         return None
@@ -88,17 +90,62 @@ def encode(record: dict[str, Any]) -> str:
     import json  # on first use: the import of the package stays light
 
     # one line: json.dumps with indent= falls back to the pure-Python encoder, several times slower
-    return json.dumps(_finite(record), separators=(", ", ": "), allow_nan=False) + "\n"
+    try:  # the common case (finite numbers only) in one pass of the C encoder
+        return json.dumps(record, separators=(", ", ": "), allow_nan=False) + "\n"
+    except ValueError:
+        return json.dumps(plain(record), separators=(", ", ": "), allow_nan=False) + "\n"
 
 
-def _finite(value: Any) -> Any:
+def plain(value: Any, max_depth: int | None = None, depth: int = 0) -> Any:
+    """``value`` as strict JSON can hold it, as this library stores it: non-finite floats become the
+    strings ``"inf"``, ``"-inf"``, ``"nan"``; with ``max_depth``, deeper containers become a note.
+
+    >>> plain({"score": float("inf"), "extra": [float("nan"), 1]})
+    {'score': 'inf', 'extra': ['nan', 1]}
+    """
     if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)  # 'inf' / '-inf'
+        return repr(value)
+    if isinstance(value, (dict, list, tuple)) and max_depth is not None and depth >= max_depth:
+        return f"(nested deeper than {max_depth} levels)"
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {str(k): plain(v, max_depth, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [plain(v, max_depth, depth + 1) for v in value]
     return value
+
+
+def read_score(raw: Any, what: str, *, nan: bool = False) -> float | None:
+    """A score as stored (a number, null, or ``"inf"``/``"-inf"``: records keep infinities as strings),
+    checked: ``ValueError`` naming ``what`` otherwise. A NaN is refused unless ``nan`` (a saved
+    checkpoint may have scored NaN; a best never has).
+
+    >>> read_score("-inf", "score"), read_score(3, "score"), read_score(None, "score")
+    (-inf, 3.0, None)
+    >>> read_score(True, "state['best_score']")
+    Traceback (most recent call last):
+    ...
+    ValueError: state['best_score'] must be a number or null, got True
+    """
+    if raw is None:
+        return None
+    if raw in ("inf", "-inf"):
+        return float(raw)
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise ValueError(f"{what} must be a number or null, got {raw!r:.80}")
+    try:
+        score = float(raw)
+    except OverflowError:
+        raise ValueError(f"{what} is out of range for a float, got {str(raw)[:40]}...") from None
+    if score != score and not nan:  # a hand-made record may say 1e999 - 1e999
+        raise ValueError(f"{what} must not be NaN")
+    return score
+
+
+def is_ident(value: Any) -> bool:
+    """Whether ``value`` can be an identity as stored (null, a string, or a list of integers)."""
+    if value is None or isinstance(value, str):
+        return True
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
 
 
 def read(storage: Storage, path: str) -> dict[str, Any] | None:
@@ -150,41 +197,26 @@ def _problems(record: dict[str, Any]) -> list[str]:
         problems.append(f"'target' must be a non-empty path, got {target!r:.80}")
     elif bookkeeping(target) is not None:
         problems.append(f"'target' names {bookkeeping(target)}, not a checkpoint: {target!r:.80}")
-    if record.get("mode") not in ("min", "max"):
+    if record.get("mode") not in MODES:
         problems.append(f"'mode' must be 'min' or 'max', got {record.get('mode')!r:.80}")
     if record.get("link", "symlink") not in _LINKS:
         problems.append(f"'link' must be one of {', '.join(_LINKS)}, got {record.get('link')!r:.80}")
-    score = record.get("score")  # null: the alias follows a decision without a score (the latest save)
-    if score in ("inf", "-inf"):  # infinities are stored as strings to keep the file strict JSON
-        record["score"] = float(score)
-    elif isinstance(score, bool) or not isinstance(score, (int, float, type(None))):
-        problems.append(f"'score' must be a number or null, got {score!r:.80}")
-    elif score is not None:
-        try:
-            record["score"] = float(score)
-        except OverflowError:
-            record["score"] = None
-            problems.append(f"'score' is out of range for a float, got {str(score)[:40]}...")
-        else:  # NaN cannot be written (allow_nan=False), but a hand-made record may say 1e999 - 1e999
-            if math.isnan(record["score"]):
-                problems.append("'score' must not be NaN")
+    try:  # null: the alias follows a decision without a score (the latest save)
+        record["score"] = read_score(record.get("score"), "'score'")
+    except ValueError as err:
+        record["score"] = None
+        problems.append(str(err))
     writer = record.get("writer")
     if writer is not None and not (
         isinstance(writer, dict) and isinstance(writer.get("id"), str) and isinstance(writer.get("pid"), int)
     ):
         problems.append(f"'writer' must be null or an object with 'id' and 'pid', got {writer!r:.80}")
     for key in ("alias_id", "previous_alias_id", "target_id"):
-        if not _is_ident(record.get(key)):
+        if not is_ident(record.get(key)):
             problems.append(f"'{key}' must be null, a string or a list of integers, got {record.get(key)!r:.80}")
     if not isinstance(record.get("extra", {}), dict):
         problems.append("'extra' must be an object")
     return problems
-
-
-def _is_ident(value: Any) -> bool:
-    if value is None or isinstance(value, str):
-        return True
-    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
 
 
 def make(
@@ -220,9 +252,15 @@ def make(
 
 
 def _iso(unix_time: float) -> str:
-    from datetime import datetime, timezone  # only when a record is written
+    """ISO 8601 in UTC, as ``datetime.isoformat`` writes it (without importing datetime).
 
-    return datetime.fromtimestamp(unix_time, tz=timezone.utc).isoformat()
+    >>> _iso(1_700_000_000.5)
+    '2023-11-14T22:13:20.500000+00:00'
+    """
+    import time
+
+    seconds, micros = divmod(round(unix_time * 1e6), 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}+00:00"
 
 
 def check_extra(extra: Any) -> dict[str, Any]:
@@ -234,7 +272,7 @@ def check_extra(extra: Any) -> dict[str, Any]:
     try:
         import json
 
-        size = len(json.dumps(_finite(extra), allow_nan=False))
+        size = len(json.dumps(plain(extra), allow_nan=False))
     except RecursionError:
         raise TypeError("extra must hold plain JSON values, got a structure nested too deeply (or a cycle)") from None
     except (TypeError, ValueError) as err:

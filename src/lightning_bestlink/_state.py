@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning_bestlink._record import bookkeeping
-from lightning_bestlink._score import to_score
+from lightning_bestlink._record import bookkeeping, read_score
 
 VERSION = 1
 
@@ -70,7 +69,7 @@ def check_state(state: Any, *, mode: str, ties: str) -> tuple[float | None, str 
         raise ValueError(
             f"state['best_path'] names {what}, not a checkpoint: {best_path!r:.200}; this state is damaged"
         )
-    score = None if best_score is None else to_score(best_score, name="state['best_score']")
-    if score is not None and score != score:
-        raise ValueError("state['best_score'] is NaN, which is never the best; this state is damaged")
-    return score, best_path
+    try:
+        return read_score(best_score, "state['best_score']"), best_path
+    except ValueError as err:
+        raise ValueError(f"{err}; this state is damaged") from None

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 from lightning_bestlink._errors import AliasWriteError, OutsideFolderError
 from lightning_bestlink._record import bookkeeping
-from lightning_bestlink._storage import LinkChoice, Storage, TargetType
+from lightning_bestlink._storage import Ident, LinkChoice, Storage, TargetType
+
+
+class Checked(NamedTuple):
+    """A checkpoint the alias may point at, as one look saw it."""
+
+    path: str  # normalised, links followed: the checkpoint itself
+    kind: TargetType  # "file" or "dir"
+    ident: Ident  # its identity (a copy records it, to notice a change after copying)
 
 
 def check_target(
     storage: Storage, link_path: str, link: LinkChoice, path: str | os.PathLike[str], *, confined: bool = False
-) -> tuple[str, TargetType]:
-    """The normalised target and what it is; raises a clear error when it cannot be the best.
+) -> Checked:
+    """The checkpoint ``path`` names, looked at once; raises a clear error when it cannot be the best.
 
     ``confined``: the path came from a saved state or record (input, not authority) and must
     lie inside the alias's folder.
@@ -32,10 +40,18 @@ def check_target(
             f"path {text!r} and link_path {link_path!r} must be on the same filesystem; "
             f"put the alias next to the checkpoints"
         )
-    target = storage.normalize(text)
-    # compared before and after resolving: the alias itself is often a symlink
-    if target != link_path:
-        target = storage.resolve_target(target)
+    given = storage.normalize(text)
+    if given == link_path:  # before links are followed: the alias itself is often one
+        raise ValueError(
+            f"path must not be the alias itself, got {text!r} (link_path is {link_path!r}); "
+            f"pass the checkpoint file the alias should point at"
+        )
+    try:
+        target, kind, ident = storage.describe(given)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ValueError(f"path {text!r} is a loop of symbolic links; pass the checkpoint itself") from None
+        raise AliasWriteError.from_os_error(err, f"looking at path {text!r}") from err
     what = bookkeeping(text) or bookkeeping(target)
     if what is not None:
         raise ValueError(
@@ -44,15 +60,9 @@ def check_target(
         )
     if target == link_path:
         raise ValueError(
-            f"path must not be the alias itself, got {text!r} (link_path is {link_path!r}); "
+            f"path must not be the alias itself, got {text!r}, a link to it (link_path is {link_path!r}); "
             f"pass the checkpoint file the alias should point at"
         )
-    try:
-        kind = storage.target_type(target)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise ValueError(f"path {text!r} is a loop of symbolic links; pass the checkpoint itself") from None
-        raise AliasWriteError.from_os_error(err, f"looking at path {text!r}") from err
     if kind is None:
         raise FileNotFoundError(f"path {text!r} does not exist; call update() after the checkpoint is fully saved")
     if kind == "other":
@@ -67,10 +77,8 @@ def check_target(
         )
     storage.check_can_alias(target, link, is_dir=kind == "dir")
     if confined:
-        check_inside(
-            storage, link_path, storage.normalize(text), f"the best checkpoint {text!r} (from a state or record)"
-        )
-    return target, kind
+        check_inside(storage, link_path, given, f"the best checkpoint {text!r} (from a state or record)")
+    return Checked(target, kind, ident)
 
 
 def check_inside(storage: Storage, link_path: str, path: str, what: str) -> None:

@@ -14,7 +14,6 @@ import os
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from lightning_bestlink._names import is_last_name
 from lightning_bestlink._storage import LINK_CHOICES, LinkChoice
 from lightning_bestlink._trainer_log import metric_name
 from lightning_bestlink.linker import BestLinker, read_record
@@ -147,6 +146,17 @@ def check_options(callback: ModelCheckpointLike, best_name: str, save_best: obje
             f"without one there is no score to compare)"
         )
     return name
+
+
+def is_last_name(name: str, last: str) -> bool:
+    r"""Whether Lightning's ``ckpt_path="last"`` would take a checkpoint named ``name``:
+    ``ModelCheckpoint._find_last_checkpoints`` matches ``^{CHECKPOINT_NAME_LAST}(-(\d+))?`` against the
+    stem, which every stem starting with ``CHECKPOINT_NAME_LAST`` passes (``lastly`` too).
+
+    >>> is_last_name("last-v1", "last"), is_last_name("best", "last"), is_last_name("best", "best")
+    (True, False, True)
+    """
+    return name.startswith(last)
 
 
 def last_name_message(name: str, last: str, what: str) -> str:

@@ -30,7 +30,8 @@ from lightning_bestlink._errors import (
     warn,
 )
 from lightning_bestlink._health import not_owned_detail, owned
-from lightning_bestlink._storage import AliasState, LinkChoice, Staged, Storage, TargetType
+from lightning_bestlink._storage import AliasState, LinkChoice, Staged, Storage
+from lightning_bestlink._targets import Checked
 
 
 class Look(NamedTuple):
@@ -63,10 +64,12 @@ class AliasWriter:
         self.owned_ident: Any = None  # identity of the file alias this process last wrote
         #: who writes (in the record): this writer's records are told apart from another's
         self.writer_id = os.urandom(8).hex()
+        self._host = _host()
         # several writers (shared=True): a killed peer's leftovers are cleaned at every update, not once
         self.shared = shared
         self._cleaned = False
         self._last_written: dict[str, Any] | None = None  # the record this writer last wrote
+        self._last_text = ""  # ... and its text: read back unchanged, it needs no decoding
         self._warned: set[str] = set()  # the other writers already named in a warning
 
     def read_record(self) -> dict[str, Any] | None:
@@ -108,14 +111,17 @@ class AliasWriter:
             raise
         except OSError as err:
             raise AliasWriteError.from_os_error(err, f"looking at {alias!r}") from err
-        return Look(text, None if text is None else _record.decode(text, self.record_path), state)
+        if text is None:
+            return Look(None, None, state)
+        if self._last_written is not None and text == self._last_text:  # what this writer wrote: known good
+            return Look(text, dict(self._last_written, extra=dict(self._last_written["extra"])), state)
+        return Look(text, _record.decode(text, self.record_path), state)
 
     def publish(
         self,
         seen: Look,
         value: float | None,
-        target: str,
-        kind: TargetType,
+        checked: Checked,
         mode: str,
         extra: dict[str, Any],
         *,
@@ -126,23 +132,24 @@ class AliasWriter:
         Call it inside :meth:`exclusive`, after :meth:`look`. ``repair``: the record says so
         (a repair rebuilds an alias; it is no other writer's decision).
         """
-        storage, alias = self.storage, self.link_path
+        storage, alias, target = self.storage, self.link_path, checked.path
         action = f"pointing {alias!r} at {target!r}"
         if not (self.shared or repair):
             self._note_other_writer(seen.record)
         if not owned(storage, alias, seen.state, seen.record, self.owned_ident):
             raise AliasConflictError(not_owned_detail(alias, seen.state.kind, self.record_path))
         try:  # the linker checked that this link kind can alias this target (check_can_alias)
-            # taken before a copy starts: a checkpoint that changes while it is copied then no longer matches
-            target_id = storage.identity(target)
-            staged = storage.stage(target, alias, self.link, is_dir=kind == "dir", durable=self.durable)
-            new = self._record(staged, seen.state, value, mode, extra, repair, target_id)
+            staged = storage.stage(target, alias, self.link, is_dir=checked.kind == "dir", durable=self.durable)
+            # the identity was taken before the copy started: a checkpoint changed while it is copied
+            # no longer matches it
+            new = self._record(staged, seen.state, value, mode, extra, repair, checked.ident)
         except OSError as err:
             raise AliasWriteError.from_os_error(err, action) from err
         try:
             # the record goes first: it names the staged alias, so a run killed between the
             # two renames still recognises whichever alias it finds as its own
-            storage.write_text(self.record_path, _record.encode(new), durable=self.durable)
+            text = _record.encode(new)
+            storage.write_text(self.record_path, text, durable=self.durable)
             try:
                 storage.commit(staged, seen.state, durable=self.durable)
             except BaseException:
@@ -160,8 +167,7 @@ class AliasWriter:
         except BaseException:
             storage.abort(staged)
             raise
-        self._finish(staged, new)
-        self._last_written = new
+        self._finish(staged, new, text)
         return new
 
     def _note_other_writer(self, record: dict[str, Any] | None) -> None:
@@ -200,19 +206,26 @@ class AliasWriter:
             alias_id=staged.ident,
             previous_alias_id=state.ident,
             target_id=target_id if staged.kind == "copy" else None,  # links need no proof of content
-            writer={"host": _host(), "pid": os.getpid(), "id": self.writer_id, **({"repair": True} if repair else {})},
+            writer={
+                "host": self._host,
+                "pid": os.getpid(),
+                "id": self.writer_id,
+                **({"repair": True} if repair else {}),
+            },
             extra=extra,
         )
 
-    def _finish(self, staged: Staged, record: dict[str, Any]) -> None:
+    def _finish(self, staged: Staged, record: dict[str, Any], text: str) -> None:
         if staged.ident is None and staged.kind != "symlink":
             # a copy the filesystem made itself has an identity only once it exists: record it
             try:
                 record["alias_id"] = self.storage.identity(self.link_path)
-                self.storage.write_text(self.record_path, _record.encode(record), durable=self.durable)
+                text = _record.encode(record)
+                self.storage.write_text(self.record_path, text, durable=self.durable)
             except OSError as err:  # the alias is right; only ownership on a rerun is weaker
                 warn(f"could not update {self.record_path!r}: {err}")
         self.owned_ident = record["alias_id"]
+        self._last_written, self._last_text = record, text
 
     def _restore_record(self, old_text: str | None) -> None:
         try:

@@ -21,8 +21,8 @@ from lightning_bestlink._health import AliasReport, diagnose
 from lightning_bestlink._record import beaten_by, holds_better, read_record
 from lightning_bestlink._score import Mode, Ties, check_mode, check_ties, is_better, to_score
 from lightning_bestlink._state import check_state, make_state
-from lightning_bestlink._storage import LINK_CHOICES, AliasState, LinkChoice, Storage, TargetType, storage_for
-from lightning_bestlink._targets import check_inside, check_target, located
+from lightning_bestlink._storage import LINK_CHOICES, AliasState, LinkChoice, Storage, storage_for
+from lightning_bestlink._targets import Checked, check_inside, check_target, located
 from lightning_bestlink._writer import AliasWriter, Look
 
 _log = logging.getLogger("lightning_bestlink")
@@ -259,7 +259,7 @@ class BestLinker(DeprecatedNames):
             # process's view of it cannot beat the disk either: no I/O either way
             if not is_better(value, self._best_score, self._mode, self._ties):
                 return False
-            record = self._write(value, *self._checked_target(path), extra, against_disk=self._shared)
+            record = self._write(value, self._checked_target(path), extra, against_disk=self._shared)
         return self._moved(record)
 
     def follow(self, score: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> bool:
@@ -283,16 +283,16 @@ class BestLinker(DeprecatedNames):
             if value is not None and value != value:  # NaN: never the best, whoever decided
                 return False
             self._needs_check = False  # the alias is rewritten now anyway
-            record = self._write(value, *self._checked_target(path), extra)
+            record = self._write(value, self._checked_target(path), extra)
         return self._moved(record)
 
     # --- writing the alias ----------------------------------------------------
 
-    def _checked_target(self, path: str | os.PathLike[str], *, confined: bool = False) -> tuple[str, TargetType]:
+    def _checked_target(self, path: str | os.PathLike[str], *, confined: bool = False) -> Checked:
         return check_target(self._storage, self._link_path, self._link, path, confined=confined)
 
     def _write(
-        self, value: float | None, target: str, kind: TargetType, extra: dict[str, Any], *, against_disk: bool = False
+        self, value: float | None, target: Checked, extra: dict[str, Any], *, against_disk: bool = False
     ) -> dict[str, Any] | None:
         """Point the alias at ``target`` under its lock; returns the new record. ``against_disk``
         (a shared alias): only if ``value`` beats the best on disk, else that best is adopted
@@ -306,21 +306,20 @@ class BestLinker(DeprecatedNames):
             ):
                 self._adopt(seen.record)
                 return None
-            return self._publish(seen, value, target, kind, extra)
+            return self._publish(seen, value, target, extra)
 
     def _publish(
         self,
         seen: Look,
         value: float | None,
-        target: str,
-        kind: TargetType,
+        target: Checked,
         extra: dict[str, Any],
         repair: bool = False,
     ) -> dict[str, Any]:
         """Publish over what ``seen`` found (inside the lock), and take the result as this linker's best."""
-        record = self._writer.publish(seen, value, target, kind, self._mode, extra, repair=repair)
-        self._best_score, self._best_path, self._link_kind = value, target, str(record["link"])
-        _log.debug("%s -> %s (score %s)", self._link_path, target, value)
+        record = self._writer.publish(seen, value, target, self._mode, extra, repair=repair)
+        self._best_score, self._best_path, self._link_kind = value, target.path, str(record["link"])
+        _log.debug("%s -> %s (score %s)", self._link_path, target.path, value)
         return record
 
     def _moved(self, record: dict[str, Any] | None) -> bool:
@@ -427,16 +426,14 @@ class BestLinker(DeprecatedNames):
                     return before
                 assert self._best_path is not None
                 try:
-                    target, kind = self._checked_target(self._best_path, confined=self._confined)
+                    target = self._checked_target(self._best_path, confined=self._confined)
                 except FileNotFoundError:
                     return self._lost(before)
-                recorded = (
-                    seen.record is not None
-                    and self._storage.absolute(str(seen.record["target"]), self._link_path) == target
-                )
+                record = seen.record
+                same = record is not None and self._storage.absolute(str(record["target"]), self._link_path)
                 # the record's extra describes its own target only: kept when the target is the same
-                extra = dict(seen.record.get("extra") or {}) if recorded and seen.record else {}
-                self._publish(seen, self._best_score, target, kind, extra, repair=True)
+                extra = dict(record.get("extra") or {}) if record is not None and same == target.path else {}
+                self._publish(seen, self._best_score, target, extra, repair=True)
             return self._verify()
 
     def _lost(self, before: AliasReport) -> AliasReport:

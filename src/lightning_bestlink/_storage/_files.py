@@ -59,6 +59,14 @@ def remove_tree_or_file(path: str) -> None:
         os.unlink(path)
 
 
+def _unlink_quietly(path: str) -> None:
+    """Unlink a file or link this writer swapped out; a failure leaves it for the alias's cleanup."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def discard(path: str | None) -> None:
     """Remove a temporary name; errors are left for :meth:`LocalStorage.cleanup`."""
     if path is None:
@@ -157,10 +165,14 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
     """Put ``tmp`` at ``alias`` if ``alias`` still holds what ``expected`` describes; else change nothing."""
     if _syscalls.exchange(tmp, alias):
         # the old alias now sits at tmp: it must be what was checked, or it goes back
-        if key_of(os.lstat(tmp)) != expected.key:
+        old = os.lstat(tmp)
+        if key_of(old) != expected.key:
             _syscalls.exchange(tmp, alias)
             raise _changed(alias)
-        discard(tmp)
+        if stat.S_ISDIR(old.st_mode):
+            discard(tmp)
+        else:
+            _unlink_quietly(tmp)
         return
     # no atomic exchange here: check once more right before the one rename
     if inspect(alias).key != expected.key:
@@ -177,6 +189,37 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
         discard(trash)
     else:
         os.replace(tmp, alias)
+
+
+def relative_to_folder(path: str, folder: str) -> str:
+    """``path`` relative to ``folder`` (both absolute and normalised); ``path`` itself when there is
+    no relative path (another drive on Windows)."""
+    head, name = os.path.split(path)
+    if head == folder:  # the checkpoint next to the alias: no need for relpath's work
+        return name
+    try:
+        return os.path.relpath(path, folder)
+    except ValueError:
+        return path
+
+
+def swap_in(tmp: str, path: str, *, durable: bool) -> None:
+    """Put the complete file ``tmp`` at ``path`` in one atomic step (a reader sees the old file or the new).
+
+    Durable: ``os.replace``, which on ext4 also flushes the new file's data before the rename
+    commits (so a power loss never leaves an empty file), at about 80 us on the disks measured.
+    Otherwise the promise is only "survives a killed process", which an atomic exchange keeps
+    for a tenth of that: swap the two names, then remove the old file (now at ``tmp``; a kill in
+    between leaves it for the alias's cleanup).
+    """
+    if not durable:
+        try:
+            if _syscalls.exchange(tmp, path):
+                _unlink_quietly(tmp)  # the old record (a file: records are only ever files)
+                return
+        except FileNotFoundError:
+            pass  # nothing at ``path`` yet: a plain rename creates it
+    os.replace(tmp, path)
 
 
 def read_regular(path: str, limit: int) -> str | None:
@@ -218,11 +261,7 @@ def read_regular(path: str, limit: int) -> str | None:
 
 def make(kind: LinkKind, target: str, tmp: str, is_dir: bool, *, durable: bool) -> None:
     if kind == "symlink":
-        try:
-            rel = os.path.relpath(target, os.path.dirname(tmp))
-        except ValueError:  # another drive on Windows: no relative path exists
-            rel = target
-        os.symlink(rel, tmp, target_is_directory=is_dir)
+        os.symlink(relative_to_folder(target, os.path.dirname(tmp)), tmp, target_is_directory=is_dir)
     elif kind == "hardlink":
         os.link(target, tmp, follow_symlinks=False)
     else:

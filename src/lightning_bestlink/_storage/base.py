@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
     from contextlib import AbstractContextManager
 
 LinkKind = Literal["symlink", "hardlink", "copy"]
@@ -35,6 +36,24 @@ def is_url(path: str) -> bool:
     (True, False, False)
     """
     return "://" in path and not path.startswith(LOCAL_SCHEMES)
+
+
+# --- listing and holding (the command line): what is in a folder --------------------
+
+ItemKind = Literal["file", "dir", "link", "other"]
+
+
+class Item(NamedTuple):
+    """One name in a folder, as :meth:`Storage.listing` or :meth:`Storage.lookup` saw it."""
+
+    name: str
+    path: str  # absolute path, or URL
+    kind: ItemKind  # "link": a symbolic link, described, not followed; "other": a FIFO, socket or device
+    size: int | None = None  # bytes of a file; None for the others
+    link_to: str | None = None  # a link's text, as written
+    resolved: str | None = None  # a link's target, absolute, every link followed
+    leads_to: ItemKind | None = None  # what a link leads to; None when it dangles
+    what: str | None = None  # in words, what an "other" is, or what a link leads to: "a FIFO"
 
 
 class AliasState(NamedTuple):
@@ -107,6 +126,13 @@ class Storage(ABC):
     @abstractmethod
     def target_type(self, path: str) -> TargetType | None:
         """``"file"``, ``"dir"``, or None when nothing is there."""
+
+    def describe(self, path: str) -> tuple[str, TargetType | None, Ident]:
+        """``path`` with links followed, what is there (None: nothing), and its identity: one look
+        where the storage can (a checkpoint is checked, and a copy records its identity, from it)."""
+        resolved = self.resolve_target(path)
+        kind = self.target_type(resolved)
+        return resolved, kind, None if kind is None else self.identity(resolved)
 
     @abstractmethod
     def inspect(self, alias: str) -> AliasState:
@@ -191,6 +217,65 @@ class Storage(ABC):
         import errno
 
         raise OSError(errno.ENOTSUP, f"{type(self).__name__} cannot remove a saved checkpoint safely", path)
+
+    # --- listing and holding (the command line) ----------------------------------------
+    # What the survey of ``lightning-bestlink show/verify/repair/path/watch`` asks; the
+    # linker never calls these. Identity ("did this file change?") is :meth:`identity`.
+
+    @abstractmethod
+    def lookup(self, path: str) -> Item | None:
+        """What is at ``path`` (a link described, not followed); None when nothing is there.
+
+        Raises ``OSError`` when it cannot be looked at (a folder on the way that cannot be entered).
+        """
+
+    @abstractmethod
+    def listing(self, folder: str) -> list[Item]:
+        """Every name in ``folder``, hidden ones too, in no particular order.
+
+        A name that disappears while it is listed is left out (old checkpoints are deleted
+        while training runs); any other failure raises ``OSError`` for the whole folder.
+        """
+
+    def tree_size(self, path: str) -> int | None:
+        """The bytes of the files under the directory ``path``; None when that cannot be told."""
+        return None
+
+    def walk(self, root: str, visit: Callable[[str, list[Item] | OSError], Iterable[Item]]) -> None:
+        """Call ``visit(folder, items)`` for ``root``, then, depth first and in the order given,
+        for each sub-folder among the items that ``visit`` returns.
+
+        ``items`` is the :meth:`listing` of the folder, or the ``OSError`` that stopped it
+        (``visit`` then returns nothing). A storage may walk without one full path per
+        look (local: relative to a directory descriptor, so a deep tree costs what a
+        shallow one does, per folder).
+        """
+        stack = [root]
+        while stack:
+            folder = stack.pop()
+            try:
+                items: list[Item] | OSError = self.listing(folder)
+            except OSError as err:
+                items = err
+            stack.extend(reversed([item.path for item in visit(folder, items)]))
+
+    def hold(self, path: str) -> str | None:
+        """A second name under which the checkpoint at ``path`` stays readable until :meth:`release`,
+        even if ``path`` is deleted meanwhile; its file name is ``path``'s own. None: this storage
+        cannot hold anything (an object store: the object may be deleted).
+
+        Raises ``FileNotFoundError`` when the checkpoint is gone, ``OSError`` when no hold can
+        be made (a folder the caller cannot write).
+        """
+        return None
+
+    def release(self, held: str) -> None:
+        """Remove a hold made by :meth:`hold`; never raises."""
+        return None
+
+    def release_stale(self, folder: str) -> list[str]:
+        """Remove the holds in ``folder`` whose process has ended (a reader that was killed)."""
+        return []
 
 
 # --- removing a saved checkpoint (retention) ------------------------------------------

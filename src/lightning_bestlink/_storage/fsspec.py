@@ -25,6 +25,7 @@ from lightning_bestlink._storage.base import (
     AliasKind,
     AliasState,
     Ident,
+    Item,
     LinkChoice,
     Removal,
     Staged,
@@ -221,3 +222,33 @@ class FsspecStorage(Storage):
             return Removal("changed", "another object is there now")
         self.remove_file(path)
         return Removal("deleted")
+
+    # --- listing (the command line) ---------------------------------------------------
+    # What the survey asks; fresh from the server like info(). An object store has no links,
+    # and nothing can be held on it (hold() is the base's None: the object may be deleted).
+
+    def _survey_item(self, info: dict[str, Any]) -> Item:
+        name = str(info["name"]).rstrip("/")
+        url = self.normalize(name)
+        if info.get("type") == "directory":
+            return Item(posixpath.basename(name), url, "dir", what="a directory")
+        size = info.get("size")
+        return Item(posixpath.basename(name), url, "file", size if isinstance(size, int) else None, what="an object")
+
+    def lookup(self, path: str) -> Item | None:
+        info = self.info(path)
+        return None if info is None else self._survey_item(info)
+
+    def listing(self, folder: str) -> list[Item]:
+        stripped = self._strip(folder).rstrip("/")
+        self.fs.invalidate_cache(stripped)  # fresh: a cached listing may predate the last update
+        with as_os_error("listing", folder):
+            infos = self.fs.ls(stripped, detail=True)
+        return [self._survey_item(i) for i in infos if str(i["name"]).rstrip("/") != stripped]
+
+    def tree_size(self, path: str) -> int | None:
+        try:
+            with as_os_error("measuring", path):
+                return int(self.fs.du(self._strip(path), total=True))
+        except OSError:
+            return None

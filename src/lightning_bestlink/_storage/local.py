@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from lightning_bestlink._storage._files import (
@@ -26,9 +27,11 @@ from lightning_bestlink._storage._files import (
     make,
     publish_new,
     read_regular,
+    relative_to_folder,
     remove_tree_or_file,
     replace_expected,
     same_bytes,
+    swap_in,
     tmp_name,
     virtual_devices,
 )
@@ -37,6 +40,7 @@ from lightning_bestlink._storage.base import (
     AliasKind,
     AliasState,
     Ident,
+    Item,
     LinkChoice,
     LinkKind,
     Removal,
@@ -45,6 +49,14 @@ from lightning_bestlink._storage.base import (
     TargetType,
     is_url,
 )
+
+
+def _type_of(st: os.stat_result) -> TargetType:
+    if st.st_dev in virtual_devices():
+        return "other"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    return "file" if stat.S_ISREG(st.st_mode) else "other"
 
 
 class LocalStorage(Storage):
@@ -90,10 +102,7 @@ class LocalStorage(Storage):
         return os.path.realpath(path) if os.path.islink(path) else path
 
     def relative(self, target: str, alias: str) -> str:
-        try:
-            return os.path.relpath(target, os.path.dirname(alias))
-        except ValueError:  # another drive on Windows: no relative path exists
-            return target
+        return relative_to_folder(target, os.path.dirname(alias))
 
     def absolute(self, recorded: str, alias: str) -> str:
         return os.path.normpath(os.path.join(os.path.dirname(alias), recorded))
@@ -117,14 +126,19 @@ class LocalStorage(Storage):
 
     def target_type(self, path: str) -> TargetType | None:
         try:
-            st = os.stat(path)
+            return _type_of(os.stat(path))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if st.st_dev in virtual_devices():
-            return "other"
-        if stat.S_ISDIR(st.st_mode):
-            return "dir"
-        return "file" if stat.S_ISREG(st.st_mode) else "other"
+
+    def describe(self, path: str) -> tuple[str, TargetType | None, Ident]:
+        try:
+            st = os.lstat(path)  # a checkpoint that is no link: one system call says it all
+            if stat.S_ISLNK(st.st_mode):
+                path = self.resolve_target(path)
+                st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return path, None, None
+        return path, _type_of(st), ident_of(st)
 
     def inspect(self, alias: str) -> AliasState:
         try:
@@ -159,10 +173,10 @@ class LocalStorage(Storage):
     # --- writing the alias --------------------------------------------------------
 
     def lock(self, alias: str, timeout: float) -> DescriptorLock:
-        path = os.path.join(os.path.dirname(alias), f".{os.path.basename(alias)}.bestlink.lock")
-        lock = self._locks.get(path)
+        lock = self._locks.get(alias)
         if lock is None:
-            lock = self._locks[path] = DescriptorLock(path, timeout)
+            path = os.path.join(os.path.dirname(alias), f".{os.path.basename(alias)}.bestlink.lock")
+            lock = self._locks[alias] = DescriptorLock(path, timeout)
         return lock
 
     def _candidates(self, choice: LinkChoice, is_dir: bool) -> list[LinkKind]:
@@ -260,13 +274,17 @@ class LocalStorage(Storage):
         tmp = tmp_name(path, "tmp")
         self._written.pop(path, None)
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+            try:
+                data = text.encode("utf-8")
+                while data:  # a record is one write; a short write only on a full disk, which raises
+                    data = data[os.write(fd, data) :]
                 if durable:
-                    os.fsync(fh.fileno())
-                key = file_key(os.fstat(fh.fileno()))  # the rename keeps inode, size and mtime
-            os.replace(tmp, path)
+                    os.fsync(fd)
+                key = file_key(os.fstat(fd))  # the rename keeps inode, size and mtime
+            finally:
+                os.close(fd)
+            swap_in(tmp, path, durable=durable)
         except BaseException:
             discard(tmp)
             raise
@@ -287,3 +305,44 @@ class LocalStorage(Storage):
         from lightning_bestlink._storage._remove import remove_saved  # only once a checkpoint goes
 
         return remove_saved(os.path.dirname(alias), path, ident, kind)
+
+    # --- listing and holding (the command line) ----------------------------------------
+    # Read-only looks for the survey (``_listing.py``: relative to directory descriptors), and
+    # holds of a checkpoint for a reader (``_hold.py``); imported on first use.
+
+    def lookup(self, path: str) -> Item | None:
+        from lightning_bestlink._storage import _listing
+
+        return _listing.lookup(path)
+
+    def listing(self, folder: str) -> list[Item]:
+        from lightning_bestlink._storage import _listing
+
+        return _listing.listing(folder)
+
+    def tree_size(self, path: str) -> int | None:
+        from lightning_bestlink._storage import _listing
+
+        return _listing.tree_size(path)
+
+    def walk(self, root: str, visit: Callable[[str, list[Item] | OSError], Iterable[Item]]) -> None:
+        from lightning_bestlink._storage import _listing
+
+        if not _listing.BY_DESCRIPTOR:
+            return super().walk(root, visit)
+        return _listing.walk(root, visit)
+
+    def hold(self, path: str) -> str | None:
+        from lightning_bestlink._storage import _hold
+
+        return _hold.hold(path)
+
+    def release(self, held: str) -> None:
+        from lightning_bestlink._storage import _hold
+
+        _hold.release(held)
+
+    def release_stale(self, folder: str) -> list[str]:
+        from lightning_bestlink._storage import _hold
+
+        return _hold.release_stale(folder)

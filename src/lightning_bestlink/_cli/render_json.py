@@ -10,10 +10,10 @@ nesting deeper than :data:`MAX_DEPTH`.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-from lightning_bestlink._survey import Alias, Entry, Folder
+from lightning_bestlink._cli.survey import Alias, Entry, Folder
+from lightning_bestlink._record import plain
 
 #: the version of the documents' layout
 VERSION = 1
@@ -21,22 +21,9 @@ VERSION = 1
 MAX_DEPTH = 32
 
 
-def plain(value: Any, depth: int = 0) -> Any:
-    """``value`` as strict JSON can hold it."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)  # 'inf', '-inf', 'nan'
-    if isinstance(value, (dict, list, tuple)) and depth >= MAX_DEPTH:
-        return f"(nested deeper than {MAX_DEPTH} levels)"
-    if isinstance(value, dict):
-        return {str(k): plain(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v, depth + 1) for v in value]
-    return value
-
-
 def dumps(document: dict[str, Any]) -> str:
     """One line of strict JSON."""
-    return json.dumps(plain(document), allow_nan=False)
+    return json.dumps(plain(document, MAX_DEPTH), allow_nan=False)
 
 
 def record_fields(record: dict[str, Any] | None) -> dict[str, Any]:
@@ -52,6 +39,16 @@ def record_fields(record: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _detail(alias: Alias) -> str | None:
+    """A sentence on the alias's status."""
+    if alias.error is not None:
+        return alias.error
+    if alias.refused:
+        leads = "" if alias.outside == alias.target else f", which leads to {alias.outside}"
+        return f"the record names {alias.target}{leads}, outside the alias's folder: trusted only with --allow-outside"
+    return None if alias.report is None else alias.report.detail
+
+
 def alias_json(alias: Alias) -> dict[str, Any]:
     report = alias.report
     return {
@@ -60,7 +57,7 @@ def alias_json(alias: Alias) -> dict[str, Any]:
         "record": alias.record_path,
         "status": alias.status,
         "ok": alias.ok,
-        "detail": alias.error if alias.error is not None else (report.detail if report else None),
+        "detail": _detail(alias),
         **record_fields(alias.record),
         "points_at": None if report is None else report.actual,
     }

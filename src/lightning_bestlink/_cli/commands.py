@@ -1,8 +1,8 @@
-"""The commands that survey folders: ``show``, ``verify``, ``repair`` and ``path``.
+"""The commands that survey folders: ``show``, ``verify`` and ``repair``.
 
 Each takes the parsed arguments and two streams: results go to ``out`` (stdout),
-diagnostics to ``err`` (stderr). They read through :mod:`._survey` and word what it
-found with :mod:`._render` (text) or :mod:`._render_json`.
+diagnostics to ``err`` (stderr). They read through :mod:`.survey` and word what it
+found with :mod:`.render` (text) or :mod:`.render_json`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ import argparse
 import os
 from typing import TextIO
 
+from lightning_bestlink._cli.render import advice, attention, count, problem, rel, render, say, score_parts
+from lightning_bestlink._cli.render_json import dumps, survey_json
+from lightning_bestlink._cli.survey import Alias, Folder, folders, reason, storage_of
 from lightning_bestlink._errors import AliasConflictError, BestLinkError, OutsideFolderError
-from lightning_bestlink._listing import lister_for, parent
 from lightning_bestlink._record import SUFFIX
-from lightning_bestlink._render import advice, attention, count, printable, problem, rel, render, say, score_parts
-from lightning_bestlink._render_json import dumps, survey_json
 from lightning_bestlink._storage import is_url
-from lightning_bestlink._survey import Alias, Folder, folders, load_alias, locate, reason
 from lightning_bestlink.linker import BestLinker, read_record
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -44,16 +43,16 @@ def shown(root_arg: str, root: str, path: str) -> str:
 def survey_root(args: argparse.Namespace, err: TextIO) -> tuple[str, list[Folder]] | int:
     """The folders under ``args.dir``, or the exit status of a usage error."""
     try:
-        lister = lister_for(args.dir)
-        root = lister.normalize(args.dir)
+        storage = storage_of(args.dir)
+        root = storage.normalize(args.dir)
         if is_url(root):  # local folders were checked by the parser
-            item = lister.lookup(root)
+            item = storage.lookup(root)
             if item is None or item.kind != "dir":
                 return usage_error(err, args.command, f"{args.dir!r} is not a directory")
     except OSError as exc:
         say(err, f"lightning-bestlink {args.command}: error: cannot look at {args.dir}: {reason(exc)}")
         return EXIT_PROBLEM
-    return root, folders(root, args.recursive)
+    return root, folders(root, args.recursive, allow_outside=args.allow_outside)
 
 
 def _unreadable(found: list[Folder], shown_of: dict[str, str], out: TextIO, width: int) -> int:
@@ -134,7 +133,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             say(out, f"ok      {where} -> {target} ({', '.join([str(record.get('link')), text, *details])})")
         else:
             say(out, f"FAILED  {where}: {problem(alias, folder.path)}")
-            say(out, f"        {advice(alias, shown_of[folder.path])}")
+            say(out, f"        {advice(alias, shown_of[folder.path], 'verify')}")
     if bad or unreadable:
         say(err, f"verify: {attention(bad, len(aliases), unreadable)}")
         return EXIT_PROBLEM
@@ -147,15 +146,15 @@ def _repair_one(alias: Alias, folder: Folder, shown_dir: str, where: str, out: T
         say(out, f"ok        {where} (nothing to do)")
         return True
     before = problem(alias, folder.path)
-    if alias.error is not None:
-        say(out, f"FAILED    {where}: {before}")
+    if alias.error is not None or alias.refused:
+        say(out, f"{'REFUSED' if alias.refused else 'FAILED':<10}{where}: {before}")
         say(out, f"          {advice(alias, shown_dir)}")
         return False
     try:
         report = BestLinker.from_record(alias.path, allow_outside=allow_outside).repair()
-    except OutsideFolderError:
-        say(out, f"REFUSED   {where}: its record names {alias.target}, outside {shown_dir}")
-        say(out, "          a record is input, not authority: run with --allow-outside if you trust it")
+    except OutsideFolderError:  # the record changed since the survey read it
+        say(out, f"REFUSED   {where}: its record now names a checkpoint outside {shown_dir}")
+        say(out, f"          if you trust it: lightning-bestlink repair --allow-outside {shown_dir}")
         return False
     except AliasConflictError:
         say(out, f"REFUSED   {where}: {before}")
@@ -200,27 +199,4 @@ def cmd_repair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             parts.append(f"{unreadable} folder{'s' if unreadable > 1 else ''} could not be read")
         say(err, f"repair: {'; '.join(parts)}")
         return EXIT_PROBLEM
-    return EXIT_OK
-
-
-def cmd_path(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Print the best checkpoint's path (or URL), nothing else; exit 1 without a healthy alias."""
-    located = locate(args.target)
-    if located.alias is None or located.error is not None:
-        say(err, f"lightning-bestlink path: {located.error}")
-        return EXIT_USAGE if not located.exists else EXIT_PROBLEM
-    alias = located.loaded or load_alias(located.alias)
-    if not alias.ok or alias.target is None:
-        folder = parent(alias.path)
-        say(err, f"lightning-bestlink path: {printable(alias.path)} is not healthy: {problem(alias, folder)}")
-        say(err, f"  {advice(alias, folder)}")
-        return EXIT_PROBLEM
-    out.flush()
-    data = alias.target.encode("utf-8") if is_url(alias.target) else os.fsencode(alias.target)
-    buffer = getattr(out, "buffer", None)
-    if buffer is None:  # a text stream without bytes underneath (tests): the path as text
-        out.write(os.fsdecode(data) + "\n")
-    else:
-        buffer.write(data + b"\n")  # the exact bytes: a name that is not UTF-8 still names the file
-        buffer.flush()
     return EXIT_OK

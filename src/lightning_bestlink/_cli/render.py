@@ -1,6 +1,6 @@
 """How ``show``, ``verify``, ``repair`` and ``watch`` word what the survey found: tables and sentences.
 
-Pure text from :mod:`._survey` data; nothing here reads the disk except
+Pure text from :mod:`.survey` data; nothing here reads the disk except
 :func:`advice`, which checks whether the best checkpoint itself still exists. Every
 name and field that came from the disk is passed through :func:`printable` before it
 is printed: a file name with a newline must not forge a row of the table.
@@ -12,9 +12,9 @@ import os
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from lightning_bestlink._cli.survey import Alias, Folder
 from lightning_bestlink._record import SUFFIX
 from lightning_bestlink._storage import is_url
-from lightning_bestlink._survey import Alias, Folder
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -79,14 +79,15 @@ def score_parts(record: dict[str, Any]) -> tuple[str, list[str]]:
     """
     extra = record.get("extra") or {}
     score, monitor = record.get("score"), extra.get("monitor")
-    details = [str(record.get("mode"))]
+    latest = extra.get("follows") == "latest"  # last.ckpt: ranked by step, a mode means nothing there
+    details = [] if latest else [str(record.get("mode"))]
     for key in ("epoch", "step"):
         if extra.get(key) is not None:
             details.append(f"{key} {extra[key]}")
     for key, value in extra.items():
         if key not in _KNOWN_EXTRA and isinstance(value, (str, int, float, bool)):
             details.append(f"{key} {number(value) if isinstance(value, float) else value}")
-    if extra.get("follows") == "latest":  # last.ckpt (its score is the step), or the Trainer's monitor=None
+    if latest:  # last.ckpt (its score is the step), or the Trainer's monitor=None
         return "latest save", details
     if score is None:  # an alias that follows a decision without a score
         return "no score", details
@@ -95,7 +96,7 @@ def score_parts(record: dict[str, Any]) -> tuple[str, list[str]]:
 
 def score_text(record: dict[str, Any]) -> str:
     text, details = score_parts(record)
-    return f"{text} ({', '.join(details)})"
+    return f"{text} ({', '.join(details)})" if details else text
 
 
 def count(n: int, total: int, verb: str) -> str:
@@ -128,7 +129,12 @@ def rel(path: str | None, folder: str) -> str:
 def problem(alias: Alias, folder: str) -> str:
     """One sentence on what is wrong with ``alias`` (empty when nothing is)."""
     if alias.error is not None:
-        return f"unreadable record: {alias.error}"
+        return f"unreadable {alias.unreadable}: {alias.error}"
+    if alias.refused:
+        named = rel(alias.target, folder)  # by its name inside (a link leading out), or the whole path
+        named = str(alias.target) if named.startswith(os.pardir) else named
+        leads = "" if alias.outside == alias.target else f", which leads to {alias.outside}"
+        return f"outside: its record names {named}{leads}, outside the alias's folder"
     report = alias.report
     assert report is not None
     expected, actual = rel(report.expected, folder), rel(report.actual, folder)
@@ -146,10 +152,17 @@ def problem(alias: Alias, folder: str) -> str:
     return ""
 
 
-def advice(alias: Alias, shown_dir: str) -> str:
-    """What the user can do about a bad alias."""
+def advice(alias: Alias, shown_dir: str, command: str = "repair") -> str:
+    """What the user can do about a bad alias (``command`` is the one they ran)."""
+    if alias.error is not None and alias.unreadable == "checkpoint":
+        return "the record is fine: check the permissions of the folders on the way to the checkpoint it names"
     if alias.error is not None:
         return f"restore {alias.name}{SUFFIX} or move it away; repair needs a readable record"
+    if alias.refused:
+        return (
+            f"a record is input, not authority; a Trainer resumed into a new folder writes such records. "
+            f"If you trust it: lightning-bestlink {command} --allow-outside {shown_dir}"
+        )
     report = alias.report
     assert report is not None
     if report.status == "foreign":

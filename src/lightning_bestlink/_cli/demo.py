@@ -1,20 +1,29 @@
 """``lightning-bestlink demo``: a tiny model trained with the Trainer and with Fabric.
 
 Synthetic data, nothing downloaded, a few seconds on a laptop CPU. torch and
-Lightning are imported inside the functions, with their warnings and logs held back
-(see :func:`quiet`); the CLI imports this module for the ``demo`` command alone.
+Lightning are imported inside the functions that train, with their warnings and logs
+held back (see :func:`quiet`): importing this module costs no more than the rest of
+the command line.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import importlib.util
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
+from lightning_bestlink._cli.commands import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
+from lightning_bestlink._cli.render import render
+from lightning_bestlink._cli.survey import scan
 from lightning_bestlink._errors import BestLinkWarning
+from lightning_bestlink.latest import LatestLinker
 from lightning_bestlink.linker import BestLinker
 
 SEED = 4  # with this seed the validation loss bottoms out mid-run, then rises (overfitting)
@@ -24,6 +33,51 @@ BATCH = 4
 LR = 0.1
 # Lightning's own chatter on a run this small ("GPU available", tips, "few workers", ...)
 _LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.epochs < 1:
+        print(f"error: --epochs must be at least 1, got {args.epochs}", file=err)
+        return EXIT_USAGE
+    keep = args.dir is not None
+    if keep:
+        if os.path.exists(args.dir) and not os.path.isdir(args.dir):
+            print(f"error: --dir {args.dir!r} is not a directory", file=err)
+            return EXIT_USAGE
+        for sub in ("trainer", "fabric"):
+            path = os.path.join(args.dir, sub)
+            if os.path.isdir(path) and os.listdir(path):
+                print(f"error: {path} is not empty; choose another --dir or remove it", file=err)
+                return EXIT_USAGE
+    if importlib.util.find_spec("lightning") is None or importlib.util.find_spec("torch") is None:
+        print("error: the demo needs torch and lightning: pip install 'lightning-bestlink[lightning]'", file=err)
+        return EXIT_PROBLEM
+    root = os.path.abspath(args.dir) if keep else tempfile.mkdtemp(prefix="lightning-bestlink-demo-")
+    shown = args.dir if keep else root
+    print(
+        f"lightning-bestlink demo: a tiny regression model on synthetic data (nothing downloaded), "
+        f"{args.epochs} epochs, trained twice",
+        file=out,
+    )
+    print(f"output: {shown}{'' if keep else '  (temporary; pass --dir DIR to keep it)'}", file=out)
+    print(file=out)
+    try:
+        done = run(root, epochs=args.epochs, verbose=args.verbose, out=out)
+        print(file=out)
+        print("Result (the same table as `lightning-bestlink show DIR`):", file=out)
+        for i, path in enumerate(done):
+            if i:
+                print(file=out)
+            render(scan(path), out, title=os.path.join(shown, os.path.basename(path)))
+        print(file=out)
+        if keep:
+            print(f"Kept in {shown}. Try:  lightning-bestlink verify -r {shown}", file=out)
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    if not keep:
+        print(f"Removed {root} (pass --dir DIR to keep the checkpoints).", file=out)
+    return EXIT_OK
 
 
 @contextlib.contextmanager
@@ -171,7 +225,8 @@ def run_fabric(folder: str, epochs: int, say: Callable[[str], None]) -> None:
     model, optimizer = fabric.setup(model, optimizer)
 
     linker = BestLinker(os.path.join(folder, "best.ckpt"), mode="min")
-    state: dict[str, Any] = {"model": model, "optimizer": optimizer, "best": linker, "epoch": 0}
+    last = LatestLinker(os.path.join(folder, "last.ckpt"))  # an alias too: each checkpoint is saved once
+    state: dict[str, Any] = {"model": model, "optimizer": optimizer, "best": linker, "last": last, "epoch": 0}
     for epoch in range(epochs):
         model.train()
         for xb, yb in train:
@@ -185,8 +240,9 @@ def run_fabric(folder: str, epochs: int, say: Callable[[str], None]) -> None:
         state["epoch"] = epoch
         path = os.path.join(folder, f"epoch={epoch}-val_loss={val:.4f}.ckpt")
         extra = {"monitor": "val_loss", "epoch": epoch}
-        became_best = bestlink.save_and_link(fabric, path, state, score=val, linker=linker, extra=extra)
-        fabric.save(os.path.join(folder, "last.ckpt"), {**state, "best": linker.state_dict()})
+        became_best = bestlink.save_and_link(
+            fabric, path, state, score=val, linker=linker, latest=last, step=epoch, extra=extra
+        )
         say(_progress(epoch, val, epochs, linker, became_best))
 
 

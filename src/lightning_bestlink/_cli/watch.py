@@ -1,34 +1,43 @@
 """``lightning-bestlink watch``: one line per new best while a run trains, and a command for each.
 
-Cheap: once the alias is known, each look is one ``stat`` of its record (one request on
-an object store); the record is read only when that changed, and the folder is never
-listed. A new best is reported once the record names another checkpoint or score *and*
-the alias agrees with it, read twice to the same answer: a record caught between the
-writer's two renames, or one rewritten for the same best (a repair, a resumed run), is
-not an event.
+Cheap: once the alias is known, each look is one ``lstat`` of its record (one request on
+an object store; the storage's identity of a file); the record is read only when that
+changed, and the folder is never listed. A new best is reported once the record names
+another checkpoint or score *and* the alias agrees with it, read twice to the same answer:
+a record caught between the writer's two renames, or one rewritten for the same best (a
+repair, a resumed run), is not an event.
+
+``--exec`` gives its command the checkpoint held (``Storage.hold``: a hard link next to
+it, under its own file name), so training deleting it while the command runs takes
+nothing away; the hold goes when the command ends, and one a killed watch left goes
+with the next hold made in that folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import math
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from types import FrameType
 from typing import Any, TextIO
 
-from lightning_bestlink._commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, shown, usage_error
-from lightning_bestlink._listing import lister_for, parent
+from lightning_bestlink._cli.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, shown, usage_error
+from lightning_bestlink._cli.render import advice, printable, problem, rel, say, score_parts
+from lightning_bestlink._cli.render_json import VERSION, dumps, record_fields
+from lightning_bestlink._cli.survey import Alias, Located, load_alias, locate, parent, reason, storage_of
 from lightning_bestlink._record import SUFFIX
-from lightning_bestlink._render import printable, rel, say, score_parts
-from lightning_bestlink._render_json import VERSION, dumps, record_fields
-from lightning_bestlink._survey import Located, load_alias, locate, reason
+from lightning_bestlink._storage import Storage
 
 _PLACEHOLDER = re.compile(r"\{(target|score|alias)\}")
+_log = logging.getLogger(__name__)
 
 
 def _key(record: dict[str, Any]) -> tuple[str, str]:
@@ -44,50 +53,70 @@ def _empty(located: Located) -> bool:
 class Follower:
     """Follows the record of one alias (found from ``arg`` on the first look that can)."""
 
-    def __init__(self, arg: str) -> None:
+    def __init__(self, arg: str, *, allow_outside: bool = False) -> None:
         self.arg = arg
+        self.allow_outside = allow_outside
         self.alias: str | None = None
         self.best: tuple[str, str] | None = None  # the key of the best already reported (or initial)
         self.record: dict[str, Any] | None = None
-        self._print: Any = None  # fingerprint of the record last read
+        self._print: Any = None  # identity of the record last read
         self._pending = False  # a new record seen, not yet agreed by the alias
         self.note: str | None = None  # what was wrong at the first look
+        self._storage: Storage | None = None  # where the alias lives, once it is known
+        self.said_unheld = False  # the note that this storage holds nothing was given
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            self._storage = storage_of(str(self.alias))
+        return self._storage
+
+    def _identity(self) -> Any:
+        """What changes whenever the record is replaced (None: there is none): the storage's identity
+        of a file, one ``lstat`` (one request on an object store)."""
+        try:
+            return self.storage.identity(f"{self.alias}{SUFFIX}")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _load(self) -> Alias:
+        return load_alias(str(self.alias), allow_outside=self.allow_outside)
 
     def shown(self) -> str:
         """The alias as the user would type it: under the DIR (or next to the record) they passed."""
         alias = str(self.alias)
-        return shown(self.arg, lister_for(alias).normalize(self.arg), alias)
+        return shown(self.arg, storage_of(alias).normalize(self.arg), alias)
 
     def start(self) -> str | None:
         """The first look: the initial best is not an event. Returns a fatal problem, or None."""
-        located = locate(self.arg)
+        located = locate(self.arg, allow_outside=self.allow_outside)
         if not located.exists:
             return None  # nothing at ARG yet (training has not started): later looks search again
         if located.alias is None:
             return None if _empty(located) else located.error
         self.alias = located.alias
         try:
-            self._print = lister_for(self.alias).fingerprint(self.alias + SUFFIX)
+            self._print = self._identity()
         except OSError as err:
             self.note = f"cannot look at {self.alias}{SUFFIX}: {reason(err)}"
-        alias = located.loaded or load_alias(self.alias)  # a folder's survey loaded it already
+        alias = located.loaded or self._load()  # a folder's survey loaded it already
         if alias.record is not None:
             self.best, self.record = _key(alias.record), alias.record
-        if alias.error is not None:
-            self.note = alias.error
+        if alias.error is not None or alias.refused:
+            self.note = _problem(alias)
         return None
 
     def look(self) -> tuple[dict[str, Any] | None, str | None]:
         """One look: ``(record of a new best, None)``, ``(None, problem)`` or ``(None, None)``."""
         if self.alias is None:
-            located = locate(self.arg)
+            located = locate(self.arg, allow_outside=self.allow_outside)
             if not located.exists or (located.alias is None and _empty(located)):
                 return None, None  # still nothing to follow
             if located.alias is None:
                 return None, located.error
             self.alias, self._pending = located.alias, True
         try:
-            now = lister_for(self.alias).fingerprint(self.alias + SUFFIX)
+            now = self._identity()
         except OSError as err:
             return None, f"cannot look at {self.alias}{SUFFIX}: {reason(err)}"
         if now is None:
@@ -96,10 +125,10 @@ class Follower:
         if now == self._print and not self._pending:
             return None, None
         self._print = now
-        first, second = load_alias(self.alias), load_alias(self.alias)
-        if first.record is None:
-            self._pending = False  # a damaged record: read again when it changes
-            return None, first.error
+        first, second = self._load(), self._load()
+        if first.record is None or first.refused:
+            self._pending = False  # a damaged record, or one naming a file outside: read again when it changes
+            return None, _problem(first)
         if _key(first.record) == self.best:
             self._pending = False  # the same best, rewritten (a repair, a resumed run)
             return None, None
@@ -108,10 +137,18 @@ class Follower:
             if first.error is not None:
                 return None, first.error
             target = rel(first.target, parent(self.alias))
-            return None, f"the record names {target}, the alias does not point at it yet ({first.status})"
+            how = first.status if not first.ok else second.status if not second.ok else "being rewritten"
+            return None, f"the record names {target}, the alias does not point at it yet ({how})"
         self._pending = False
         self.best, previous, self.record = _key(first.record), self.record, first.record
         return {"record": first.record, "previous": previous}, None
+
+
+def _problem(alias: Alias) -> str:
+    """What is wrong with an alias whose best cannot be reported, and what to do."""
+    if alias.refused:
+        return f"{problem(alias, parent(alias.path))}; {advice(alias, parent(alias.path), 'watch')}"
+    return str(alias.error)
 
 
 def _fill(argv: list[str], values: dict[str, str]) -> list[str]:
@@ -148,9 +185,43 @@ def _event_line(follower: Follower, event: dict[str, Any], as_json: bool) -> str
     )
 
 
-def _run(argv: list[str], record: dict[str, Any], alias: str, err: TextIO) -> None:
-    """Run the user's command for one new best; a failure is reported, not raised."""
-    values = {"target": str(record.get("target")), "score": _score_arg(record.get("score")), "alias": alias}
+def _held(follower: Follower, target: str, err: TextIO) -> tuple[str | None, bool]:
+    """Hold ``target`` while the command runs: ``(held path or None, whether to run at all)``."""
+    storage = follower.storage
+    storage.release_stale(parent(target))  # holds a killed watch left here
+    try:
+        held = storage.hold(target)
+        if held is None and not follower.said_unheld:
+            follower.said_unheld = True
+            say(
+                err,
+                f"watch: note: nothing is held on {target.split('://')[0]}://: a checkpoint may be deleted "
+                f"while the command reads it",
+            )
+        return held, True
+    except FileNotFoundError:  # training deleted it already: a better best has replaced it
+        say(
+            err,
+            f"watch: --exec not run for {rel(target, parent(str(follower.alias)))}: it was deleted before it "
+            f"could be held (a newer best replaced it); still watching",
+        )
+        return None, False
+    except OSError as exc:
+        say(
+            err,
+            f"watch: cannot hold {target} ({reason(exc)}): --exec gets the checkpoint itself, which training "
+            f"may delete while the command runs",
+        )
+        return None, True
+
+
+def _run(argv: list[str], record: dict[str, Any], follower: Follower, err: TextIO) -> None:
+    """Run the user's command for one new best, the checkpoint held meanwhile; a failure is reported, not raised."""
+    target = str(record.get("target"))
+    held, run = _held(follower, target, err)
+    if not run:
+        return
+    values = {"target": held or target, "score": _score_arg(record.get("score")), "alias": str(follower.alias)}
     filled = _fill(argv, values)
     sys.stdout.flush()
     err.flush()
@@ -160,9 +231,17 @@ def _run(argv: list[str], record: dict[str, Any], alias: str, err: TextIO) -> No
     except OSError as exc:
         say(err, f"watch: --exec could not run {shlex.join(filled)}: {reason(exc)}; still watching")
         return
+    finally:
+        if held is not None:
+            follower.storage.release(held)
+            _log.debug("released %s", held)
     if done.returncode != 0:
         how = f"was killed by signal {-done.returncode}" if done.returncode < 0 else f"exited with {done.returncode}"
         say(err, f"watch: --exec {shlex.join(filled)} {how}; still watching")
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally that releases a hold
 
 
 def _check(args: argparse.Namespace, err: TextIO) -> list[str] | int | None:
@@ -188,7 +267,9 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     argv = _check(args, err)
     if isinstance(argv, int):
         return argv
-    follower = Follower(args.target)
+    follower = Follower(args.target, allow_outside=args.allow_outside)
+    if argv is not None:
+        signal.signal(signal.SIGTERM, _terminated)  # a polite kill leaves no hold behind
     fatal = follower.start()
     if fatal is not None:
         say(err, f"lightning-bestlink watch: {fatal}")
@@ -220,7 +301,7 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             seen += 1  # counted first: a Ctrl-C once the line is out must count it
             print(_event_line(follower, event, args.json), file=out, flush=True)
             if argv is not None:
-                _run(argv, event["record"], str(follower.alias), err)
+                _run(argv, event["record"], follower, err)
             if args.count is not None and seen >= args.count:
                 return EXIT_OK
     except KeyboardInterrupt:

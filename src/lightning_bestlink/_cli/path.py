@@ -1,0 +1,97 @@
+"""``lightning-bestlink path``: the best checkpoint's path, and nothing else, for scripts.
+
+It prints the checkpoint, not the alias, after checking the alias against its record.
+A script that opens it at once is safe; one that reads it later may find it deleted
+(training deletes checkpoints that are no longer among the best). ``--hold SECONDS``
+prints instead a second name of the checkpoint that stays readable that long (see
+:mod:`.hold`). A path that a line of output would carry changed (a line break in it:
+``"$(...)"`` drops those at its end) is refused unless ``--null`` or ``--json`` asks for
+a form that carries any name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+from typing import TextIO
+
+from lightning_bestlink._cli.commands import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
+from lightning_bestlink._cli.hold import hold_detached
+from lightning_bestlink._cli.render import advice, printable, problem, say
+from lightning_bestlink._cli.render_json import VERSION, dumps, record_fields
+from lightning_bestlink._cli.survey import Alias, load_alias, locate, parent, reason
+from lightning_bestlink._storage import is_url
+
+
+def _name(path: str) -> bytes:
+    """The exact bytes of a name (a name that is not UTF-8 still names the file)."""
+    return path.encode("utf-8") if is_url(path) else os.fsencode(path)
+
+
+def _write(out: TextIO, data: bytes) -> None:
+    out.flush()
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:  # a text stream without bytes underneath (tests): the path as text
+        out.write(os.fsdecode(data))
+    else:
+        buffer.write(data)
+        buffer.flush()
+
+
+def _document(alias: Alias, held: str | None, until: float | None) -> str:
+    stamp = None if until is None else datetime.datetime.fromtimestamp(until, datetime.timezone.utc).isoformat()
+    return dumps(
+        {
+            "version": VERSION,
+            "alias": alias.path,
+            "record": alias.record_path,
+            **record_fields(alias.record),
+            "held": held,
+            "held_until": stamp,
+        }
+    )
+
+
+def cmd_path(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Print the best checkpoint's path (or URL), nothing else; exit 1 without a healthy alias."""
+    if args.hold is not None and not (0 < args.hold < float("inf")):
+        say(err, f"lightning-bestlink path: error: --hold must be a positive number of seconds, got {args.hold}")
+        return EXIT_USAGE
+    located = locate(args.target, allow_outside=args.allow_outside)
+    if located.alias is None or located.error is not None:
+        say(err, f"lightning-bestlink path: {located.error}")
+        return EXIT_USAGE if not located.exists else EXIT_PROBLEM
+    alias = located.loaded or load_alias(located.alias, allow_outside=args.allow_outside)
+    if not alias.ok or alias.target is None:
+        folder = parent(alias.path)
+        say(err, f"lightning-bestlink path: {printable(alias.path)} is not healthy: {problem(alias, folder)}")
+        say(err, f"  {advice(alias, folder, 'path')}")
+        return EXIT_PROBLEM
+    target = alias.target
+    if "\n" in target and not (args.null or args.json):
+        say(
+            err,
+            f"lightning-bestlink path: the checkpoint's path {printable(target)} holds a line break, which a line "
+            f'of output cannot carry unchanged ("$(...)" drops those at its end, a line-by-line reader splits it); '
+            f"nothing printed. Use --null (the path ends with a NUL byte: xargs -0, read -d '') or --json",
+        )
+        return EXIT_PROBLEM
+    held, until = None, None
+    if args.hold is not None:
+        try:
+            held = hold_detached(target, args.hold)
+        except OSError as exc:
+            say(err, f"lightning-bestlink path: {reason(exc)}; without --hold, path prints the checkpoint itself")
+            return EXIT_PROBLEM
+        if held is None:
+            say(
+                err, f"lightning-bestlink path: note: nothing is held on {target.split('://')[0]}://: it may be deleted"
+            )
+        else:
+            until = datetime.datetime.now(datetime.timezone.utc).timestamp() + args.hold
+    if args.json:
+        _write(out, _document(alias, held, until).encode("ascii") + b"\n")  # ASCII: json escapes the rest
+    else:
+        _write(out, _name(held or target) + (b"\0" if args.null else b"\n"))
+    return EXIT_OK
