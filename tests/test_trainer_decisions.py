@@ -86,3 +86,9 @@ def test_epoch_and_step_are_read_from_a_checkpoint_or_left_out(tmp_path: Path) -
     for name in ("custom.ckpt", "bool.ckpt", "no-numbers.ckpt", "torn.ckpt", "sharded.ckpt", "missing.ckpt"):
         assert checkpoint_position(str(tmp_path / name)) is None, name
     assert checkpoint_position("s3://bucket/run/good.ckpt") is None  # never downloaded to describe it
+
+
+def test_lightnings_score_is_restored_as_a_plain_number() -> None:
+    torch = pytest.importorskip("torch")
+    state = restored_best({}, torch.tensor(0.5), "/run/b.ckpt", monitor="loss", mode="min")
+    assert state == {"best_score": 0.5, "best_path": "/run/b.ckpt"} and type(state["best_score"]) is float

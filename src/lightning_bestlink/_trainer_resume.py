@@ -60,15 +60,16 @@ def restored_best(
     """
     if monitor is None:  # the alias follows the latest save: Lightning's, without a score
         return {"best_score": None, "best_path": path} if path else None
-    lightning = {"best_score": score, "best_path": path} if path else None
+    value = None if score is None else to_score(score)  # a 0-d tensor: the state holds plain numbers
+    lightning = {"best_score": value, "best_path": path} if path else None
     if not loaded.get("best_path"):
         return lightning
     saved_score, _ = check_state(loaded, mode=mode, ties="first")
-    if lightning is None or score is None:
+    if lightning is None or value is None:
         return loaded
     if saved_score is None:
         return lightning
-    return lightning if is_better(to_score(score), saved_score, check_mode(mode)) else loaded
+    return lightning if is_better(value, saved_score, check_mode(mode)) else loaded
 
 
 def described(target: str, monitor: str | None, known: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
