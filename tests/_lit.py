@@ -7,18 +7,52 @@ which checkpoint is the best.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 SCRIPT = Path(__file__).parent / "scripts" / "trainer_run.py"
+
+#: each Lightning package and the module of this library that adapts it
+PACKAGES = {
+    "lightning.pytorch": "lightning_bestlink.callbacks",
+    "pytorch_lightning": "lightning_bestlink.pytorch_lightning",
+}
+
+
+def _available(name: str) -> bool:
+    try:
+        with warnings.catch_warnings():
+            # Lightning 2.0's first import warns through lightning_utilities (ModuleAvailableCache)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(params=list(PACKAGES), ids=["lightning", "pytorch_lightning"])
+def pkg(request: pytest.FixtureRequest) -> Any:
+    """Each installed Lightning package (a test importing this fixture runs once per package)."""
+    if not _available(request.param):
+        pytest.skip(f"{request.param} is not installed")
+    return importlib.import_module(request.param)
+
+
+@pytest.fixture
+def cls(pkg: Any) -> Any:
+    """``ModelCheckpointWithLinkBest`` for ``pkg``."""
+    return importlib.import_module(PACKAGES[pkg.__name__]).ModelCheckpointWithLinkBest
 
 
 def make_module(pl: Any, losses: Sequence[float], *, monitor: str = "val_loss", batches: int = 2) -> Any:

@@ -4,9 +4,9 @@ Each test runs once on ``lightning.pytorch`` and once on ``pytorch_lightning``
 (whichever are installed): the adapter is one mixin on two base classes.
 """
 
+# ruff: noqa: F811  (the pkg and cls fixtures come from tests/_lit.py; pytest passes them by name)
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import pickle
@@ -18,34 +18,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tests._lit import make_module, trainer  # noqa: E402
+from tests._lit import _available, cls, make_module, pkg, trainer  # noqa: E402,F401
 
 pytestmark = pytest.mark.lightning
-
-PACKAGES = {
-    "lightning.pytorch": "lightning_bestlink.callbacks",
-    "pytorch_lightning": "lightning_bestlink.pytorch_lightning",
-}
-
-
-def _available(name: str) -> bool:
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.fixture(params=list(PACKAGES), ids=["lightning", "pytorch_lightning"])
-def pkg(request: pytest.FixtureRequest) -> Any:
-    if not _available(request.param):
-        pytest.skip(f"{request.param} is not installed")
-    return importlib.import_module(request.param)
-
-
-@pytest.fixture
-def cls(pkg: Any) -> Any:
-    return importlib.import_module(PACKAGES[pkg.__name__]).ModelCheckpointWithLinkBest
 
 
 def _flag(pkg: Any, minor: int) -> bool:
@@ -117,11 +92,13 @@ def test_signature_lists_save_best_every_model_checkpoint_parameter_and_best_nam
 
     stock = list(inspect.signature(pkg.callbacks.ModelCheckpoint).parameters.values())
     ours = list(inspect.signature(cls).parameters.values())
-    assert [p.name for p in ours] == ["save_best", *(p.name for p in stock), "best_name", "sweep_best"]
-    assert [(p.default, p.kind) for p in ours[1:-2]] == [(p.default, p.kind) for p in stock]
+    mine = ["best_name", "sweep_best", "log_best", "on_move"]
+    assert [p.name for p in ours] == ["save_best", *(p.name for p in stock), *mine]
+    assert [(p.default, p.kind) for p in ours[1 : -len(mine)]] == [(p.default, p.kind) for p in stock]
     assert ours[0].default is None and ours[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD  # seed: first
-    assert ours[-2].default == "best" and ours[-2].kind is inspect.Parameter.KEYWORD_ONLY
-    assert ours[-1].default is None and ours[-1].kind is inspect.Parameter.KEYWORD_ONLY
+    defaults = {p.name: p.default for p in ours[-len(mine) :]}
+    assert defaults == {"best_name": "best", "sweep_best": None, "log_best": True, "on_move": None}
+    assert {p.kind for p in ours[-len(mine) :]} == {inspect.Parameter.KEYWORD_ONLY}
     choices = {a for arg in typing.get_args(ours[0].annotation) for a in (typing.get_args(arg) or (arg,))}
     assert choices == {bool, type(None), "auto", "symlink", "hardlink", "copy"}
 
@@ -158,6 +135,39 @@ def test_best_name_names_the_alias(pkg: Any, cls: Any, tmp_path: Path) -> None:
 def test_bad_best_name_is_refused_at_once(cls: Any, bad: Any) -> None:
     with pytest.raises(ValueError, match=r"best_name must be a plain file name .* got"):
         cls(save_best=True, best_name=bad)
+
+
+@pytest.mark.parametrize("name", ["last", "last-best", "lastly"])
+def test_a_best_name_that_looks_like_last_is_refused_at_construction(cls: Any, name: str) -> None:
+    with pytest.raises(ValueError, match=rf"best_name='{name}' looks like a 'last' checkpoint name"):
+        cls(save_best=True, best_name=name)
+
+
+def test_a_best_name_with_the_extension_names_the_same_file(cls: Any, tmp_path: Path) -> None:
+    # best_name="best.ckpt" means the file best.ckpt, never best.ckpt.ckpt
+    ckpt = cls(save_best=True, dirpath=tmp_path, best_name="best-loss.ckpt")
+    assert ckpt.best_name == "best-loss"
+    assert ckpt.best_link_path == str(tmp_path / "best-loss.ckpt")
+    assert cls(save_best=True, dirpath=tmp_path, best_name="best.ckpt").best_link_path == str(tmp_path / "best.ckpt")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"best_name": "best-loss"}, {"sweep_best": "sweep/best.ckpt"}, {"on_move": print}],
+    ids=["best_name", "sweep_best", "on_move"],
+)
+@pytest.mark.parametrize("save_best", [None, False])
+def test_alias_options_without_save_best_are_refused(cls: Any, save_best: Any, options: dict[str, Any]) -> None:
+    (name,) = options
+    said = rf"{name}=.* configure the best alias, which save_best={save_best!r} turns off"
+    with pytest.raises(ValueError, match=said):
+        cls(save_best=save_best, monitor="val_loss", **options)
+
+
+def test_save_top_k_0_with_save_best_is_refused(cls: Any) -> None:
+    with pytest.raises(ValueError, match=r"save_best=True with save_top_k=0 can never make a best alias"):
+        cls(save_best=True, monitor="val_loss", save_top_k=0, save_last=True)
+    assert cls(monitor="val_loss", save_top_k=0, save_last=True).save_best is None  # the stock behaviour
 
 
 def test_a_stock_callback_with_the_same_settings_is_refused_as_two_stock_ones_are(
@@ -420,6 +430,13 @@ def test_resume_keeps_the_best_and_repairs_the_alias(
     assert seen == [resolve(best)], "the alias is checked and rebuilt when training starts"
     assert ckpt.best_model_path == best
     assert resolve(alias) == resolve(best)
+
+
+def test_the_state_key_is_the_stock_one_and_follows_a_setting_changed_later(pkg: Any, cls: Any) -> None:
+    ours, stock = cls(save_best=True, monitor="val_loss"), pkg.callbacks.ModelCheckpoint(monitor="val_loss")
+    assert ours.state_key == stock.state_key
+    ours.monitor = stock.monitor = "val_acc"  # set on the instance, as the seed's users do
+    assert ours.state_key == stock.state_key and "'val_acc'" in ours.state_key
 
 
 def test_state_keeps_all_lightning_keys(pkg: Any, cls: Any, tmp_path: Path) -> None:

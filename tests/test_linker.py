@@ -688,3 +688,20 @@ def test_a_latest_alias_is_rebuilt_from_its_record_as_a_latest_alias(tmp_path: P
     last.update(7, write_ckpt(tmp_path / "step7.ckpt", 7))
     again = LatestLinker.from_record(last.link_path)
     assert (type(again), again.latest_step, again.best_path) == (LatestLinker, 7, last.best_path)
+
+
+@pytest.mark.parametrize("target", ["same", "other"])
+def test_repair_keeps_the_records_extra_only_for_the_checkpoint_it_describes(tmp_path: Path, target: str) -> None:
+    # the record's extra (epoch, step, file name) describes its own target: a repair that points the
+    # alias at another checkpoint (restored from a state) must not hand it the old description
+    old = BestLinker(tmp_path / "best.ckpt")
+    old.update(1.0, write_ckpt(tmp_path / "e1.ckpt", 1), extra={"epoch": 1, "step": 8})
+    best = tmp_path / ("e1.ckpt" if target == "same" else "e4.ckpt")
+    write_ckpt(best, 4)
+    (tmp_path / "best.ckpt").unlink()
+    restored = BestLinker(tmp_path / "best.ckpt")
+    restored.load_state_dict({"best_score": 0.2, "best_path": str(best)})
+    assert restored.repair().ok
+    record = read_record(tmp_path / "best.ckpt")
+    assert record is not None and record["target"] == str(best)
+    assert record["extra"] == ({"epoch": 1, "step": 8} if target == "same" else {})

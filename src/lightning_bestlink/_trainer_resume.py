@@ -1,0 +1,168 @@
+"""The Trainer adapter's resume decisions, as plain functions (no Trainer, no linker, no Lightning).
+
+On a resume the callback has two candidates for the best: the one Lightning restored
+(``best_model_path``/``best_model_score``) and the linker's saved ``best_link`` state,
+which may lag one decision behind in the very checkpoint that became the best.
+:func:`restored_best` picks the better; :func:`taken_over_key` finds state saved under
+another class's key; :func:`described` says what the record's ``extra`` must hold so that
+it describes its target (monitor, epoch, step, file name), and :func:`checkpoint_position`
+reads epoch and step from a checkpoint the run did not see saved.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from lightning_bestlink._score import check_mode, is_better, to_score
+from lightning_bestlink._state import check_state
+from lightning_bestlink._storage import is_url
+from lightning_bestlink.linker import BestLinker, read_record
+
+
+def taken_over_key(
+    states: dict[str, Any], state_key: str, classes: Iterable[type], base: type, taken: set[str]
+) -> str | None:
+    """The key under which a class of ``classes`` (a subclass of ``base``, not ``base``) saved this
+    callback's state, when ``state_key`` (the stock key) is not in ``states`` and no other callback
+    (``taken``) owns that key; None otherwise.
+
+    >>> class Base: pass
+    >>> class Mine(Base): pass
+    >>> taken_over_key({"Mine{'m': 1}": {}}, "Base{'m': 1}", Mine.__mro__, Base, set())
+    "Mine{'m': 1}"
+    """
+    if state_key in states:
+        return None
+    suffix = state_key[len(base.__qualname__) :]
+    for cls in classes:
+        key = cls.__qualname__ + suffix
+        if cls is not base and issubclass(cls, base) and key in states and key not in taken:
+            return key
+    return None
+
+
+def restored_best(
+    loaded: dict[str, Any], score: Any, path: str, *, monitor: str | None, mode: str
+) -> dict[str, Any] | None:
+    """The state to restore the linker from: the better of Lightning's restored best (``score``,
+    ``path``) and the saved ``best_link`` state ``loaded``; None when neither names a checkpoint.
+
+    Lightning's wins only when strictly better (the saved state is the alias's own). Raises
+    ``ValueError`` when ``loaded`` is not a usable state.
+
+    >>> saved = {"best_score": 1.0, "best_path": "/c/a.ckpt"}
+    >>> restored_best(saved, 0.5, "/c/b.ckpt", monitor="loss", mode="min")["best_path"]
+    '/c/b.ckpt'
+    >>> restored_best(saved, 2.0, "/c/b.ckpt", monitor="loss", mode="min")["best_path"]
+    '/c/a.ckpt'
+    """
+    if monitor is None:  # the alias follows the latest save: Lightning's, without a score
+        return {"best_score": None, "best_path": path} if path else None
+    value = None if score is None else to_score(score)  # a 0-d tensor: the state holds plain numbers
+    lightning = {"best_score": value, "best_path": path} if path else None
+    if not loaded.get("best_path"):
+        return lightning
+    saved_score, _ = check_state(loaded, mode=mode, ties="first")
+    if lightning is None or value is None:
+        return loaded
+    if saved_score is None:
+        return lightning
+    return lightning if is_better(value, saved_score, check_mode(mode)) else loaded
+
+
+def described(target: str, monitor: str | None, known: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
+    """The record's ``extra`` for ``target``: its monitor and file name, and the epoch and step of
+    the first record in ``known`` that names ``target`` (records as ``read_record`` returns them).
+
+    A record of another checkpoint lends nothing: its epoch and step are not this target's.
+
+    >>> old = {"target": "/c/e1.ckpt", "extra": {"epoch": 1, "step": 8}}
+    >>> described("/c/e4.ckpt", "loss", [old])
+    {'monitor': 'loss', 'filename': 'e4.ckpt'}
+    >>> described("/c/e1.ckpt", "loss", [None, old])
+    {'epoch': 1, 'step': 8, 'monitor': 'loss', 'filename': 'e1.ckpt'}
+    """
+    extra: dict[str, Any] = {}
+    for record in known:
+        if record is not None and record.get("target") == target and isinstance(record.get("extra"), dict):
+            extra = {k: v for k, v in record["extra"].items() if k not in ("monitor", "filename", "follows")}
+            break
+    extra.update(monitor=monitor, filename=os.path.basename(target.rstrip("/")))
+    if monitor is None:
+        extra["follows"] = "latest"  # score null: the latest save, not a measured best
+    return extra
+
+
+def describe(
+    target: str, monitor: str | None, known: Iterable[dict[str, Any] | None], seen: tuple[str, int, int]
+) -> dict[str, Any]:
+    """:func:`described`, with the epoch and step of ``target``'s save when no record gives them:
+    from ``seen`` (the last save of the best this run saw: normalised path, epoch, step), else
+    read from the checkpoint (else left out)."""
+    extra = described(target, monitor, known)
+    if not has_position(extra):
+        saved, epoch, step = seen
+        position = (epoch, step) if saved == target else checkpoint_position(target)
+        if position is not None:
+            extra.update(epoch=position[0], step=position[1])
+    return extra
+
+
+def restore_alias(linker: BestLinker, state: dict[str, Any], monitor: str | None, seen: tuple[str, int, int]) -> str:
+    """On rank zero, at the start of training after a restore: load ``state`` into the linker,
+    rebuild the alias if needed, and make its record describe its target. Returns why the alias
+    or its record was rebuilt ("" when nothing was wrong)."""
+    linker.load_state_dict(state, allow_outside=True)  # the user chose to resume from this checkpoint
+    before = linker.verify()
+    after = linker.repair()
+    repaired = "" if before.ok or not after.ok else before.detail
+    if linker.best_path is None:
+        return repaired
+    saved = read_record(linker.link_path)
+    origin = state.get("link_path")  # the alias where the state was saved (a resume into a new folder)
+    try:
+        there = read_record(origin) if isinstance(origin, str) and origin != linker.link_path else None
+    except (OSError, ValueError):
+        there = None  # only a description: the checkpoint itself is read instead
+    wanted = describe(linker.best_path, monitor, [saved, there], seen)
+    if saved is None or (saved["target"], saved["score"], saved["extra"]) != (
+        linker.best_path,
+        linker.best_score,
+        wanted,
+    ):
+        # no record (the seed wrote none; a new folder has none yet), or one that does not describe
+        # this target (it was another checkpoint's, or written without its epoch and step)
+        linker.follow(linker.best_score, linker.best_path, extra=wanted)
+        why = "its record was missing" if saved is None else "its record did not describe its checkpoint"
+        repaired = repaired or why
+    return repaired
+
+
+def has_position(extra: dict[str, Any]) -> bool:
+    """Whether ``extra`` says at which epoch and step its checkpoint was saved."""
+    return isinstance(extra.get("epoch"), int) and isinstance(extra.get("step"), int)
+
+
+def checkpoint_position(path: str) -> tuple[int, int] | None:
+    """``(epoch, global_step)`` stored in a Lightning checkpoint file, or None when it cannot say.
+
+    Read with ``torch.load(mmap=True, weights_only=True)``: no tensor is loaded and no code in
+    the file runs. None for a directory (a sharded checkpoint), a URL, a file torch cannot
+    read that way, or one without both numbers: the record then leaves them out, never stale.
+    """
+    if is_url(path) or not os.path.isfile(path):
+        return None
+    try:
+        import torch
+
+        checkpoint = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
+    except Exception:  # an old format, a custom object, a truncated file: the numbers stay unknown
+        return None
+    if not isinstance(checkpoint, dict):
+        return None
+    epoch, step = checkpoint.get("epoch"), checkpoint.get("global_step")
+    if isinstance(epoch, bool) or isinstance(step, bool) or not isinstance(epoch, int) or not isinstance(step, int):
+        return None
+    return epoch, step
