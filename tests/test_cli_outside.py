@@ -145,3 +145,27 @@ def test_watch_does_not_report_nor_run_a_command_for_a_planted_record(tmp_path: 
         w.stop()
     (ran,) = log_lines(log)
     assert ran["name"] == "epoch=1.ckpt"
+
+
+@needs_symlinks
+def test_a_record_naming_a_checkpoint_elsewhere_under_the_folder_asked_about_is_trusted(
+    tmp_path: Path, secret: Path
+) -> None:
+    # what a Trainer resumed into a new logger folder writes: version_1's alias names version_0's best
+    logs = tmp_path / "lightning_logs"
+    old, new = logs / "version_0" / "checkpoints", logs / "version_1" / "checkpoints"
+    make_run(old, link="symlink")
+    make_run(new, link="symlink")
+    plant(new, old / "epoch=2.ckpt")
+
+    assert cli("verify", "-r", logs).returncode == 0  # the user asked about the whole tree
+    strict = cli("verify", new)  # asked about version_1 alone: its best lies outside it
+    assert strict.returncode == 1 and "outside: its record names" in strict.stdout
+    (new / "best.ckpt").unlink()
+    repaired = cli("repair", "-r", logs)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert os.readlink(new / "best.ckpt") == os.path.relpath(old / "epoch=2.ckpt", new)
+
+    plant(new, secret)  # outside the tree asked about: refused all the same
+    refused = cli("verify", "-r", logs)
+    assert refused.returncode == 1 and f"outside: its record names {secret}" in refused.stdout

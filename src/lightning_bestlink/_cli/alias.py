@@ -45,6 +45,7 @@ class Alias:
     unreadable: Literal["record", "checkpoint"] = "record"  # what ``error`` is about
     outside: str | None = None  # where the record's checkpoint leads, when that is outside the alias's folder
     allow_outside: bool = False  # the caller trusts records that name a checkpoint outside the folder
+    under_root: bool = False  # ... and it lies under the folder the user asked about (show/verify/repair DIR)
 
     @property
     def record_path(self) -> str:
@@ -55,9 +56,15 @@ class Alias:
         return self.status in ("ok", "no-best")
 
     @property
+    def trusted_outside(self) -> bool:
+        """A checkpoint outside the alias's folder is trusted: the caller allowed it, or it lies
+        under the folder the user asked about (a Trainer resumed into a new ``version_N``)."""
+        return self.allow_outside or self.under_root
+
+    @property
     def refused(self) -> bool:
-        """The record names a checkpoint outside the alias's folder, and the caller did not allow it."""
-        return self.error is None and self.outside is not None and not self.allow_outside
+        """The record names a checkpoint outside the alias's folder, and it is not trusted."""
+        return self.error is None and self.outside is not None and not self.trusted_outside
 
     @property
     def status(self) -> str:
@@ -156,14 +163,25 @@ def _blocked(storage: Storage, target: str) -> str | None:
     return None
 
 
+def _inside(folder: str) -> str:
+    """A name inside ``folder`` (``in_folder_of`` asks about the folder of a path)."""
+    return folder.rstrip("/") + "/" + SUFFIX if is_url(folder) else os.path.join(folder, SUFFIX)
+
+
 def load_alias(
-    path: str, record_item: Item | None = None, storage: Storage | None = None, *, allow_outside: bool = False
+    path: str,
+    record_item: Item | None = None,
+    storage: Storage | None = None,
+    *,
+    allow_outside: bool = False,
+    root: str | None = None,
 ) -> Alias:
     """Read the record of the alias at ``path`` and check the alias against it. Never raises.
 
     ``record_item`` is what a listing saw at the record's path (looked up when not given).
     ``allow_outside``: a record naming a checkpoint outside the alias's folder is checked like
-    any other instead of being ``outside`` (see the module docstring).
+    any other instead of being ``outside`` (see the module docstring); so is one naming a
+    checkpoint under ``root``, the folder the user asked about.
     """
     alias = Alias(os.path.basename(path), path, allow_outside=allow_outside)
     try:
@@ -178,7 +196,8 @@ def load_alias(
     target = str(alias.record["target"])
     if not storage.in_folder_of(path, target):
         alias.outside = leads_to(target)
-        if not allow_outside:
+        alias.under_root = root is not None and storage.in_folder_of(_inside(root), target)
+        if not alias.trusted_outside:
             return alias  # not looked at further: what it names is none of this folder's business
     failure: OSError | None = None
     try:

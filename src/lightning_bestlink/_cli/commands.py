@@ -151,7 +151,7 @@ def _repair_one(alias: Alias, folder: Folder, shown_dir: str, where: str, out: T
         say(out, f"          {advice(alias, shown_dir)}")
         return False
     try:
-        report = BestLinker.from_record(alias.path, allow_outside=allow_outside).repair()
+        report = BestLinker.from_record(alias.path, allow_outside=allow_outside or alias.trusted_outside).repair()
     except OutsideFolderError:  # the record changed since the survey read it
         say(out, f"REFUSED   {where}: its record now names a checkpoint outside {shown_dir}")
         say(out, f"          if you trust it: lightning-bestlink repair --allow-outside {shown_dir}")

@@ -55,8 +55,9 @@ def _allow_outside(p: argparse.ArgumentParser, acts: bool = False) -> None:
         "--allow-outside",
         action="store_true",
         help="trust records whose checkpoint lies outside the alias's folder, as a Trainer resumed into a "
-        "new folder writes them (by default such an alias fails: a record is input, and one planted in a "
-        f"shared folder could name any file{' for this command to act on' if acts else ''})",
+        "new folder writes them (by default such an alias fails, unless its checkpoint lies under the DIR "
+        "given to show, verify or repair: a record is input, and one planted in a shared folder could name "
+        f"any file{' for this command to act on' if acts else ''})",
     )
 
 

@@ -112,12 +112,12 @@ def _unreadable(path: str, err: OSError) -> Folder:
     return Folder(path, error=f"cannot read this folder: {reason(err)}")
 
 
-def scan(folder: str, *, allow_outside: bool = False) -> Folder:
+def scan(folder: str, *, allow_outside: bool = False, root: str | None = None) -> Folder:
     """Read one directory (a path or URL): checkpoints, aliases with records, last checkpoints.
 
     Changes nothing. A directory that cannot be listed gives a :class:`Folder` with
     ``error`` set; a record that cannot be read gives an :class:`Alias` with ``error`` set.
-    ``allow_outside``: see :func:`load_alias`.
+    ``allow_outside``, ``root``: see :func:`load_alias`.
     """
     storage = storage_of(folder)
     path = folder_path(storage, folder)
@@ -125,17 +125,22 @@ def scan(folder: str, *, allow_outside: bool = False) -> Folder:
         items = storage.listing(path)
     except OSError as err:
         return _unreadable(path, err)
-    return _survey(storage, path, items, lambda item: _is_sharded(storage, item.path), allow_outside)
+    return _survey(storage, path, items, lambda item: _is_sharded(storage, item.path), allow_outside, root)
 
 
 def _survey(
-    storage: Storage, path: str, items: list[Item], sharded: Callable[[Item], bool], allow_outside: bool
+    storage: Storage,
+    path: str,
+    items: list[Item],
+    sharded: Callable[[Item], bool],
+    allow_outside: bool,
+    root: str | None = None,
 ) -> Folder:
     """The folder at ``path`` from its listing; ``sharded`` tells a checkpoint directory from a sub-folder."""
     listing = sorted((i for i in items if not i.name.startswith(".")), key=lambda i: natural(i.name))
     records = {i.name[: -len(SUFFIX)]: i for i in listing if i.name.endswith(SUFFIX) and len(i.name) > len(SUFFIX)}
     aliases = [
-        load_alias(records[name].path[: -len(SUFFIX)], records[name], storage, allow_outside=allow_outside)
+        load_alias(records[name].path[: -len(SUFFIX)], records[name], storage, allow_outside=allow_outside, root=root)
         for name in sorted(records, key=natural)
     ]
     targets = {a.target for a in aliases if a.target is not None}
@@ -201,12 +206,15 @@ def _survey(
 def folders(root: str, recursive: bool, *, allow_outside: bool = False) -> list[Folder]:
     """``root`` alone, or with ``recursive`` every folder under it holding checkpoints or aliases.
 
+    A record naming a checkpoint elsewhere under ``root`` is trusted (:func:`load_alias`): the
+    user asked about that tree.
+
     Folders that cannot be read are in the list, with their ``error``. Symbolic links to
     folders and hidden folders are not entered. Each folder is listed once: a sub-folder
     that turns out to be a sharded checkpoint becomes a row of its parent.
     """
     if not recursive:
-        return [scan(root, allow_outside=allow_outside)]
+        return [scan(root, allow_outside=allow_outside, root=root)]
     storage = storage_of(root)
     seen: list[Folder] = []
     parent_of: dict[str, Folder] = {}
@@ -224,7 +232,7 @@ def folders(root: str, recursive: bool, *, allow_outside: bool = False) -> list[
             if name.startswith("best"):
                 above.unrecorded = sorted([*above.unrecorded, name], key=natural)
             return []
-        folder = _survey(storage, path, items, lambda item: False, allow_outside)
+        folder = _survey(storage, path, items, lambda item: False, allow_outside, folder_path(storage, root))
         seen.append(folder)
         subdirs = set(folder.subdirs)
         below = [i for i in sorted(items, key=lambda i: natural(i.name)) if i.path in subdirs]
