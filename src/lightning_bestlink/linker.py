@@ -16,15 +16,16 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lightning_bestlink import _record
-from lightning_bestlink._deprecated import DeprecatedNames, deprecated
+from lightning_bestlink._checking import AliasChecks
+from lightning_bestlink._deprecated import DeprecatedNames
 from lightning_bestlink._errors import AliasConflictError, AliasWriteError, BestLinkWarning, warn
-from lightning_bestlink._health import AliasReport, diagnose
+from lightning_bestlink._health import AliasReport
 from lightning_bestlink._record import beaten_by, holds_better, read_record
+from lightning_bestlink._restoring import StateIO
 from lightning_bestlink._score import Mode, Ties, check_mode, check_ties, is_better, to_score
-from lightning_bestlink._state import check_state, make_state
-from lightning_bestlink._storage import LINK_CHOICES, AliasState, LinkChoice, Storage, storage_for
-from lightning_bestlink._storage.base import LostRace, record_stamp
-from lightning_bestlink._targets import Checked, check_inside, check_target, located
+from lightning_bestlink._storage import LINK_CHOICES, LinkChoice, Storage, storage_for
+from lightning_bestlink._storage.base import LostRace
+from lightning_bestlink._targets import Checked, check_target
 from lightning_bestlink._writer import AliasWriter
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger("lightning_bestlink")
 
 
-class BestLinker(DeprecatedNames):
+class BestLinker(AliasChecks, StateIO, DeprecatedNames):
     """Keep ``link_path`` pointing at the best checkpoint passed to :meth:`update`.
 
     Args:
@@ -380,222 +381,6 @@ class BestLinker(DeprecatedNames):
             self._adopt(record)
         elif self._shared and holds_better(record, self._best_score, self._mode):
             self._adopt(record)  # type: ignore[arg-type]
-
-    # --- health ---------------------------------------------------------------
-
-    def verify(self, *, deep: bool = False) -> AliasReport:
-        """Check that the alias holds exactly the best checkpoint. Changes nothing.
-
-        A symlink must name :attr:`best_path`; a hard link must be another name of it; a
-        copy must be the copy its record names (its identity: an update killed before it
-        published leaves the previous copy, which is reported as a mismatch), of the
-        checkpoint as it was copied (size and modification time unchanged since). An
-        identity cannot see a checkpoint rewritten in place with the same size and its
-        modification time put back: ``deep=True`` also compares a copy's bytes with the
-        checkpoint's (local files; reads both).
-
-        With ``shared=True`` the best is first brought up to date with the record, under the
-        alias's lock. A linker made by :meth:`from_record` checks against that record (a
-        reader: it never waits for a writer's lock, nor creates one).
-        """
-        with self._lock:
-            if not self._shared:
-                return self._verify(deep=deep)
-            with self._writer.exclusive():
-                return self._verify(deep=deep)
-
-    def _verify(self, *, deep: bool = False) -> AliasReport:
-        state = self._storage.inspect(self._link_path)
-        record = None
-        # the record is read when another writer may have moved the best (shared), or to prove a
-        # copy; a linker from from_record checks against the record it was made from (a reader)
-        text = None
-        if self._shared or (state.kind in ("file", "dir") and self._best_path is not None):
-            try:
-                text = self._storage.read_text(self._record_path, _record.LIMIT)
-                record = None if text is None else _record.decode(text, self._record_path)
-            except AliasConflictError as err:
-                return AliasReport("foreign", self._link_path, self._best_path, None, str(err))
-            self._catch_up(record)
-        return self._diagnose(state, record, deep=deep, text=text)
-
-    def _diagnose(
-        self, state: AliasState, record: dict[str, Any] | None, *, deep: bool = False, text: str | None = None
-    ) -> AliasReport:
-        """``text``: the record's text as read, which a stamped copy is checked against."""
-        return diagnose(
-            self._storage,
-            self._link_path,
-            self._best_path,
-            state,
-            record,
-            self._writer.owned_ident,
-            self._record_path,
-            deep=deep,
-            record_stamp=record_stamp(text) if text is not None and state.stamp is not None else None,
-        )
-
-    def repair(self) -> AliasReport:
-        """Check the alias and rebuild it if it is missing, dangling, or does not hold :attr:`best_path`.
-
-        Decided and done under the alias's lock, from the record as it is then. Returns the
-        report after the repair. Refuses (with :class:`AliasConflictError`) to replace a file
-        this library did not write. When the best checkpoint itself is gone there is nothing
-        to point at: the report says so and nothing changes; if that best came from a saved
-        state (:meth:`load_state_dict`), it is also forgotten with a :class:`BestLinkWarning`,
-        so the next checkpoint offered becomes the best.
-        """
-        with self._lock:
-            self._needs_check = False
-            with self._writer.exclusive():
-                seen = self._writer.look()
-                self._catch_up(seen.record)
-                assert seen.state is not None  # look() looks at the alias too
-                before = self._diagnose(seen.state, seen.record, text=seen.text)
-                if before.status == "foreign":
-                    raise AliasConflictError(before.detail)
-                if before.ok:
-                    return before
-                assert self._best_path is not None
-                try:
-                    target = self._checked_target(self._best_path, confined=self._confined)
-                except FileNotFoundError:
-                    return self._lost(before)
-                record = seen.record
-                same = record is not None and self._storage.absolute(str(record["target"]), self._link_path)
-                # the record's extra describes its own target only: kept when the target is the same
-                extra = dict(record.get("extra") or {}) if record is not None and same == target.path else {}
-                if self._swapper is None:
-                    record = self._writer.publish(seen, self._best_score, target, self._mode, extra, repair=True)
-                    self._best_path, self._link_kind = target.path, str(record["link"])
-                    return self._verify()
-            # a shared alias on an object store: first the alias catches up with the record; only
-            # when there is none, or this linker's best beats it, is a record written
-            self._catch_up(self._swapper.complete())
-            if not self._verify().ok:
-                self._write(self._best_score, target, extra, repair=True)
-            return self._verify()
-
-    def _lost(self, before: AliasReport) -> AliasReport:
-        """The best checkpoint is gone: nothing to point at (and a restored best is forgotten)."""
-        report = AliasReport(
-            before.status,
-            self._link_path,
-            self._best_path,
-            before.actual,
-            f"the best checkpoint {self._best_path!r} no longer exists; nothing to point at",
-        )
-        if self._restored:
-            warn(
-                f"the best checkpoint restored from state, {self._best_path!r} (score {self._best_score!r}), "
-                f"cannot be linked: {report.detail}. The next checkpoint offered will become the best"
-            )
-            self._best_score = None
-            self._best_path = None
-        return report
-
-    def _check_restored(self) -> None:
-        """The first update after :meth:`load_state_dict` checks (and rebuilds) the alias once."""
-        self.repair()
-
-    # --- state ----------------------------------------------------------------
-
-    def state_dict(self, *, after: tuple[Any, str | os.PathLike[str]] | None = None) -> dict[str, Any]:
-        """Plain, picklable, JSON-serialisable state (keep it in your checkpoint).
-
-        ``after=(score, path)``: the state this linker will have once ``path`` is the best
-        with ``score``, for saving the linker inside the very checkpoint that becomes the
-        best (the ``save_and_link`` helpers do this). No I/O; ``path`` need not exist yet.
-        """
-        with self._lock:
-            if after is None:
-                return self._state(self._best_score, self._best_path)
-            score, path = after
-            return self._state(to_score(score), self._storage.normalize(path))
-
-    def _state(self, best_score: float | None, best_path: str | None) -> dict[str, Any]:
-        rel = None if best_path is None else self._storage.relative(best_path, self._link_path)
-        return make_state(self._link_path, self._mode, self._ties, best_score, best_path, rel, self._link_kind)
-
-    def load_state_dict(
-        self,
-        state: dict[str, Any],
-        *,
-        allow_outside: bool = False,
-        mirror: bool = False,
-        verify: bool | None = None,
-    ) -> None:
-        """Restore the best from :meth:`state_dict`.
-
-        The alias is checked and, if needed, rebuilt on the next :meth:`update` (call
-        :meth:`repair` to do it now). If the checkpoint is gone but the run folder was moved
-        with the alias, the best is found next to the alias again. A best checkpoint outside
-        the alias's folder is refused unless ``allow_outside=True`` (the state is input, not
-        authority: pass it when you trust where the state came from).
-
-        ``mirror=True`` takes the state as the copy of another process's linker (ranks that
-        only mirror the rank that writes): nothing on disk is looked at, now or later.
-        ``verify=False`` is the deprecated spelling of ``mirror=True``.
-
-        Raises:
-            ValueError: ``state`` is not a state of this library's format, or was saved
-                with another ``mode``, ``ties`` or state version; nothing changed.
-        """
-        if verify is not None:
-            deprecated("load_state_dict(verify=...)", "load_state_dict(mirror=not verify)")
-            mirror = not verify
-        best_score, best_path = check_state(state, mode=self._mode, ties=self._ties)
-        with self._lock:
-            if best_path is None:
-                self._best_score, self._best_path = None, None
-                self._needs_check = False
-                return
-            target = self._storage.normalize(best_path)
-            if not mirror:  # the state is input: look before acting on it (ranks that only mirror never act)
-                target = located(self._storage, self._link_path, target, state)
-                if not allow_outside:
-                    check_inside(self._storage, self._link_path, target, f"state['best_path'] {best_path!r}")
-            self._best_score, self._best_path = best_score, target
-            self._link_kind = state.get("link_kind") if state.get("link_kind") in LINK_CHOICES else None
-            self._confined = not allow_outside
-            self._needs_check = self._restored = not mirror
-
-    @classmethod
-    def from_record(
-        cls,
-        link_path: str | os.PathLike[str],
-        *,
-        record: dict[str, Any] | None = None,
-        storage_options: dict[str, Any] | None = None,
-        allow_outside: bool = False,
-    ) -> BestLinker:
-        """A linker for an existing alias, rebuilt from its record (the CLI's ``repair`` uses this).
-
-        The linker makes the alias the way the record says it was made. The record is
-        input, not authority: its target must lie inside the alias's folder unless
-        ``allow_outside=True``. ``record``: the record as :func:`read_record` returned it,
-        when the caller has read it already (it is not read again). Raises
-        ``FileNotFoundError`` when there is no record,
-        :class:`~lightning_bestlink.RecordError` when it is not a usable one.
-        """
-        if record is None:
-            record = read_record(link_path, storage_options=storage_options)
-            if record is None:
-                raise FileNotFoundError(f"no lightning-bestlink record next to {os.fspath(link_path)!r}")
-        probe = storage_for(link_path, storage_options)
-        recorded_link = record.get("link")
-        link: LinkChoice = recorded_link if recorded_link in probe.link_kinds else "auto"
-        linker = cls(link_path, link=link, storage_options=storage_options, **cls._record_kwargs(record))
-        state = {"best_score": record["score"], "best_path": record["target"], "link_kind": record.get("link")}
-        linker.load_state_dict(state, allow_outside=allow_outside)
-        linker._follows_record = True  # the record, not this process, says what the best is
-        linker._restored = False  # a repair of a gone best reports it; there is no run to forget it for
-        return linker
-
-    @classmethod
-    def _record_kwargs(cls, record: dict[str, Any]) -> dict[str, Any]:
-        """The constructor arguments a record fixes (a subclass with fixed ones overrides this)."""
-        return {"mode": record["mode"]}
 
 
 __all__ = ["AliasConflictError", "AliasReport", "AliasWriteError", "BestLinkWarning", "BestLinker", "read_record"]
