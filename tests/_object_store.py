@@ -840,3 +840,10 @@ def serve(kind: str, workdir: Path) -> Iterator[Store]:
             yield store
         finally:
             stop()
+
+
+@pytest.fixture(scope="module", params=STORES)
+def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """Each object store in turn, its server on 127.0.0.1 for the test module (the store contract)."""
+    with serve(request.param, tmp_path_factory.mktemp(request.param)) as served:
+        yield served

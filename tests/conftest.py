@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 #: fixtures that several test files share live with the other shared helpers
-pytest_plugins = ("tests._helpers",)
+pytest_plugins = ("tests._helpers", "tests._object_store")
 
 
 @pytest.fixture

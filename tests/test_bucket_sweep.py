@@ -28,18 +28,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tests._object_store import STORES, Store, fail, serve, summarize
+from tests._object_store import STORES, Store, fail, summarize
 
 from lightning_bestlink import AliasConflictError, AliasWriteError, BestLinker, read_record
 from lightning_bestlink._storage.base import LostRace, record_stamp
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sending a large body directly:ResourceWarning")
-
-
-@pytest.fixture(scope="module", params=STORES)
-def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    with serve(request.param, tmp_path_factory.mktemp(request.param)) as served:
-        yield served
 
 
 @pytest.fixture

@@ -19,19 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests._object_store import STORES, MiB, Request, Store, check_cli_on, fail, make_run, serve, summarize
+from tests._object_store import MiB, Request, Store, check_cli_on, fail, make_run, summarize
 
 from lightning_bestlink import AliasConflictError, AliasWriteError, BestLinker, read_record
 from lightning_bestlink._storage.base import record_stamp
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sending a large body directly:ResourceWarning")  # aiohttp, 8 MiB
 CKPT_SIZE = 8 * MiB  # the checkpoint size the request/byte counts are stated for
-
-
-@pytest.fixture(scope="module", params=STORES)
-def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    with serve(request.param, tmp_path_factory.mktemp(request.param)) as served:
-        yield served
 
 
 @pytest.fixture

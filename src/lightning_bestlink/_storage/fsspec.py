@@ -193,12 +193,7 @@ class FsspecStorage(Storage):
                 data: bytes = self.fs.cat_file(self._strip(path), start=0, end=limit + 1)
         except (FileNotFoundError, IsADirectoryError):
             return None
-        if len(data) > limit:
-            raise RecordError(f"{path!r} is larger than {limit} bytes: not a lightning-bestlink record; move it away")
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise RecordError(f"{path!r} is not UTF-8 text ({err}): not a lightning-bestlink record") from None
+        return _checked_text(path, data, limit)
 
     def write_text(self, path: str, text: str, *, durable: bool) -> None:
         try:
