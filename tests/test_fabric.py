@@ -108,6 +108,7 @@ def test_directory_checkpoint_single_process(fabric: Any, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.spawns
 @pytest.mark.parametrize("kind", ["file", "dir"])
 def test_two_ranks_with_different_scores_agree(tmp_path: Path, kind: str) -> None:
     run_script("ddp_fabric.py", tmp_path, kind)
@@ -267,6 +268,7 @@ def test_latest_alias_and_retention_across_a_kill_and_a_resume(tmp_path: Path, k
 
 
 @pytest.mark.slow
+@pytest.mark.spawns
 @pytest.mark.parametrize("kind", ["symlink", "copy"])
 def test_two_ranks_agree_on_best_latest_and_what_to_delete(tmp_path: Path, kind: str) -> None:
     run_script("ddp_fabric_keep.py", tmp_path, "2", kind, "none:0", "7")
