@@ -34,7 +34,6 @@ instead (the same results, slower): use it to rule the fork out when a run behav
 from __future__ import annotations
 
 import atexit
-import itertools
 import json
 import locale
 import os
@@ -106,10 +105,11 @@ def run_forked(
         try:
             returncode = int(_reply(conn))
         except TimeoutError:
+            assert timeout is not None
             os.kill(pid, signal.SIGKILL)
             conn.settimeout(None)
-            _reply(conn)
-            raise subprocess.TimeoutExpired(cmd, timeout or 0, output=_text(out), stderr=_text(err)) from None
+            _reply(conn)  # killed and reaped, as subprocess.run leaves it
+            raise subprocess.TimeoutExpired(cmd, timeout, output=_text(out), stderr=_text(err)) from None
         return subprocess.CompletedProcess(cmd, returncode, _text(out), _text(err))
 
 
@@ -122,15 +122,14 @@ def _environ() -> dict[str, str]:
         entries = ctypes.POINTER(ctypes.c_char_p).in_dll(ctypes.CDLL(None), "environ")
     except (OSError, ValueError):
         return dict(os.environ)
-    env = {}
-    for i in itertools.count():
-        entry = entries[i]
-        if entry is None:
-            return env
+    env: dict[str, str] = {}
+    i = 0
+    while (entry := entries[i]) is not None:
         name, sep, value = os.fsdecode(entry).partition("=")
         if sep:
             env[name] = value
-    raise AssertionError("unreachable")
+        i += 1
+    return env
 
 
 def _can_fork() -> bool:
@@ -391,7 +390,7 @@ def _run(argv: list[str]) -> tuple[int, int | None]:
             path = script if os.path.isabs(script) else os.path.join(os.getcwd(), script)
             main.__file__ = path
             main.__loader__ = SourceFileLoader("__main__", path)
-            main.__cached__ = None
+            main.__cached__ = None  # type: ignore[attr-defined]
             try:
                 with open(path, "rb") as fh:
                     source = fh.read()
