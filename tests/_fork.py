@@ -19,7 +19,9 @@ raises ``subprocess.TimeoutExpired``, as ``subprocess.run`` does.
 
 ``preload`` is imported before the script runs, outside whatever warning filters or settings the
 script would make first (what the imports print is printed by every run): preload only what the
-script imports as it is, not what it imports in its own way (tests/test_cli.py's demo).
+script imports as it is, not what it imports in its own way (the demo imports Lightning with its
+warnings held back, and tests/test_cli.py checks that). Starting a parent costs what the imports
+cost, so forking pays from the second run with the same ``preload`` and environment on.
 
 The parent (this file run as a script, a "fork server") is started on first use, one per
 ``preload`` and per value of the variables a fresh interpreter or those imports read at startup

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from tests._cli import BEST, cli, make_run, needs_symlinks, row
-from tests._fork import run_forked
 
 from lightning_bestlink import BestLinker
 
@@ -344,9 +343,7 @@ def test_demo_refuses_a_used_folder(tmp_path: Path) -> None:
 def test_demo() -> None:
     pytest.importorskip("torch")
     pytest.importorskip("lightning")
-    # forked from a process that has imported torch (tests/_fork.py), not Lightning: the demo imports
-    # Lightning itself, holding its import-time warnings back, and that is part of what is tested here
-    result = run_forked(["-m", "lightning_bestlink", "demo"], preload=("torch",), timeout=120)
+    result = cli("demo")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no Lightning tips, no warnings
     out = result.stdout
