@@ -1,5 +1,5 @@
 """A tiny LightningModule on synthetic data, for either Lightning package, and a way to run
-a Trainer in a fresh process (``tests/scripts/trainer_run.py``), as a user's separate runs are.
+a Trainer in a process of its own (``tests/scripts/trainer_run.py``), as a user's separate runs are.
 
 The validation metric follows a script (``losses[epoch]``) so tests know in advance
 which checkpoint is the best.
@@ -10,8 +10,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import subprocess
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from tests._fork import lightning, run_forked
 from torch.utils.data import DataLoader, TensorDataset
 
 SCRIPT = Path(__file__).parent / "scripts" / "trainer_run.py"
@@ -107,7 +106,8 @@ def trainer(pl: Any, root: Any, callbacks: list[Any], **kwargs: Any) -> Any:
 
 
 def run_trainer(tmp_path: Path, name: str, **config: Any) -> dict[str, Any]:
-    """Run ``tests/scripts/trainer_run.py`` with ``config`` in a new process; return its report.
+    """Run ``tests/scripts/trainer_run.py`` with ``config`` in a new process (forked from one that
+    has imported torch and the Lightning package, see tests/_fork.py); return its report.
 
     The report holds what the script saw (``callbacks``, ``at_train_start``, ``ckpt_path``,
     ``warnings``, ``error``) and the run's ``stderr``. ``config`` keys: ``package``
@@ -122,14 +122,8 @@ def run_trainer(tmp_path: Path, name: str, **config: Any) -> dict[str, Any]:
     if config.pop("old_torch_load", False):
         env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
     config = {"root": str(tmp_path), "out": str(out), **config}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), json.dumps(config)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    preload = lightning(config.get("package", "lightning.pytorch"))
+    proc = run_forked([SCRIPT, json.dumps(config)], preload=preload, cwd=tmp_path, env=env, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report: dict[str, Any] = json.loads(out.read_text())
     report["stderr"] = proc.stderr

@@ -307,6 +307,7 @@ def test_version_and_console_script() -> None:
     assert scripts.get("lightning-bestlink") == "lightning_bestlink.cli:main"
 
 
+@pytest.mark.torch  # also where torch and Lightning are installed: only there can an import of them show
 @pytest.mark.parametrize("command", ["show", "verify", "repair"])
 def test_no_torch_import(tmp_path: Path, command: str) -> None:
     make_run(tmp_path)

@@ -11,6 +11,8 @@ pytest.importorskip("lightning_utilities")
 
 from tests import _compat
 
+pytestmark = pytest.mark.lightning  # lightning_utilities comes with Lightning
+
 FLAGS = {name: value for name, value in vars(_compat).items() if re.fullmatch(r"_[A-Z_]+_(GE_\d+_\d+|AVAILABLE)", name)}
 
 

@@ -12,7 +12,7 @@ from tests._helpers import run_script
 pytest.importorskip("torch")
 pytest.importorskip("lightning")
 
-pytestmark = [pytest.mark.lightning, pytest.mark.slow]
+pytestmark = [pytest.mark.lightning, pytest.mark.spawns, pytest.mark.slow]
 
 
 def test_trainer_ddp_two_ranks_agree_and_see_the_alias(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("lightning")
 
 from lightning.fabric import Fabric  # noqa: E402
+from tests._fork import lightning, run_forked  # noqa: E402
 from tests._helpers import SCRIPTS, run_script  # noqa: E402
 
 from lightning_bestlink import BestLinker, LatestLinker, Retention  # noqa: E402
@@ -108,6 +108,7 @@ def test_directory_checkpoint_single_process(fabric: Any, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.spawns
 @pytest.mark.parametrize("kind", ["file", "dir"])
 def test_two_ranks_with_different_scores_agree(tmp_path: Path, kind: str) -> None:
     run_script("ddp_fabric.py", tmp_path, kind)
@@ -126,10 +127,9 @@ def test_two_ranks_with_different_scores_agree(tmp_path: Path, kind: str) -> Non
 @pytest.mark.slow
 def test_example_runs_and_resumes(tmp_path: Path) -> None:
     def run(*args: str) -> str:
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "examples" / "fabric_loop.py"), "--dir", str(tmp_path / "run"), *args],
-            capture_output=True,
-            text=True,
+        proc = run_forked(
+            [ROOT / "examples" / "fabric_loop.py", "--dir", tmp_path / "run", *args],
+            preload=lightning(),
             timeout=240,
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )
@@ -251,8 +251,8 @@ def test_a_deleted_alias_is_rebuilt_by_the_first_save_after_load_state_dict(fabr
 def run_keep_script(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """ddp_fabric_keep.py in one process, whatever its exit (run_script requires 0)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PL_DISABLE_FORK": "1"}
-    cmd = [sys.executable, str(SCRIPTS / "ddp_fabric_keep.py"), str(folder), *args]
-    return subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=240)
+    cmd = [SCRIPTS / "ddp_fabric_keep.py", folder, *args]
+    return run_forked(cmd, preload=lightning(), cwd=folder, env=env, timeout=240)
 
 
 @pytest.mark.slow
@@ -279,6 +279,7 @@ def test_latest_alias_and_retention_across_a_kill_and_a_resume(tmp_path: Path, k
 
 
 @pytest.mark.slow
+@pytest.mark.spawns
 @pytest.mark.parametrize("kind", ["symlink", "copy"])
 def test_two_ranks_agree_on_best_latest_and_what_to_delete(tmp_path: Path, kind: str) -> None:
     run_script("ddp_fabric_keep.py", tmp_path, "2", kind, "none:0", "7")

@@ -10,6 +10,8 @@ import textwrap
 import pytest
 
 HEAVY = ["torch", "lightning", "pytorch_lightning", "lightning_fabric", "numpy"]
+# also where torch and Lightning are installed: only there can an import of them show
+pytestmark = pytest.mark.torch
 
 
 def run(code: str) -> dict[str, list[str]]:

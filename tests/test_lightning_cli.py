@@ -1,4 +1,4 @@
-"""LightningCLI: the callback configured from the command line and from a YAML file, each in a subprocess."""
+"""LightningCLI: the callback configured from the command line and from a YAML file, each in a process of its own."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests._fork import lightning, run_forked
 
 pytest.importorskip("torch")
 pytest.importorskip("jsonargparse")
@@ -26,15 +26,14 @@ if PACKAGE == "pytorch_lightning":
 SCRIPT = Path(__file__).parent / "scripts" / "cli_fit.py"
 
 
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python cli_fit.py PACKAGE ARGS`` in a process of its own (forked, tests/_fork.py)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return run_forked([SCRIPT, PACKAGE, *args], preload=lightning(PACKAGE), cwd=tmp_path, env=env, timeout=240)
+
+
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), PACKAGE, *args],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = run_cli(tmp_path, *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -76,17 +75,8 @@ def test_flags(tmp_path: Path) -> None:
 
 
 def test_a_bad_save_best_is_refused_when_parsing(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            *(sys.executable, str(SCRIPT), PACKAGE, *fit_args(tmp_path)),
-            *(f"--trainer.callbacks+={CLASS}", "--trainer.callbacks.save_best=hardlinks"),
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    bad = [f"--trainer.callbacks+={CLASS}", "--trainer.callbacks.save_best=hardlinks"]
+    proc = run_cli(tmp_path, *fit_args(tmp_path), *bad)
     assert proc.returncode != 0 and "save_best" in proc.stderr
     assert not (tmp_path / "checkpoints").exists()
 

@@ -437,6 +437,7 @@ def test_scores_numpy(tmp_path: Path) -> None:
         linker.update(np.bool_(True), a)
 
 
+@pytest.mark.torch
 def test_scores_torch(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     a = write_ckpt(tmp_path / "a", 1)

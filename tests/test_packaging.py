@@ -397,6 +397,25 @@ def test_pre_commit_config_is_valid() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def readme_command(comment: str) -> str:
+    """The README's command line that ends with ``# comment``, without the comment."""
+    (line,) = [line for line in (ROOT / "README.md").read_text().splitlines() if line.endswith(f"# {comment}")]
+    return line.rsplit("  # ", 1)[0].strip()
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    command = readme_command("the tests (what CI runs)")
+    assert f"{command} || status=$?" in (ROOT / ".ci/run").read_text().splitlines()
+
+
+@pytest.mark.parametrize("comment", ["the demo", "the tests (what CI runs)"])
+def test_the_readmes_commands_install_into_a_virtual_environment(comment: str) -> None:
+    # Debian's and Ubuntu's own python3 refuse `pip install` outside one (PEP 668)
+    command = readme_command(comment)
+    assert command.startswith("python3 -m venv .venv && .venv/bin/pip install ")
+    assert " pip install" not in command.replace(".venv/bin/pip install", "")
+
+
 def test_contributing_names_every_tox_environment() -> None:
     contributing = (ROOT / "CONTRIBUTING.md").read_text()
     missing = [env for env in tox_envlist() if env not in contributing]

@@ -58,6 +58,7 @@ def test_to_score_numpy() -> None:
         to_score(np.array("0.5"))
 
 
+@pytest.mark.torch
 def test_to_score_torch() -> None:
     torch = pytest.importorskip("torch")
     assert to_score(torch.tensor(0.5)) == 0.5

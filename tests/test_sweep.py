@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.lightning, pytest.mark.slow]
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sweep.py"
 
 
+@pytest.mark.spawns  # each trial a fresh interpreter (multiprocessing's spawn)
 def test_the_example_sweep_ends_at_the_best_of_all_trials(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
