@@ -1,5 +1,5 @@
 """Everything the run writes, rendered from the results alone: results.md, the console summary,
-the generated blocks of README.md and docs/benchmarks.md (``--publish``), and the plot."""
+the generated blocks of docs/benchmarks.md (``--publish``), and the plot."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def console_summary(targets: Sequence[dict[str, Any]]) -> list[str]:
     return [f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['measured']}" for t in targets]
 
 
-# --- the generated blocks of README.md and docs/benchmarks.md -------------------------------
+# --- the generated blocks of docs/benchmarks.md ----------------------------------------------
 
 
 def _targets_block(res: Results, sections: Sequence[Section]) -> list[str]:
@@ -87,7 +87,7 @@ BLOCK_BODIES: dict[str, Callable[[Results, Sequence[Section]], list[str]]] = {
     "benchmark-targets": _targets_block,
     "benchmark-results": _results_block,
 }
-BLOCKS = {"README.md": ("benchmark-targets",), "docs/benchmarks.md": ("benchmark-targets", "benchmark-results")}
+BLOCKS = {"docs/benchmarks.md": ("benchmark-targets", "benchmark-results")}  # the README only points there
 
 
 def replace_block(text: str, name: str, body: Sequence[str], where: Path) -> str:

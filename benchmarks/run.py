@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/run.py                      # full run (1 MiB, 100 MiB, 1 GiB), ~5-10 minutes
     python benchmarks/run.py --smoke --out /tmp/b  # tiny sizes, a few seconds of work (CI)
-    python benchmarks/run.py --publish            # full run, then rewrite the README's and the docs' tables
+    python benchmarks/run.py --publish            # full run, then rewrite the tables of docs/benchmarks.md
     python benchmarks/run.py --report-from benchmarks/results/results.json [--publish]   # no measuring
 
 It writes ``results.md`` (Markdown tables), ``results.json`` (raw figures) and
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--publish",
         action="store_true",
-        help="rewrite the generated tables in README.md and docs/benchmarks.md, and the docs' plot (full runs only)",
+        help="rewrite the generated tables in docs/benchmarks.md, and its plot (full runs only)",
     )
     args = parser.parse_args(argv)
     if args.publish and args.smoke:

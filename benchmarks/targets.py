@@ -3,8 +3,8 @@
 Each target is one promise (``text``, where ``{limit}`` stands for the limit), the figure that
 decides it (``value``, read from the run's results, in the unit of the limit: the target is met
 when ``value <= limit``) and the figures behind it in words (``measured``). results.md, the console
-summary, and the tables in README.md and docs/benchmarks.md (``run.py --publish``) are all rendered
-from ``evaluate(results)``: change a target here and nowhere else.
+summary, and the tables in docs/benchmarks.md (``run.py --publish``) are all rendered from
+``evaluate(results)``: change a target here and nowhere else.
 """
 
 from __future__ import annotations

@@ -73,6 +73,10 @@ class Probe(pl.Callback):
         SEEN.append({"epoch": trainer.current_epoch, "best_model_path": ckpt.best_model_path, "alias": named})
 
 
+# Lightning 2.1's save_last=True symlinks last.ckpt right after submitting the save, before the
+# background write has made the folder, and fails when it loses that race (stock ModelCheckpoint
+# too): the folder exists from the start, as it does for a resumed run
+os.makedirs(os.path.join(out, "ckpt"), exist_ok=True)
 ckpt = ModelCheckpointWithLinkBest(
     save_best=True, dirpath=os.path.join(out, "ckpt"), monitor="val_loss", save_top_k=1, save_last=True
 )
