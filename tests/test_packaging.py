@@ -13,6 +13,7 @@ import email
 import email.message
 import functools
 import hashlib
+import importlib.util
 import itertools
 import os
 import re
@@ -420,3 +421,18 @@ def test_contributing_names_every_tox_environment() -> None:
     contributing = (ROOT / "CONTRIBUTING.md").read_text()
     missing = [env for env in tox_envlist() if env not in contributing]
     assert missing == [], f"CONTRIBUTING.md does not describe {missing}"
+
+
+def test_the_install_line_check_sees_every_documented_install() -> None:
+    # `tox -e package` runs .ci/install_lines.py: each line it finds must resolve with pip
+    spec = importlib.util.spec_from_file_location("install_lines", ROOT / ".ci" / "install_lines.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    found = module.install_lines()
+    assert found[("torch==2.13.0", "-e", ".[lightning]")].startswith("README.md:")  # the demo's line
+    for extra in ("s3", "gcs", "azure"):
+        assert found[("-e", f".[{extra}]")].startswith(("docs/remote.md:", "docs/cli.md:")), extra
+    # a continued line is one command: the contributor set-up installs the moto server with s3fs
+    (setup,) = [words for words in found if "pre-commit" in words]
+    assert "moto[server]>=5" in setup and ".[lightning,s3,gcs,azure]" in setup
