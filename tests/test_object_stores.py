@@ -294,6 +294,27 @@ def test_trainer_adapter(store: Store, run: str, tmp_path: Path) -> None:
     assert ckpt.best_linker.verify().ok
 
 
+@pytest.mark.lightning
+def test_trials_in_a_bucket_share_one_sweep_best_that_names_each_run_by_its_folder(
+    store: Store, run: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    pl = pytest.importorskip("lightning.pytorch")
+    from tests._lit import make_module, trainer
+
+    from lightning_bestlink.callbacks import ModelCheckpointWithLinkBest
+
+    for trial, losses in (("lr=0.1", [3.0, 2.0]), ("lr=0.01", [4.0, 1.0]), ("lr=0.001", [5.0, 1.5])):
+        ckpt = ModelCheckpointWithLinkBest(
+            dirpath=f"{run}/{trial}", monitor="val_loss", save_best=True, sweep_best=f"{run}/best.ckpt"
+        )
+        trainer(pl, tmp_path / trial, [ckpt], max_epochs=len(losses)).fit(make_module(pl, losses))
+    record = read_record(f"{run}/best.ckpt", storage_options=store.options)
+    assert record is not None and record["score"] == 1.0
+    assert record["target"] == f"{run}/lr=0.01/epoch=1-step=4.ckpt" and record["extra"]["run"] == "lr=0.01"
+    assert store.linker(f"{run}/best.ckpt", shared=True).verify().ok
+
+
 def test_command_line(store: Store, run: str) -> None:
     """``show``, ``verify``, ``path``, ``repair`` in subprocesses, the endpoint and credentials from
     the environment only, as a user exports them."""

@@ -269,12 +269,20 @@ class BestLinkMixin(_Base):
             if saved == best == self._aliased:  # the file the alias names was rewritten: what it holds now
                 return linker.follow(score, best, extra=extra)
             moved = linker.update(score, best, extra=extra)  # never worse than the best the alias holds
-            if moved and self._sweep_linker is not None:  # this run's new best, offered to the sweep
-                run = linker.storage.relative(linker.storage.normalize(str(self.dirpath)), self._sweep_linker.link_path)
-                self._sweep_linker.update(score, best, extra={**extra, "run": run})
+            sweep = self._sweep_linker
+            if moved and sweep is not None:  # this run's new best, offered to the sweep
+                sweep.update(score, best, extra={**extra, "run": self._run_name(linker, sweep)})
             return moved
         except FileNotFoundError:  # written in the background by a checkpoint IO we cannot queue behind
             return None
+
+    def _run_name(self, linker: BestLinker, sweep: BestLinker) -> str:
+        """The run's folder as the sweep's record names it: relative to the sweep alias's folder
+        when inside it (a trial's folder in a bucket too, where records keep whole URLs)."""
+        folder = linker.storage.normalize(str(self.dirpath))
+        run = sweep.storage.relative(folder, sweep.link_path)
+        parent = sweep.link_path.rsplit("/", 1)[0] + "/"
+        return run[len(parent) :] if run == folder and run.startswith(parent) else run
 
     def _after_move(
         self, move: Callable[[], Any], linker: BestLinker, best: str, score: Any, where: str, *, retry: bool
