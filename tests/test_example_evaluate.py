@@ -13,7 +13,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("lightning")
 
-pytestmark = [pytest.mark.lightning, pytest.mark.slow]
+# an example of the public API (on_move), not of a Lightning line's behaviour: lightning26 runs it
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "evaluate_on_best.py"
 
 

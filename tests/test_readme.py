@@ -158,12 +158,13 @@ def test_every_python_block_is_run_or_marked_as_an_excerpt() -> None:
         assert options.get("runs", "1") in ("1", "2"), f"{where}: runs must be 1 or 2"
 
 
-@pytest.mark.lightning
+@pytest.mark.torch  # the blocks use the public API, not a Lightning line's behaviour: lightning26 runs them
 @pytest.mark.slow
 @pytest.mark.parametrize("block", RUN, ids=[f"line{b.line}" for b in RUN])
 def test_a_readme_block_runs_as_shown_and_leaves_healthy_aliases(block: Block, tmp_path: Path) -> None:
     pytest.importorskip("lightning")  # every setup and block needs torch, the Trainer's and Fabric's Lightning
     from tests._compat import _LIGHTNING_GE_2_4
+    from tests._fork import lightning, run_forked
 
     setup = SETUPS[block.options["setup"]] if "setup" in block.options else ""
     script = tmp_path / "block.py"
@@ -174,9 +175,7 @@ def test_a_readme_block_runs_as_shown_and_leaves_healthy_aliases(block: Block, t
     if not _LIGHTNING_GE_2_4:  # Lightning < 2.4 next to torch >= 2.6: docs/versions.md
         env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
     for run in range(int(block.options.get("runs", "1"))):
-        proc = subprocess.run(
-            [sys.executable, str(script)], cwd=work, capture_output=True, text=True, timeout=300, env=env
-        )
+        proc = run_forked([script], preload=lightning(), cwd=work, env=env, timeout=300)
         assert proc.returncode == 0, f"run {run + 1}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
         verify = subprocess.run(
             [sys.executable, "-m", "lightning_bestlink", "verify", "--require", "-r", "."],
