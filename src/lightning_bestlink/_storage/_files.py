@@ -77,10 +77,6 @@ def discard(path: str | None) -> None:
         pass  # the caller's own error is the one that matters
 
 
-def file_key(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 def ident_of(st: os.stat_result) -> Ident:
     """What identifies a file or directory: an inode number alone is reused once freed (ext4
     does so at once), so size and modification time in nanoseconds come with it."""

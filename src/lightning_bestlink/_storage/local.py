@@ -19,7 +19,6 @@ from lightning_bestlink._storage._files import (
     TMP_MARK,
     DescriptorLock,
     discard,
-    file_key,
     fsync_dir,
     ident_of,
     is_unsupported,
@@ -70,7 +69,7 @@ class LocalStorage(Storage):
         self._unsupported: set[str] = set()
         # what write_text last wrote, per path, with the file's identity: reading it back is a
         # stat instead of open/read/close, and any change by someone else shows in the stat
-        self._written: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+        self._written: dict[str, tuple[Ident, str]] = {}
         # folders as given -> with symlinks resolved (a relative link must start from the real folder)
         self._real: dict[str, str] = {}
         self._locks: dict[str, DescriptorLock] = {}
@@ -264,7 +263,7 @@ class LocalStorage(Storage):
         cached = self._written.get(path)
         if cached is not None:
             try:
-                if file_key(os.stat(path)) == cached[0]:
+                if ident_of(os.stat(path)) == cached[0]:
                     return cached[1]
             except FileNotFoundError:
                 return None
@@ -281,7 +280,7 @@ class LocalStorage(Storage):
                     data = data[os.write(fd, data) :]
                 if durable:
                     os.fsync(fd)
-                key = file_key(os.fstat(fd))  # the rename keeps inode, size and mtime
+                key = ident_of(os.fstat(fd))  # the rename keeps inode, size and mtime
             finally:
                 os.close(fd)
             swap_in(tmp, path, durable=durable)
