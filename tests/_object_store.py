@@ -25,8 +25,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -847,3 +849,40 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     """Each object store in turn, its server on 127.0.0.1 for the test module (the store contract)."""
     with serve(request.param, tmp_path_factory.mktemp(request.param)) as served:
         yield served
+
+
+_KILLED_AT_COPY = """
+import json, sys
+from lightning_bestlink import BestLinker
+alias, new, score, options, kwargs = sys.argv[1], sys.argv[2], float(sys.argv[3]), *map(json.loads, sys.argv[4:])
+linker = BestLinker(alias, storage_options=options, **kwargs)
+print("ready", flush=True)
+linker.update(score, new)
+"""
+
+
+def kill_at_copy(store: Store, alias: str, new: str, score: float, **kwargs: Any) -> None:
+    """A process of its own offers ``new`` with ``score`` to ``BestLinker(alias, **kwargs)`` and is
+    killed (SIGKILL) when its server-side copy reaches the proxy, which drops it: between the
+    record's write and the alias's copy."""
+    args = [alias, new, repr(score), json.dumps(store.options), json.dumps(kwargs)]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_AT_COPY, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+    def kill_on_copy(op: str, path: str) -> str | None:
+        if op != store.ops.copy:
+            return None
+        child.send_signal(signal.SIGKILL)
+        return "drop"
+
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    store.proxy.fault = kill_on_copy
+    try:
+        assert child.wait(timeout=120) == -signal.SIGKILL
+    finally:
+        child.stdout.close()
+        store.proxy.reset()

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import random
-import signal
 import subprocess
 import sys
 import textwrap
@@ -28,7 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tests._object_store import STORES, Store, fail, summarize
+from tests._object_store import STORES, Store, fail, kill_at_copy, summarize
 
 from lightning_bestlink import AliasConflictError, AliasWriteError, BestLinker, read_record
 from lightning_bestlink._storage.base import LostRace, record_stamp
@@ -352,40 +351,13 @@ def test_a_failed_copy_after_a_won_record_is_completed_by_the_next_update(
     agree(store, sweep, b, 0.2)  # ... but the update completed the alias first
 
 
-_KILLED = """
-import json, sys
-from lightning_bestlink import BestLinker
-alias, new, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-linker = BestLinker(alias, shared=True, storage_options=options)
-print("ready", flush=True)
-linker.update(0.2, new)
-"""
-
-
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 @pytest.mark.parametrize("then", ["repair", "next-writer"])
 def test_a_writer_killed_between_its_record_and_its_copy(store: Store, sweep: str, then: str) -> None:
     a, b, c = ckpt(store, sweep, 0, 0), ckpt(store, sweep, 1, 0), ckpt(store, sweep, 2, 0)
     alias = f"{sweep}/best.ckpt"
     assert shared(store, sweep).update(0.5, a)
-    child = subprocess.Popen(
-        [sys.executable, "-c", _KILLED, alias, b, json.dumps(store.options)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-
-    def kill_on_copy(op: str, path: str) -> str | None:
-        if op != store.ops.copy:
-            return None
-        child.send_signal(signal.SIGKILL)
-        return "drop"
-
-    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-    store.proxy.fault = kill_on_copy
-    assert child.wait(timeout=120) == -signal.SIGKILL
-    child.stdout.close()
-    store.proxy.reset()
+    kill_at_copy(store, alias, b, 0.2, shared=True)
     record = read_record(alias, storage_options=store.options)
     assert record is not None and record["target"] == b, "killed after winning the record"
     assert store.fs().cat_file(alias) == store.fs().cat_file(a)

@@ -9,17 +9,13 @@ writers on one alias (``shared=True``) in ``test_bucket_sweep.py``.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests._object_store import MiB, Request, Store, check_cli_on, fail, make_run, summarize
+from tests._object_store import MiB, Request, Store, check_cli_on, fail, kill_at_copy, make_run, summarize
 
 from lightning_bestlink import AliasConflictError, AliasWriteError, BestLinker, read_record
 from lightning_bestlink._storage.base import record_stamp
@@ -157,15 +153,6 @@ def test_server_going_away_mid_update_keeps_the_old_alias(store: Store, run: str
     assert linker.verify().ok
 
 
-_KILLED_WRITER = """
-import json, sys
-from lightning_bestlink import BestLinker
-alias, new, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-print("ready", flush=True)
-BestLinker(alias, mode="min", storage_options=options).update(0.5, new)
-"""
-
-
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 def test_a_writer_killed_between_the_record_and_the_copy_is_reported_and_repaired(store: Store, run: str) -> None:
     """The record is written first, then the copy: killed in between, the alias is still the old
@@ -174,24 +161,7 @@ def test_a_writer_killed_between_the_record_and_the_copy_is_reported_and_repaire
     new = store.put(f"{run}/new.ckpt", b"n" * 3000)
     alias = f"{run}/best.ckpt"
     assert store.linker(alias, mode="min").update(1.0, old)
-    child = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_WRITER, alias, new, json.dumps(store.options)],
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-    def kill_on_copy(op: str, path: str) -> str | None:
-        if op != store.ops.copy:
-            return None
-        child.send_signal(signal.SIGKILL)  # between the record's write and the alias's copy
-        return "drop"
-
-    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-    store.proxy.fault = kill_on_copy
-    assert child.wait(timeout=120) == -signal.SIGKILL
-    child.stdout.close()
-    store.proxy.reset()
+    kill_at_copy(store, alias, new, 0.5, mode="min")  # between the record's write and the alias's copy
     record = read_record(alias, storage_options=store.options)
     assert record is not None and record["target"] == new, "the child was killed after the record's write"
     assert store.fs().cat_file(alias) == b"o" * 3000
