@@ -51,7 +51,9 @@ class AliasBusyError(BestLinkError, TimeoutError):
 
 
 class AliasWriteError(BestLinkError, OSError):
-    """Writing the alias failed; the previous alias and the linker's state are intact."""
+    """Writing the alias failed; the previous alias and the linker's state are intact, except on a
+    shared object-store alias whose record was already won: the next update or ``repair`` then
+    completes its copy."""
 
     def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(errno if errno is not None else _errno.EIO, message)

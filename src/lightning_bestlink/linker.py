@@ -259,7 +259,9 @@ class BestLinker(AliasChecks, StateIO, DeprecatedNames):
             IsADirectoryError: ``path`` is a directory and ``link="hardlink"`` (directories
                 have no hard links) or the alias is on an object store; nothing changed.
             AliasConflictError: a file this library did not write sits at ``link_path``.
-            AliasWriteError: writing the alias failed; the old alias and state are intact.
+            AliasWriteError: writing the alias failed; the old alias and state are intact (on a
+                shared object-store alias whose record was already won, the record names the new
+                checkpoint and the next update or :meth:`repair` completes the copy).
         """
         value = to_score(score)
         extra = _record.check_extra(extra)
