@@ -37,12 +37,16 @@ class Aliases(NamedTuple):
     latest: LatestLinker | None
     retention: Retention | None
 
-    def stateful(self) -> list[BestLinker | Retention]:
-        """Everything whose state rank zero changes, and every other rank mirrors."""
+    def linkers(self) -> list[BestLinker]:
+        """The aliases: best, latest, then those the retention protects (each once)."""
         linkers = [self.best, *([self.latest] if self.latest is not None else [])]
         if self.retention is None:
-            return list(linkers)
-        return [*linkers, *(a for a in self.retention.protect if a not in linkers), self.retention]
+            return linkers
+        return [*linkers, *(a for a in self.retention.protect if a not in linkers)]
+
+    def stateful(self) -> list[BestLinker | Retention]:
+        """Everything whose state rank zero changes, and every other rank mirrors."""
+        return [*self.linkers(), *([self.retention] if self.retention is not None else [])]
 
 
 class Decision(NamedTuple):
@@ -99,8 +103,7 @@ def refusal(path: str | os.PathLike[str], aliases: Aliases) -> str | None:
     text = os.fspath(path)
     if "\0" in text:
         return f"path must not contain a NUL byte, got {text!r}"
-    linkers = [a for a in aliases.stateful() if isinstance(a, BestLinker)]
-    for alias in linkers:
+    for alias in aliases.linkers():
         storage = alias.storage
         if not storage.handles(text):
             return (
