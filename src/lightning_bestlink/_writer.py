@@ -86,10 +86,6 @@ class AliasWriter:
         self._last_text = ""  # ... and its text: read back unchanged, it needs no decoding
         self._warned: set[str] = set()  # the other writers already named in a warning
 
-    def read_record(self) -> dict[str, Any] | None:
-        """The record next to the alias, checked (``RecordError`` when it is not one)."""
-        return _record.read(self.storage, self.record_path)
-
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the alias's lock: no other writer of this alias runs meanwhile."""
