@@ -347,8 +347,6 @@ def test_demo_refuses_a_used_folder(tmp_path: Path) -> None:
 # --- the demo -------------------------------------------------------------------------------
 
 
-@pytest.mark.lightning
-@pytest.mark.slow
 def can_symlink(folder: Path) -> bool:
     """Whether this process can make a symbolic link (Windows without the privilege cannot)."""
     try:
@@ -359,6 +357,8 @@ def can_symlink(folder: Path) -> bool:
     return True
 
 
+@pytest.mark.lightning
+@pytest.mark.slow
 def test_demo(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("lightning")
