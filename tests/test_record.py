@@ -80,6 +80,7 @@ def test_record_path() -> None:
         ({1: "a"}, "extra must be a dict with str keys"),
         ({"a": {1, 2}}, "extra must hold JSON values"),
         ({"a": b"x"}, "extra must hold JSON values"),
+        ({"a": {(1, 2): 3}}, "extra must hold JSON values"),  # a key the record's JSON cannot hold
     ],
 )
 def test_check_extra(extra: Any, match: str) -> None:

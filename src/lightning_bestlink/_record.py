@@ -269,10 +269,13 @@ def check_extra(extra: Any) -> dict[str, Any]:
         return {}
     if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
         raise TypeError(f"extra must be a dict with str keys, got {type(extra).__name__} {extra!r:.200}")
-    try:
-        import json
+    import json
 
-        size = len(json.dumps(plain(extra), allow_nan=False))
+    try:
+        try:  # as encode() writes it: the C encoder in one pass, plain() only for a non-finite float
+            size = len(json.dumps(extra, allow_nan=False))
+        except ValueError:  # also a cycle, which plain() then reports as one
+            size = len(json.dumps(plain(extra), allow_nan=False))
     except RecursionError:
         raise TypeError("extra must hold plain JSON values, got a structure nested too deeply (or a cycle)") from None
     except (TypeError, ValueError) as err:
