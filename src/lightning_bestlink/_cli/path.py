@@ -16,7 +16,7 @@ import datetime
 import os
 from typing import TextIO
 
-from lightning_bestlink._cli.commands import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
+from lightning_bestlink._cli.commands import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, usage_error
 from lightning_bestlink._cli.hold import hold_detached
 from lightning_bestlink._cli.render import advice, printable, problem, say
 from lightning_bestlink._cli.render_json import VERSION, dumps, record_fields
@@ -56,8 +56,7 @@ def _document(alias: Alias, held: str | None, until: float | None) -> str:
 def cmd_path(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Print the best checkpoint's path (or URL), nothing else; exit 1 without a healthy alias."""
     if args.hold is not None and not (0 < args.hold < float("inf")):
-        say(err, f"lightning-bestlink path: error: --hold must be a positive number of seconds, got {args.hold}")
-        return EXIT_USAGE
+        return usage_error(err, "path", f"--hold must be a positive number of seconds, got {args.hold}")
     located = locate(args.target, allow_outside=args.allow_outside)
     if located.alias is None or located.error is not None:
         say(err, f"lightning-bestlink path: {located.error}")

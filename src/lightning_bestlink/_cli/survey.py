@@ -218,6 +218,7 @@ def folders(root: str, recursive: bool, *, allow_outside: bool = False) -> list[
     storage = storage_of(root)
     seen: list[Folder] = []
     parent_of: dict[str, Folder] = {}
+    top = folder_path(storage, root)
 
     def visit(path: str, items: list[Item] | OSError) -> list[Item]:
         above = parent_of.pop(path, None)
@@ -232,14 +233,14 @@ def folders(root: str, recursive: bool, *, allow_outside: bool = False) -> list[
             if name.startswith("best"):
                 above.unrecorded = sorted([*above.unrecorded, name], key=natural)
             return []
-        folder = _survey(storage, path, items, lambda item: False, allow_outside, folder_path(storage, root))
+        folder = _survey(storage, path, items, lambda item: False, allow_outside, top)
         seen.append(folder)
         subdirs = set(folder.subdirs)
         below = [i for i in sorted(items, key=lambda i: natural(i.name)) if i.path in subdirs]
         parent_of.update((i.path, folder) for i in below)
         return below
 
-    storage.walk(folder_path(storage, root), visit)
+    storage.walk(top, visit)
     return [f for f in seen if not f.empty]
 
 

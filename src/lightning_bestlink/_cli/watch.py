@@ -125,13 +125,14 @@ class Follower:
         if now == self._print and not self._pending:
             return None, None
         self._print = now
-        first, second = self._load(), self._load()
+        first = self._load()
         if first.record is None or first.refused:
             self._pending = False  # a damaged record, or one naming a file outside: read again when it changes
             return None, _problem(first)
         if _key(first.record) == self.best:
             self._pending = False  # the same best, rewritten (a repair, a resumed run)
             return None, None
+        second = self._load()  # read twice: a record and alias that differ between the reads are being rewritten
         if not (first.ok and second.ok and first.record == second.record):
             self._pending = True  # between the record and the alias (or being rewritten): look again
             if first.error is not None:
