@@ -95,13 +95,7 @@ class SwapWriter(AliasWriter):
             state = storage.inspect(alias)
         except OSError as err:
             raise AliasWriteError.from_os_error(err, action) from err
-        if not owned(storage, alias, state, seen.record, self.owned_ident):
-            raise AliasConflictError(not_owned_detail(alias, state.kind, self.record_path))
-        try:
-            staged = storage.stage(target, alias, "copy", is_dir=checked.kind == "dir", durable=self.durable)
-        except OSError as err:
-            raise AliasWriteError.from_os_error(err, action) from err
-        new = self._record(staged, state, value, mode, extra, repair, checked.ident)
+        staged, new = self._stage(state, seen, value, checked, mode, extra, repair, action)
         text = _record.encode(new)
         self.pending = None
         try:

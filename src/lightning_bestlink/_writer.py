@@ -151,15 +151,7 @@ class AliasWriter:
         assert seen.state is not None  # a local look always looks at the alias
         if not (self.shared or repair):
             self._note_other_writer(seen.record)
-        if not owned(storage, alias, seen.state, seen.record, self.owned_ident):
-            raise AliasConflictError(not_owned_detail(alias, seen.state.kind, self.record_path))
-        try:  # the linker checked that this link kind can alias this target (check_can_alias)
-            staged = storage.stage(target, alias, self.link, is_dir=checked.kind == "dir", durable=self.durable)
-            # the identity was taken before the copy started: a checkpoint changed while it is copied
-            # no longer matches it
-            new = self._record(staged, seen.state, value, mode, extra, repair, checked.ident)
-        except OSError as err:
-            raise AliasWriteError.from_os_error(err, action) from err
+        staged, new = self._stage(seen.state, seen, value, checked, mode, extra, repair, action)
         try:
             # the record goes first: it names the staged alias, so a run killed between the
             # two renames still recognises whichever alias it finds as its own
@@ -202,6 +194,31 @@ class AliasWriter:
             f"other's best. Give each run its own alias (another folder or best name), or pass shared=True to "
             f"every writer to keep the best of all"
         )
+
+    def _stage(
+        self,
+        state: AliasState,
+        seen: Look,
+        value: float | None,
+        checked: Checked,
+        mode: str,
+        extra: dict[str, Any],
+        repair: bool,
+        action: str,
+    ) -> tuple[Staged, dict[str, Any]]:
+        """Check that the alias found (``state``) is this writer's, stage the new alias, and make
+        the record that names it (nothing published yet)."""
+        if not owned(self.storage, self.link_path, state, seen.record, self.owned_ident):
+            raise AliasConflictError(not_owned_detail(self.link_path, state.kind, self.record_path))
+        try:  # the linker checked that this link kind can alias this target (check_can_alias)
+            staged = self.storage.stage(
+                checked.path, self.link_path, self.link, is_dir=checked.kind == "dir", durable=self.durable
+            )
+            # the identity was taken before the copy started: a checkpoint changed while it is copied
+            # no longer matches it
+            return staged, self._record(staged, state, value, mode, extra, repair, checked.ident)
+        except OSError as err:
+            raise AliasWriteError.from_os_error(err, action) from err
 
     def _record(
         self,
