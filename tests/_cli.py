@@ -77,10 +77,6 @@ FAULTS = SCRIPTS / "cli_faults.py"
 #: the user the permission tests run the command as (nobody)
 NOBODY = 65534
 
-needs_root = pytest.mark.skipif(
-    os.name == "nt" or os.geteuid() != 0, reason="runs the command as another user: dropping privileges takes root"
-)
-
 
 def faults(
     *args: str | Path, env: Mapping[str, str | None], cwd: Path | None = None, timeout: float = 120
@@ -258,5 +254,5 @@ def watch(
     *args: str | Path, env: Mapping[str, str | None] | None = None, faults: bool = False, cwd: Path | None = None
 ) -> Child:
     """``lightning-bestlink watch ARGS`` in the background (with the fault/counter wrapper if asked)."""
-    head = [str(SCRIPTS / "cli_faults.py")] if faults else ["-m", "lightning_bestlink"]
+    head = [str(FAULTS)] if faults else ["-m", "lightning_bestlink"]
     return Child([sys.executable, *head, "watch", *map(str, args)], env=env, cwd=cwd)

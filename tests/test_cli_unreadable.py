@@ -13,7 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests._cli import BEST, as_nobody, faults, make_run, needs_root, shared_tmp
+from tests._cli import BEST, as_nobody, faults, make_run, shared_tmp
+from tests._helpers import as_root
 
 from lightning_bestlink import BestLinker
 
@@ -75,7 +76,7 @@ def test_unreadable_folders_are_reported_and_the_rest_checked(tmp_path: Path) ->
 NOT_ENTERED = "cannot read this folder: Permission denied: its names can be listed, but not looked at"
 
 
-@needs_root
+@as_root
 def test_a_folder_of_another_user_that_cannot_be_listed(shared_tmp: Path) -> None:
     _, v1, _ = logs(shared_tmp)
     v1.parent.chmod(0o700)  # root's, nothing for others
@@ -84,7 +85,7 @@ def test_a_folder_of_another_user_that_cannot_be_listed(shared_tmp: Path) -> Non
     assert f"FAILED  {v1.parent}: cannot read this folder: Permission denied" in verified.stdout
 
 
-@needs_root
+@as_root
 @pytest.mark.parametrize(
     "args",
     [
@@ -107,7 +108,7 @@ def test_a_folder_that_can_be_listed_but_not_entered_is_unreadable(shared_tmp: P
     assert "nothing to check" not in result.stderr
 
 
-@needs_root
+@as_root
 def test_json_is_not_ok_over_a_folder_that_cannot_be_entered(shared_tmp: Path) -> None:
     run = shared_tmp / "exp"
     make_run(run)
@@ -180,7 +181,7 @@ def test_verify_r_costs_the_same_per_folder_at_any_depth(tmp_path: Path) -> None
 # --- a checkpoint the user cannot reach ----------------------------------------------------------
 
 
-@needs_root
+@as_root
 @pytest.mark.parametrize("link", ["symlink", "copy"])
 def test_a_checkpoint_in_a_folder_the_user_cannot_enter_is_not_a_damaged_record(shared_tmp: Path, link: str) -> None:
     run = shared_tmp / "run"

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import NamedTuple
@@ -163,6 +161,7 @@ def test_every_python_block_is_run_or_marked_as_an_excerpt() -> None:
 @pytest.mark.parametrize("block", RUN, ids=[f"line{b.line}" for b in RUN])
 def test_a_readme_block_runs_as_shown_and_leaves_healthy_aliases(block: Block, tmp_path: Path) -> None:
     pytest.importorskip("lightning")  # every setup and block needs torch, the Trainer's and Fabric's Lightning
+    from tests._cli import cli
     from tests._compat import _LIGHTNING_GE_2_4
     from tests._fork import lightning, run_forked
 
@@ -177,14 +176,7 @@ def test_a_readme_block_runs_as_shown_and_leaves_healthy_aliases(block: Block, t
     for run in range(int(block.options.get("runs", "1"))):
         proc = run_forked([script], preload=lightning(), cwd=work, env=env, timeout=300)
         assert proc.returncode == 0, f"run {run + 1}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-        verify = subprocess.run(
-            [sys.executable, "-m", "lightning_bestlink", "verify", "--require", "-r", "."],
-            cwd=work,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-        )
+        verify = cli("verify", "--require", "-r", ".", cwd=work, env=env)
         assert verify.returncode == 0, f"run {run + 1}:\n{verify.stdout}\n{verify.stderr}"
         assert verify.stdout.startswith("ok "), verify.stdout
 
