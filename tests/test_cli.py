@@ -362,6 +362,8 @@ def can_symlink(folder: Path) -> bool:
 def test_demo(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("lightning")
+    from tests._compat import _LIGHTNING_GE_2_1, _LIGHTNING_GE_2_2
+
     result = cli("demo")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no Lightning tips, no warnings
@@ -373,7 +375,10 @@ def test_demo(tmp_path: Path) -> None:
         assert "best  val_loss=" in section
         assert row(section, "best.ckpt").split()[:2] == ["best.ckpt", kind]
     assert trainer.startswith("alias healthy)")
-    assert "last" in row(trainer, "last.ckpt").split()  # Lightning's own last.ckpt
+    # Lightning's own last.ckpt: a file of its own, except on 2.1, where save_last=True makes it a symlink
+    # to the latest checkpoint (2.2 made that opt-in), which show marks as the last
+    links_last = _LIGHTNING_GE_2_1 and not _LIGHTNING_GE_2_2
+    assert "last" in row(trainer, "epoch=7-val_loss=2.2434.ckpt" if links_last else "last.ckpt").split()
     # Fabric: each checkpoint saved once, last.ckpt an alias of the latest (LatestLinker), not a second save
     assert fabric.startswith("2 aliases healthy)")
     latest = row(fabric, "epoch=7-val_loss=2.2434.ckpt")
