@@ -52,11 +52,11 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 #: Variables read when the interpreter starts or while ``preload`` is imported (the interpreter's,
-#: the locale, the loader, the thread pools', torch's configuration, and Lightning's and torchmetrics'
-#: rank and warning switches): a run whose value of any of them differs from a running server's gets a
+#: the locale, the loader, the thread pools', torch's configuration, Lightning's and torchmetrics'
+#: rank and warning switches, and gcsfs's and google-auth's settings): a run whose value of any of them differs from a running server's gets a
 #: server of its own. Every other variable is read later, and the child has the caller's.
 STARTUP_ENV = re.compile(
-    r"PYTHON|LC_|LANG|LD_|OMP_|MKL_|KMP_|GOMP_|OPENBLAS_|TORCH|PYTORCH|CUDA"
+    r"PYTHON|LC_|LANG|LD_|OMP_|MKL_|KMP_|GOMP_|OPENBLAS_|TORCH|PYTORCH|CUDA|GCSFS_|GCE_"
     r"|(RANK|LOCAL_RANK|SLURM_PROCID|JSM_NAMESPACE_RANK|POSSIBLE_USER_WARNINGS)$"
 )
 #: ...except these, which torch reads when it loads a checkpoint, not at import
@@ -67,8 +67,10 @@ def lightning(package: str = "lightning.pytorch") -> tuple[str, ...]:
     """What to preload for a script on ``package`` ("lightning.pytorch" or "pytorch_lightning"):
     Trainer, Fabric and LightningCLI scripts of one test session then share one parent. Lightning
     imports torch._dynamo with ``import lightning.pytorch`` from 2.4 on, and before that when a
-    fit starts (6 s of imports in every run of a 2.0-2.3 Trainer)."""
-    return ("torch", "torch._dynamo", package, f"{package}.cli")
+    fit starts (6 s of imports in every run of a 2.0-2.3 Trainer). ModelCheckpoint's setup imports
+    whichever of adlfs, gcsfs and s3fs is installed (``cloud_io._is_object_storage``, 2.6): seconds
+    more in every run where the object-store clients are installed."""
+    return ("torch", "torch._dynamo", package, f"{package}.cli", "adlfs", "gcsfs", "s3fs")
 
 
 def run_forked(
