@@ -423,16 +423,40 @@ def test_contributing_names_every_tox_environment() -> None:
     assert missing == [], f"CONTRIBUTING.md does not describe {missing}"
 
 
-def test_the_install_line_check_sees_every_documented_install() -> None:
-    # `tox -e package` runs .ci/install_lines.py: each line it finds must resolve with pip
+def install_lines_module() -> Any:
     spec = importlib.util.spec_from_file_location("install_lines", ROOT / ".ci" / "install_lines.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    found = module.install_lines()
+    return module
+
+
+def test_the_install_line_check_sees_every_documented_install() -> None:
+    # `tox -e package` runs .ci/install_lines.py: each line it finds must resolve with pip
+    found = install_lines_module().install_lines()
     assert found[("torch==2.13.0", "-e", ".[lightning]")].startswith("README.md:")  # the demo's line
     for extra in ("s3", "gcs", "azure"):
         assert found[("-e", f".[{extra}]")].startswith(("docs/remote.md:", "docs/cli.md:")), extra
     # a continued line is one command: the contributor set-up installs the moto server with s3fs
     (setup,) = [words for words in found if "pre-commit" in words]
     assert "moto[server]>=5" in setup and ".[lightning,s3,gcs,azure]" in setup
+
+
+@pytest.mark.parametrize(
+    ("lines", "resolved"),
+    [
+        # the extras of one project: each is within the line that asks for all of them
+        ([("-e", ".[s3]"), ("-e", ".[s3,gcs]", "moto")], [("-e", ".[s3,gcs]", "moto")]),
+        # a pin is a requirement of its own: the unpinned line is within the pinned one, not the reverse
+        ([("torch==2.13.0", "-e", ".[lightning]"), ("-e", ".[lightning]")], [("torch==2.13.0", "-e", ".[lightning]")]),
+        # an installed project is not an editable one, and another option is only covered by itself
+        ([("-e", "."), (".",), ("--pre", "-e", ".")], [("-e", "."), (".",), ("--pre", "-e", ".")]),
+        # the same requirements in another order: one resolution
+        ([("a", "b"), ("b", "a")], [("a", "b")]),
+    ],
+)
+def test_the_install_line_check_resolves_the_lines_no_other_line_contains(
+    lines: list[tuple[str, ...]], resolved: list[tuple[str, ...]]
+) -> None:
+    module = install_lines_module()
+    assert list(module.to_resolve({words: f"page:{i}" for i, words in enumerate(lines)})) == resolved
