@@ -53,8 +53,9 @@ from typing import Any, NoReturn
 
 #: Variables read when the interpreter starts or while ``preload`` is imported (the interpreter's,
 #: the locale, the loader, the thread pools', torch's configuration, Lightning's and torchmetrics'
-#: rank and warning switches, and gcsfs's and google-auth's settings): a run whose value of any of them differs from a running server's gets a
-#: server of its own. Every other variable is read later, and the child has the caller's.
+#: rank and warning switches, and gcsfs's and google-auth's settings): a run whose value of any of
+#: them differs from a running server's gets a server of its own. Every other variable is read
+#: later, and the child has the caller's.
 STARTUP_ENV = re.compile(
     r"PYTHON|LC_|LANG|LD_|OMP_|MKL_|KMP_|GOMP_|OPENBLAS_|TORCH|PYTORCH|CUDA|GCSFS_|GCE_"
     r"|(RANK|LOCAL_RANK|SLURM_PROCID|JSM_NAMESPACE_RANK|POSSIBLE_USER_WARNINGS)$"

@@ -24,6 +24,7 @@ import zipfile
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -423,7 +424,7 @@ def test_contributing_names_every_tox_environment() -> None:
     assert missing == [], f"CONTRIBUTING.md does not describe {missing}"
 
 
-def install_lines_module() -> Any:
+def install_lines_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("install_lines", ROOT / ".ci" / "install_lines.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
