@@ -657,10 +657,16 @@ class Store:
     env: dict[str, str | None]  # what a user exports for a process of its own (None: unset)
     ops: Ops
     new_fs: Callable[[], Any]
+    _client: Any = None
 
     def fs(self) -> Any:
-        """A client of its own (not the instance the linker shares through fsspec's cache)."""
-        return self.new_fs()
+        """The test's own client (not the instance the linkers share through fsspec's cache), its
+        listings forgotten: what it says comes from the server now. One per store, since a new S3
+        client parses botocore's service model again (a quarter of a second)."""
+        if self._client is None:
+            self._client = self.new_fs()
+        self._client.invalidate_cache()
+        return self._client
 
     def bucket(self) -> str:
         """``<scheme>://<a new bucket>``."""
