@@ -28,8 +28,9 @@ The parent (this file run as a script, a "fork server") is started on first use,
 (:data:`STARTUP_ENV`), and ends with the test session. It never runs torch code: a fork of a process
 with OpenMP worker threads would hang, one that has only imported torch is safe.
 
-Not for scripts that start ranks (torch.distributed, DDP): those stay fresh processes
-(``run_script`` in tests/_helpers.py). ``BESTLINK_FORK=0`` runs every script in a fresh interpreter
+A script must not start processes of its own that import Lightning (Lightning's launcher starts each
+rank after the first as a fresh interpreter): ``run_script`` in tests/_helpers.py starts every rank of
+a DDP run from here instead, its rank in its environment, as torchrun does. ``BESTLINK_FORK=0`` runs every script in a fresh interpreter
 instead (the same results, slower): use it to rule the fork out when a run behaves oddly.
 """
 
@@ -47,6 +48,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -202,7 +204,15 @@ class _Server:
 _SERVERS: list[_Server] = []
 
 
+_STARTING = threading.Lock()  # the ranks of one run ask from threads of their own
+
+
 def _server(preload: tuple[str, ...], env: dict[str, str]) -> _Server:
+    with _STARTING:
+        return _find_or_start(preload, env)
+
+
+def _find_or_start(preload: tuple[str, ...], env: dict[str, str]) -> _Server:
     startup = {k: v for k, v in env.items() if STARTUP_ENV.match(k) and k not in RUNTIME_ENV}
     for server in _SERVERS:
         if server.serves(preload, startup):

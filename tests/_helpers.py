@@ -73,19 +73,36 @@ def leftovers(directory: str | os.PathLike[str]) -> list[str]:
     return sorted(name for name in os.listdir(directory) if TMP_MARK in name)
 
 
-def run_script(name: str, tmp_path: Path, *args: str) -> None:
-    """Run ``tests/scripts/<name>`` (a multi-process Lightning run) in ``tmp_path``; it must exit 0."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PL_DISABLE_FORK": "1"}
-    env.pop("LOCAL_RANK", None)
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / name), str(tmp_path), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def run_script(name: str, tmp_path: Path, *args: str, ranks: int = 2) -> None:
+    """Run ``tests/scripts/<name>`` (a multi-process Lightning run) in ``tmp_path``; every rank must exit 0.
+
+    The ranks are started as a launcher starts them (torchrun, or Lightning's own for the ranks after
+    the first): ``LOCAL_RANK``, ``NODE_RANK`` and the address of rank zero in their environment, so
+    Lightning starts no process itself. Each is forked from a parent that has imported torch and
+    Lightning with that ``LOCAL_RANK`` (tests/_fork.py; Lightning reads the rank at import), which
+    spares two imports of Lightning per run.
+    """
+    import concurrent.futures
+    import socket
+
+    from tests._fork import lightning, run_forked
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env["NODE_RANK"] = "0"
+    argv = [SCRIPTS / name, str(tmp_path), *args]
+    with concurrent.futures.ThreadPoolExecutor(ranks) as pool:
+        started = [
+            pool.submit(
+                run_forked, argv, preload=lightning(), cwd=tmp_path, env={**env, "LOCAL_RANK": str(rank)}, timeout=240
+            )
+            for rank in range(ranks)
+        ]
+        procs = [run.result() for run in started]
+    for rank, proc in enumerate(procs):
+        assert proc.returncode == 0, f"rank {rank}: " + proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 #: marks a test that acts as another user: as root, a child drops to uid/gid 65534 (permission
