@@ -30,8 +30,9 @@ with OpenMP worker threads would hang, one that has only imported torch is safe.
 
 A script must not start processes of its own that import Lightning (Lightning's launcher starts each
 rank after the first as a fresh interpreter): ``run_script`` in tests/_helpers.py starts every rank of
-a DDP run from here instead, its rank in its environment, as torchrun does. ``BESTLINK_FORK=0`` runs every script in a fresh interpreter
-instead (the same results, slower): use it to rule the fork out when a run behaves oddly.
+a DDP run from here instead, its rank in its environment, as torchrun does. ``BESTLINK_FORK=0`` runs
+every script in a fresh interpreter instead (the same results, slower): use it to rule the fork out
+when a run behaves oddly.
 """
 
 from __future__ import annotations
