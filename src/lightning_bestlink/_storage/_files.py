@@ -8,6 +8,7 @@ does each step with as few system calls as it takes.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 import time
@@ -43,10 +44,16 @@ def is_unsupported(err: OSError, kind: str) -> bool:
     return err.errno in _UNSUPPORTED
 
 
+# the last part of a temporary name: a count from a random start, so that a name is new without a
+# system call for randomness at every update (the process id tells two writers apart on one host,
+# the random start two hosts that share the folder)
+_serial = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
 def tmp_name(path: str, tag: str) -> str:
     """A hidden sibling of ``path`` that :meth:`LocalStorage.cleanup` recognises."""
     head, base = os.path.split(path)
-    return os.path.join(head, f".{base}{TMP_MARK}{tag}-{os.getpid()}-{os.urandom(4).hex()}")
+    return os.path.join(head, f".{base}{TMP_MARK}{tag}-{os.getpid()}-{next(_serial) & 0xFFFFFFFF:08x}")
 
 
 def remove_tree_or_file(path: str) -> None:
