@@ -165,6 +165,7 @@ def test_a_background_move_that_fails_keeps_the_alias_and_its_file(pkg: Any, cls
 
 
 @pytest.mark.slow
+@pytest.mark.spawns
 def test_two_ranks_with_async_checkpoint_io_agree_and_rank_zero_moves_the_alias_behind_each_write(
     tmp_path: Path,
 ) -> None:
