@@ -56,15 +56,19 @@ from typing import Any, NoReturn
 
 #: Variables read when the interpreter starts or while ``preload`` is imported (the interpreter's,
 #: the locale, the loader, the thread pools', torch's configuration, Lightning's and torchmetrics'
-#: rank and warning switches, and gcsfs's and google-auth's settings): a run whose value of any of
-#: them differs from a running server's gets a server of its own. Every other variable is read
-#: later, and the child has the caller's.
+#: rank and warning switches, and fsspec's, gcsfs's and google-auth's settings): a run whose value of
+#: any of them differs from a running server's gets a server of its own. Every other variable is
+#: read later, and the child has the caller's.
 STARTUP_ENV = re.compile(
-    r"PYTHON|LC_|LANG|LD_|OMP_|MKL_|KMP_|GOMP_|OPENBLAS_|TORCH|PYTORCH|CUDA|GCSFS_|GCE_"
+    r"PYTHON|LC_|LANG|LD_|OMP_|MKL_|KMP_|GOMP_|OPENBLAS_|TORCH|PYTORCH|CUDA|FSSPEC_|GCSFS_|GCE_"
     r"|(RANK|LOCAL_RANK|SLURM_PROCID|JSM_NAMESPACE_RANK|POSSIBLE_USER_WARNINGS)$"
 )
 #: ...except these, which torch reads when it loads a checkpoint, not at import
 RUNTIME_ENV = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD"}
+#: the rank variables Lightning and torchmetrics read at import (the first one set, else 0): where
+#: all that are set say "0", it is as if none were, so rank zero of a DDP run shares the parent of
+#: the single-process runs
+RANK_ENV = {"RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"}
 
 
 def lightning(package: str = "lightning.pytorch") -> tuple[str, ...]:
@@ -214,7 +218,10 @@ def _server(preload: tuple[str, ...], env: dict[str, str]) -> _Server:
 
 
 def _find_or_start(preload: tuple[str, ...], env: dict[str, str]) -> _Server:
-    startup = {k: v for k, v in env.items() if STARTUP_ENV.match(k) and k not in RUNTIME_ENV}
+    zero = all(env[k] == "0" for k in RANK_ENV & env.keys())  # rank zero, however it is said
+    startup = {
+        k: v for k, v in env.items() if STARTUP_ENV.match(k) and k not in RUNTIME_ENV and not (zero and k in RANK_ENV)
+    }
     for server in _SERVERS:
         if server.serves(preload, startup):
             return server

@@ -562,31 +562,30 @@ def make_run(fs: Any, url: str, options: dict[str, Any]) -> str:
     return url
 
 
-def check_cli_on(run: str, env: dict[str, str | None], fs: Any) -> None:
+def check_cli_on(store: Store, run: str) -> None:
     """``show``, ``verify``, ``path`` and ``repair`` on the run folder ``run`` (see :func:`make_run`),
     each a subprocess with the store's endpoint and credentials in its environment only."""
-    from tests._cli import cli
-
-    shown = cli("show", run, env=env)
+    cli, fs = store.cli, store.fs()
+    shown = cli("show", run)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines()[0] == f"{run}  (alias healthy)"
     assert "best.ckpt  copy  epoch=2.ckpt  ok" in shown.stdout
 
-    verified = cli("verify", run, env=env)
+    verified = cli("verify", run)
     assert (verified.returncode, verified.stderr) == (0, "")
     assert verified.stdout == f"ok      {run}/best.ckpt -> epoch=2.ckpt (copy, val_loss=0.3, min, epoch 2)\n"
     for arg in (run, f"{run}/best.ckpt"):
-        found = cli("path", arg, env=env)
+        found = cli("path", arg)
         assert (found.returncode, found.stdout, found.stderr) == (0, f"{run}/epoch=2.ckpt\n", ""), arg
 
     fs.rm_file(f"{run}/best.ckpt")
-    assert cli("verify", run, env=env).returncode == 1
-    repaired = cli("repair", run, env=env)
+    assert cli("verify", run).returncode == 1
+    repaired = cli("repair", run)
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert f"repaired  {run}/best.ckpt -> epoch=2.ckpt (copy)" in repaired.stdout
     fs.invalidate_cache()
     assert fs.cat_file(f"{run}/best.ckpt") == bytes([2]) * 102
-    assert cli("verify", run, env=env).returncode == 0
+    assert cli("verify", run).returncode == 0
 
 
 # --- one store under test, for tests that run the same scenario on all three ----------------------
@@ -602,6 +601,9 @@ GCS_IMPORT_ENV = {
     "GCE_METADATA_IP": "127.0.0.1:9",
 }
 os.environ.update(GCS_IMPORT_ENV)
+
+#: the fsspec client of each store
+CLIENTS = {"s3": "s3fs", "gcs": "gcsfs", "azure": "adlfs"}
 
 #: ``@pytest.fixture(params=STORES)``: the three stores, each with its marker
 STORES = [pytest.param("s3", marks=pytest.mark.s3), pytest.param("gcs", marks=pytest.mark.gcs)]
@@ -667,6 +669,21 @@ class Store:
             self._client = self.new_fs()
         self._client.invalidate_cache()
         return self._client
+
+    def cli(
+        self, *args: str | Path, env: dict[str, str | None] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """``lightning-bestlink ARGS`` in a subprocess whose environment names this store (``env``,
+        by default :attr:`env`), as :func:`tests._cli.cli` runs it, but forked from a parent that has
+        imported the command and this store's client (tests/_fork.py): importing botocore, gcsfs or
+        the Azure SDK is most of what a fresh run of the command costs."""
+        from tests._cli import environ
+        from tests._fork import run_forked
+
+        preload = ("lightning_bestlink", "lightning_bestlink.cli", CLIENTS[self.kind])
+        argv = ["-m", "lightning_bestlink", *map(str, args)]
+        merged = environ(self.env if env is None else env)
+        return run_forked(argv, preload=preload, env=merged, timeout=timeout)
 
     def bucket(self) -> str:
         """``<scheme>://<a new bucket>``."""

@@ -451,12 +451,12 @@ def test_retention_keeps_what_the_bucket_alias_names(store: Store, sweep: str, r
 
 
 def test_show_on_a_bucket_sweep_names_the_best_trial(store: Store, sweep: str) -> None:
-    from tests._cli import cli, row
+    from tests._cli import row
 
     for trial, score in ((0, 0.5), (1, 0.3), (0, 0.4)):
         path = store.put(f"{sweep}/trial-{trial}/epoch={int(score * 10)}.ckpt", bytes([trial]) * 100)
         shared(store, sweep).update(score, path, extra={"run": f"trial-{trial}"})
-    proc = cli("show", sweep, env=store.env)
+    proc = store.cli("show", sweep)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[0] == f"{sweep}  (alias healthy)"
     assert row(proc.stdout, "best.ckpt").split() == [

@@ -38,7 +38,7 @@ def run(s3: Store) -> Iterator[str]:
 
 
 def test_show_verify_path(s3: Store, run: str) -> None:
-    shown = cli("show", run, env=s3.env)
+    shown = s3.cli("show", run)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert lines[0] == f"{run}  (alias healthy)"
@@ -46,7 +46,7 @@ def test_show_verify_path(s3: Store, run: str) -> None:
     assert "best.ckpt  copy  epoch=2.ckpt  ok" in shown.stdout
     assert "last" in next(line for line in lines if line.strip().startswith("last.ckpt")).split()
 
-    doc = json.loads(cli("show", "--json", run, env=s3.env).stdout)
+    doc = json.loads(s3.cli("show", "--json", run).stdout)
     (alias,) = doc["folders"][0]["aliases"]
     assert (alias["path"], alias["target"], alias["kind"], alias["status"]) == (
         f"{run}/best.ckpt",
@@ -57,29 +57,29 @@ def test_show_verify_path(s3: Store, run: str) -> None:
     sizes = {c["name"]: c["size"] for c in doc["folders"][0]["checkpoints"]}
     assert sizes == {**{f"epoch={i}.ckpt": 100 + i for i in range(4)}, "last.ckpt": 103}
 
-    verified = cli("verify", run, env=s3.env)
+    verified = s3.cli("verify", run)
     assert verified.returncode == 0
     assert verified.stdout == f"ok      {run}/best.ckpt -> epoch=2.ckpt (copy, val_loss=0.3, min, epoch 2)\n"
 
     for arg in (run, f"{run}/best.ckpt", f"{run}/best.ckpt.bestlink.json"):
-        path = cli("path", arg, env=s3.env)
+        path = s3.cli("path", arg)
         assert (path.returncode, path.stdout, path.stderr) == (0, f"{run}/epoch=2.ckpt\n", ""), arg
 
 
 def test_verify_and_repair(s3: Store, run: str) -> None:
     s3.fs().rm_file(f"{run}/best.ckpt")
-    verified = cli("verify", run, env=s3.env)
+    verified = s3.cli("verify", run)
     assert verified.returncode == 1
     assert f"FAILED  {run}/best.ckpt: missing: best.ckpt does not exist (its record names epoch=2.ckpt)" in (
         verified.stdout
     )
-    assert (cli("path", run, env=s3.env).returncode, cli("path", run, env=s3.env).stdout) == (1, "")
+    assert (s3.cli("path", run).returncode, s3.cli("path", run).stdout) == (1, "")
 
-    repaired = cli("repair", run, env=s3.env)
+    repaired = s3.cli("repair", run)
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert f"repaired  {run}/best.ckpt -> epoch=2.ckpt (copy)" in repaired.stdout
     assert s3.fs().cat_file(f"{run}/best.ckpt") == bytes([2]) * 102
-    assert cli("verify", run, env=s3.env).returncode == 0
+    assert s3.cli("verify", run).returncode == 0
 
 
 def test_recursive_and_a_damaged_record(s3: Store, run: str) -> None:
@@ -90,12 +90,12 @@ def test_recursive_and_a_damaged_record(s3: Store, run: str) -> None:
     fs.pipe_file(f"{other}/best.ckpt", b"x")
     fs.pipe_file(f"{other}/best.ckpt.bestlink.json", b"\xff\xfe not UTF-8")
 
-    shown = cli("show", "-r", f"s3://{bucket}", env=s3.env)
+    shown = s3.cli("show", "-r", f"s3://{bucket}")
     assert shown.returncode == 0, shown.stderr
     assert f"s3://{bucket}/deep/other  (1 of 1 alias needs attention)" in shown.stdout
     assert f"{run}  (alias healthy)" in shown.stdout
 
-    verified = cli("verify", "-r", f"s3://{bucket}", env=s3.env)
+    verified = s3.cli("verify", "-r", f"s3://{bucket}")
     assert verified.returncode == 1
     assert f"FAILED  {other}/best.ckpt: unreadable record: " in verified.stdout
     assert "best.ckpt.bestlink.json" in verified.stdout.split(f"FAILED  {other}/best.ckpt")[1]
@@ -122,7 +122,7 @@ def test_credentials_from_fsspec_configuration(s3: Store, run: str) -> None:
 
 def test_not_a_folder(s3: Store, run: str) -> None:
     for command in ("show", "verify", "repair"):
-        result = cli(command, f"{run}/nothing-here", env=s3.env)
+        result = s3.cli(command, f"{run}/nothing-here")
         assert (result.returncode, result.stdout) == (2, ""), command
         assert "is not a directory" in result.stderr
 

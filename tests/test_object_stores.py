@@ -290,5 +290,5 @@ def test_command_line(store: Store, run: str) -> None:
     the environment only, as a user exports them."""
     made = make_run(store.fs(), run, store.options)
     with store.proxy.counting() as seen:
-        check_cli_on(made, store.env, store.fs())
+        check_cli_on(store, made)
     assert {store.ops.head, store.ops.copy} <= set(ops(seen)), "the commands went through the proxy"
