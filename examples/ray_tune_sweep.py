@@ -88,7 +88,8 @@ def main(sweep: str) -> None:
             tuner = tune.Tuner(
                 tune.with_resources(trial, {"cpu": 1}),
                 param_space={"sweep": sweep, "lr": tune.grid_search(list(LRS))},
-                tune_config=tune.TuneConfig(metric="val_loss", mode="min"),
+                # a trial after the first two runs in a worker that has imported torch and Lightning
+                tune_config=tune.TuneConfig(metric="val_loss", mode="min", reuse_actors=True),
                 run_config=tune.RunConfig(storage_path=results_dir, name="bestlink", verbose=0),
             )
             results = tuner.fit()
