@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests._fork import run_forked
 from tests._helpers import KINDS, as_nobody, as_root, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import (
@@ -1021,6 +1022,8 @@ CHILD = textwrap.dedent(
     """
 )
 
+#: what CHILD imports (tests._helpers imports pytest)
+CHILD_IMPORTS = ("pytest", "lightning_bestlink", "lightning_bestlink.latest", "lightning_bestlink._storage._remove")
 KILL_POINTS = ["save:3", "saved:3", "listed:4", "latest:3", "latest:4", "retention:4", "deleted:2", "removing:2"]
 
 
@@ -1037,8 +1040,9 @@ def test_latest_alias_and_retention_across_a_kill_and_a_resume(
     run.mkdir()
 
     def child(kill: str) -> subprocess.CompletedProcess[str]:
-        args = [sys.executable, str(script), str(run), kind, target, kill, str(len(SCORES))]
-        return subprocess.run(args, capture_output=True, text=True, timeout=120)
+        # a process of its own, forked from a parent that has imported what the script imports
+        args = [str(script), str(run), kind, target, kill, str(len(SCORES))]
+        return run_forked(args, preload=CHILD_IMPORTS, timeout=120)
 
     first = child(kill_at)
     assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
