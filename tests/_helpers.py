@@ -8,6 +8,7 @@ checkpoint holds a few such shards with the same fill byte.
 from __future__ import annotations
 
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -73,6 +74,13 @@ def leftovers(directory: str | os.PathLike[str]) -> list[str]:
     return sorted(name for name in os.listdir(directory) if TMP_MARK in name)
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def run_script(name: str, tmp_path: Path, *args: str, ranks: int = 2) -> None:
     """Run ``tests/scripts/<name>`` (a multi-process Lightning run) in ``tmp_path``; every rank must exit 0.
 
@@ -83,14 +91,10 @@ def run_script(name: str, tmp_path: Path, *args: str, ranks: int = 2) -> None:
     spares two imports of Lightning per run.
     """
     import concurrent.futures
-    import socket
 
     from tests._fork import lightning, run_forked
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     env["NODE_RANK"] = "0"
     argv = [SCRIPTS / name, str(tmp_path), *args]
     with concurrent.futures.ThreadPoolExecutor(ranks) as pool:

@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+from tests._helpers import free_port
 
 HOST = "127.0.0.1"
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
@@ -401,12 +402,6 @@ def fail(op: str, status: int | str, times: int | None = None) -> Fault:
 
 
 # --- the servers ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 class MotoS3:
