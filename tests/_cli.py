@@ -38,9 +38,19 @@ def environ(env: Mapping[str, str | None] | None) -> dict[str, str] | None:
 
 
 def cli(
-    *args: str | Path, cwd: Path | None = None, env: Mapping[str, str | None] | None = None, timeout: float = 120
+    *args: str | Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str | None] | None = None,
+    timeout: float = 120,
+    preload: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """``lightning-bestlink ARGS`` in a subprocess; a hang fails the test at ``timeout``."""
+    """``lightning-bestlink ARGS`` in a subprocess; a hang fails the test at ``timeout``. ``preload``:
+    forked from a parent that has imported those modules (tests/_fork.py), not a fresh interpreter."""
+    if preload:
+        from tests._fork import run_forked
+
+        argv = ["-m", "lightning_bestlink", *map(str, args)]
+        return run_forked(argv, preload=preload, cwd=cwd, env=environ(env), timeout=timeout)
     return subprocess.run(
         [sys.executable, "-m", "lightning_bestlink", *map(str, args)],
         capture_output=True,

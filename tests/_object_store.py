@@ -668,17 +668,14 @@ class Store:
     def cli(
         self, *args: str | Path, env: dict[str, str | None] | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        """``lightning-bestlink ARGS`` in a subprocess whose environment names this store (``env``,
-        by default :attr:`env`), as :func:`tests._cli.cli` runs it, but forked from a parent that has
-        imported the command and this store's client (tests/_fork.py): importing botocore, gcsfs or
-        the Azure SDK is most of what a fresh run of the command costs."""
-        from tests._cli import environ
-        from tests._fork import run_forked
+        """``lightning-bestlink ARGS`` (:func:`tests._cli.cli`) in a subprocess whose environment names
+        this store (``env``, by default :attr:`env`), forked from a parent that has imported the command
+        and this store's client: importing botocore, gcsfs or the Azure SDK is most of what a fresh run
+        of the command costs."""
+        from tests._cli import cli
 
         preload = ("lightning_bestlink", "lightning_bestlink.cli", CLIENTS[self.kind])
-        argv = ["-m", "lightning_bestlink", *map(str, args)]
-        merged = environ(self.env if env is None else env)
-        return run_forked(argv, preload=preload, env=merged, timeout=timeout)
+        return cli(*args, env=self.env if env is None else env, timeout=timeout, preload=preload)
 
     def bucket(self) -> str:
         """``<scheme>://<a new bucket>``."""
