@@ -85,15 +85,27 @@ def record_path(link_path: str) -> str:
     return link_path + SUFFIX
 
 
+_encoder: Any = None  # the JSON encoder of records, made on first use
+
+
 def encode(record: dict[str, Any]) -> str:
     """JSON text of ``record``; infinities become strings so the file stays strict JSON."""
-    import json  # on first use: the import of the package stays light
+    return _json(record) + "\n"
 
-    # one line: json.dumps with indent= falls back to the pure-Python encoder, several times slower
+
+def _json(value: Any) -> str:
+    """``value`` as one line of strict JSON, as records hold it."""
+    global _encoder
+    if _encoder is None:
+        import json  # on first use: the import of the package stays light
+
+        # one line: an encoder with indent= falls back to the pure-Python encoder, several times
+        # slower; made once, as json.dumps makes one at every call given any option
+        _encoder = json.JSONEncoder(separators=(", ", ": "), allow_nan=False)
     try:  # the common case (finite numbers only) in one pass of the C encoder
-        return json.dumps(record, separators=(", ", ": "), allow_nan=False) + "\n"
-    except ValueError:
-        return json.dumps(plain(record), separators=(", ", ": "), allow_nan=False) + "\n"
+        return _encoder.encode(value)  # type: ignore[no-any-return]
+    except ValueError:  # also a cycle, which plain() then reports as one
+        return _encoder.encode(plain(value))  # type: ignore[no-any-return]
 
 
 def plain(value: Any, max_depth: int | None = None, depth: int = 0) -> Any:
@@ -257,10 +269,16 @@ def _iso(unix_time: float) -> str:
     >>> _iso(1_700_000_000.5)
     '2023-11-14T22:13:20.500000+00:00'
     """
-    import time
-
+    global _second
     seconds, micros = divmod(round(unix_time * 1e6), 1_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}+00:00"
+    if _second[0] != seconds:  # updates in the same second share the formatting of its date and time
+        import time
+
+        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{_second[1]}.{micros:06d}+00:00"
+
+
+_second: tuple[int, str] = (-1, "")  # the last second _iso formatted, and how
 
 
 def check_extra(extra: Any) -> dict[str, Any]:
@@ -269,13 +287,8 @@ def check_extra(extra: Any) -> dict[str, Any]:
         return {}
     if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
         raise TypeError(f"extra must be a dict with str keys, got {type(extra).__name__} {extra!r:.200}")
-    import json
-
     try:
-        try:  # as encode() writes it: the C encoder in one pass, plain() only for a non-finite float
-            size = len(json.dumps(extra, allow_nan=False))
-        except ValueError:  # also a cycle, which plain() then reports as one
-            size = len(json.dumps(plain(extra), allow_nan=False))
+        size = len(_json(extra))  # as encode() writes it
     except RecursionError:
         raise TypeError("extra must hold plain JSON values, got a structure nested too deeply (or a cycle)") from None
     except (TypeError, ValueError) as err:
