@@ -13,6 +13,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from typing import Any
 
 import lightning_bestlink._storage._syscalls as _syscalls
 from lightning_bestlink._errors import AliasConflictError, RecordError
@@ -52,8 +53,24 @@ _serial = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 def tmp_name(path: str, tag: str) -> str:
     """A hidden sibling of ``path`` that :meth:`LocalStorage.cleanup` recognises."""
-    head, base = os.path.split(path)
-    return os.path.join(head, f".{base}{TMP_MARK}{tag}-{os.getpid()}-{next(_serial) & 0xFFFFFFFF:08x}")
+    head, sep, base = path.rpartition("/")  # POSIX paths: what os.path.split and join do, in one step
+    return f"{head}{sep}.{base}{TMP_MARK}{tag}-{pid()}-{next(_serial) & 0xFFFFFFFF:08x}"
+
+
+_pid = os.getpid()
+
+
+def pid() -> int:
+    """The id of the running process, without a system call each time (set again in a forked child)."""
+    return _pid
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def remove_tree_or_file(path: str) -> None:
@@ -328,6 +345,9 @@ def open_lock_file(path: str) -> int:
     return fd
 
 
+_filelock: Any = None  # the filelock module, imported by the first lock taken
+
+
 class DescriptorLock:
     """An exclusive lock on a lock file, held open: each acquisition is one ``flock`` call.
 
@@ -345,30 +365,33 @@ class DescriptorLock:
         self._pid = 0
 
     def _descriptor(self) -> int:
-        if self._fd is None or self._pid != os.getpid():
+        if self._fd is None or self._pid != _pid:
             self._fd = open_lock_file(self.path)
-            self._pid = os.getpid()
+            self._pid = _pid
             import weakref
 
             weakref.finalize(self, os.close, self._fd)
         return self._fd
 
     def __enter__(self) -> DescriptorLock:
-        from filelock import lock_descriptor  # only once an alias is written
+        global _filelock
+        if _filelock is None:
+            import filelock  # only once an alias is written
 
+            _filelock = filelock
         fd = self._descriptor()
+        if _filelock.lock_descriptor(fd, blocking=False):
+            return self
         deadline = time.monotonic() + self.timeout
-        while not lock_descriptor(fd, blocking=False):
+        while not _filelock.lock_descriptor(fd, blocking=False):
             if time.monotonic() >= deadline:
                 raise TimeoutError(errno.ETIMEDOUT, f"the lock {self.path!r} is held by another process")
             time.sleep(self._POLL)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from filelock import unlock_descriptor
-
-        assert self._fd is not None
-        unlock_descriptor(self._fd)
+        assert self._fd is not None and _filelock is not None
+        _filelock.unlock_descriptor(self._fd)
 
     def __getstate__(self) -> dict[str, object]:
         return {"path": self.path, "timeout": self.timeout, "_fd": None, "_pid": 0}

@@ -43,11 +43,11 @@ def _renameat2_call(a: str, b: str, flags: int, dir_fd: int | None = None) -> bo
         _renameat2 = _load_renameat2()
     if _renameat2 is None:
         return False
-    import ctypes
-
     fd = _AT_FDCWD if dir_fd is None else dir_fd  # dir_fd: both names are relative to that folder
     if _renameat2(fd, os.fsencode(a), fd, os.fsencode(b), flags) == 0:
         return True
+    import ctypes
+
     err = ctypes.get_errno()
     if err in _UNSUPPORTED:
         return False
