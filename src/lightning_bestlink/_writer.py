@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
 from lightning_bestlink import _record
@@ -86,41 +85,25 @@ class AliasWriter:
         self._last_text = ""  # ... and its text: read back unchanged, it needs no decoding
         self._warned: set[str] = set()  # the other writers already named in a warning
 
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold the alias's lock: no other writer of this alias runs meanwhile."""
-        lock = self.storage.lock(self.link_path, self.lock_timeout)
-        try:
-            lock.__enter__()
-        except TimeoutError as err:
-            raise AliasBusyError(
-                f"another process has held the lock of {self.link_path!r} for more than {self.lock_timeout} s; "
-                f"nothing was changed. Raise lock_timeout if its updates are slow (large copies), or look for a "
-                f"hung writer"
-            ) from err
-        except BestLinkError:
-            raise
-        except OSError as err:
-            raise AliasWriteError.from_os_error(err, f"locking {self.link_path!r}") from err
-        try:
-            yield
-        finally:
-            lock.__exit__(None, None, None)
+    def exclusive(self) -> _Exclusive:
+        """Hold the alias's lock (``with writer.exclusive():``): no other writer of this alias runs meanwhile."""
+        return _Exclusive(self.storage.lock(self.link_path, self.lock_timeout), self)
 
     def look_record(self) -> Look:
-        """What the linker decides from: here, the whole look (a local look is a few system calls)."""
-        return self.look()
+        """What the linker decides from: here, the whole look (a local look is a few system calls),
+        without reading where a symlink alias points (deciding and publishing need its kind and key)."""
+        return self.look(resolve=False)
 
-    def look(self) -> Look:
+    def look(self, *, resolve: bool = True) -> Look:
         """The record and what is at the alias path, read under the lock (after removing what a
-        killed writer left). Writes nothing but that cleanup."""
+        killed writer left). Writes nothing but that cleanup. ``resolve``: as :meth:`Storage.inspect`."""
         storage, alias = self.storage, self.link_path
         try:
             if self.shared or not self._cleaned:
                 storage.cleanup(alias, self.record_path)
                 self._cleaned = True
             text = storage.read_text(self.record_path, _record.LIMIT)
-            state = storage.inspect(alias)
+            state = storage.inspect(alias, resolve=resolve)
         except BestLinkError:
             raise
         except OSError as err:
@@ -270,6 +253,35 @@ class AliasWriter:
                 self.storage.write_text(self.record_path, old_text, durable=self.durable)
         except OSError:
             pass  # the original error is the one to report; a stale record is repaired later
+
+
+class _Exclusive:
+    """The alias's lock, held for one ``with`` block; failing to take it raises this library's errors.
+
+    A class, not a ``contextlib.contextmanager`` generator: it is entered at every update."""
+
+    __slots__ = ("lock", "writer")
+
+    def __init__(self, lock: AbstractContextManager[Any], writer: AliasWriter) -> None:
+        self.lock, self.writer = lock, writer
+
+    def __enter__(self) -> None:
+        alias, timeout = self.writer.link_path, self.writer.lock_timeout
+        try:
+            self.lock.__enter__()
+        except TimeoutError as err:
+            raise AliasBusyError(
+                f"another process has held the lock of {alias!r} for more than {timeout} s; "
+                f"nothing was changed. Raise lock_timeout if its updates are slow (large copies), or look for a "
+                f"hung writer"
+            ) from err
+        except BestLinkError:
+            raise
+        except OSError as err:
+            raise AliasWriteError.from_os_error(err, f"locking {alias!r}") from err
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.__exit__(None, None, None)
 
 
 def _host() -> str:

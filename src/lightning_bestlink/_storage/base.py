@@ -136,8 +136,9 @@ class Storage(ABC):
         return resolved, kind, None if kind is None else self.identity(resolved)
 
     @abstractmethod
-    def inspect(self, alias: str) -> AliasState:
-        """Describe what sits at ``alias`` without following it."""
+    def inspect(self, alias: str, *, resolve: bool = True) -> AliasState:
+        """Describe what sits at ``alias`` without following it. ``resolve``: also say where a symlink
+        points (``points_to``); an update, which needs only its kind and key, spares that read."""
 
     @abstractmethod
     def identity(self, path: str) -> Ident:

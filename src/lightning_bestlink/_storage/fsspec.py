@@ -135,7 +135,7 @@ class FsspecStorage(Storage):
             return None
         return "dir" if info.get("type") == "directory" else "file"
 
-    def inspect(self, alias: str) -> AliasState:
+    def inspect(self, alias: str, *, resolve: bool = True) -> AliasState:
         info = self._described(alias)
         if info is None:
             return AliasState("missing")

@@ -139,12 +139,14 @@ class LocalStorage(Storage):
             return path, None, None
         return path, _type_of(st), ident_of(st)
 
-    def inspect(self, alias: str) -> AliasState:
+    def inspect(self, alias: str, *, resolve: bool = True) -> AliasState:
         try:
             st = os.lstat(alias)
         except (FileNotFoundError, NotADirectoryError):
             return AliasState("missing")
         if stat.S_ISLNK(st.st_mode):
+            if not resolve:
+                return AliasState("symlink", key=key_of(st))
             raw = os.readlink(alias)
             points_to = os.path.normpath(os.path.join(os.path.dirname(alias), raw))
             return AliasState("symlink", points_to=points_to, key=key_of(st))
