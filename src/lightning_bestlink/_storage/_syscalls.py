@@ -21,6 +21,8 @@ _AT_FDCWD = -100
 _UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP)
 
 _renameat2: Any = False  # False: not looked up yet; None: not available
+# what os.fsencode does, as one method call (it is a Python function, called twice per alias update)
+_FS_ENCODING = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
 
 
 def _load_renameat2() -> Any:
@@ -44,7 +46,7 @@ def _renameat2_call(a: str, b: str, flags: int, dir_fd: int | None = None) -> bo
     if _renameat2 is None:
         return False
     fd = _AT_FDCWD if dir_fd is None else dir_fd  # dir_fd: both names are relative to that folder
-    if _renameat2(fd, os.fsencode(a), fd, os.fsencode(b), flags) == 0:
+    if _renameat2(fd, a.encode(*_FS_ENCODING), fd, b.encode(*_FS_ENCODING), flags) == 0:
         return True
     import ctypes
 

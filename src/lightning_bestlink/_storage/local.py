@@ -90,7 +90,9 @@ class LocalStorage(Storage):
             if text.startswith(scheme):
                 text = text[len(scheme) :]
                 break
-        head, base = os.path.split(os.path.abspath(os.path.expanduser(text)))
+        if text.startswith("~"):
+            text = os.path.expanduser(text)
+        head, base = os.path.split(os.path.abspath(text))
         real = self._real.get(head)
         if real is None:
             real = self._real[head] = os.path.realpath(head)
