@@ -328,6 +328,43 @@ def test_non_improving_update_does_no_file_io(tmp_path: Path, monkeypatch: pytes
     assert fill_of(linker.link_path) == 1
 
 
+def test_an_improving_symlink_update_makes_only_the_system_calls_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an update costs is mostly its system calls: each one here has a reason (the two renameat2
+    swaps, of the record and of the alias, go through ctypes and are not in this list)."""
+    from lightning_bestlink._storage import _syscalls
+
+    a, b = write_ckpt(tmp_path / "a", 1), write_ckpt(tmp_path / "b", 2)
+    linker = BestLinker(tmp_path / "best", mode="min", link="symlink")
+    assert linker.update(0.5, a)
+    calls: list[str] = []
+
+    def counted(name: str, call: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return call(*args, **kwargs)
+
+        return run
+
+    with monkeypatch.context() as m:
+        for name in ("lstat", "stat", "readlink", "getpid", "symlink", "open", "write", "fstat", "close", "unlink"):
+            m.setattr(os, name, counted(name, getattr(os, name)))
+        m.setattr(_syscalls, "exchange", counted("exchange", _syscalls.exchange))
+        assert linker.update(0.4, b)
+    assert calls == [
+        "lstat",  # the checkpoint: there, and a file or a folder
+        "stat",  # the record: still the one this writer wrote (or read again)
+        "lstat",  # the alias: what is there, to publish only over that
+        "symlink",  # the new alias, under a temporary name
+        "getpid",  # who writes, named in the record
+        *("open", "write", "fstat", "close"),  # the new record, under a temporary name; its identity
+        *("exchange", "unlink"),  # the record swapped in, the old one removed
+        *("exchange", "lstat", "unlink"),  # the alias swapped in, the old one checked and removed
+    ]
+    assert os.readlink(linker.link_path) == "b"
+
+
 def test_path_must_exist(tmp_path: Path) -> None:
     linker = BestLinker(tmp_path / "best")
     with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
