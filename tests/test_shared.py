@@ -157,6 +157,29 @@ def test_the_lock_that_cannot_be_taken_is_a_clear_error(tmp_path: Path) -> None:
     assert linker.update(0.5, a)
 
 
+@posix_only
+def test_a_forked_child_takes_the_lock_for_itself(tmp_path: Path) -> None:
+    """A lock file opened before a fork would be shared with the child (flock locks belong to the open
+    file, not the process): the child must open its own, and wait for the parent like any other writer."""
+    a, b = write_ckpt(tmp_path / "a", 1), write_ckpt(tmp_path / "b", 2)
+    linker = BestLinker(tmp_path / "best", lock_timeout=0.3)
+    assert linker.update(0.5, a)  # the lock file is open in this process now
+    with linker.storage.lock(linker.link_path, 0.3):
+        child = os.fork()
+        if child == 0:  # the child: its update must find the parent's lock held
+            try:
+                linker.update(0.4, b)
+            except AliasBusyError:
+                os._exit(0)
+            except BaseException:
+                os._exit(2)
+            os._exit(1)
+        _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child updated the alias under its parent's lock"
+    assert fill_of(linker.link_path) == 1
+    assert linker.update(0.4, b)  # the parent's own lock still works
+
+
 HOLDER = textwrap.dedent(
     """
     import sys, time
