@@ -354,6 +354,7 @@ def test_an_improving_symlink_update_makes_only_the_system_calls_it_needs(
         assert linker.update(0.4, b)
     assert calls == [
         "lstat",  # the checkpoint: there, and a file or a folder
+        "getpid",  # the lock: a process forked since opens a lock file of its own
         "stat",  # the record: still the one this writer wrote (or read again)
         "lstat",  # the alias: what is there, to publish only over that
         "symlink",  # the new alias, under a temporary name

@@ -157,15 +157,23 @@ def test_the_lock_that_cannot_be_taken_is_a_clear_error(tmp_path: Path) -> None:
     assert linker.update(0.5, a)
 
 
+def _libc_fork() -> int:
+    """fork(2) from C: Python's fork hooks (os.register_at_fork) do not run in the child."""
+    import ctypes
+
+    return int(ctypes.CDLL(None, use_errno=True).fork())
+
+
 @posix_only
-def test_a_forked_child_takes_the_lock_for_itself(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fork", [os.fork, _libc_fork], ids=["os.fork", "fork from C"])
+def test_a_forked_child_takes_the_lock_for_itself(tmp_path: Path, fork: Any) -> None:
     """A lock file opened before a fork would be shared with the child (flock locks belong to the open
     file, not the process): the child must open its own, and wait for the parent like any other writer."""
     a, b = write_ckpt(tmp_path / "a", 1), write_ckpt(tmp_path / "b", 2)
     linker = BestLinker(tmp_path / "best", lock_timeout=0.3)
     assert linker.update(0.5, a)  # the lock file is open in this process now
     with linker.storage.lock(linker.link_path, 0.3):
-        child = os.fork()
+        child = fork()
         if child == 0:  # the child: its update must find the parent's lock held
             try:
                 linker.update(0.4, b)

@@ -61,7 +61,9 @@ _pid = os.getpid()
 
 
 def pid() -> int:
-    """The id of the running process, without a system call each time (set again in a forked child)."""
+    """The id of the running process, without a system call each time: set again in a child that
+    Python forks, kept from the parent in one forked from C, which only names temporary files with
+    it (each written under its alias's lock, so two processes never stage at the same time)."""
     return _pid
 
 
@@ -365,9 +367,11 @@ class DescriptorLock:
         self._pid = 0
 
     def _descriptor(self) -> int:
-        if self._fd is None or self._pid != _pid:
+        # os.getpid(), not the cached pid(): a fork made outside Python (C code) runs no fork hooks,
+        # and a child sharing its parent's open lock file would share its lock
+        if self._fd is None or self._pid != os.getpid():
             self._fd = open_lock_file(self.path)
-            self._pid = _pid
+            self._pid = os.getpid()
             import weakref
 
             weakref.finalize(self, os.close, self._fd)
