@@ -271,14 +271,15 @@ def _iso(unix_time: float) -> str:
     """
     global _second
     seconds, micros = divmod(round(unix_time * 1e6), 1_000_000)
-    if _second[0] != seconds:  # updates in the same second share the formatting of its date and time
+    last = _second  # read once: another thread may replace it meanwhile
+    if last is None or last[0] != seconds:  # updates in the same second share the formatting of its date
         import time
 
-        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
-    return f"{_second[1]}.{micros:06d}+00:00"
+        last = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{last[1]}.{micros:06d}+00:00"
 
 
-_second: tuple[int, str] = (-1, "")  # the last second _iso formatted, and how
+_second: tuple[int, str] | None = None  # the last second _iso formatted, and how
 
 
 def check_extra(extra: Any) -> dict[str, Any]:
