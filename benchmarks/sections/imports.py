@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import subprocess
@@ -25,13 +26,21 @@ FULL = Settings(reps=9)
 SMOKE = Settings(reps=1)
 
 
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter that may write bytecode: pip compiles an installed package's, so a run in an
+    environment with PYTHONDONTWRITEBYTECODE set would time compiling the package from source instead."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+
+
 def _core_stdlib_deps() -> list[str]:
     code = (
         "import sys; b = set(sys.modules); import lightning_bestlink; "
         "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - b} - {'lightning_bestlink'})))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return out.split()
+    proc = _python("-c", code)
+    proc.check_returncode()
+    return proc.stdout.split()
 
 
 def _time_import(stmt: str) -> tuple[float, bool]:
@@ -43,14 +52,14 @@ def _time_import(stmt: str) -> tuple[float, bool]:
         "heavy = any(m in sys.modules for m in ('torch', 'lightning', 'pytorch_lightning', 'numpy', 'fsspec'))\n"
         "print(t1 - t0, heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    proc = _python("-c", code)
+    proc.check_returncode()
+    out = proc.stdout.split()
     return float(out[0]) * 1e9, out[1] == "True"
 
 
 def _importtime_top(module: str, top: int = 6) -> list[tuple[str, int]]:
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", f"import {module}"], capture_output=True, text=True
-    )
+    proc = _python("-X", "importtime", "-c", f"import {module}")
     rows = []
     for line in proc.stderr.splitlines():
         parts = line.split("|")
