@@ -90,9 +90,7 @@ class LocalStorage(Storage):
             if text.startswith(scheme):
                 text = text[len(scheme) :]
                 break
-        if text.startswith("~"):
-            text = os.path.expanduser(text)
-        head, base = os.path.split(os.path.abspath(text))
+        head, base = os.path.split(os.path.abspath(os.path.expanduser(text)))
         real = self._real.get(head)
         if real is None:
             real = self._real[head] = os.path.realpath(head)
