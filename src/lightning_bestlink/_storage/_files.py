@@ -384,8 +384,6 @@ class DescriptorLock:
 
             _filelock = filelock
         fd = self._descriptor()
-        if _filelock.lock_descriptor(fd, blocking=False):
-            return self
         deadline = time.monotonic() + self.timeout
         while not _filelock.lock_descriptor(fd, blocking=False):
             if time.monotonic() >= deadline:
