@@ -26,11 +26,11 @@ FULL = Settings(reps=9)
 SMOKE = Settings(reps=1)
 
 
-def _python(*args: str) -> subprocess.CompletedProcess[str]:
+def _python(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """A fresh interpreter that may write bytecode: pip compiles an installed package's, so a run in an
     environment with PYTHONDONTWRITEBYTECODE set would time compiling the package from source instead."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, check=check)
 
 
 def _core_stdlib_deps() -> list[str]:
@@ -38,9 +38,7 @@ def _core_stdlib_deps() -> list[str]:
         "import sys; b = set(sys.modules); import lightning_bestlink; "
         "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - b} - {'lightning_bestlink'})))"
     )
-    proc = _python("-c", code)
-    proc.check_returncode()
-    return proc.stdout.split()
+    return _python("-c", code).stdout.split()
 
 
 def _time_import(stmt: str) -> tuple[float, bool]:
@@ -52,14 +50,12 @@ def _time_import(stmt: str) -> tuple[float, bool]:
         "heavy = any(m in sys.modules for m in ('torch', 'lightning', 'pytorch_lightning', 'numpy', 'fsspec'))\n"
         "print(t1 - t0, heavy)\n"
     )
-    proc = _python("-c", code)
-    proc.check_returncode()
-    out = proc.stdout.split()
+    out = _python("-c", code).stdout.split()
     return float(out[0]) * 1e9, out[1] == "True"
 
 
 def _importtime_top(module: str, top: int = 6) -> list[tuple[str, int]]:
-    proc = _python("-X", "importtime", "-c", f"import {module}")
+    proc = _python("-X", "importtime", "-c", f"import {module}", check=False)
     rows = []
     for line in proc.stderr.splitlines():
         parts = line.split("|")
