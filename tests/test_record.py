@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tests._helpers import write_ckpt
 
 from lightning_bestlink import AliasConflictError, BestLinker, _record, read_record
@@ -92,6 +94,23 @@ def test_check_extra_accepts_json() -> None:
     extra = {"monitor": "val/loss", "epoch": 3, "nested": {"a": [1, 2.5, None, True]}, "inf": math.inf}
     assert _record.check_extra(extra) == extra
     assert _record.check_extra(None) == {}
+
+
+@given(
+    st.dictionaries(
+        st.text(), st.one_of(st.text(), st.integers(), st.floats(), st.booleans(), st.none(), st.just(2**4000))
+    )
+)
+def test_a_flat_extra_is_measured_by_a_bound_never_below_its_size(extra: dict[str, Any]) -> None:
+    """check_extra does not encode an extra of plain scalars: it bounds its size instead."""
+    assert len(_record._json(extra)) <= _record._flat_size_bound(extra)
+
+
+@pytest.mark.parametrize("char", ["x", "\U0001f600"])  # 1 and 12 bytes of JSON
+def test_an_extra_too_large_for_a_record_is_refused(char: str) -> None:
+    extra = {"a": char * (_record.EXTRA_LIMIT // (len(_record._json(char)) - 2) + 1)}  # without the quotes
+    with pytest.raises(ValueError, match=r"extra must encode to at most 262144 bytes of JSON, got \d+; keep it small"):
+        _record.check_extra(extra)
 
 
 def test_record_follows_each_update(tmp_path: Path) -> None:

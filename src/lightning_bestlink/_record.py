@@ -286,6 +286,8 @@ def check_extra(extra: Any) -> dict[str, Any]:
     """``extra`` must be a mapping of str keys to JSON values, small enough for a record."""
     if extra is None:
         return {}
+    if type(extra) is dict and _flat_size_bound(extra) <= EXTRA_LIMIT:  # the usual extra: no need to encode it
+        return dict(extra)
     if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
         raise TypeError(f"extra must be a dict with str keys, got {type(extra).__name__} {extra!r:.200}")
     try:
@@ -300,6 +302,28 @@ def check_extra(extra: Any) -> dict[str, Any]:
     if size > EXTRA_LIMIT:
         raise ValueError(f"extra must encode to at most {EXTRA_LIMIT} bytes of JSON, got {size}; keep it small")
     return dict(extra)
+
+
+def _flat_size_bound(extra: dict[Any, Any]) -> float:
+    """At least the size of ``extra``'s JSON when its keys are str and its values plain scalars, else
+    infinite. A character takes at most 12 bytes of JSON (an escaped surrogate pair); an int has fewer
+    decimal digits than a third of its bits, plus one (ints too long for ``int`` to print are left to
+    the encoder); a float or bool at most 24 characters."""
+    size = 2
+    for key, value in extra.items():
+        kind = type(value)
+        if type(key) is not str:
+            return math.inf
+        if kind is str:
+            size += 12 * len(value) + 2
+        elif kind is int and value.bit_length() < 4096:
+            size += value.bit_length() // 3 + 2
+        elif kind is float or kind is bool or value is None:
+            size += 24
+        else:
+            return math.inf
+        size += 12 * len(key) + 6  # quotes, ": " and ", "
+    return size
 
 
 def beaten_by(value: float | None, record: dict[str, Any], mode: str, ties: str, path: str) -> bool:

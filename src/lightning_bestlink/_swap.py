@@ -31,7 +31,7 @@ from lightning_bestlink._health import not_owned_detail, owned
 from lightning_bestlink._storage import AliasState, Staged
 from lightning_bestlink._storage.base import LostRace, record_stamp
 from lightning_bestlink._targets import Checked
-from lightning_bestlink._writer import AliasWriter, Look
+from lightning_bestlink._writer import AliasWriter, Look, pointing
 
 _log = logging.getLogger("lightning_bestlink")
 
@@ -89,13 +89,13 @@ class SwapWriter(AliasWriter):
         """Record the checkpoint ``checked`` as the best if the record is still as ``seen``, then copy it and
         converge. Raises :class:`LostRace` (nothing written) when another writer wrote it first.
         """
-        storage, alias, target = self.storage, self.link_path, checked.path
-        action = f"pointing {alias!r} at {target!r}"
+        storage, alias = self.storage, self.link_path
+        action = pointing(alias, checked)
         try:
             state = storage.inspect(alias)
         except OSError as err:
             raise AliasWriteError.from_os_error(err, action) from err
-        staged, new = self._stage(state, seen, value, checked, mode, extra, repair, action)
+        staged, new = self._stage(state, seen, value, checked, mode, extra, repair)
         text = _record.encode(new)
         self.pending = None
         try:

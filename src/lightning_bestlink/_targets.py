@@ -52,7 +52,7 @@ def check_target(
         if err.errno == errno.ELOOP:
             raise ValueError(f"path {text!r} is a loop of symbolic links; pass the checkpoint itself") from None
         raise AliasWriteError.from_os_error(err, f"looking at path {text!r}") from err
-    what = bookkeeping(text) or bookkeeping(target)
+    what = bookkeeping(text) or (bookkeeping(target) if target != text else None)
     if what is not None:
         raise ValueError(
             f"path {text!r} is {what} ({os.path.basename(target)!r}), not a checkpoint; pass the checkpoint "

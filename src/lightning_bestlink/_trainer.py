@@ -34,7 +34,7 @@ from lightning_bestlink._trainer_api import (
     lightning_class,
     with_signature,
 )
-from lightning_bestlink._trainer_async import Alone, Background, is_async, is_link, on_every_rank, worker
+from lightning_bestlink._trainer_async import Alone, Background, is_link, on_every_rank, worker
 from lightning_bestlink._trainer_log import BestLog, metric_name, said
 from lightning_bestlink._trainer_resume import describe, restore_alias, restored_best, taken_over_key
 from lightning_bestlink.linker import BestLinker
@@ -231,7 +231,7 @@ class BestLinkMixin(_Base):
     def _link_best(self, trainer: Any, saved: str, background: bool = True) -> None:
         linker = self._best_linker
         best = self.best_model_path
-        if trainer.is_global_zero and self._background.retry:
+        if self._background.retry and trainer.is_global_zero:
             self._background.retry, self._linked_best_path = False, ""  # a queued move found no file
         # also when the best file itself was just rewritten (a fixed filename with
         # enable_version_counter=False): a copy or hard link would otherwise keep the old bytes
@@ -243,9 +243,9 @@ class BestLinkMixin(_Base):
                 return  # never record a score that was not measured
             score = to_score(self.best_model_score)
         self._linked_best_path = best
-        where = f"Epoch {int(trainer.current_epoch)}, global step {int(trainer.global_step)}: "
+        where = f"Epoch {int(trainer.current_epoch)}, global step {int(trainer.global_step)}: " if self.verbose else ""
         move = partial(self._move, linker, score, best, saved, self._best_saved)
-        if background and is_async(trainer.strategy.checkpoint_io, self.ASYNC_CHECKPOINT_IO):
+        if background and self._background.queues(trainer.strategy.checkpoint_io, self.ASYNC_CHECKPOINT_IO):
             # only rank zero writes, so only rank zero moves the alias, behind the write
             if trainer.is_global_zero:
                 executor = worker(trainer.strategy.checkpoint_io)

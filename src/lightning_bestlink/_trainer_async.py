@@ -100,12 +100,21 @@ class Background:
         self._held: dict[str, Callable[[], None]] = {}  # file -> how Lightning removes it
         self._failures: list[str] = []
         self.retry = False  # a queued move found no file: the next save on the main thread tries again
+        self._io: tuple[Any, bool] | None = None  # the checkpoint IO last asked about, and the answer
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # per process and per run: a copy starts empty
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__()  # type: ignore[misc]
+
+    def queues(self, checkpoint_io: Any, kinds: tuple[type, ...]) -> bool:
+        """Whether moves queue behind ``checkpoint_io``'s writes (:func:`is_async`): asked at every
+        move, answered once per checkpoint IO."""
+        known = self._io
+        if known is None or known[0] is not checkpoint_io:
+            known = self._io = (checkpoint_io, is_async(checkpoint_io, kinds))
+        return known[1]
 
     @property
     def pending(self) -> bool:

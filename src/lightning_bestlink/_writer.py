@@ -129,12 +129,11 @@ class AliasWriter:
         Call it inside :meth:`exclusive`, after :meth:`look`. ``repair``: the record says so
         (a repair rebuilds an alias; it is no other writer's decision).
         """
-        storage, alias, target = self.storage, self.link_path, checked.path
-        action = f"pointing {alias!r} at {target!r}"
+        storage, alias = self.storage, self.link_path
         assert seen.state is not None  # a local look always looks at the alias
         if not (self.shared or repair):
             self._note_other_writer(seen.record)
-        staged, new = self._stage(seen.state, seen, value, checked, mode, extra, repair, action)
+        staged, new = self._stage(seen.state, seen, value, checked, mode, extra, repair)
         try:
             # the record goes first: it names the staged alias, so a run killed between the
             # two renames still recognises whichever alias it finds as its own
@@ -155,7 +154,7 @@ class AliasWriter:
             ) from err
         except OSError as err:
             storage.abort(staged)
-            raise AliasWriteError.from_os_error(err, action) from err
+            raise AliasWriteError.from_os_error(err, pointing(alias, checked)) from err
         except BaseException:
             storage.abort(staged)
             raise
@@ -187,7 +186,6 @@ class AliasWriter:
         mode: str,
         extra: dict[str, Any],
         repair: bool,
-        action: str,
     ) -> tuple[Staged, dict[str, Any]]:
         """Check that the alias found (``state``) is this writer's, stage the new alias, and make
         the record that names it (nothing published yet)."""
@@ -201,7 +199,7 @@ class AliasWriter:
             # no longer matches it
             return staged, self._record(staged, state, value, mode, extra, repair, checked.ident)
         except OSError as err:
-            raise AliasWriteError.from_os_error(err, action) from err
+            raise AliasWriteError.from_os_error(err, pointing(self.link_path, checked)) from err
 
     def _record(
         self,
@@ -282,6 +280,11 @@ class _Exclusive:
 
     def __exit__(self, *exc: object) -> None:
         self.lock.__exit__(None, None, None)
+
+
+def pointing(alias: str, checked: Checked) -> str:
+    """What an update was doing, for its error (made only then: an update makes no text it does not write)."""
+    return f"pointing {alias!r} at {checked.path!r}"
 
 
 def _host() -> str:

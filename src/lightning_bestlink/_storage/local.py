@@ -72,6 +72,8 @@ class LocalStorage(Storage):
         self._written: dict[str, tuple[Ident, str]] = {}
         # folders as given -> with symlinks resolved (a relative link must start from the real folder)
         self._real: dict[str, str] = {}
+        # absolute paths as given -> normalised: an update normalises its checkpoint's path twice
+        self._normal: dict[str, str] = {}
         self._locks: dict[str, DescriptorLock] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -86,6 +88,10 @@ class LocalStorage(Storage):
 
     def normalize(self, path: str | os.PathLike[str]) -> str:
         text = os.fspath(path)
+        known = self._normal.get(text)
+        if known is not None:
+            return known
+        given = text
         for scheme in LOCAL_SCHEMES:
             if text.startswith(scheme):
                 text = text[len(scheme) :]
@@ -94,7 +100,12 @@ class LocalStorage(Storage):
         real = self._real.get(head)
         if real is None:
             real = self._real[head] = os.path.realpath(head)
-        return os.path.join(real, base)
+        normal = os.path.join(real, base)
+        if given.startswith("/"):  # relative paths depend on the working folder
+            if len(self._normal) >= 64:  # a few paths in use at a time: a small cache
+                self._normal.clear()
+            self._normal[given] = normal
+        return normal
 
     def resolve_target(self, path: str) -> str:
         # a link to a link would follow the wrong file once the middle link moves
