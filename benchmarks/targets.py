@@ -18,6 +18,7 @@ from sections.alias import DURABLE, FLOOR_JSON, HARDLINK, SYMLINK
 from sections.clone import CLONE, PLAIN
 from sections.imports import CORE, STDLIB
 from sections.noop import FLOAT, TENSOR
+from sections.trainer import FLOOR as TRAINER_FLOOR
 from sections.trainer import LINK_BEST
 
 Results = dict[str, Any]
@@ -90,11 +91,19 @@ def noop_update(res: Results) -> Measured:
 
 
 def trainer_overhead(res: Results) -> Measured:
-    tr = res["trainer"]["rows"][LINK_BEST]
+    rows = res["trainer"]["rows"]
+    tr, floor = rows[LINK_BEST], rows.get(TRAINER_FLOOR)
     overhead = (tr["ratio_median_of_pairs"] - 1.0) * 100
+    same_fit = (
+        ""
+        if floor is None
+        else f"; the floor plus a JSON record in the same fit: {(floor['ratio_median_of_pairs'] - 1) * 100:+.2f}%, "
+        f"its step {floor['link_share'] * 100:.2f}% of the fit"
+    )
     return overhead, (
         f"{overhead:+.2f}% (median of paired ratios; range {(tr['ratio_min'] - 1) * 100:+.1f}% .. "
         f"{(tr['ratio_max'] - 1) * 100:+.1f}%); time inside the alias update {tr['link_share'] * 100:.2f}% of the fit"
+        + same_fit
     )
 
 
