@@ -304,26 +304,20 @@ def check_extra(extra: Any) -> dict[str, Any]:
     return dict(extra)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
+
+
 def _flat_size_bound(extra: dict[Any, Any]) -> float:
     """At least the size of ``extra``'s JSON when its keys are str and its values plain scalars, else
-    infinite. A character takes at most 12 bytes of JSON (an escaped surrogate pair); an int has fewer
-    decimal digits than a third of its bits, plus one (ints too long for ``int`` to print are left to
-    the encoder); a float or bool at most 24 characters."""
-    size = 2
-    for key, value in extra.items():
-        kind = type(value)
-        if type(key) is not str:
-            return math.inf
-        if kind is str:
-            size += 12 * len(value) + 2
-        elif kind is int and value.bit_length() < 4096:
-            size += value.bit_length() // 3 + 2
-        elif kind is float or kind is bool or value is None:
-            size += 24
-        else:
-            return math.inf
-        size += 12 * len(key) + 6  # quotes, ": " and ", "
-    return size
+    infinite: 12 bytes for each character of its ``repr`` (JSON spells one character in at most 12,
+    an escaped surrogate pair; numbers, separators and escapes are no longer in JSON than in repr)."""
+    if not (_SCALARS.issuperset(map(type, extra.values())) and _STR.issuperset(map(type, extra))):
+        return math.inf
+    try:
+        return 12 * len(repr(extra))
+    except ValueError:  # an int too long to print: left to the encoder, which says so
+        return math.inf
 
 
 def beaten_by(value: float | None, record: dict[str, Any], mode: str, ties: str, path: str) -> bool:
