@@ -79,10 +79,12 @@ def test_record_path() -> None:
     ("extra", "match"),
     [
         ([1], "extra must be a dict with str keys"),
+        ([2**20000], "extra must be a dict with str keys, got a list that cannot be shown"),
         ({1: "a"}, "extra must be a dict with str keys"),
         ({"a": {1, 2}}, "extra must hold JSON values"),
         ({"a": b"x"}, "extra must hold JSON values"),
         ({"a": {(1, 2): 3}}, "extra must hold JSON values"),  # a key the record's JSON cannot hold
+        ({"a": [2**20000]}, r"got a dict that cannot be shown: Exceeds the limit \(4300 digits\)"),  # no repr
     ],
 )
 def test_check_extra(extra: Any, match: str) -> None:

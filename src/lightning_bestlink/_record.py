@@ -289,7 +289,7 @@ def check_extra(extra: Any) -> dict[str, Any]:
     if type(extra) is dict and _flat_size_bound(extra) <= EXTRA_LIMIT:  # the usual extra: no need to encode it
         return dict(extra)
     if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
-        raise TypeError(f"extra must be a dict with str keys, got {type(extra).__name__} {extra!r:.200}")
+        raise TypeError(f"extra must be a dict with str keys, got {_shown(extra)}")
     try:
         size = len(_json(extra))  # as encode() writes it
     except RecursionError:
@@ -297,11 +297,20 @@ def check_extra(extra: Any) -> dict[str, Any]:
     except (TypeError, ValueError) as err:
         raise TypeError(
             f"extra must hold JSON values (str, int, float, bool, None, lists, dicts), got "
-            f"{extra!r:.200}: {err}; convert tensors with .item() first"
+            f"{_shown(extra)}: {err}; convert tensors with .item() first"
         ) from err
     if size > EXTRA_LIMIT:
         raise ValueError(f"extra must encode to at most {EXTRA_LIMIT} bytes of JSON, got {size}; keep it small")
     return dict(extra)
+
+
+def _shown(value: Any) -> str:
+    """``value``'s type and the start of its repr, for an error message; its type alone when the repr
+    fails (an int too long to print)."""
+    try:
+        return f"{type(value).__name__} {value!r:.200}"
+    except Exception:
+        return f"a {type(value).__name__} that cannot be shown"
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
