@@ -366,6 +366,20 @@ def test_an_improving_symlink_update_makes_only_the_system_calls_it_needs(
     assert os.readlink(linker.link_path) == "b"
 
 
+def test_a_relative_path_is_read_from_the_working_folder_of_each_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for run in ("x", "y"):
+        write_ckpt(tmp_path / run / "a.ckpt", ord(run))
+    linker = BestLinker(tmp_path / "best", mode="min", link="symlink")
+    monkeypatch.chdir(tmp_path / "x")
+    assert linker.update(1.0, "a.ckpt")
+    monkeypatch.chdir(tmp_path / "y")
+    assert linker.update(0.5, "a.ckpt")
+    assert linker.best_path == str(tmp_path / "y" / "a.ckpt")
+    assert os.readlink(tmp_path / "best") == os.path.join("y", "a.ckpt")
+
+
 def test_path_must_exist(tmp_path: Path) -> None:
     linker = BestLinker(tmp_path / "best")
     with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):

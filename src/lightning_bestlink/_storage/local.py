@@ -99,6 +99,8 @@ class LocalStorage(Storage):
         head, base = os.path.split(os.path.abspath(os.path.expanduser(text)))
         real = self._real.get(head)
         if real is None:
+            if len(self._real) >= 1024:  # folders a process aliases into: few, but bounded all the same
+                self._real.clear()
             real = self._real[head] = os.path.realpath(head)
         normal = os.path.join(real, base)
         if given.startswith("/"):  # relative paths depend on the working folder
