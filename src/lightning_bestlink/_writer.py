@@ -71,6 +71,7 @@ class AliasWriter:
         self.storage = storage
         self.link_path = link_path
         self.record_path = _record.record_path(link_path)
+        self._name = os.path.basename(link_path.rstrip("/"))  # the alias's name, as records hold it
         self.link = link
         self.durable = durable
         self.lock_timeout = lock_timeout
@@ -212,7 +213,7 @@ class AliasWriter:
         target_id: Any,
     ) -> dict[str, Any]:
         return _record.make(
-            alias=os.path.basename(self.link_path.rstrip("/")),
+            alias=self._name,
             target=self.storage.relative(staged.target, self.link_path),
             link=staged.kind,
             mode=mode,

@@ -213,11 +213,20 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
         os.replace(tmp, alias)
 
 
+def folder_of(path: str) -> str:
+    """The folder of a normalised absolute path, as ``os.path.dirname`` gives it, in one step.
+
+    >>> folder_of("/runs/a/best.ckpt"), folder_of("/best.ckpt")
+    ('/runs/a', '/')
+    """
+    return path.rpartition("/")[0] or "/"
+
+
 def relative_to_folder(path: str, folder: str) -> str:
     """``path`` relative to ``folder`` (both absolute and normalised); ``path`` itself when there is
     no relative path (another drive on Windows)."""
-    head, name = os.path.split(path)
-    if head == folder:  # the checkpoint next to the alias: no need for relpath's work
+    head, _, name = path.rpartition("/")
+    if (head or "/") == folder:  # the checkpoint next to the alias: no need for relpath's work
         return name
     try:
         return os.path.relpath(path, folder)
@@ -283,7 +292,7 @@ def read_regular(path: str, limit: int) -> str | None:
 
 def make(kind: LinkKind, target: str, tmp: str, is_dir: bool, *, durable: bool) -> None:
     if kind == "symlink":
-        os.symlink(relative_to_folder(target, os.path.dirname(tmp)), tmp, target_is_directory=is_dir)
+        os.symlink(relative_to_folder(target, folder_of(tmp)), tmp, target_is_directory=is_dir)
     elif kind == "hardlink":
         os.link(target, tmp, follow_symlinks=False)
     else:

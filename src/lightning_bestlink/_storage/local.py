@@ -19,6 +19,7 @@ from lightning_bestlink._storage._files import (
     TMP_MARK,
     DescriptorLock,
     discard,
+    folder_of,
     fsync_dir,
     ident_of,
     is_unsupported,
@@ -114,9 +115,11 @@ class LocalStorage(Storage):
         return os.path.realpath(path) if os.path.islink(path) else path
 
     def relative(self, target: str, alias: str) -> str:
-        return relative_to_folder(target, os.path.dirname(alias))
+        return relative_to_folder(target, folder_of(alias))
 
     def absolute(self, recorded: str, alias: str) -> str:
+        if "/" not in recorded and recorded not in ("", ".", ".."):  # a name next to the alias, as records hold it
+            return f"{alias.rpartition('/')[0]}/{recorded}"
         return os.path.normpath(os.path.join(os.path.dirname(alias), recorded))
 
     def same_file(self, a: str, b: str) -> bool:
@@ -193,12 +196,13 @@ class LocalStorage(Storage):
             lock = self._locks[alias] = DescriptorLock(path, timeout)
         return lock
 
-    def _candidates(self, choice: LinkChoice, is_dir: bool) -> list[LinkKind]:
+    def _candidates(self, choice: LinkChoice, is_dir: bool) -> tuple[LinkKind, ...]:
         if choice != "auto":
-            return [choice]
-        order: list[LinkKind] = ["symlink", "copy"] if is_dir else ["symlink", "hardlink", "copy"]
-        usable = [k for k in order if k not in self._unsupported]
-        return usable or ["copy"]
+            return (choice,)
+        order: tuple[LinkKind, ...] = ("symlink", "copy") if is_dir else ("symlink", "hardlink", "copy")
+        if not self._unsupported:  # as long as every kind worked here, all of them
+            return order
+        return tuple(k for k in order if k not in self._unsupported) or ("copy",)
 
     def check_can_alias(self, target: str, choice: LinkChoice, *, is_dir: bool) -> None:
         if choice == "hardlink" and is_dir:
