@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ import pytest
 from filelock import FileLock
 from tests._helpers import fill_of, leftovers, write_ckpt
 
-from lightning_bestlink import BestLinker, read_record
+from lightning_bestlink import BestLinker, BestLinkWarning, read_record
 from lightning_bestlink._errors import AliasBusyError
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX processes and signals")
@@ -186,6 +187,23 @@ def test_a_forked_child_takes_the_lock_for_itself(tmp_path: Path, fork: Any) -> 
     assert os.waitstatus_to_exitcode(status) == 0, "the child updated the alias under its parent's lock"
     assert fill_of(linker.link_path) == 1
     assert linker.update(0.4, b)  # the parent's own lock still works
+
+
+@posix_only
+def test_a_forked_child_is_another_writer(tmp_path: Path) -> None:
+    """Two processes writing one alias without shared=True replace each other's best: a child forked
+    from a writer is warned about like any other process, under its own pid."""
+    a, b = write_ckpt(tmp_path / "a", 1), write_ckpt(tmp_path / "b", 2)
+    linker = BestLinker(tmp_path / "best")
+    assert linker.update(0.5, a)
+    child = os.fork()
+    if child == 0:
+        os._exit(0 if linker.update(0.4, b) else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    pattern = rf"another writer \(host {socket.gethostname()!r}, pid {child}\) updated .* to 'b'"
+    with pytest.warns(BestLinkWarning, match=pattern):
+        assert linker.update(0.3, a)
 
 
 HOLDER = textwrap.dedent(

@@ -76,8 +76,7 @@ class AliasWriter:
         self.durable = durable
         self.lock_timeout = lock_timeout
         self.owned_ident: Any = None  # identity of the file alias this process last wrote
-        #: who writes (in the record): this writer's records are told apart from another's
-        self.writer_id = os.urandom(8).hex()
+        self._id = (os.getpid(), os.urandom(8).hex())  # the process, and its writer_id
         self._host = _host()
         # several writers (shared=True): a killed peer's leftovers are cleaned at every update, not once
         self.shared = shared
@@ -85,6 +84,17 @@ class AliasWriter:
         self._last_written: dict[str, Any] | None = None  # the record this writer last wrote
         self._last_text = ""  # ... and its text: read back unchanged, it needs no decoding
         self._warned: set[str] = set()  # the other writers already named in a warning
+
+    @property
+    def writer_id(self) -> str:
+        """Who writes (in the record): this writer's records are told apart from another's, and a
+        process forked from this one (or given a copy of it) is another writer."""
+        return self._id_in(os.getpid())
+
+    def _id_in(self, pid: int) -> str:
+        if self._id[0] != pid:
+            self._id = (pid, os.urandom(8).hex())
+        return self._id[1]
 
     def exclusive(self) -> _Exclusive:
         """Hold the alias's lock (``with writer.exclusive():``): no other writer of this alias runs meanwhile."""
@@ -224,8 +234,8 @@ class AliasWriter:
             target_id=target_id if staged.kind == "copy" else None,  # links need no proof of content
             writer={
                 "host": self._host,
-                "pid": os.getpid(),
-                "id": self.writer_id,
+                "pid": (pid := os.getpid()),
+                "id": self._id_in(pid),
                 **({"repair": True} if repair else {}),
             },
             extra=extra,
