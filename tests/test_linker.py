@@ -380,6 +380,19 @@ def test_a_relative_path_is_read_from_the_working_folder_of_each_call(
     assert os.readlink(tmp_path / "best") == os.path.join("y", "a.ckpt")
 
 
+def test_a_path_through_a_linked_folder_names_the_file_the_link_names_at_each_call(tmp_path: Path) -> None:
+    for run in ("run1", "run2"):
+        write_ckpt(tmp_path / run / "a.ckpt", int(run[-1]))
+    os.symlink("run1", tmp_path / "latest")
+    linker = BestLinker(tmp_path / "best", mode="min", link="symlink")
+    assert linker.update(1.0, tmp_path / "latest" / "a.ckpt")
+    os.unlink(tmp_path / "latest")
+    os.symlink("run2", tmp_path / "latest")  # the newer run
+    assert linker.update(0.5, tmp_path / "latest" / "a.ckpt")
+    assert fill_of(tmp_path / "best") == 2
+    assert read_record(tmp_path / "best")["target"] == os.path.realpath(tmp_path / "run2" / "a.ckpt")  # type: ignore[index]
+
+
 def test_path_must_exist(tmp_path: Path) -> None:
     linker = BestLinker(tmp_path / "best")
     with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):

@@ -59,6 +59,13 @@ def _type_of(st: os.stat_result) -> TargetType:
     return "file" if stat.S_ISREG(st.st_mode) else "other"
 
 
+def _remember(known: set[str], item: str, most: int) -> None:
+    """Add ``item`` to a cache of at most ``most`` items (few are in use at a time: it starts over when full)."""
+    if len(known) >= most:
+        known.clear()
+    known.add(item)
+
+
 class LocalStorage(Storage):
     """Local paths: symlink, hardlink or copy, staged then renamed, under a lock file next to the alias."""
 
@@ -71,10 +78,11 @@ class LocalStorage(Storage):
         # what write_text last wrote, per path, with the file's identity: reading it back is a
         # stat instead of open/read/close, and any change by someone else shows in the stat
         self._written: dict[str, tuple[Ident, str]] = {}
-        # folders as given -> with symlinks resolved (a relative link must start from the real folder)
-        self._real: dict[str, str] = {}
-        # absolute paths as given -> normalised: an update normalises its checkpoint's path twice
-        self._normal: dict[str, str] = {}
+        # what normalize() found unchanged by resolving links: folders, then whole paths (an update
+        # normalises its checkpoint's path twice). A folder reached through a link is resolved at
+        # every call: the link may be pointed elsewhere meanwhile (runs/latest -> a newer run)
+        self._real_folders: set[str] = set()
+        self._normal: set[str] = set()
         self._locks: dict[str, DescriptorLock] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -89,25 +97,22 @@ class LocalStorage(Storage):
 
     def normalize(self, path: str | os.PathLike[str]) -> str:
         text = os.fspath(path)
-        known = self._normal.get(text)
-        if known is not None:
-            return known
+        if text in self._normal:
+            return text
         given = text
         for scheme in LOCAL_SCHEMES:
             if text.startswith(scheme):
                 text = text[len(scheme) :]
                 break
         head, base = os.path.split(os.path.abspath(os.path.expanduser(text)))
-        real = self._real.get(head)
-        if real is None:
-            if len(self._real) >= 1024:  # folders a process aliases into: few, but bounded all the same
-                self._real.clear()
-            real = self._real[head] = os.path.realpath(head)
-        normal = os.path.join(real, base)
-        if given.startswith("/"):  # relative paths depend on the working folder
-            if len(self._normal) >= 64:  # a few paths in use at a time: a small cache
-                self._normal.clear()
-            self._normal[given] = normal
+        if head not in self._real_folders:
+            real = os.path.realpath(head)  # a relative link must start from the real folder
+            if real != head:
+                return os.path.join(real, base)
+            _remember(self._real_folders, head, 1024)
+        normal = os.path.join(head, base)
+        if normal == given:  # absolute, normal, no link on the way: the same at the next call
+            _remember(self._normal, normal, 64)
         return normal
 
     def resolve_target(self, path: str) -> str:
