@@ -1,4 +1,5 @@
-"""Local (POSIX or Windows) paths: a symlink, hard link or copy, staged then published.
+"""Local paths (Linux; POSIX systems without renameat2 get the fallbacks below): a symlink, hard
+link or copy, staged then published.
 
 The new alias is written under a hidden temporary name in the alias's own folder
 and published in one atomic step that replaces only what was checked to be there
