@@ -10,8 +10,9 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from _common import Section, floor_link_and_record, log, spread, wchar
@@ -90,6 +91,25 @@ def _scan_ckpt_dir(d: str, alias_name: str = "best.ckpt") -> dict[str, int]:
     }
 
 
+class _TimedStep:
+    """Adds up the time a callback spends in its alias step, and with ``count_bytes`` the bytes that
+    step writes: reading them (/proc/self/io, about 25 µs a read, twice per step) would add more than
+    half a percent to a timed fit, so only the warm-up fit counts them."""
+
+    spent_ns = 0
+    link_wchar = 0
+    count_bytes = False
+
+    def timed(self, step: Callable[[], object]) -> None:
+        w0 = wchar() if self.count_bytes else None
+        t0 = time.perf_counter_ns()
+        step()
+        self.spent_ns += time.perf_counter_ns() - t0
+        w1 = wchar() if self.count_bytes else None
+        if w0 is not None and w1 is not None:
+            self.link_wchar += w1 - w0
+
+
 def run(cfg: Settings, root: str, rng: random.Random) -> dict[str, Any]:
     import lightning.pytorch as pl
     import torch
@@ -97,47 +117,26 @@ def run(cfg: Settings, root: str, rng: random.Random) -> dict[str, Any]:
 
     from lightning_bestlink import ModelCheckpointWithLinkBest
 
-    class TimedLinkBest(ModelCheckpointWithLinkBest):
-        """Adds up the time spent moving the alias (the callback's only extra work), and with
-        ``count_bytes`` the bytes it writes: reading them (/proc/self/io, about 25 µs a read, twice per
-        call) would add more than half a percent to a timed fit, so only the warm-up fit counts them."""
-
-        spent_ns = 0
-        link_wchar = 0
-        count_bytes = False
+    class TimedLinkBest(_TimedStep, ModelCheckpointWithLinkBest):
+        """The callback, its alias step (its only extra work) timed."""
 
         def _link_best(self, *args: Any, **kwargs: Any) -> None:
-            w0 = wchar() if self.count_bytes else None
-            t0 = time.perf_counter_ns()
-            super()._link_best(*args, **kwargs)
-            self.spent_ns += time.perf_counter_ns() - t0
-            w1 = wchar() if self.count_bytes else None
-            if w0 is not None and w1 is not None:
-                self.link_wchar += w1 - w0
+            self.timed(partial(super()._link_best, *args, **kwargs))
 
-    class TimedFloor(ModelCheckpoint):
+    class TimedFloor(_TimedStep, ModelCheckpoint):
         """The stock class, plus the least an alias with a record costs at each new best (the baseline of
         the alias section's 1.25x target), timed as the alias step is."""
 
-        spent_ns = 0
-        link_wchar = 0
-        count_bytes = False
         _linked = ""
 
         def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
             super()._save_checkpoint(trainer, filepath)
             if filepath != self.best_model_path or filepath == self._linked:
                 return
-            w0 = wchar() if self.count_bytes else None
-            t0 = time.perf_counter_ns()
             self._linked = filepath
             folder = os.path.dirname(filepath)
             alias = os.path.join(folder, "best.ckpt")
-            floor_link_and_record(folder, alias, trainer.global_step, filepath, exchange=True)
-            self.spent_ns += time.perf_counter_ns() - t0
-            w1 = wchar() if self.count_bytes else None
-            if w0 is not None and w1 is not None:
-                self.link_wchar += w1 - w0
+            self.timed(partial(floor_link_and_record, folder, alias, trainer.global_step, filepath, exchange=True))
 
     torch.set_num_threads(1)  # the same for both contenders; less scheduling noise on 2 shared cores
     losses = _val_losses(cfg.epochs)
