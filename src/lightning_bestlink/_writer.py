@@ -299,5 +299,4 @@ def pointing(alias: str, checked: Checked) -> str:
 
 
 def _host() -> str:
-    uname = getattr(os, "uname", None)  # POSIX; Windows names the machine in the environment
-    return str(uname().nodename) if uname is not None else os.environ.get("COMPUTERNAME", "")
+    return os.uname().nodename

@@ -28,17 +28,12 @@ _log = logging.getLogger(__name__)
 def hold_detached(target: str, seconds: float) -> str | None:
     """Hold ``target`` for ``seconds`` in a detached process; the held path, or None when the
     storage cannot hold anything (an object store). Raises ``OSError`` when no hold can be made."""
-    detach: dict[str, object] = (
-        {"creationflags": getattr(subprocess, "DETACHED_PROCESS", 0)}
-        if os.name == "nt"
-        else {"start_new_session": True}
-    )
     keeper = subprocess.Popen(
         [sys.executable, "-m", __name__, target, repr(seconds)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        **detach,  # type: ignore[call-overload]
+        start_new_session=True,
     )
     assert keeper.stdout is not None
     with keeper.stdout:

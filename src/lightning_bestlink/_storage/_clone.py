@@ -17,16 +17,11 @@ bytes are made changes.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import platform
 import shutil
-import sys
-from typing import IO, Any, Literal
-
-try:
-    import fcntl
-except ImportError:  # Windows: no ioctl, no clone
-    fcntl: Any = None  # type: ignore[no-redef]
+from typing import IO, Literal
 
 How = Literal["clone", "copy_file_range", "copy"]
 
@@ -56,8 +51,6 @@ _COMMON_IOCTL = ("x86_64", "amd64", "i386", "i686", "aarch64", "arm64", "riscv64
 
 
 def _ficlone_number() -> int | None:
-    if fcntl is None or not sys.platform.startswith("linux"):
-        return None
     number = getattr(fcntl, "FICLONE", None)
     if number is not None:
         return int(number)

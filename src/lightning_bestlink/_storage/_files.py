@@ -33,13 +33,10 @@ _UNSUPPORTED = {
     getattr(errno, "EOPNOTSUPP", 95),
     524,  # ENOTSUPP, what Linux NFS/CIFS return for symlinks they refuse
 }
-_WINERROR_PRIVILEGE_NOT_HELD = 1314
 
 
 def is_unsupported(err: OSError, kind: str) -> bool:
     """Whether ``err`` from making a ``kind`` link means "not supported here"."""
-    if getattr(err, "winerror", None) == _WINERROR_PRIVILEGE_NOT_HELD:
-        return True
     if kind == "hardlink" and err.errno == errno.EMLINK:
         return True
     return err.errno in _UNSUPPORTED
@@ -143,8 +140,6 @@ def virtual_devices() -> set[int]:
 
 
 def fsync_dir(path: str) -> None:
-    if os.name == "nt":
-        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -223,15 +218,11 @@ def folder_of(path: str) -> str:
 
 
 def relative_to_folder(path: str, folder: str) -> str:
-    """``path`` relative to ``folder`` (both absolute and normalised); ``path`` itself when there is
-    no relative path (another drive on Windows)."""
+    """``path`` relative to ``folder`` (both absolute and normalised)."""
     head, _, name = path.rpartition("/")
     if (head or "/") == folder:  # the checkpoint next to the alias: no need for relpath's work
         return name
-    try:
-        return os.path.relpath(path, folder)
-    except ValueError:
-        return path
+    return os.path.relpath(path, folder)
 
 
 def swap_in(tmp: str, path: str, *, durable: bool) -> None:
@@ -364,8 +355,8 @@ class DescriptorLock:
 
     The file stays open for the life of the object (reopened after a fork: a child must not
     share its parent's lock), so locking costs two system calls, not an open and a close
-    too. ``filelock.lock_descriptor`` does the locking (``flock`` on POSIX, ``LockFileEx`` on
-    Windows): a kernel lock, released when its holder dies. Waiting polls until ``timeout``.
+    too. ``filelock.lock_descriptor`` does the locking (``flock``): a kernel lock, released when
+    its holder dies. Waiting polls until ``timeout``.
     """
 
     _POLL = 0.01  # seconds between attempts while another process holds the lock

@@ -103,8 +103,6 @@ def release(held: str) -> None:
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` runs on this host; a zombie does not (a container whose first process
     reaps no children keeps a killed reader's entry, and ``kill(pid, 0)`` still finds it)."""
-    if os.name == "nt":  # os.kill would terminate it: a hold on Windows is never taken for stale
-        return True
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             return fh.read().rsplit(b")", 1)[-1].split()[:1] not in ([b"Z"], [b"X"])

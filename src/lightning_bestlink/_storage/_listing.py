@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from lightning_bestlink._storage.base import Item, ItemKind
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
-#: folders opened as descriptors and looked into relative to them (not on Windows: by path there)
+#: folders opened as descriptors and looked into relative to them (where the platform allows it)
 BY_DESCRIPTOR = os.scandir in os.supports_fd and {os.open, os.stat, os.readlink} <= os.supports_dir_fd
 #: sub-folders opened ahead, relative to their parent, at most: the rest are opened by path
 _AHEAD = 32
@@ -31,7 +31,7 @@ _AHEAD = 32
 def _path_max() -> int | None:
     try:
         return os.pathconf("/", "PC_PATH_MAX")
-    except (AttributeError, OSError, ValueError):  # Windows: no pathconf
+    except (OSError, ValueError):  # a system with no limit to tell
         return None
 
 
