@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from tests._cli import cli
 from tests._helpers import as_nobody, as_root, write_ckpt
 
 from lightning_bestlink import (
@@ -241,3 +242,40 @@ def test_a_file_of_another_user_under_a_temporary_name_of_the_alias_is_never_cle
     mine.write_text("a killed writer's")
     BestLinker(shared_folder / "best.ckpt").update(0.5, write_ckpt(shared_folder / "a.ckpt", 1))
     assert planted.read_text() == "theirs" and not mine.exists()
+
+
+@as_root
+def test_a_record_another_user_planted_does_not_make_a_users_file_at_the_alias_ours(shared_folder: Path) -> None:
+    # in a sticky folder the other user cannot remove the file, and must not get it replaced either
+    alias = shared_folder / "best.ckpt"
+    alias.write_text("hand-picked")
+    a = write_ckpt(shared_folder / "a.ckpt", 1)
+    as_nobody(
+        """
+        st = os.stat(sys.argv[1])
+        claim = {"format": "lightning-bestlink/1", "alias": "best.ckpt", "target": "a.ckpt", "link": "copy",
+                 "mode": "min", "score": 9.0, "alias_id": [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]}
+        Path(sys.argv[1] + ".bestlink.json").write_text(json.dumps(claim))
+        """,
+        str(alias),
+    )
+    with pytest.raises(AliasConflictError, match="did not write"):
+        BestLinker(alias, link="copy").update(0.5, a)
+    repair = cli("repair", shared_folder)
+    assert repair.returncode == 1 and "foreign" in repair.stdout, repair.stdout + repair.stderr
+    assert alias.read_text() == "hand-picked"
+
+
+def test_a_symlink_repointed_through_a_linked_folder_is_judged_by_where_it_leads(tmp_path: Path) -> None:
+    run, other = tmp_path / "run", tmp_path / "other"
+    (other / "deep").mkdir(parents=True)
+    run.mkdir()
+    best, lookalike = write_ckpt(run / "x.ckpt", 1), write_ckpt(other / "x.ckpt", 2)
+    (run / "sub").symlink_to(other / "deep")
+    linker = BestLinker(run / "best.ckpt", link="symlink")
+    linker.update(0.1, best)
+    (run / "new").symlink_to("sub/../x.ckpt")  # run/x.ckpt by its text, other/x.ckpt for the kernel
+    os.replace(run / "new", run / "best.ckpt")
+    report = linker.verify()
+    assert (report.status, report.actual) == ("mismatch", str(lookalike))
+    assert cli("path", run).returncode == 1

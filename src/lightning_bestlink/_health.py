@@ -6,7 +6,7 @@ may be replaced), :func:`diagnose` compares the alias with the best checkpoint.
 
 What a check proves, by link kind (and what it cannot):
 
-- symlink: the link names the best checkpoint (its text is read; exact).
+- symlink: the link leads to the best checkpoint (followed as the kernel follows it; exact).
 - hardlink: the alias is another name of the best checkpoint's file (same device and
   inode; exact, whatever happens to the bytes).
 - copy: the alias is the very copy the record names (its identity: device, inode, size and
@@ -42,11 +42,13 @@ class AliasReport(NamedTuple):
         return self.status in ("ok", "no-best")
 
 
-def owned(storage: Storage, alias: str, state: AliasState, record: dict[str, Any] | None, mine: Any) -> bool:
+def owned(
+    storage: Storage, alias: str, state: AliasState, record: dict[str, Any] | None, mine: Any, record_path: str
+) -> bool:
     """Whether what sits at ``alias`` (described by ``state``) may be replaced.
 
     ``mine`` is the identity of the alias this process last wrote, ``record`` the
-    record next to the alias (None when there is none).
+    record read from ``record_path`` (None when there is none).
     """
     if state.kind in ("missing", "symlink"):
         return True  # replacing a link never destroys data
@@ -54,7 +56,7 @@ def owned(storage: Storage, alias: str, state: AliasState, record: dict[str, Any
         return True  # a copy this library made and stamped with its record (object stores)
     if state.ident is not None and state.ident == mine:
         return True
-    if record is None:
+    if record is None or not storage.may_vouch(record_path, state):
         return False
     if state.ident in (record.get("alias_id"), record.get("previous_alias_id")):
         return True
@@ -107,12 +109,12 @@ def diagnose(
         actual = state.points_to
         if storage.target_type(alias) is None:
             return report("dangling", actual, f"{alias!r} points at {actual!r}, which does not exist")
-        if actual == expected or storage.same_file(alias, expected):
+        if storage.same_file(alias, expected):  # where the kernel leads, not the link's text
             return report("ok", actual, "symlink to the best checkpoint")
         return report("mismatch", actual, f"{alias!r} points at {actual!r}, not at {expected!r}")
     if storage.same_file(alias, expected):
         return report("ok", expected, "hard link to the best checkpoint")
-    if not owned(storage, alias, state, record, mine):
+    if not owned(storage, alias, state, record, mine, record_path):
         return report("foreign", None, not_owned_detail(alias, state.kind, record_path))
     if record is None:  # ours by this process's own memory, with the record gone: nothing to check it by
         return report("mismatch", None, f"{alias!r} has no record ({record_path!r} is missing); repair rewrites both")

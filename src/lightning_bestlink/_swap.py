@@ -131,7 +131,7 @@ class SwapWriter(AliasWriter):
             state = self.storage.inspect(self.link_path)
         except OSError as err:
             raise AliasWriteError.from_os_error(err, f"looking up {self.link_path!r}") from err
-        if not owned(self.storage, self.link_path, state, seen.record, self.owned_ident):
+        if not owned(self.storage, self.link_path, state, seen.record, self.owned_ident, self.record_path):
             raise AliasConflictError(not_owned_detail(self.link_path, state.kind, self.record_path))
         if state.stamp != record_stamp(seen.text):
             self._copy_for(seen.text, strict=True)

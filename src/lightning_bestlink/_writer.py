@@ -200,7 +200,7 @@ class AliasWriter:
     ) -> tuple[Staged, dict[str, Any]]:
         """Check that the alias found (``state``) is this writer's, stage the new alias, and make
         the record that names it (nothing published yet)."""
-        if not owned(self.storage, self.link_path, state, seen.record, self.owned_ident):
+        if not owned(self.storage, self.link_path, state, seen.record, self.owned_ident, self.record_path):
             raise AliasConflictError(not_owned_detail(self.link_path, state.kind, self.record_path))
         try:  # the linker checked that this link kind can alias this target (check_can_alias)
             staged = self.storage.stage(

@@ -64,6 +64,7 @@ class AliasState(NamedTuple):
     points_to: str | None = None  # for a symlink: the normalised path it names
     key: Ident = None  # what is there (a symlink too), to notice a change before publishing over it
     stamp: str | None = None  # of a stamped copy: the stamp of the record it was made for (record_stamp)
+    owner: int | None = None  # of a file or directory, where files have owners: whose it is
 
 
 class Staged(NamedTuple):
@@ -139,6 +140,12 @@ class Storage(ABC):
     def inspect(self, alias: str, *, resolve: bool = True) -> AliasState:
         """Describe what sits at ``alias`` without following it. ``resolve``: also say where a symlink
         points (``points_to``); an update, which needs only its kind and key, spares that read."""
+
+    def may_vouch(self, record: str, alias: AliasState) -> bool:
+        """Whether the record file ``record`` may prove that what is at the alias (``alias``) is ours to
+        replace: where files have owners, only a record written by the alias's owner or by this process's
+        user may (anyone can copy an identity into a record they plant in a shared folder)."""
+        return True
 
     @abstractmethod
     def identity(self, path: str) -> Ident:

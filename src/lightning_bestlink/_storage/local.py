@@ -170,10 +170,19 @@ class LocalStorage(Storage):
             if not resolve:
                 return AliasState("symlink", key=key_of(st))
             raw = os.readlink(alias)
-            points_to = os.path.normpath(os.path.join(os.path.dirname(alias), raw))
+            named = os.path.join(os.path.dirname(alias), raw)
+            # ".." after a linked folder climbs out of where the link leads, not out of its name
+            points_to = os.path.realpath(named) if ".." in raw.split("/") else os.path.normpath(named)
             return AliasState("symlink", points_to=points_to, key=key_of(st))
         kind: AliasKind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
-        return AliasState(kind, ident=ident_of(st), key=key_of(st))
+        return AliasState(kind, ident=ident_of(st), key=key_of(st), owner=st.st_uid)
+
+    def may_vouch(self, record: str, alias: AliasState) -> bool:
+        try:
+            uid = os.lstat(record).st_uid
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return uid == os.geteuid() or uid == alias.owner
 
     def identity(self, path: str) -> Ident:
         try:
