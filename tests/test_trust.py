@@ -279,3 +279,22 @@ def test_a_symlink_repointed_through_a_linked_folder_is_judged_by_where_it_leads
     report = linker.verify()
     assert (report.status, report.actual) == ("mismatch", str(lookalike))
     assert cli("path", run).returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("nulled", "status"),
+    [(("alias_id", "target_id", "previous_alias_id"), "foreign"), (("target_id",), "mismatch")],
+)
+def test_a_copy_record_edited_to_name_a_lookalike_without_identities_is_never_ok(
+    tmp_path: Path, nulled: tuple[str, ...], status: str
+) -> None:
+    # checkpoints of one model have one size: sizes alone cannot tell them apart
+    first, second = write_ckpt(tmp_path / "epoch=1.ckpt", 1), write_ckpt(tmp_path / "epoch=2.ckpt", 2)
+    assert first.stat().st_size == second.stat().st_size
+    BestLinker(tmp_path / "best.ckpt", link="copy").update(0.1, first)
+    record_file = tmp_path / "best.ckpt.bestlink.json"
+    record = json.loads(record_file.read_text())
+    record.update(target="epoch=2.ckpt", **dict.fromkeys(nulled))
+    record_file.write_text(json.dumps(record))
+    assert BestLinker.from_record(tmp_path / "best.ckpt").verify().status == status
+    assert cli("path", tmp_path).returncode == 1

@@ -63,7 +63,8 @@ def owned(
     recorded = storage.absolute(str(record.get("target")), alias)
     if record.get("link") == "hardlink" and storage.same_file(alias, recorded):
         return True  # another name of the recorded checkpoint (rewritten in place, say): no data lost
-    if record.get("alias_id") is None and record.get("link") == "copy" and not storage.stamps:
+    unproven = not (storage.stamps or storage.stages_copies)
+    if unproven and record.get("alias_id") is None and record.get("link") == "copy":
         # a copy whose identity is known only once it exists was under way when the
         # writer stopped: the alias is ours if it is a complete copy of the target
         return storage.looks_like_copy(alias, recorded)
@@ -142,6 +143,14 @@ def diagnose(
     if record.get("link") != "copy":
         return report("mismatch", None, f"{alias!r} is not a hard link to {expected!r}, as its record says it is")
     alias_id, target_id = record.get("alias_id"), record.get("target_id")
+    if storage.stages_copies and (alias_id is None or target_id is None):
+        return report(
+            "mismatch",
+            None,
+            f"the record {record_path!r} gives no identity for the copy at {alias!r} or for {expected!r}, as "
+            f"every record of a copy here does: it was edited, or not written by lightning-bestlink; repair "
+            f"rewrites both",
+        )
     if alias_id is not None and state.ident != alias_id:
         return report("mismatch", None, f"{alias!r} is not the copy its record names (another copy is there)")
     now = storage.identity(expected)

@@ -296,6 +296,9 @@ class Storage(ABC):
     can_swap: bool = False
     #: whether :meth:`commit_stamped` stamps the alias, and :meth:`inspect` reads the stamp back
     stamps: bool = False
+    #: whether :meth:`stage` makes a copy under a temporary name first, so that its identity and its
+    #: checkpoint's are in the record before it is published: a copy's record without them is not ours
+    stages_copies: bool = False
 
     def shared_refusal(self, alias: str) -> str | None:
         """Why several processes cannot share the alias ``alias`` here (None: they can)."""

@@ -72,6 +72,7 @@ class LocalStorage(Storage):
 
     link_kinds: tuple[LinkKind, ...] = ("symlink", "hardlink", "copy")
     can_lock = True
+    stages_copies = True
 
     def __init__(self) -> None:
         # link kinds that failed with "not supported" here; "auto" skips them next time
