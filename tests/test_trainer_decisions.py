@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from lightning_bestlink._trainer_resume import checkpoint_position, described, restored_best, taken_over_key
+from lightning_bestlink import BestLinker, read_record
+from lightning_bestlink._trainer_resume import (
+    checkpoint_position,
+    described,
+    restore_alias,
+    restored_best,
+    taken_over_key,
+)
 
 SAVED = {"best_score": 1.0, "best_path": "/run/a.ckpt"}
 
@@ -86,6 +93,20 @@ def test_epoch_and_step_are_read_from_a_checkpoint_or_left_out(tmp_path: Path) -
     for name in ("custom.ckpt", "bool.ckpt", "no-numbers.ckpt", "torn.ckpt", "sharded.ckpt", "missing.ckpt"):
         assert checkpoint_position(str(tmp_path / name)) is None, name
     assert checkpoint_position("s3://bucket/run/good.ckpt") is None  # never downloaded to describe it
+
+
+def test_on_resume_a_rewritten_checkpoint_is_described_by_its_own_numbers_not_an_older_record(tmp_path: Path) -> None:
+    # a fixed file name (filename="model") is rewritten every epoch; the run was killed after the save
+    # of epoch 2 and before the record caught up, so the record still says epoch 1
+    torch = pytest.importorskip("torch")
+    model = tmp_path / "model.ckpt"
+    torch.save({"epoch": 2, "global_step": 6}, model)
+    first = BestLinker(tmp_path / "best.ckpt")
+    first.follow(None, model, extra={"epoch": 1, "step": 4, "monitor": None, "filename": "model.ckpt"})
+    resumed = BestLinker(tmp_path / "best.ckpt")
+    restore_alias(resumed, first.state_dict(), None, ("", 0, 0))
+    extra = read_record(tmp_path / "best.ckpt")["extra"]  # type: ignore[index]
+    assert (extra["epoch"], extra["step"]) == (2, 6)
 
 
 def test_lightnings_score_is_restored_as_a_plain_number() -> None:

@@ -96,13 +96,19 @@ def described(target: str, monitor: str | None, known: Iterable[dict[str, Any] |
 
 
 def describe(
-    target: str, monitor: str | None, known: Iterable[dict[str, Any] | None], seen: tuple[str, int, int]
+    target: str,
+    monitor: str | None,
+    known: Iterable[dict[str, Any] | None],
+    seen: tuple[str, int, int],
+    *,
+    file_first: bool = False,
 ) -> dict[str, Any]:
     """:func:`described`, with the epoch and step of ``target``'s save when no record gives them:
     from ``seen`` (the last save of the best this run saw: normalised path, epoch, step), else
-    read from the checkpoint (else left out)."""
+    read from the checkpoint (else left out). ``file_first``: the checkpoint's own numbers win over
+    a record's where it has them (a record of the same name may be older than the file's bytes)."""
     extra = described(target, monitor, known)
-    if not has_position(extra):
+    if file_first or not has_position(extra):
         saved, epoch, step = seen
         position = (epoch, step) if saved == target else checkpoint_position(target)
         if position is not None:
@@ -126,7 +132,9 @@ def restore_alias(linker: BestLinker, state: dict[str, Any], monitor: str | None
         there = read_record(origin) if isinstance(origin, str) and origin != linker.link_path else None
     except (OSError, ValueError):
         there = None  # only a description: the checkpoint itself is read instead
-    wanted = describe(linker.best_path, monitor, [saved, there], seen)
+    # a record naming the same file may be older than its bytes: a fixed file name, rewritten, and the
+    # run killed before the record caught up; the file's own numbers are read once per resume
+    wanted = describe(linker.best_path, monitor, [saved, there], seen, file_first=True)
     if saved is None or (saved["target"], saved["score"], saved["extra"]) != (
         linker.best_path,
         linker.best_score,
