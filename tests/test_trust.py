@@ -239,7 +239,7 @@ def test_a_file_of_another_user_under_a_temporary_name_of_the_alias_is_never_cle
     planted = shared_folder / ".best.ckpt.bestlink-tmp-1-planted"
     as_nobody("Path(sys.argv[1]).write_text('theirs')", str(planted))
     mine = shared_folder / ".best.ckpt.bestlink-tmp-2-leftover"
-    mine.write_text("a killed writer's")
+    mine.symlink_to("a.ckpt")  # what a writer killed before publishing a symlink leaves
     BestLinker(shared_folder / "best.ckpt").update(0.5, write_ckpt(shared_folder / "a.ckpt", 1))
     assert planted.read_text() == "theirs" and not mine.exists()
 
@@ -298,3 +298,13 @@ def test_a_copy_record_edited_to_name_a_lookalike_without_identities_is_never_ok
     record_file.write_text(json.dumps(record))
     assert BestLinker.from_record(tmp_path / "best.ckpt").verify().status == status
     assert cli("path", tmp_path).returncode == 1
+
+
+def test_a_file_an_exchange_left_under_a_temporary_name_of_the_alias_is_kept_with_a_warning(tmp_path: Path) -> None:
+    # a file put at the alias path is exchanged out, then put back: a writer killed in between leaves it here
+    BestLinker(tmp_path / "best.ckpt", link="copy").update(0.5, write_ckpt(tmp_path / "a.ckpt", 1))
+    theirs = tmp_path / ".best.ckpt.bestlink-tmp-1-0000abcd"
+    theirs.write_text("my notes")
+    with pytest.warns(BestLinkWarning, match=rf"'{theirs}', a temporary name of the alias .* left as it is"):
+        BestLinker(tmp_path / "best.ckpt", link="copy").update(0.1, write_ckpt(tmp_path / "b.ckpt", 2))
+    assert theirs.read_text() == "my notes"

@@ -22,6 +22,32 @@ from lightning_bestlink._storage.base import AliasState, Ident, LinkKind
 #: what marks a temporary name (``.<alias>.bestlink-<tag>-<pid>-<random>``); the alias's cleanup, run
 #: under its lock, removes every such name of that alias: no writer of it can be half-way then
 TMP_MARK = ".bestlink-"
+#: an extended attribute set on every copy this library makes, before its first byte: how the
+#: cleanup tells a copy a killed writer left under a temporary name from whatever a user had put
+#: at the alias path and an exchange moved there (a writer killed before swapping it back)
+MADE_XATTR = "user.lightning_bestlink"
+
+
+def mark_made(file: int | str) -> None:
+    """Mark a copy as made by this library (a file descriptor, or a folder's path)."""
+    try:
+        os.setxattr(file, MADE_XATTR, b"1")
+    except OSError:  # no user attributes on this filesystem: such a leftover is kept, with a warning
+        pass
+
+
+def removable_leftover(path: str, st: os.stat_result) -> bool:
+    """Whether what sits at a temporary name of an alias (``st``, not followed) can be removed without
+    losing anything a user made: a link, another name of a file, an empty file or folder, or a copy
+    marked as this library's. Anything else may be a user's file that came out of the alias path."""
+    if stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode) and (st.st_nlink > 1 or st.st_size == 0)):
+        return True
+    try:
+        os.getxattr(path, MADE_XATTR, follow_symlinks=False)
+        return True
+    except OSError:
+        return stat.S_ISDIR(st.st_mode) and not os.listdir(path)
+
 
 # Errors that mean "this filesystem cannot make that kind of link here". Anything
 # else (ENOSPC, EACCES, EEXIST, ...) is a real failure and must not trigger a fallback.
@@ -292,9 +318,11 @@ def make(kind: LinkKind, target: str, tmp: str, is_dir: bool, *, durable: bool) 
         from lightning_bestlink._storage import _clone  # a clone where the filesystem can, file by file
 
         if is_dir:
-            shutil.copytree(target, tmp, symlinks=True, copy_function=_clone.copy2)
+            os.mkdir(tmp)
+            mark_made(tmp)
+            shutil.copytree(target, tmp, symlinks=True, copy_function=_clone.copy2, dirs_exist_ok=True)
         else:
-            _clone.copyfile(target, tmp)
+            _clone.copyfile(target, tmp, mark=mark_made)
             shutil.copymode(target, tmp)
         _stamp(tmp)
         if durable and not is_dir:

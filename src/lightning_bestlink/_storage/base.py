@@ -189,8 +189,9 @@ class Storage(ABC):
         """Remove whatever :meth:`stage` left; never raises."""
         return None
 
-    def cleanup(self, *paths: str) -> list[str]:
-        """Remove temporary names that a killed process left next to ``paths``."""
+    def cleanup(self, alias: str, *bookkeeping: str) -> list[str]:
+        """Remove temporary names that a killed process left next to ``alias`` and its ``bookkeeping``
+        files (the record)."""
         return []
 
     # --- the record ----------------------------------------------------------------

@@ -16,6 +16,7 @@ import stat
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from lightning_bestlink._errors import warn
 from lightning_bestlink._storage._files import (
     TMP_MARK,
     DescriptorLock,
@@ -29,6 +30,7 @@ from lightning_bestlink._storage._files import (
     publish_new,
     read_regular,
     relative_to_folder,
+    removable_leftover,
     remove_tree_or_file,
     replace_expected,
     same_bytes,
@@ -267,12 +269,12 @@ class LocalStorage(Storage):
     def abort(self, staged: Staged) -> None:
         discard(staged.tmp)
 
-    def cleanup(self, *paths: str) -> list[str]:
+    def cleanup(self, alias: str, *bookkeeping: str) -> list[str]:
         # called with the alias's lock held: no other writer is half-way, every temporary name
         # of these paths is a leftover of a killed one (on this host or another sharing the folder)
         removed: list[str] = []
-        me = os.geteuid() if hasattr(os, "geteuid") else 0
-        for path in paths:
+        me = os.geteuid()
+        for path in (alias, *bookkeeping):
             head, base = os.path.split(path)
             prefix = f".{base}{TMP_MARK}"
             try:
@@ -283,8 +285,16 @@ class LocalStorage(Storage):
                 if not entry.name.startswith(prefix):
                     continue
                 try:
-                    # a leftover is this user's: a name planted by another user is left alone
-                    if entry.stat(follow_symlinks=False).st_uid != me:
+                    st = entry.stat(follow_symlinks=False)
+                    if st.st_uid != me:  # a leftover is this user's: a name planted by another user is left alone
+                        continue
+                    if path == alias and not removable_leftover(entry.path, st):
+                        warn(
+                            f"{entry.path!r}, a temporary name of the alias {alias!r}, holds something "
+                            f"lightning-bestlink cannot tell it made: a file put at the alias path while an update "
+                            f"was killed, or a copy it was making when it was killed, on a filesystem without extended "
+                            f"attributes; it was left as it is. Move it back if it is yours; delete it if not"
+                        )
                         continue
                     remove_tree_or_file(entry.path)
                     removed.append(entry.path)
