@@ -173,6 +173,21 @@ def test_verify_of_a_copy_sees_a_rewritten_checkpoint_and_deep_sees_a_restored_t
     assert report.status == "mismatch" and "does not hold the bytes of" in report.detail
 
 
+def test_verify_of_a_copied_shard_directory_sees_a_shard_rewritten_in_place(tmp_path: Path) -> None:
+    # rewriting a file inside a directory leaves the directory's own identity as it was
+    a = write_ckpt(tmp_path / "a.ckpt", 1, kind="dir")
+    linker = BestLinker(tmp_path / "best.ckpt", link="copy")
+    linker.update(0.5, a)
+    assert linker.verify().ok
+    (a / "shard-1.bin").write_bytes(b"another run's shard")
+    report = linker.verify()
+    assert (report.status, report.detail) == (
+        "mismatch",
+        f"a file inside {str(a)!r} changed after it was copied to {linker.link_path!r}: the copy holds the old one",
+    )
+    assert cli("path", tmp_path).returncode == 1
+
+
 @pytest.mark.parametrize("shared", [False, True], ids=["plain", "shared"])
 def test_a_repair_made_before_a_writer_moved_the_alias_never_puts_back_the_older_best(
     tmp_path: Path, shared: bool

@@ -11,7 +11,8 @@ What a check proves, by link kind (and what it cannot):
   inode; exact, whatever happens to the bytes).
 - copy: the alias is the very copy the record names (its identity: device, inode, size and
   modification time in nanoseconds, which each copy gets at random), and the checkpoint has
-  the identity it had when it was copied. A writer killed after writing the record but
+  the identity it had when it was copied (a directory's files: their names, sizes and times).
+  A writer killed after writing the record but
   before publishing the copy leaves the previous copy at the alias path: its identity is
   the record's ``previous_alias_id``, and the check says so. An identity cannot see a
   checkpoint rewritten in place with the same size and its modification time put back;
@@ -162,6 +163,9 @@ def diagnose(
         )
     if target_id is None and not storage.looks_like_copy(alias, expected):
         changed = f"{alias!r} is no longer a copy of {expected!r}: the checkpoint changed after it was copied"
+        return report("mismatch", None, changed)
+    if state.kind == "dir" and storage.same_tree(alias, expected) is False:
+        changed = f"a file inside {expected!r} changed after it was copied to {alias!r}: the copy holds the old one"
         return report("mismatch", None, changed)
     if deep:
         same = storage.same_content(alias, expected)

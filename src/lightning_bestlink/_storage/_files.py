@@ -425,22 +425,3 @@ class DescriptorLock:
 
     def __getstate__(self) -> dict[str, object]:
         return {"path": self.path, "timeout": self.timeout, "_fd": None, "_pid": 0}
-
-
-def same_bytes(a: str, b: str) -> bool:
-    """Whether the files (or directory trees) ``a`` and ``b`` hold the same bytes, read in full."""
-    sa, sb = os.stat(a), os.stat(b)
-    if stat.S_ISDIR(sa.st_mode) or stat.S_ISDIR(sb.st_mode):
-        if not (stat.S_ISDIR(sa.st_mode) and stat.S_ISDIR(sb.st_mode)):
-            return False
-        names = sorted(os.listdir(a))
-        return names == sorted(os.listdir(b)) and all(same_bytes(os.path.join(a, n), os.path.join(b, n)) for n in names)
-    if sa.st_size != sb.st_size:
-        return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            chunk = fa.read(1 << 20)
-            if chunk != fb.read(1 << 20):
-                return False
-            if not chunk:
-                return True

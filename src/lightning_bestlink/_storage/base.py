@@ -160,6 +160,12 @@ class Storage(ABC):
         None when this storage cannot compare them."""
         return None
 
+    def same_tree(self, alias: str, target: str) -> bool | None:
+        """For a copy of a directory checkpoint: whether its files still have the names, sizes and
+        modification times of the checkpoint's (a file rewritten in place inside the checkpoint leaves
+        the directory's own identity as it was); None when this storage cannot say."""
+        return None
+
     # --- writing the alias --------------------------------------------------------
 
     def check_can_alias(self, target: str, choice: LinkChoice, *, is_dir: bool) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from lightning_bestlink._errors import warn
+from lightning_bestlink._storage._compare import same_bytes, same_tree
 from lightning_bestlink._storage._files import (
     TMP_MARK,
     DescriptorLock,
@@ -33,7 +34,6 @@ from lightning_bestlink._storage._files import (
     removable_leftover,
     remove_tree_or_file,
     replace_expected,
-    same_bytes,
     swap_in,
     tmp_name,
     virtual_devices,
@@ -204,6 +204,12 @@ class LocalStorage(Storage):
 
     def same_content(self, a: str, b: str) -> bool | None:
         return same_bytes(a, b)
+
+    def same_tree(self, alias: str, target: str) -> bool | None:
+        try:
+            return same_tree(alias, target)
+        except OSError:
+            return False
 
     # --- writing the alias --------------------------------------------------------
 

@@ -1,0 +1,47 @@
+"""What two copies hold: their bytes compared in full, or the names, sizes and times of the files in two
+directory trees (what a copy of a sharded checkpoint keeps from its checkpoint)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+
+def same_bytes(a: str, b: str) -> bool:
+    """Whether the files (or directory trees) ``a`` and ``b`` hold the same bytes, read in full."""
+    sa, sb = os.stat(a), os.stat(b)
+    if stat.S_ISDIR(sa.st_mode) or stat.S_ISDIR(sb.st_mode):
+        if not (stat.S_ISDIR(sa.st_mode) and stat.S_ISDIR(sb.st_mode)):
+            return False
+        names = sorted(os.listdir(a))
+        return names == sorted(os.listdir(b)) and all(same_bytes(os.path.join(a, n), os.path.join(b, n)) for n in names)
+    if sa.st_size != sb.st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            chunk = fa.read(1 << 20)
+            if chunk != fb.read(1 << 20):
+                return False
+            if not chunk:
+                return True
+
+
+def same_tree(a: str, b: str) -> bool:
+    """Whether the directory trees ``a`` and ``b`` hold files of the same names, sizes and modification
+    times (in ns), and the same sub-folders and links: a copy (``copytree`` with ``copystat``) keeps them,
+    so a file of the checkpoint rewritten in place since, or one added or removed, shows here."""
+    return _shape(a) == _shape(b)
+
+
+def _shape(top: str) -> list[tuple[str, int, int, int]]:
+    found: list[tuple[str, int, int, int]] = []
+    for folder, dirs, files in os.walk(top):
+        for name in (*dirs, *files):
+            path = os.path.join(folder, name)
+            st = os.lstat(path)
+            where = os.path.relpath(path, top)
+            if stat.S_ISDIR(st.st_mode):
+                found.append((where, st.st_mode, 0, 0))  # a folder's time changes as its files are written
+            else:
+                found.append((where, st.st_mode, st.st_size, st.st_mtime_ns))
+    return sorted(found)
