@@ -12,9 +12,9 @@ What a check proves, by link kind (and what it cannot):
 - copy: the alias is the very copy the record names (its identity: device, inode, size and
   modification time in nanoseconds, which each copy gets at random), and the checkpoint has
   the identity it had when it was copied (a directory's files: their names, sizes and times).
-  A writer killed after writing the record but
-  before publishing the copy leaves the previous copy at the alias path: its identity is
-  the record's ``previous_alias_id``, and the check says so. An identity cannot see a
+  A writer killed after writing the record but before publishing the copy leaves the previous
+  copy at the alias path: its identity is the record's ``previous_alias_id``, and the check
+  says so. An identity cannot see a
   checkpoint rewritten in place with the same size and its modification time put back;
   ``deep=True`` compares the bytes (local files and directories).
 """
