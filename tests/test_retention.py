@@ -31,6 +31,7 @@ from tests._fork import run_forked
 from tests._helpers import KINDS, as_nobody, as_root, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import (
+    AliasWriteError,
     BestLinker,
     BestLinkWarning,
     LatestLinker,
@@ -836,6 +837,24 @@ def test_save_and_link_with_the_aliases_of_0_1_still_works_with_a_deprecation(tm
     with pytest.warns(DeprecationWarning, match="Retention.saved\\(\\)/record\\(\\) no longer take step="):
         keep.saved(write_ckpt(tmp_path / "epoch=1.ckpt", 1), 2.0, step=1)
     assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt"]
+
+
+def test_a_checkpoint_better_than_the_alias_is_kept_when_the_alias_failed_to_move_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    state = {"best": best, "keep": keep}
+    save_and_link(json_save, tmp_path / "epoch=0.ckpt", state, score=0.5, retention=keep)
+    with monkeypatch.context() as m:
+        m.setattr(best.storage, "commit", lambda *a, **k: (_ for _ in ()).throw(OSError(5, "I/O error")))
+        with pytest.raises(AliasWriteError):
+            save_and_link(json_save, tmp_path / "epoch=1.ckpt", state, score=0.1, retention=keep)  # the run's best
+    assert best.best_score == 0.5 and os.readlink(best.link_path) == "epoch=0.ckpt", "the alias did not move"
+    save_and_link(json_save, tmp_path / "epoch=2.ckpt", state, score=0.6, retention=keep)
+    assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"], "0.1 beats the alias: kept"
+    save_and_link(json_save, tmp_path / "epoch=3.ckpt", state, score=0.05, retention=keep)
+    assert checkpoints(tmp_path) == ["epoch=3.ckpt"], "once the alias moved past it, it goes as the policy says"
 
 
 def test_save_and_link_warns_when_the_retention_is_not_in_the_state(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """``Retention``: delete the checkpoints nobody needs, in loops that have no ``save_top_k``.
 
 What is kept is a pure policy (:mod:`._keep`): the ``keep_best`` best by score, what the
-aliases point at, the newest save and every save without a score. What may be deleted is
-decided on the authority of the run itself, never of a file in the folder:
+aliases point at, the newest save, every save without a score, and every save that scored
+better than the best alias holds (the alias failed to move to it: kept until it has moved past
+it). What may be deleted is decided on the authority of the run itself, never of a file in the
+folder:
 
 - only checkpoints this run saved, or the run it resumed from: the list travels in the run's
   state, inside its checkpoints (:meth:`Retention.state_dict`, which the ``save_and_link``
@@ -30,7 +32,7 @@ from typing import Any
 from lightning_bestlink._errors import warn
 from lightning_bestlink._keep import Entry, Saved, check_keep_best, decode, encode, next_seq, to_delete
 from lightning_bestlink._record import bookkeeping
-from lightning_bestlink._score import to_score
+from lightning_bestlink._score import is_better, to_score
 from lightning_bestlink._storage import TargetType
 from lightning_bestlink.linker import BestLinker
 
@@ -222,6 +224,11 @@ class Retention:
             if best_path is not None and best_score is not None and all(e.path != best_path for e in entries):
                 ranks.append(Saved(best_path, best_score, -1))  # not on the list, never deleted, yet among the best
             protected = {a.best_path for a in aliases if a.best_path is not None}
+            if best_score is not None:  # better than what the alias holds: it failed to move there; kept until it has
+                mode, ties = self._best.mode, self._best.ties
+                protected.update(
+                    e.path for e in entries if e.score is not None and is_better(e.score, best_score, mode, ties)
+                )
             doomed = {
                 s.path
                 for s in to_delete(
