@@ -377,6 +377,18 @@ def test_saved_refuses_a_nul_byte_and_a_symlink_loop_with_the_argument_named(tmp
     assert keep.state_dict()["saved"] == []
 
 
+def test_a_path_that_is_a_symlink_is_refused_and_what_it_leads_to_is_never_listed(tmp_path: Path) -> None:
+    pretrained = write_ckpt(tmp_path / "pretrained.ckpt", 9)  # the user's own, reached by a link
+    (tmp_path / "epoch=0.ckpt").symlink_to(pretrained.name)
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    with pytest.raises(ValueError, match=r"path '.*epoch=0\.ckpt' is a symbolic link.*pretrained\.ckpt.*not a link"):
+        keep.saved(tmp_path / "epoch=0.ckpt", 0.9)
+    with pytest.raises(ValueError, match=r"epoch=0\.ckpt' is a symbolic link"):  # before save() writes through it
+        save_and_link(json_save, tmp_path / "epoch=0.ckpt", {"keep": keep}, score=0.9, retention=keep)
+    assert listed(keep) == [] and fill_of(pretrained) == 9 and os.path.islink(tmp_path / "epoch=0.ckpt")
+
+
 # --- issue 21: a file in the folder cannot make it delete anything ---------------------------------
 
 

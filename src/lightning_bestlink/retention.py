@@ -163,10 +163,26 @@ class Retention:
         storage = self._storage
         if not storage.handles(text):
             return f"path {text!r} is not on the filesystem of the best alias {self._best.link_path!r}"
-        if not storage.in_folder_of(self._best.link_path, storage.normalize(text)):
+        given = storage.normalize(text)
+        if not storage.in_folder_of(self._best.link_path, given):
             return (
                 f"Retention deletes checkpoints only inside the best alias's folder "
                 f"{os.path.dirname(self._best.link_path)!r}, got path {text!r}; save the checkpoints there"
+            )
+        # what a link leads to was not saved under that name, maybe not by this run (a user's
+        # pretrained weights): never listed, so never deleted; a save would write through the link
+        now = storage.inspect(given)
+        if now.kind == "symlink" and all(a.link_path != given for a in self.aliases()):  # an alias: _checked says so
+            try:
+                storage.target_type(given)  # follows it
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    return f"path {text!r} is a loop of symbolic links; pass the checkpoint itself"
+                raise
+            return (
+                f"path {text!r} is a symbolic link (to {now.points_to!r}): Retention deletes only a checkpoint "
+                f"saved under its own name, never what a link leads to; save the checkpoint at a path that is "
+                f"not a link"
             )
         return None
 
@@ -181,8 +197,8 @@ class Retention:
 
         Raises:
             TypeError, ValueError: bad ``score``, or ``path`` outside the best alias's folder,
-                an alias, a file this library keeps next to an alias, not a file or directory;
-                nothing changed.
+                an alias, a symbolic link (what it leads to is never deleted), a file this library
+                keeps next to an alias, not a file or directory; nothing changed.
             FileNotFoundError: nothing at ``path``.
         """
         self.record(path, score, step=step)
@@ -306,7 +322,7 @@ class Retention:
             target = storage.resolve_target(given)
             kind = storage.target_type(target)
         except OSError as err:
-            if err.errno == errno.ELOOP:
+            if err.errno == errno.ELOOP:  # a link on the way to it (one at the path itself: see refusal())
                 raise ValueError(f"path {text!r} is a loop of symbolic links; pass the checkpoint itself") from None
             raise
         if any(a.link_path in (given, target) for a in self.aliases()):
