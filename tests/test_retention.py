@@ -513,20 +513,62 @@ def test_a_file_of_another_user_arriving_in_a_directory_while_it_is_deleted_is_l
         path = write_ckpt(tmp_path / f"epoch={epoch}.ckpt", epoch, kind="dir")
         best.update(score, path)
         keep.saved(path, score)
-    real = _remove._foreign_inside
+    real = _remove._changed_inside
 
-    def arrives_after_the_look(fd: int, name: str) -> str | None:
-        found = real(fd, name)
+    def arrives_after_the_look(fd: int, name: str, ident: Any) -> Any:
+        found = real(fd, name, ident)
         os.chown(os.path.join(name, "shard-1.bin"), 65534, 65534, dir_fd=fd)
         return found
 
-    monkeypatch.setattr(_remove, "_foreign_inside", arrives_after_the_look)
+    monkeypatch.setattr(_remove, "_changed_inside", arrives_after_the_look)
     path = write_ckpt(tmp_path / "epoch=2.ckpt", 2, kind="dir")
     best.update(3.0, path)
     keep.saved(path, 3.0)
     [hidden] = leftovers(tmp_path)
     assert sorted(os.listdir(tmp_path / hidden)) == ["shard-1.bin"], "theirs stays, with the folder around it"
     assert said(recwarn, r"could not delete .*epoch=1\.ckpt.*tried again") == 1
+
+
+def save_nested_dir(best: BestLinker, keep: Retention, path: Path, score: float) -> list[str]:
+    """A directory checkpoint as sharded saves write one: a file at the top, then a sub-folder filled last."""
+    write_ckpt(path / ".metadata", 0)
+    write_ckpt(path / "model" / "shard-0.distcp", 0)  # written after the top last changed
+    best.update(score, path)
+    return keep.saved(path, score)
+
+
+def a_second_later(*paths: Path) -> None:
+    """As if written a second later: a file system's clock ticks coarser than a test runs."""
+    for p in paths:
+        st_ = os.lstat(p)
+        os.utime(p, ns=(st_.st_atime_ns, st_.st_mtime_ns + 10**9), follow_symlinks=False)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda ckpt: (ckpt / "model" / "my_eval.json").write_text("hours of evaluation") and ckpt / "model",
+        lambda ckpt: (ckpt / "model" / "shard-0.distcp").write_bytes(b"fine-tuned by hand") and ckpt / "model",
+    ],
+    ids=["a file added in a sub-folder", "a file in a sub-folder rewritten"],
+)
+def test_a_directory_checkpoint_changed_below_its_top_after_the_save_is_kept_whole(
+    tmp_path: Path, change: Any, recwarn: pytest.WarningsRecorder
+) -> None:
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    assert save_nested_dir(best, keep, tmp_path / "epoch=0.ckpt", 0.5) == []
+    assert save_nested_dir(best, keep, tmp_path / "epoch=1.ckpt", 0.6) == []
+    before = {p.relative_to(tmp_path) for p in (tmp_path / "epoch=1.ckpt").rglob("*")}
+    folder = change(tmp_path / "epoch=1.ckpt")
+    a_second_later(*folder.iterdir(), folder)
+    assert save_nested_dir(best, keep, tmp_path / "epoch=2.ckpt", 0.7) == []
+    assert {p.relative_to(tmp_path) for p in (tmp_path / "epoch=1.ckpt").rglob("*")} >= before, "all of it"
+    assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"] and leftovers(tmp_path) == []
+    assert said(recwarn, r"epoch=1\.ckpt' is no longer.*'model[^']*' inside it was modified or added after") == 1
+    gone = save_nested_dir(best, keep, tmp_path / "epoch=3.ckpt", 0.4)
+    assert gone == [str(tmp_path / "epoch=0.ckpt"), str(tmp_path / "epoch=2.ckpt")], "unchanged ones still go"
+    assert checkpoints(tmp_path) == ["epoch=1.ckpt", "epoch=3.ckpt"] and leftovers(tmp_path) == []
 
 
 def test_a_folder_swapped_for_a_symlink_never_leads_the_deletion_out(

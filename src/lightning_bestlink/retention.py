@@ -33,7 +33,7 @@ from lightning_bestlink._errors import warn
 from lightning_bestlink._keep import Entry, Saved, check_keep_best, decode, encode, next_seq, to_delete
 from lightning_bestlink._record import bookkeeping
 from lightning_bestlink._score import is_better, to_score
-from lightning_bestlink._storage import TargetType
+from lightning_bestlink._storage import Ident, TargetType, is_url
 from lightning_bestlink.linker import BestLinker
 
 _log = logging.getLogger("lightning_bestlink")
@@ -220,7 +220,7 @@ class Retention:
         value = None if score is None else to_score(score)
         with self._lock:
             target, kind = self._checked(path)
-            ident = self._storage.identity(target)
+            ident = self._identity(target, kind, self._storage.identity(target))
             entries = [e for e in self._entries if e.path != target]  # saved again at the same path
             self._entries = [*entries, Entry(target, value, next_seq(entries), kind, ident)]
 
@@ -293,9 +293,19 @@ class Retention:
                 now = self._storage.inspect(e.path)  # without following a link: the same identity as identity()
                 if now.kind not in ("file", "dir"):
                     continue  # gone, or a link where a checkpoint was saved: not ours to delete
-                e = e._replace(kind=now.kind, ident=now.ident)
+                e = e._replace(kind=now.kind, ident=self._identity(e.path, now.kind, now.ident))
             out.append(e)
         return out
+
+    @staticmethod
+    def _identity(path: str, kind: TargetType, ident: Ident) -> Ident:
+        """``ident``; a local directory's also holds the newest time in its tree, as removal checks it
+        (its own identity misses a file added or rewritten below its top)."""
+        if kind != "dir" or not isinstance(ident, list) or is_url(path):
+            return ident
+        from lightning_bestlink._storage._remove import newest_mtime  # local only; as local.py, on first use
+
+        return [*ident, newest_mtime(path)]
 
     def _tell_old_list(self) -> None:
         if self._told_old_list:
