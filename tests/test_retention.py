@@ -734,9 +734,11 @@ def test_the_state_lists_what_it_saved_and_a_resume_goes_on_deleting_it(tmp_path
     assert checkpoints(tmp_path) == ["epoch=3.ckpt", "epoch=6.ckpt"]
 
 
-def state_with(**entry: Any) -> dict[str, Any]:
+def state_with(folder: Path | None = None, **entry: Any) -> dict[str, Any]:
+    """A state listing one entry; ``folder``: the folder it names (None: one saved before states named it)."""
     base = {"path": "a.ckpt", "score": 1.0, "seq": 1, "kind": "file", "identity": [1, 2, 3, 4]}
-    return {"version": 1, "mode": "min", "ties": "first", "saved": [{**base, **entry}]}
+    state = {"version": 1, "mode": "min", "ties": "first", "saved": [{**base, **entry}]}
+    return state if folder is None else {**state, "folder": f"{folder}{os.sep}"}
 
 
 @pytest.mark.parametrize(
@@ -775,10 +777,81 @@ def test_a_listed_entry_that_is_a_symlink_when_first_looked_at_is_not_deleted(tm
     keep = Retention(best, keep_best=0)
     target = write_ckpt(tmp_path / "precious.bin", 3)
     (tmp_path / "epoch=0.ckpt").symlink_to(target.name)
-    keep.load_state_dict(state_with(path="epoch=0.ckpt", kind=None, identity=None, score=9.0))
+    keep.load_state_dict(state_with(tmp_path, path="epoch=0.ckpt", kind=None, identity=None, score=9.0))
     save_one(best, keep, tmp_path / "epoch=1.ckpt", 1.0, 1)
     assert os.path.islink(tmp_path / "epoch=0.ckpt") and fill_of(target) == 3
     assert listed(keep) == ["epoch=1.ckpt"]
+
+
+def a_run(folder: Path, scores: list[float]) -> Retention:
+    """A run of save_and_link in ``folder``, one checkpoint per score, keep_best=0."""
+    best = BestLinker(folder / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    for epoch, score in enumerate(scores):
+        save_and_link(
+            json_save, folder / f"epoch={epoch}.ckpt", {"best": best, "keep": keep}, score=score, retention=keep
+        )
+    return keep
+
+
+def saved_state(path: Path) -> dict[str, Any]:
+    """The retention's state saved inside a checkpoint written by json_save."""
+    return dict(json.loads(path.read_text())["keep"])
+
+
+def test_a_state_of_another_folder_is_refused_and_deletes_nothing_there_or_here(tmp_path: Path) -> None:
+    a, b = tmp_path / "run_a", tmp_path / "run_b"
+    a.mkdir(), b.mkdir()
+    a_run(a, [0.5, 0.4, 0.3])
+    assert checkpoints(a) == ["epoch=2.ckpt"]
+    mine = write_ckpt(b / "epoch=2.ckpt", 7)  # the user's own, of the name run A's last checkpoint has
+    keep = Retention(BestLinker(b / "best.ckpt"), keep_best=0)
+    with pytest.raises(ValueError, match=r"state\['folder'\] is '.*run_a/', but this Retention's best alias is in "):
+        keep.load_state_dict(saved_state(a / "epoch=2.ckpt"))  # fine-tuning A's epoch 2 in a new folder
+    assert listed(keep) == []
+    for epoch, score in [(3, 0.2), (4, 0.25)]:
+        state = {"best": keep.best, "keep": keep}
+        save_and_link(json_save, b / f"epoch={epoch}.ckpt", state, score=score, retention=keep)
+    assert fill_of(mine) == 7 and checkpoints(a) == ["epoch=2.ckpt"]
+
+
+@pytest.mark.parametrize("names_folder", [True, False], ids=["this folder's state", "a state naming no folder"])
+def test_entries_without_an_identity_are_never_deleted_unless_the_checkpoint_the_state_was_saved_in(
+    tmp_path: Path, names_folder: bool
+) -> None:
+    (tmp_path / "notes.txt").write_text("my notes")
+    dataset = write_ckpt(tmp_path / "dataset", 4, kind="dir")
+    state = state_with(tmp_path if names_folder else None, path="notes.txt", kind=None, identity=None, score=9.0)
+    state["saved"].append({"path": "dataset", "score": 9.0, "seq": 2, "kind": None, "identity": None})
+    state["saved"].append({"path": "epoch=0.ckpt", "score": 9.0, "seq": 3, "kind": "file", "identity": [1, 2, 3, 4]})
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    with pytest.warns(BestLinkWarning, match=r"'dataset', 'notes\.txt' without an identity.*never deletes them"):
+        keep.load_state_dict(state)
+    for epoch, score in enumerate([0.5, 0.4, 0.3]):
+        save_one(best, keep, tmp_path / f"epoch={epoch}.ckpt", score, epoch)
+    assert (tmp_path / "notes.txt").read_text() == "my notes" and fill_of(dataset) == 4
+    assert checkpoints(tmp_path) == ["epoch=2.ckpt"], "what it saved, it still deletes"
+
+
+def test_a_resume_in_the_same_folder_names_the_resumed_checkpoint_by_identity_and_goes_on_deleting(
+    tmp_path: Path,
+) -> None:
+    a_run(tmp_path, [0.5, 0.4])
+    resumed = Retention(BestLinker(tmp_path / "best.ckpt"), keep_best=0)  # another process, from epoch 1
+    resumed.load_state_dict(saved_state(tmp_path / "epoch=1.ckpt"))
+    state = {"best": resumed.best, "keep": resumed}
+    resumed.best.load_state_dict(json.loads((tmp_path / "epoch=1.ckpt").read_text())["best"])
+    save_and_link(json_save, tmp_path / "epoch=2.ckpt", state, score=0.6, retention=resumed)
+    carried = {e["path"]: e for e in saved_state(tmp_path / "epoch=2.ckpt")["saved"]}
+    assert carried["epoch=1.ckpt"]["kind"] == "file", "identified before epoch 2 was written"
+    assert carried["epoch=1.ckpt"]["identity"] == _files.ident_of(os.lstat(tmp_path / "epoch=1.ckpt"))
+    again = Retention(BestLinker(tmp_path / "best.ckpt"), keep_best=0)  # a third process, from epoch 2
+    again.load_state_dict(saved_state(tmp_path / "epoch=2.ckpt"))
+    again.best.load_state_dict(json.loads((tmp_path / "epoch=2.ckpt").read_text())["best"])
+    state = {"best": again.best, "keep": again}
+    save_and_link(json_save, tmp_path / "epoch=3.ckpt", state, score=0.1, retention=again)
+    assert checkpoints(tmp_path) == ["epoch=3.ckpt"], "the run's own checkpoints, from both resumes, deleted"
 
 
 # --- save_and_link for plain loops -----------------------------------------------------------------

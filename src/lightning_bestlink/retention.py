@@ -375,16 +375,37 @@ class Retention:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the list from :meth:`state_dict` (a resume). No I/O.
 
-        The state is input, not authority: each entry must name a path of plain names inside the
-        best alias's folder, and is deleted later only if what is there is still what was saved.
+        The state is input, not authority: it must have been saved by a Retention of this best
+        alias's folder, each entry must name a path of plain names inside it, and is deleted
+        later only if what is there is still what was saved. Only the checkpoint the state was
+        saved in may be listed without an identity (it is identified when first looked at);
+        any other such entry is left out, with a warning, and never deleted. A state saved
+        before states named their folder is loaded without its entries that lack an identity.
 
         Raises:
             ValueError: ``state`` is not a state of this format, was saved with another ``mode``
-                or ``ties``, or is damaged; nothing changed.
+                or ``ties``, by a Retention of another folder, or is damaged; nothing changed.
         """
-        entries = decode(state, self._prefix, self._best.mode, self._best.ties)
+        entries, dropped = decode(state, self._prefix, self._best.mode, self._best.ties)
         with self._lock:
             self._entries = entries
+        if dropped:
+            names = ", ".join(repr(p[len(self._prefix) :]) for p in dropped[:5]) + (" ..." if len(dropped) > 5 else "")
+            warn(
+                f"the state lists {names} without an identity, and not as the checkpoint it was saved in: "
+                f"nothing vouches that what is there now is what the run saved, so Retention never deletes "
+                f"{'it' if len(dropped) == 1 else 'them'}; delete what is no longer needed yourself"
+            )
+
+    def identify(self) -> None:
+        """Identify, as they are now, the listed checkpoints not looked at yet: the one a loaded state was saved in.
+
+        The ``save_and_link`` helpers call it before each save, so the state saved in the next
+        checkpoint names it by its identity; :meth:`prune` does too. One that is gone, or a
+        symbolic link now, is forgotten (kept).
+        """
+        with self._lock:
+            self._entries = self._identified(self._entries)
 
 
 __all__ = ["Retention"]
