@@ -121,10 +121,10 @@ def encode(entries: Sequence[Entry], folder: str, mode: Mode, ties: Ties) -> dic
 def decode(state: Any, folder: str, mode: Mode, ties: Ties) -> tuple[list[Entry], list[str]]:
     """The list of saves in ``state``, checked, and the paths it lists but cannot vouch for.
 
-    ``ValueError`` names what is wrong, a state of another folder included. An entry without
-    an identity is identified as it is when first looked at: only the checkpoint the state
-    was saved in may be one (the newest entry of a state naming this folder); any other is
-    left out, and so never deleted.
+    ``ValueError`` names what is wrong. An entry without an identity is identified as it is
+    when first looked at: only the checkpoint the state was saved in may be one (the newest
+    entry of a state naming this folder); any other is left out, and so never deleted. A state
+    of another folder (a run moved, or resumed into a new folder) vouches for none of its entries.
 
     >>> decode(encode([Entry("/r/a.ckpt", 0.5, 1, "file", [1, 2, 3, 4])], "/r/", "min", "first"), "/r/", "min", "first")
     ([Entry(path='/r/a.ckpt', score=0.5, seq=1, kind='file', ident=[1, 2, 3, 4])], [])
@@ -147,17 +147,14 @@ def decode(state: Any, folder: str, mode: Mode, ties: Ties) -> tuple[list[Entry]
                 f"construct the best alias with {name}={state.get(name)!r}"
             )
     theirs = state.get("folder")  # None: saved before states named their folder
-    if theirs is not None and theirs != folder:
-        raise ValueError(
-            f"state['folder'] is {theirs!r:.200}, but this Retention's best alias is in {folder!r}: the state lists "
-            f"the checkpoints another run saved there, not here. Load it into a Retention whose best alias is in "
-            f"that folder, or leave the retention out of the state you load (this folder's list then starts "
-            f"afresh; nothing is deleted on the other run's word)"
-        )
+    if theirs is not None and not isinstance(theirs, str):
+        raise ValueError(f"state['folder'] must be a str, got {type(theirs).__name__} {theirs!r:.200}")
     entries = {}
     for i, raw in enumerate(state["saved"]):
         entry = _entry(raw, folder, f"state['saved'][{i}]")
         entries[entry.path] = entry
+    if theirs is not None and theirs != folder:  # what was saved there is not deleted here on its word
+        return [], sorted(entries)
     seqs = [e.seq for e in entries.values()]
     newest = max(seqs, default=0) if seqs.count(max(seqs, default=0)) == 1 and theirs == folder else None
     dropped = sorted(e.path for e in entries.values() if e.kind is None and e.seq != newest)

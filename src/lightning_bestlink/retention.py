@@ -375,21 +375,29 @@ class Retention:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the list from :meth:`state_dict` (a resume). No I/O.
 
-        The state is input, not authority: it must have been saved by a Retention of this best
-        alias's folder, each entry must name a path of plain names inside it, and is deleted
-        later only if what is there is still what was saved. Only the checkpoint the state was
-        saved in may be listed without an identity (it is identified when first looked at);
-        any other such entry is left out, with a warning, and never deleted. A state saved
-        before states named their folder is loaded without its entries that lack an identity.
+        The state is input, not authority: each entry must name a path of plain names inside the
+        best alias's folder, and is deleted later only if what is there is still what was saved.
+        Only the checkpoint the state was saved in may be listed without an identity (it is
+        identified when first looked at); any other such entry is left out, with a warning, and
+        never deleted. A state saved by a Retention of another folder (a run moved, or resumed
+        into a new folder) lists nothing deletable here: it loads empty, with a warning. A state
+        saved before states named their folder is loaded without its entries that lack an identity.
 
         Raises:
             ValueError: ``state`` is not a state of this format, was saved with another ``mode``
-                or ``ties``, by a Retention of another folder, or is damaged; nothing changed.
+                or ``ties``, or is damaged; nothing changed.
         """
         entries, dropped = decode(state, self._prefix, self._best.mode, self._best.ties)
         with self._lock:
             self._entries = entries
-        if dropped:
+        theirs = state.get("folder")
+        if theirs not in (None, self._prefix) and dropped:
+            warn(
+                f"the state lists {len(dropped)} checkpoint(s) saved by a Retention of {theirs!r}, not of this "
+                f"best alias's folder {self._prefix!r} (a run moved, or resumed into a new folder): Retention never "
+                f"deletes them here; delete what is no longer needed yourself"
+            )
+        elif dropped:
             names = ", ".join(repr(p[len(self._prefix) :]) for p in dropped[:5]) + (" ..." if len(dropped) > 5 else "")
             warn(
                 f"the state lists {names} without an identity, and not as the checkpoint it was saved in: "
