@@ -31,6 +31,7 @@ from tests._fork import run_forked
 from tests._helpers import KINDS, as_nobody, as_root, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import (
+    AliasWriteError,
     BestLinker,
     BestLinkWarning,
     LatestLinker,
@@ -376,6 +377,18 @@ def test_saved_refuses_a_nul_byte_and_a_symlink_loop_with_the_argument_named(tmp
     assert keep.state_dict()["saved"] == []
 
 
+def test_a_path_that_is_a_symlink_is_refused_and_what_it_leads_to_is_never_listed(tmp_path: Path) -> None:
+    pretrained = write_ckpt(tmp_path / "pretrained.ckpt", 9)  # the user's own, reached by a link
+    (tmp_path / "epoch=0.ckpt").symlink_to(pretrained.name)
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    with pytest.raises(ValueError, match=r"path '.*epoch=0\.ckpt' is a symbolic link.*pretrained\.ckpt.*not a link"):
+        keep.saved(tmp_path / "epoch=0.ckpt", 0.9)
+    with pytest.raises(ValueError, match=r"epoch=0\.ckpt' is a symbolic link"):  # before save() writes through it
+        save_and_link(json_save, tmp_path / "epoch=0.ckpt", {"keep": keep}, score=0.9, retention=keep)
+    assert listed(keep) == [] and fill_of(pretrained) == 9 and os.path.islink(tmp_path / "epoch=0.ckpt")
+
+
 # --- issue 21: a file in the folder cannot make it delete anything ---------------------------------
 
 
@@ -500,20 +513,62 @@ def test_a_file_of_another_user_arriving_in_a_directory_while_it_is_deleted_is_l
         path = write_ckpt(tmp_path / f"epoch={epoch}.ckpt", epoch, kind="dir")
         best.update(score, path)
         keep.saved(path, score)
-    real = _remove._foreign_inside
+    real = _remove._changed_inside
 
-    def arrives_after_the_look(fd: int, name: str) -> str | None:
-        found = real(fd, name)
+    def arrives_after_the_look(fd: int, name: str, ident: Any) -> Any:
+        found = real(fd, name, ident)
         os.chown(os.path.join(name, "shard-1.bin"), 65534, 65534, dir_fd=fd)
         return found
 
-    monkeypatch.setattr(_remove, "_foreign_inside", arrives_after_the_look)
+    monkeypatch.setattr(_remove, "_changed_inside", arrives_after_the_look)
     path = write_ckpt(tmp_path / "epoch=2.ckpt", 2, kind="dir")
     best.update(3.0, path)
     keep.saved(path, 3.0)
     [hidden] = leftovers(tmp_path)
     assert sorted(os.listdir(tmp_path / hidden)) == ["shard-1.bin"], "theirs stays, with the folder around it"
     assert said(recwarn, r"could not delete .*epoch=1\.ckpt.*tried again") == 1
+
+
+def save_nested_dir(best: BestLinker, keep: Retention, path: Path, score: float) -> list[str]:
+    """A directory checkpoint as sharded saves write one: a file at the top, then a sub-folder filled last."""
+    write_ckpt(path / ".metadata", 0)
+    write_ckpt(path / "model" / "shard-0.distcp", 0)  # written after the top last changed
+    best.update(score, path)
+    return keep.saved(path, score)
+
+
+def a_second_later(*paths: Path) -> None:
+    """As if written a second later: a file system's clock ticks coarser than a test runs."""
+    for p in paths:
+        st_ = os.lstat(p)
+        os.utime(p, ns=(st_.st_atime_ns, st_.st_mtime_ns + 10**9), follow_symlinks=False)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda ckpt: (ckpt / "model" / "my_eval.json").write_text("hours of evaluation") and ckpt / "model",
+        lambda ckpt: (ckpt / "model" / "shard-0.distcp").write_bytes(b"fine-tuned by hand") and ckpt / "model",
+    ],
+    ids=["a file added in a sub-folder", "a file in a sub-folder rewritten"],
+)
+def test_a_directory_checkpoint_changed_below_its_top_after_the_save_is_kept_whole(
+    tmp_path: Path, change: Any, recwarn: pytest.WarningsRecorder
+) -> None:
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    assert save_nested_dir(best, keep, tmp_path / "epoch=0.ckpt", 0.5) == []
+    assert save_nested_dir(best, keep, tmp_path / "epoch=1.ckpt", 0.6) == []
+    before = {p.relative_to(tmp_path) for p in (tmp_path / "epoch=1.ckpt").rglob("*")}
+    folder = change(tmp_path / "epoch=1.ckpt")
+    a_second_later(*folder.iterdir(), folder)
+    assert save_nested_dir(best, keep, tmp_path / "epoch=2.ckpt", 0.7) == []
+    assert {p.relative_to(tmp_path) for p in (tmp_path / "epoch=1.ckpt").rglob("*")} >= before, "all of it"
+    assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"] and leftovers(tmp_path) == []
+    assert said(recwarn, r"epoch=1\.ckpt' is no longer.*'model[^']*' inside it was modified or added after") == 1
+    gone = save_nested_dir(best, keep, tmp_path / "epoch=3.ckpt", 0.4)
+    assert gone == [str(tmp_path / "epoch=0.ckpt"), str(tmp_path / "epoch=2.ckpt")], "unchanged ones still go"
+    assert checkpoints(tmp_path) == ["epoch=1.ckpt", "epoch=3.ckpt"] and leftovers(tmp_path) == []
 
 
 def test_a_folder_swapped_for_a_symlink_never_leads_the_deletion_out(
@@ -679,9 +734,11 @@ def test_the_state_lists_what_it_saved_and_a_resume_goes_on_deleting_it(tmp_path
     assert checkpoints(tmp_path) == ["epoch=3.ckpt", "epoch=6.ckpt"]
 
 
-def state_with(**entry: Any) -> dict[str, Any]:
+def state_with(folder: Path | None = None, **entry: Any) -> dict[str, Any]:
+    """A state listing one entry; ``folder``: the folder it names (None: one saved before states named it)."""
     base = {"path": "a.ckpt", "score": 1.0, "seq": 1, "kind": "file", "identity": [1, 2, 3, 4]}
-    return {"version": 1, "mode": "min", "ties": "first", "saved": [{**base, **entry}]}
+    state = {"version": 1, "mode": "min", "ties": "first", "saved": [{**base, **entry}]}
+    return state if folder is None else {**state, "folder": f"{folder}{os.sep}"}
 
 
 @pytest.mark.parametrize(
@@ -720,10 +777,81 @@ def test_a_listed_entry_that_is_a_symlink_when_first_looked_at_is_not_deleted(tm
     keep = Retention(best, keep_best=0)
     target = write_ckpt(tmp_path / "precious.bin", 3)
     (tmp_path / "epoch=0.ckpt").symlink_to(target.name)
-    keep.load_state_dict(state_with(path="epoch=0.ckpt", kind=None, identity=None, score=9.0))
+    keep.load_state_dict(state_with(tmp_path, path="epoch=0.ckpt", kind=None, identity=None, score=9.0))
     save_one(best, keep, tmp_path / "epoch=1.ckpt", 1.0, 1)
     assert os.path.islink(tmp_path / "epoch=0.ckpt") and fill_of(target) == 3
     assert listed(keep) == ["epoch=1.ckpt"]
+
+
+def a_run(folder: Path, scores: list[float]) -> Retention:
+    """A run of save_and_link in ``folder``, one checkpoint per score, keep_best=0."""
+    best = BestLinker(folder / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    for epoch, score in enumerate(scores):
+        save_and_link(
+            json_save, folder / f"epoch={epoch}.ckpt", {"best": best, "keep": keep}, score=score, retention=keep
+        )
+    return keep
+
+
+def saved_state(path: Path) -> dict[str, Any]:
+    """The retention's state saved inside a checkpoint written by json_save."""
+    return dict(json.loads(path.read_text())["keep"])
+
+
+def test_a_state_of_another_folder_loads_empty_and_deletes_nothing_there_or_here(tmp_path: Path) -> None:
+    a, b = tmp_path / "run_a", tmp_path / "run_b"
+    a.mkdir(), b.mkdir()
+    a_run(a, [0.5, 0.4, 0.3])
+    assert checkpoints(a) == ["epoch=2.ckpt"]
+    mine = write_ckpt(b / "epoch=2.ckpt", 7)  # the user's own, of the name run A's last checkpoint has
+    keep = Retention(BestLinker(b / "best.ckpt"), keep_best=0)
+    with pytest.warns(BestLinkWarning, match=r"saved by a Retention of '.*run_a/', not of this best alias's folder"):
+        keep.load_state_dict(saved_state(a / "epoch=2.ckpt"))  # fine-tuning A's epoch 2 in a new folder
+    assert listed(keep) == []
+    for epoch, score in [(3, 0.2), (4, 0.25)]:
+        state = {"best": keep.best, "keep": keep}
+        save_and_link(json_save, b / f"epoch={epoch}.ckpt", state, score=score, retention=keep)
+    assert fill_of(mine) == 7 and checkpoints(a) == ["epoch=2.ckpt"]
+
+
+@pytest.mark.parametrize("names_folder", [True, False], ids=["this folder's state", "a state naming no folder"])
+def test_entries_without_an_identity_are_never_deleted_unless_the_checkpoint_the_state_was_saved_in(
+    tmp_path: Path, names_folder: bool
+) -> None:
+    (tmp_path / "notes.txt").write_text("my notes")
+    dataset = write_ckpt(tmp_path / "dataset", 4, kind="dir")
+    state = state_with(tmp_path if names_folder else None, path="notes.txt", kind=None, identity=None, score=9.0)
+    state["saved"].append({"path": "dataset", "score": 9.0, "seq": 2, "kind": None, "identity": None})
+    state["saved"].append({"path": "epoch=0.ckpt", "score": 9.0, "seq": 3, "kind": "file", "identity": [1, 2, 3, 4]})
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    with pytest.warns(BestLinkWarning, match=r"'dataset', 'notes\.txt' without an identity.*never deletes them"):
+        keep.load_state_dict(state)
+    for epoch, score in enumerate([0.5, 0.4, 0.3]):
+        save_one(best, keep, tmp_path / f"epoch={epoch}.ckpt", score, epoch)
+    assert (tmp_path / "notes.txt").read_text() == "my notes" and fill_of(dataset) == 4
+    assert checkpoints(tmp_path) == ["epoch=2.ckpt"], "what it saved, it still deletes"
+
+
+def test_a_resume_in_the_same_folder_names_the_resumed_checkpoint_by_identity_and_goes_on_deleting(
+    tmp_path: Path,
+) -> None:
+    a_run(tmp_path, [0.5, 0.4])
+    resumed = Retention(BestLinker(tmp_path / "best.ckpt"), keep_best=0)  # another process, from epoch 1
+    resumed.load_state_dict(saved_state(tmp_path / "epoch=1.ckpt"))
+    state = {"best": resumed.best, "keep": resumed}
+    resumed.best.load_state_dict(json.loads((tmp_path / "epoch=1.ckpt").read_text())["best"])
+    save_and_link(json_save, tmp_path / "epoch=2.ckpt", state, score=0.6, retention=resumed)
+    carried = {e["path"]: e for e in saved_state(tmp_path / "epoch=2.ckpt")["saved"]}
+    assert carried["epoch=1.ckpt"]["kind"] == "file", "identified before epoch 2 was written"
+    assert carried["epoch=1.ckpt"]["identity"] == _files.ident_of(os.lstat(tmp_path / "epoch=1.ckpt"))
+    again = Retention(BestLinker(tmp_path / "best.ckpt"), keep_best=0)  # a third process, from epoch 2
+    again.load_state_dict(saved_state(tmp_path / "epoch=2.ckpt"))
+    again.best.load_state_dict(json.loads((tmp_path / "epoch=2.ckpt").read_text())["best"])
+    state = {"best": again.best, "keep": again}
+    save_and_link(json_save, tmp_path / "epoch=3.ckpt", state, score=0.1, retention=again)
+    assert checkpoints(tmp_path) == ["epoch=3.ckpt"], "the run's own checkpoints, from both resumes, deleted"
 
 
 # --- save_and_link for plain loops -----------------------------------------------------------------
@@ -836,6 +964,24 @@ def test_save_and_link_with_the_aliases_of_0_1_still_works_with_a_deprecation(tm
     with pytest.warns(DeprecationWarning, match="Retention.saved\\(\\)/record\\(\\) no longer take step="):
         keep.saved(write_ckpt(tmp_path / "epoch=1.ckpt", 1), 2.0, step=1)
     assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt"]
+
+
+def test_a_checkpoint_better_than_the_alias_is_kept_when_the_alias_failed_to_move_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    state = {"best": best, "keep": keep}
+    save_and_link(json_save, tmp_path / "epoch=0.ckpt", state, score=0.5, retention=keep)
+    with monkeypatch.context() as m:
+        m.setattr(best.storage, "commit", lambda *a, **k: (_ for _ in ()).throw(OSError(5, "I/O error")))
+        with pytest.raises(AliasWriteError):
+            save_and_link(json_save, tmp_path / "epoch=1.ckpt", state, score=0.1, retention=keep)  # the run's best
+    assert best.best_score == 0.5 and os.readlink(best.link_path) == "epoch=0.ckpt", "the alias did not move"
+    save_and_link(json_save, tmp_path / "epoch=2.ckpt", state, score=0.6, retention=keep)
+    assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"], "0.1 beats the alias: kept"
+    save_and_link(json_save, tmp_path / "epoch=3.ckpt", state, score=0.05, retention=keep)
+    assert checkpoints(tmp_path) == ["epoch=3.ckpt"], "once the alias moved past it, it goes as the policy says"
 
 
 def test_save_and_link_warns_when_the_retention_is_not_in_the_state(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ class Entry(NamedTuple):
     path: str  # normalised, absolute (or a full URL), inside the best alias's folder
     score: float | None
     seq: int
-    kind: TargetType | None  # None, with ident None: saved, not looked at yet (the checkpoint a state came from)
+    kind: TargetType | None  # None, with ident None: saved, not looked at yet (the checkpoint a state was saved in)
     ident: Ident
 
 
@@ -115,14 +115,19 @@ def encode(entries: Sequence[Entry], folder: str, mode: Mode, ties: Ties) -> dic
         {"path": e.path[len(folder) :], "score": e.score, "seq": e.seq, "kind": e.kind, "identity": e.ident}
         for e in entries
     ]
-    return {"version": VERSION, "mode": mode, "ties": ties, "saved": saved}
+    return {"version": VERSION, "mode": mode, "ties": ties, "folder": folder, "saved": saved}
 
 
-def decode(state: Any, folder: str, mode: Mode, ties: Ties) -> list[Entry]:
-    """The list of saves in ``state``, checked; ``ValueError`` naming what is wrong.
+def decode(state: Any, folder: str, mode: Mode, ties: Ties) -> tuple[list[Entry], list[str]]:
+    """The list of saves in ``state``, checked, and the paths it lists but cannot vouch for.
+
+    ``ValueError`` names what is wrong. An entry without an identity is identified as it is
+    when first looked at: only the checkpoint the state was saved in may be one (the newest
+    entry of a state naming this folder); any other is left out, and so never deleted. A state
+    of another folder (a run moved, or resumed into a new folder) vouches for none of its entries.
 
     >>> decode(encode([Entry("/r/a.ckpt", 0.5, 1, "file", [1, 2, 3, 4])], "/r/", "min", "first"), "/r/", "min", "first")
-    [Entry(path='/r/a.ckpt', score=0.5, seq=1, kind='file', ident=[1, 2, 3, 4])]
+    ([Entry(path='/r/a.ckpt', score=0.5, seq=1, kind='file', ident=[1, 2, 3, 4])], [])
     >>> decode({"version": 1, "mode": "min", "ties": "first", "saved": [{"path": "../x"}]}, "/r/", "min", "first")
     Traceback (most recent call last):
     ...
@@ -141,11 +146,19 @@ def decode(state: Any, folder: str, mode: Mode, ties: Ties) -> list[Entry]:
                 f"state was saved with {name}={state.get(name)!r} but the best alias has {name}={mine!r}; "
                 f"construct the best alias with {name}={state.get(name)!r}"
             )
+    theirs = state.get("folder")  # None: saved before states named their folder
+    if theirs is not None and not isinstance(theirs, str):
+        raise ValueError(f"state['folder'] must be a str, got {type(theirs).__name__} {theirs!r:.200}")
     entries = {}
     for i, raw in enumerate(state["saved"]):
         entry = _entry(raw, folder, f"state['saved'][{i}]")
         entries[entry.path] = entry
-    return sorted(entries.values(), key=lambda e: e.seq)
+    if theirs is not None and theirs != folder:  # what was saved there is not deleted here on its word
+        return [], sorted(entries)
+    seqs = [e.seq for e in entries.values()]
+    newest = max(seqs, default=0) if seqs.count(max(seqs, default=0)) == 1 and theirs == folder else None
+    dropped = sorted(e.path for e in entries.values() if e.kind is None and e.seq != newest)
+    return sorted((e for e in entries.values() if e.path not in dropped), key=lambda e: e.seq), dropped
 
 
 def _entry(raw: Any, folder: str, where: str) -> Entry:

@@ -1,8 +1,10 @@
 """``Retention``: delete the checkpoints nobody needs, in loops that have no ``save_top_k``.
 
 What is kept is a pure policy (:mod:`._keep`): the ``keep_best`` best by score, what the
-aliases point at, the newest save and every save without a score. What may be deleted is
-decided on the authority of the run itself, never of a file in the folder:
+aliases point at, the newest save, every save without a score, and every save that scored
+better than the best alias holds (the alias failed to move to it: kept until it has moved past
+it). What may be deleted is decided on the authority of the run itself, never of a file in the
+folder:
 
 - only checkpoints this run saved, or the run it resumed from: the list travels in the run's
   state, inside its checkpoints (:meth:`Retention.state_dict`, which the ``save_and_link``
@@ -30,8 +32,8 @@ from typing import Any
 from lightning_bestlink._errors import warn
 from lightning_bestlink._keep import Entry, Saved, check_keep_best, decode, encode, next_seq, to_delete
 from lightning_bestlink._record import bookkeeping
-from lightning_bestlink._score import to_score
-from lightning_bestlink._storage import TargetType
+from lightning_bestlink._score import is_better, to_score
+from lightning_bestlink._storage import Ident, TargetType, is_url
 from lightning_bestlink.linker import BestLinker
 
 _log = logging.getLogger("lightning_bestlink")
@@ -161,10 +163,26 @@ class Retention:
         storage = self._storage
         if not storage.handles(text):
             return f"path {text!r} is not on the filesystem of the best alias {self._best.link_path!r}"
-        if not storage.in_folder_of(self._best.link_path, storage.normalize(text)):
+        given = storage.normalize(text)
+        if not storage.in_folder_of(self._best.link_path, given):
             return (
                 f"Retention deletes checkpoints only inside the best alias's folder "
                 f"{os.path.dirname(self._best.link_path)!r}, got path {text!r}; save the checkpoints there"
+            )
+        # what a link leads to was not saved under that name, maybe not by this run (a user's
+        # pretrained weights): never listed, so never deleted; a save would write through the link
+        now = storage.inspect(given)
+        if now.kind == "symlink" and all(a.link_path != given for a in self.aliases()):  # an alias: _checked says so
+            try:
+                storage.target_type(given)  # follows it
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    return f"path {text!r} is a loop of symbolic links; pass the checkpoint itself"
+                raise
+            return (
+                f"path {text!r} is a symbolic link (to {now.points_to!r}): Retention deletes only a checkpoint "
+                f"saved under its own name, never what a link leads to; save the checkpoint at a path that is "
+                f"not a link"
             )
         return None
 
@@ -179,8 +197,8 @@ class Retention:
 
         Raises:
             TypeError, ValueError: bad ``score``, or ``path`` outside the best alias's folder,
-                an alias, a file this library keeps next to an alias, not a file or directory;
-                nothing changed.
+                an alias, a symbolic link (what it leads to is never deleted), a file this library
+                keeps next to an alias, not a file or directory; nothing changed.
             FileNotFoundError: nothing at ``path``.
         """
         self.record(path, score, step=step)
@@ -202,7 +220,7 @@ class Retention:
         value = None if score is None else to_score(score)
         with self._lock:
             target, kind = self._checked(path)
-            ident = self._storage.identity(target)
+            ident = self._identity(target, kind, self._storage.identity(target))
             entries = [e for e in self._entries if e.path != target]  # saved again at the same path
             self._entries = [*entries, Entry(target, value, next_seq(entries), kind, ident)]
 
@@ -222,6 +240,11 @@ class Retention:
             if best_path is not None and best_score is not None and all(e.path != best_path for e in entries):
                 ranks.append(Saved(best_path, best_score, -1))  # not on the list, never deleted, yet among the best
             protected = {a.best_path for a in aliases if a.best_path is not None}
+            if best_score is not None:  # better than what the alias holds: it failed to move there; kept until it has
+                mode, ties = self._best.mode, self._best.ties
+                protected.update(
+                    e.path for e in entries if e.score is not None and is_better(e.score, best_score, mode, ties)
+                )
             doomed = {
                 s.path
                 for s in to_delete(
@@ -270,9 +293,19 @@ class Retention:
                 now = self._storage.inspect(e.path)  # without following a link: the same identity as identity()
                 if now.kind not in ("file", "dir"):
                     continue  # gone, or a link where a checkpoint was saved: not ours to delete
-                e = e._replace(kind=now.kind, ident=now.ident)
+                e = e._replace(kind=now.kind, ident=self._identity(e.path, now.kind, now.ident))
             out.append(e)
         return out
+
+    @staticmethod
+    def _identity(path: str, kind: TargetType, ident: Ident) -> Ident:
+        """``ident``; a local directory's also holds the newest time in its tree, as removal checks it
+        (its own identity misses a file added or rewritten below its top)."""
+        if kind != "dir" or not isinstance(ident, list) or is_url(path):
+            return ident
+        from lightning_bestlink._storage._remove import newest_mtime  # local only; as local.py, on first use
+
+        return [*ident, newest_mtime(path)]
 
     def _tell_old_list(self) -> None:
         if self._told_old_list:
@@ -299,7 +332,7 @@ class Retention:
             target = storage.resolve_target(given)
             kind = storage.target_type(target)
         except OSError as err:
-            if err.errno == errno.ELOOP:
+            if err.errno == errno.ELOOP:  # a link on the way to it (one at the path itself: see refusal())
                 raise ValueError(f"path {text!r} is a loop of symbolic links; pass the checkpoint itself") from None
             raise
         if any(a.link_path in (given, target) for a in self.aliases()):
@@ -344,14 +377,43 @@ class Retention:
 
         The state is input, not authority: each entry must name a path of plain names inside the
         best alias's folder, and is deleted later only if what is there is still what was saved.
+        Only the checkpoint the state was saved in may be listed without an identity (it is
+        identified when first looked at); any other such entry is left out, with a warning, and
+        never deleted. A state saved by a Retention of another folder (a run moved, or resumed
+        into a new folder) lists nothing deletable here: it loads empty, with a warning. A state
+        saved before states named their folder is loaded without its entries that lack an identity.
 
         Raises:
             ValueError: ``state`` is not a state of this format, was saved with another ``mode``
                 or ``ties``, or is damaged; nothing changed.
         """
-        entries = decode(state, self._prefix, self._best.mode, self._best.ties)
+        entries, dropped = decode(state, self._prefix, self._best.mode, self._best.ties)
         with self._lock:
             self._entries = entries
+        theirs = state.get("folder")
+        if theirs not in (None, self._prefix) and dropped:
+            warn(
+                f"the state lists {len(dropped)} checkpoint(s) saved by a Retention of {theirs!r}, not of this "
+                f"best alias's folder {self._prefix!r} (a run moved, or resumed into a new folder): Retention never "
+                f"deletes them here; delete what is no longer needed yourself"
+            )
+        elif dropped:
+            names = ", ".join(repr(p[len(self._prefix) :]) for p in dropped[:5]) + (" ..." if len(dropped) > 5 else "")
+            warn(
+                f"the state lists {names} without an identity, and not as the checkpoint it was saved in: "
+                f"nothing vouches that what is there now is what the run saved, so Retention never deletes "
+                f"{'it' if len(dropped) == 1 else 'them'}; delete what is no longer needed yourself"
+            )
+
+    def identify(self) -> None:
+        """Identify, as they are now, the listed checkpoints not looked at yet: the one a loaded state was saved in.
+
+        The ``save_and_link`` helpers call it before each save, so the state saved in the next
+        checkpoint names it by its identity; :meth:`prune` does too. One that is gone, or a
+        symbolic link now, is forgotten (kept).
+        """
+        with self._lock:
+            self._entries = self._identified(self._entries)
 
 
 __all__ = ["Retention"]

@@ -4,7 +4,8 @@ Every step goes through descriptors opened without following a link, from ``/`` 
 the checkpoint's folder (``openat`` with ``O_NOFOLLOW | O_DIRECTORY``): a component swapped
 for a symlink since the save stops it, and nothing outside the alias's folder is reached.
 The checkpoint is first renamed to a hidden name in its own folder and checked there (kind,
-owner, identity): a file moved onto the path after the first look is put back, not deleted.
+owner, identity): a file moved onto the path after the first look is put back, not deleted; so
+is a directory holding a file of another user, or one modified or added after it was saved.
 A directory is then removed with ``os.fwalk`` through descriptors (``shutil.rmtree(dir_fd=)``
 needs Python 3.11). A run killed half-way leaves the hidden name; the next run that still
 lists the checkpoint finishes it, if it is that checkpoint.
@@ -70,9 +71,23 @@ def _mismatch(st: os.stat_result, ident: Ident, kind: TargetType) -> Removal | N
         return Removal("changed", f"{what.get(mode, 'a special file')} is there now, where a {kind} was saved")
     if st.st_uid != os.geteuid():
         return Removal("foreign", f"it is owned by another user (uid {st.st_uid})")
-    if not isinstance(ident, (list, tuple)) or _files.ident_of(st) != list(ident):
+    if not isinstance(ident, (list, tuple)) or _files.ident_of(st) != list(ident)[:4]:  # a directory's has a 5th
         return Removal("changed", "another file is there now")
     return None
+
+
+def newest_mtime(path: str) -> int:
+    """The newest modification time (ns) in the tree at ``path``, never following a link.
+
+    A directory's own identity says nothing of a file added or rewritten below its top: its
+    identity as saved (:func:`remove_saved`) carries this too, and anything inside modified
+    later keeps it (mtime, not ctime: a reader's hold hard-links the files, which changes ctime).
+    """
+    newest = os.lstat(path).st_mtime_ns
+    for _, dirs, files, sub in os.fwalk(path, follow_symlinks=False):
+        for child in (*dirs, *files):
+            newest = max(newest, os.stat(child, dir_fd=sub, follow_symlinks=False).st_mtime_ns)
+    return newest
 
 
 def _remove_in(fd: int, name: str, ident: Ident, kind: TargetType) -> Removal:
@@ -96,10 +111,10 @@ def _remove_in(fd: int, name: str, ident: Ident, kind: TargetType) -> Removal:
             kept = f"{problem.detail}; yet another file took its name, so it is kept as {trash!r}"
             return Removal(problem.outcome, kept)
         return Removal(problem.outcome, f"{problem.detail} (it arrived while being deleted, and was put back)")
-    foreign = _foreign_inside(fd, trash) if kind == "dir" else None
-    if foreign is not None:  # another user's file inside: the whole checkpoint goes back, nothing deleted
+    inside = _changed_inside(fd, trash, ident) if kind == "dir" else None
+    if inside is not None:  # another user's file inside, or one changed since: all of it goes back
         _rename_new(fd, trash, name)
-        return Removal("foreign", f"it holds {foreign}, owned by another user")
+        return inside
     try:
         _remove_at(fd, trash, kind)
     except OSError:
@@ -152,21 +167,27 @@ def _finish(fd: int, name: str, ident: Ident, kind: TargetType) -> Removal:
     return Removal("gone")
 
 
-def _foreign_inside(fd: int, name: str) -> str | None:
-    """The first entry of the tree ``name`` owned by another user, as ``'path' (uid N)``; None if all are mine."""
+def _changed_inside(fd: int, name: str, ident: Ident) -> Removal | None:
+    """Why the tree ``name`` is not all the checkpoint saved: an entry of another user, or one modified
+    after the newest time in ``ident`` (:func:`newest_mtime`, its 5th item); None if it is."""
+    if not isinstance(ident, (list, tuple)) or len(ident) < 5:
+        return Removal("changed", "it was listed without the times of the files inside it, so they cannot be checked")
     me = os.geteuid()
     for top, dirs, files, sub in os.fwalk(name, dir_fd=fd, onerror=_raise):
         for child in (*dirs, *files):
-            uid = os.stat(child, dir_fd=sub, follow_symlinks=False).st_uid
-            if uid != me:
-                return f"{os.path.join(top, child)!r} (uid {uid})"
+            st = os.stat(child, dir_fd=sub, follow_symlinks=False)
+            where = os.path.join(top, child)[len(name) + 1 :]
+            if st.st_uid != me:
+                return Removal("foreign", f"it holds {where!r} (uid {st.st_uid}), owned by another user")
+            if st.st_mtime_ns > ident[4]:
+                return Removal("changed", f"{where!r} inside it was modified or added after it was saved")
     return None
 
 
 def _remove_at(fd: int, name: str, kind: TargetType) -> None:
     """Remove ``name`` in the folder ``fd``, a file or a whole tree, never following a link.
 
-    In a tree, an entry of another user (one that arrived after :func:`_foreign_inside` looked)
+    In a tree, an entry of another user (one that arrived after :func:`_changed_inside` looked)
     is left, and so is the tree around it: removing it then fails, and is tried again later.
     """
     me = os.geteuid()
