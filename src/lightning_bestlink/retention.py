@@ -33,7 +33,7 @@ from lightning_bestlink._errors import warn
 from lightning_bestlink._keep import Entry, Saved, check_keep_best, decode, encode, next_seq, to_delete
 from lightning_bestlink._record import bookkeeping
 from lightning_bestlink._score import is_better, to_score
-from lightning_bestlink._storage import Ident, TargetType, is_url
+from lightning_bestlink._storage import Ident, TargetType
 from lightning_bestlink.linker import BestLinker
 
 _log = logging.getLogger("lightning_bestlink")
@@ -297,15 +297,11 @@ class Retention:
             out.append(e)
         return out
 
-    @staticmethod
-    def _identity(path: str, kind: TargetType, ident: Ident) -> Ident:
-        """``ident``; a local directory's also holds the newest time in its tree, as removal checks it
-        (its own identity misses a file added or rewritten below its top)."""
-        if kind != "dir" or not isinstance(ident, list) or is_url(path):
-            return ident
-        from lightning_bestlink._storage._remove import newest_mtime  # local only; as local.py, on first use
-
-        return [*ident, newest_mtime(path)]
+    def _identity(self, path: str, kind: TargetType, ident: Ident) -> Ident:
+        """``ident``; a directory's also holds the newest time in its tree where the storage tells it,
+        as removal checks it (its own identity misses a file added or rewritten below its top)."""
+        newest = self._storage.tree_time(path) if kind == "dir" and isinstance(ident, list) else None
+        return ident if newest is None else [*ident, newest]
 
     def _tell_old_list(self) -> None:
         if self._told_old_list:

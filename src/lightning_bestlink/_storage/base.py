@@ -160,6 +160,11 @@ class Storage(ABC):
         None when this storage cannot compare them."""
         return None
 
+    def tree_time(self, path: str) -> int | None:
+        """The newest modification time (ns) in the directory tree at ``path``, never following a link;
+        None where this storage cannot tell (what :meth:`remove_saved` compares a directory's files with)."""
+        return None
+
     def same_tree(self, alias: str, target: str) -> bool | None:
         """For a copy of a directory checkpoint: whether its files still have the names, sizes and
         modification times of the checkpoint's (a file rewritten in place inside the checkpoint leaves

@@ -205,6 +205,14 @@ class LocalStorage(Storage):
     def same_content(self, a: str, b: str) -> bool | None:
         return same_bytes(a, b)
 
+    def tree_time(self, path: str) -> int | None:
+        from lightning_bestlink._storage._remove import newest_mtime  # with removals: on first use
+
+        try:
+            return newest_mtime(path)
+        except (FileNotFoundError, NotADirectoryError):  # gone meanwhile: listed without it, so never deleted
+            return None
+
     def same_tree(self, alias: str, target: str) -> bool | None:
         try:
             return same_tree(alias, target)
