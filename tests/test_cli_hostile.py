@@ -196,15 +196,17 @@ def test_names_that_are_not_utf8(tmp_path: Path) -> None:
 # --- wording ------------------------------------------------------------------------------------
 
 
-def test_a_copy_of_another_size_is_not_worded_as_pointing_elsewhere(tmp_path: Path) -> None:
-    # verify of a copy alias whose size differs: the alias names nothing else, so the sentence must not
-    # say it "points at epoch=2.ckpt, but its record names epoch=2.ckpt"
-    target = str(tmp_path / BEST)
-    report = AliasReport("mismatch", str(tmp_path / "best.ckpt"), target, target, "differs in size")
-    text = problem(Alias("best.ckpt", str(tmp_path / "best.ckpt"), report=report), str(tmp_path))
-    assert text == f"mismatch: best.ckpt is not a copy of {BEST}, which its record names (the sizes differ)"
-    other = AliasReport("mismatch", str(tmp_path / "best.ckpt"), target, str(tmp_path / "epoch=0.ckpt"), "")
-    text = problem(Alias("best.ckpt", str(tmp_path / "best.ckpt"), report=other), str(tmp_path))
+def test_a_mismatch_that_names_nothing_else_is_worded_by_the_check(tmp_path: Path) -> None:
+    # a copy or hard link names no other checkpoint: the sentence is the check's own, its full paths
+    # shortened, never "points at epoch=2.ckpt, but its record names epoch=2.ckpt" nor a guess of why
+    alias, target = str(tmp_path / "best.ckpt"), str(tmp_path / BEST)
+    detail = f"{alias!r} is a copy of {target!r}, which no longer exists"
+    for actual in (None, target):
+        report = AliasReport("mismatch", alias, target, actual, detail)
+        text = problem(Alias("best.ckpt", alias, report=report), str(tmp_path))
+        assert text == f"mismatch: best.ckpt is a copy of {BEST}, which no longer exists"
+    other = AliasReport("mismatch", alias, target, str(tmp_path / "epoch=0.ckpt"), "")
+    text = problem(Alias("best.ckpt", alias, report=other), str(tmp_path))
     assert text == f"mismatch: best.ckpt points at epoch=0.ckpt, but its record names {BEST}"
 
 
