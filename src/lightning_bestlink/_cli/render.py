@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from lightning_bestlink._cli.survey import Alias, Folder
-from lightning_bestlink._health import AliasReport
 from lightning_bestlink._record import SUFFIX
 from lightning_bestlink._storage import is_url
 
@@ -146,7 +145,7 @@ def problem(alias: Alias, folder: str) -> str:
     if report.status == "mismatch" and report.actual in (None, report.expected):
         # a copy or hard link names nothing else: what is wrong with it (not a hard link of the checkpoint,
         # the checkpoint gone or changed, an update stopped halfway) only the check knows; --json says the same
-        return f"mismatch: {in_words(report, alias.name, folder)}"
+        return f"mismatch: {in_words(alias, folder)}"
     if report.status == "mismatch":
         return f"mismatch: {alias.name} points at {actual}, but its record names {expected}"
     if report.status == "foreign":
@@ -158,10 +157,12 @@ def problem(alias: Alias, folder: str) -> str:
     return ""
 
 
-def in_words(report: AliasReport, name: str, folder: str) -> str:
-    """The report's detail with the alias and its checkpoint named as the rest of the text names them
-    (the detail quotes their full paths); a path it spells otherwise stays as it is, which is still true."""
-    detail = report.detail.replace(repr(report.link_path), name)
+def in_words(alias: Alias, folder: str) -> str:
+    """The detail of the alias's report with the alias and its checkpoint named as the rest of the text
+    names them (the detail quotes their full paths); a path it spells otherwise stays as it is, still true."""
+    report = alias.report
+    assert report is not None
+    detail = report.detail.replace(repr(report.link_path), alias.name)
     if report.expected is not None:
         detail = detail.replace(repr(report.expected), rel(report.expected, folder))
     return detail
