@@ -162,6 +162,81 @@ def test_repair_rebuilds_the_recorded_kind(tmp_path: Path, link: str) -> None:
     assert "ok" in row(cli("show", tmp_path).stdout, "best.ckpt").split()
 
 
+def _checkpoint_replaced_same_size(d: Path) -> None:
+    size = (d / BEST).stat().st_size
+    (d / BEST).unlink()
+    (d / BEST).write_bytes(b"n" * size)  # a new file of the same size: the hard link still holds the old one
+
+
+def _checkpoint_deleted(d: Path) -> None:
+    (d / BEST).unlink()
+
+
+def _checkpoint_rewritten(d: Path) -> None:
+    (d / BEST).write_bytes(b"n" * 7)  # in place, after it was copied
+
+
+def _update_stopped(d: Path) -> None:
+    # the record of an update whose writer was killed before it published the copy: the copy at the
+    # alias path is the one the record replaced
+    path = d / "best.ckpt.bestlink.json"
+    record = json.loads(path.read_text())
+    record["previous_alias_id"], record["alias_id"] = record["alias_id"], [0, 0, 0, 0]
+    path.write_text(json.dumps(record))
+
+
+def _copy_truncated(d: Path) -> None:
+    with open(d / "best.ckpt", "r+b") as fh:
+        fh.truncate(5)
+
+
+#: what verify says of a hard link or copy gone wrong, each true of it (the sizes may be equal, the
+#: checkpoint gone): link kind, damage, the sentence
+COPIES_DAMAGED = {
+    "hard link, checkpoint replaced by a file of the same size": (
+        "hardlink",
+        _checkpoint_replaced_same_size,
+        f"mismatch: best.ckpt is not a hard link to {BEST}, as its record says it is",
+    ),
+    "copy, checkpoint deleted": (
+        "copy",
+        _checkpoint_deleted,
+        f"mismatch: best.ckpt is a copy of {BEST}, which no longer exists",
+    ),
+    "copy, checkpoint rewritten": (
+        "copy",
+        _checkpoint_rewritten,
+        f"mismatch: {BEST} changed after it was copied to best.ckpt: the copy holds the old bytes",
+    ),
+    "copy, update stopped before publishing": (
+        "copy",
+        _update_stopped,
+        f"mismatch: best.ckpt still holds the alias its record replaced: an update to {BEST} stopped after "
+        "writing the record and before publishing the alias; repair completes it",
+    ),
+    "copy changed in place": (
+        "copy",
+        _copy_truncated,
+        "foreign: best.ckpt was not written by lightning-bestlink, or was changed since (it does not match its "
+        "record); it is left as it is",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(COPIES_DAMAGED))
+def test_verify_words_a_damaged_hard_link_or_copy_as_it_is(tmp_path: Path, case: str) -> None:
+    link, damage, sentence = COPIES_DAMAGED[case]
+    make_run(tmp_path, link=link)
+    damage(tmp_path)
+
+    verified = cli("verify", tmp_path)
+    assert verified.returncode == 1
+    assert verified.stdout.splitlines()[0] == f"FAILED  {tmp_path / 'best.ckpt'}: {sentence}"
+    assert sentence in row(cli("show", tmp_path).stdout, "best.ckpt")
+    (alias,) = json.loads(cli("verify", "--json", tmp_path).stdout)["folders"][0]["aliases"]
+    assert alias["status"] == sentence.split(":")[0]  # the text and --json tell the same story
+
+
 def test_foreign_file_is_refused_and_left_alone(tmp_path: Path) -> None:
     make_run(tmp_path)
     (tmp_path / "best.ckpt").unlink()

@@ -47,6 +47,14 @@ def _not_utf8(path: Path) -> None:
     path.write_bytes(b'{"format": "lightning-bestlink/1", "target": "\xff\xfe\xfa.ckpt"}')
 
 
+def _repeated_keys(path: Path) -> None:
+    # JSON readers keep the last of a repeated key (or the first): a record that says two things says neither
+    path.write_text(
+        '{"format": "lightning-bestlink/1", "alias": "best.ckpt", "target": "epoch=2.ckpt", "link": "symlink", '
+        '"mode": "min", "score": 0.3, "extra": {}, "target": "epoch=0.ckpt", "score": 0.01}'
+    )
+
+
 def _directory(path: Path) -> None:
     path.mkdir()
 
@@ -61,6 +69,7 @@ HOSTILE: dict[str, Callable[[Path], None]] = {
     "100k nested [": _nested,
     "400-digit score": _huge_score,
     "not UTF-8": _not_utf8,
+    "repeated keys": _repeated_keys,
     "a directory": _directory,
     "dangling symlink": _dangling_link,
 }
@@ -113,6 +122,22 @@ def test_hostile_record_is_named_and_the_survey_goes_on(tmp_path: Path, case: st
     path = cli("path", a, timeout=60)
     assert (path.returncode, path.stdout) == (1, "")
     assert RECORD in path.stderr and "Traceback" not in path.stderr
+
+
+@needs_symlinks
+def test_a_record_with_repeated_keys_is_named_and_its_alias_left_alone(tmp_path: Path) -> None:
+    make_run(tmp_path, link="symlink")
+    _repeated_keys(tmp_path / RECORD)  # its second target, epoch=0.ckpt, exists: repair could move the alias there
+
+    verified = cli("verify", tmp_path)
+    assert verified.returncode == 1
+    assert verified.stdout.startswith(
+        f"FAILED  {tmp_path / 'best.ckpt'}: unreadable record: {str(tmp_path / RECORD)!r} is not a readable "
+        "lightning-bestlink record: it repeats the key(s) 'score', 'target' in one object"
+    )
+    repaired = cli("repair", tmp_path)
+    assert repaired.returncode == 1 and "repeats the key(s) 'score', 'target'" in repaired.stdout
+    assert os.readlink(tmp_path / "best.ckpt") == BEST
 
 
 def test_a_folder_of_hostile_names_and_fields_cannot_forge_rows(tmp_path: Path) -> None:
@@ -171,15 +196,17 @@ def test_names_that_are_not_utf8(tmp_path: Path) -> None:
 # --- wording ------------------------------------------------------------------------------------
 
 
-def test_a_copy_of_another_size_is_not_worded_as_pointing_elsewhere(tmp_path: Path) -> None:
-    # verify of a copy alias whose size differs: the alias names nothing else, so the sentence must not
-    # say it "points at epoch=2.ckpt, but its record names epoch=2.ckpt"
-    target = str(tmp_path / BEST)
-    report = AliasReport("mismatch", str(tmp_path / "best.ckpt"), target, target, "differs in size")
-    text = problem(Alias("best.ckpt", str(tmp_path / "best.ckpt"), report=report), str(tmp_path))
-    assert text == f"mismatch: best.ckpt is not a copy of {BEST}, which its record names (the sizes differ)"
-    other = AliasReport("mismatch", str(tmp_path / "best.ckpt"), target, str(tmp_path / "epoch=0.ckpt"), "")
-    text = problem(Alias("best.ckpt", str(tmp_path / "best.ckpt"), report=other), str(tmp_path))
+def test_a_mismatch_that_names_nothing_else_is_worded_by_the_check(tmp_path: Path) -> None:
+    # a copy or hard link names no other checkpoint: the sentence is the check's own, its full paths
+    # shortened, never "points at epoch=2.ckpt, but its record names epoch=2.ckpt" nor a guess of why
+    alias, target = str(tmp_path / "best.ckpt"), str(tmp_path / BEST)
+    detail = f"{alias!r} is a copy of {target!r}, which no longer exists"
+    for actual in (None, target):
+        report = AliasReport("mismatch", alias, target, actual, detail)
+        text = problem(Alias("best.ckpt", alias, report=report), str(tmp_path))
+        assert text == f"mismatch: best.ckpt is a copy of {BEST}, which no longer exists"
+    other = AliasReport("mismatch", alias, target, str(tmp_path / "epoch=0.ckpt"), "")
+    text = problem(Alias("best.ckpt", alias, report=other), str(tmp_path))
     assert text == f"mismatch: best.ckpt points at epoch=0.ckpt, but its record names {BEST}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tests._helpers import write_ckpt
 
-from lightning_bestlink import AliasConflictError, BestLinker, _record, read_record
+from lightning_bestlink import AliasConflictError, BestLinker, RecordError, _record, read_record
 
 
 def make(**overrides: Any) -> dict[str, Any]:
@@ -69,6 +70,48 @@ def test_roundtrip(score: float) -> None:
 def test_decode_refuses_foreign_files(text: str) -> None:
     with pytest.raises(AliasConflictError, match=r"'/x/r.json' exists but is not a lightning-bestlink record"):
         _record.decode(text, "/x/r.json")
+
+
+RECORD_TEXT = '{"format": "lightning-bestlink/1", "target": "epoch=1.ckpt", "mode": "min", "score": 0.5%s}'
+
+
+@pytest.mark.parametrize(
+    ("tail", "named"),
+    [
+        (', "target": "epoch=2.ckpt", "score": 0.01', "'score', 'target'"),  # the last would win silently
+        (', "extra": {"epoch": 1, "epoch": 2}', "'epoch'"),  # nested objects are checked too
+        (', "mode": "min"', "'mode'"),  # even a repeat of the same value: the file was not written by us
+    ],
+)
+def test_decode_refuses_repeated_keys(tail: str, named: str) -> None:
+    with pytest.raises(RecordError) as caught:
+        _record.decode(RECORD_TEXT % tail, "/x/best.ckpt.bestlink.json")
+    message = str(caught.value)
+    assert message.startswith("'/x/best.ckpt.bestlink.json' is not a readable lightning-bestlink record")
+    assert f"repeats the key(s) {named} in one object" in message
+    assert "nothing was changed" in message and "keep one value of each key" in message
+
+
+def test_decode_names_a_few_repeated_keys_of_many() -> None:
+    repeated = "".join(f', "k{i:02d}": 1, "k{i:02d}": 2' for i in range(40))
+    with pytest.raises(RecordError, match=r"the key\(s\) 'k00', 'k01', 'k02', 'k03', 'k04' and 35 more in one"):
+        _record.decode(RECORD_TEXT % repeated, "/x/r.json")
+
+
+def test_a_record_with_repeated_keys_is_not_read_or_acted_on(tmp_path: Path) -> None:
+    paths = [write_ckpt(tmp_path / f"epoch={i}.ckpt", i) for i in range(2)]
+    linker = BestLinker(tmp_path / "best.ckpt", mode="min", link="symlink")
+    linker.update(0.5, paths[0])
+    record = Path(linker.record_path)
+    text = record.read_text().rstrip()[:-1] + ', "target": "epoch=1.ckpt", "score": 0.01}\n'
+    record.write_text(text)
+
+    with pytest.raises(RecordError, match=r"best.ckpt.bestlink.json' .* repeats the key\(s\) 'score', 'target'"):
+        read_record(tmp_path / "best.ckpt")
+    with pytest.raises(RecordError, match="repeats the key"):
+        BestLinker(tmp_path / "best.ckpt", mode="min", link="symlink").update(0.4, paths[1])
+    assert record.read_text() == text  # nothing was changed
+    assert os.readlink(tmp_path / "best.ckpt") == "epoch=0.ckpt"
 
 
 def test_record_path() -> None:

@@ -169,6 +169,42 @@ def read(storage: Storage, path: str) -> dict[str, Any] | None:
     return None if text is None else decode(text, path)
 
 
+class _Repeated(Exception):
+    """A JSON object of a record names a key twice (not a ValueError: decode() tells it from bad JSON)."""
+
+    def __init__(self, keys: str) -> None:
+        super().__init__(keys)
+        self.keys = keys
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a key named twice: json keeps the last value silently, and
+    a record whose readers could take either must not be acted on."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # the common case costs one comparison
+        seen: set[str] = set()
+        repeated: set[str] = set()
+        for key, _ in pairs:
+            (repeated if key in seen else seen).add(key)
+        named = sorted(repeated)
+        more = f" and {len(named) - 5} more" if len(named) > 5 else ""  # a hostile record may repeat thousands
+        raise _Repeated(", ".join(f"{key!r:.80}" for key in named[:5]) + more)
+    return obj
+
+
+_decoder_made: Any = None  # the JSON decoder of records, made on first use
+
+
+def _decoder() -> Any:
+    """The JSON decoder of records (made once: json.loads given any option makes one at every call)."""
+    global _decoder_made
+    if _decoder_made is None:
+        import json  # on first use: the import of the package stays light
+
+        _decoder_made = json.JSONDecoder(object_pairs_hook=_object)
+    return _decoder_made
+
+
 def decode(text: str, path: str) -> dict[str, Any]:
     """Parse and check a record; anything that is not one of ours raises :class:`RecordError`.
 
@@ -180,11 +216,16 @@ def decode(text: str, path: str) -> dict[str, Any]:
     lightning_bestlink._errors.RecordError: 'best.ckpt.bestlink.json' exists but is not a lightning-bestlink record...
     """
     try:
-        import json
-
-        record = json.loads(text)
+        record = _decoder().decode(text)
     except RecursionError:
         raise RecordError(f"{path!r} is nested too deeply to be a lightning-bestlink record; move it away") from None
+    except _Repeated as err:
+        raise RecordError(
+            f"{path!r} is not a readable lightning-bestlink record: it repeats the key(s) {err.keys} in one "
+            f"object, so which value counts is ambiguous (JSON readers disagree: the first, the last); nothing "
+            f"was changed. If it was edited by hand, keep one value of each key; otherwise delete the record "
+            f"and the alias next to it to start over"
+        ) from None
     except ValueError:
         record = None
     if not isinstance(record, dict) or record.get("format") != FORMAT:

@@ -143,13 +143,29 @@ def problem(alias: Alias, folder: str) -> str:
     if report.status == "dangling":
         return f"dangling: {alias.name} points at {actual}, which does not exist"
     if report.status == "mismatch" and report.actual in (None, report.expected):
-        # a copy or hard link whose size is not the checkpoint's: it names nothing else
-        return f"mismatch: {alias.name} is not a copy of {expected}, which its record names (the sizes differ)"
+        # a copy or hard link names nothing else: what is wrong with it (not a hard link of the checkpoint,
+        # the checkpoint gone or changed, an update stopped halfway) only the check knows; --json says the same
+        return f"mismatch: {in_words(alias, folder)}"
     if report.status == "mismatch":
         return f"mismatch: {alias.name} points at {actual}, but its record names {expected}"
     if report.status == "foreign":
-        return f"foreign: {alias.name} was not written by lightning-bestlink; it is left as it is"
+        # no proof either way: a copy of ours changed in place is as foreign as a file someone put there
+        return (
+            f"foreign: {alias.name} was not written by lightning-bestlink, or was changed since (it does not "
+            f"match its record); it is left as it is"
+        )
     return ""
+
+
+def in_words(alias: Alias, folder: str) -> str:
+    """The detail of the alias's report with the alias and its checkpoint named as the rest of the text
+    names them (the detail quotes their full paths); a path it spells otherwise stays as it is, still true."""
+    report = alias.report
+    assert report is not None
+    detail = report.detail.replace(repr(report.link_path), alias.name)
+    if report.expected is not None:
+        detail = detail.replace(repr(report.expected), rel(report.expected, folder))
+    return detail
 
 
 def advice(alias: Alias, shown_dir: str, command: str = "repair") -> str:
