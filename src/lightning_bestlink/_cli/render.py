@@ -121,7 +121,7 @@ def rel(path: str | None, folder: str) -> str:
         return path[len(base) :] if path.startswith(base) else path
     try:
         rel = os.path.relpath(path, folder)
-    except ValueError:  # another drive on Windows
+    except ValueError:  # an empty path: nothing to make relative
         return path
     return path if rel.startswith(os.pardir + os.sep + os.pardir) else rel
 
