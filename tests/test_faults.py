@@ -21,7 +21,6 @@ from tests._helpers import KIND_TARGET, KINDS, fill_of, leftovers, write_ckpt
 from lightning_bestlink import AliasWriteError, BestLinker
 from lightning_bestlink._errors import AliasBusyError
 from lightning_bestlink._storage import _clone, _syscalls
-from lightning_bestlink._storage._files import MADE_XATTR
 from lightning_bestlink._storage.local import LocalStorage
 
 ERRNOS = {"EXDEV": errno.EXDEV, "EPERM": errno.EPERM, "ENOSPC": errno.ENOSPC}
@@ -350,9 +349,8 @@ def test_leftovers_of_a_killed_writer_are_removed_under_the_lock(tmp_path: Path)
         tmp_path / ".best.ckpt.bestlink.json.bestlink-tmp-4242-cafebabe",
     ]
     junk[0].write_bytes(b"partial")
-    os.setxattr(junk[0], MADE_XATTR, b"1")  # as every copy the library makes is marked, before its first byte
     junk[1].write_text("{")
-    (tmp_path / ".best.ckpt.bestlink-old-4242-00000000").mkdir()
+    (tmp_path / ".best.ckpt.bestlink-tmp-4242-00000000").mkdir()  # a staged copy of a directory
     linker = BestLinker(tmp_path / "best.ckpt", lock_timeout=0.2)
     # a writer holds the lock: its temporary names are its own, and nobody touches them
     with FileLock(str(tmp_path / ".best.ckpt.bestlink.lock")), pytest.raises(AliasBusyError, match="lock_timeout"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -315,11 +316,16 @@ def test_a_copy_record_edited_to_name_a_lookalike_without_identities_is_never_ok
     assert cli("path", tmp_path).returncode == 1
 
 
-def test_a_file_an_exchange_left_under_a_temporary_name_of_the_alias_is_kept_with_a_warning(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["written", "a copy of the alias"])
+def test_a_file_an_exchange_left_in_its_slot_is_kept_with_a_warning(tmp_path: Path, how: str) -> None:
     # a file put at the alias path is exchanged out, then put back: a writer killed in between leaves it here
     BestLinker(tmp_path / "best.ckpt", link="copy").update(0.5, write_ckpt(tmp_path / "a.ckpt", 1))
-    theirs = tmp_path / ".best.ckpt.bestlink-tmp-1-0000abcd"
-    theirs.write_text("my notes")
+    theirs = tmp_path / ".best.ckpt.bestlink-out-1-0000abcd"
+    if how == "written":
+        theirs.write_text("my notes")
+    else:  # as `cp -a best.ckpt`: the same bytes, times and attributes, another file
+        shutil.copy2(tmp_path / "best.ckpt", theirs)
+    kept = theirs.read_bytes()
     with pytest.warns(BestLinkWarning, match=rf"'{theirs}', a temporary name of the alias .* left as it is"):
         BestLinker(tmp_path / "best.ckpt", link="copy").update(0.1, write_ckpt(tmp_path / "b.ckpt", 2))
-    assert theirs.read_text() == "my notes"
+    assert theirs.read_bytes() == kept

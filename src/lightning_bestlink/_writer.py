@@ -110,20 +110,26 @@ class AliasWriter:
         killed writer left). Writes nothing but that cleanup. ``resolve``: as :meth:`Storage.inspect`."""
         storage, alias = self.storage, self.link_path
         try:
-            if self.shared or not self._cleaned:
-                storage.cleanup(alias, self.record_path)
-                self._cleaned = True
             text = storage.read_text(self.record_path, _record.LIMIT)
+            record = self._decoded(text)
+            if self.shared or not self._cleaned:
+                # what a killed writer swapped out of the alias path is removed only if the record names it
+                ours = [] if record is None else [record.get("alias_id"), record.get("previous_alias_id")]
+                storage.cleanup(alias, self.record_path, ours=[i for i in ours if i is not None])
+                self._cleaned = True
             state = storage.inspect(alias, resolve=resolve)
         except BestLinkError:
             raise
         except OSError as err:
             raise AliasWriteError.from_os_error(err, f"looking at {alias!r}") from err
+        return Look(text, record, state)
+
+    def _decoded(self, text: str | None) -> dict[str, Any] | None:
         if text is None:
-            return Look(None, None, state)
+            return None
         if self._last_written is not None and text == self._last_text:  # what this writer wrote: known good
-            return Look(text, dict(self._last_written, extra=dict(self._last_written["extra"])), state)
-        return Look(text, _record.decode(text, self.record_path), state)
+            return dict(self._last_written, extra=dict(self._last_written["extra"]))
+        return _record.decode(text, self.record_path)
 
     def publish(
         self,

@@ -21,7 +21,6 @@ import fcntl
 import os
 import platform
 import shutil
-from collections.abc import Callable
 from typing import IO, Literal
 
 How = Literal["clone", "copy_file_range", "copy"]
@@ -64,16 +63,14 @@ FICLONE = _ficlone_number()
 _CHUNK = 1 << 30
 
 
-def copyfile(src: str, dst: str, *, mark: Callable[[int], None] | None = None) -> How:
+def copyfile(src: str, dst: str) -> How:
     """Copy the regular file ``src`` to the new file ``dst``; returns how the bytes were made.
 
     ``dst`` must not exist (it is created with ``O_EXCL``, so nothing is written through a
     link planted at its name). The plain copy that ends the chain truncates whatever an
-    earlier step left half-done. ``mark``: called with ``dst``'s descriptor before any byte is copied.
+    earlier step left half-done.
     """
     with open(src, "rb") as fin, open(dst, "xb") as fout:
-        if mark is not None:
-            mark(fout.fileno())
         if _clone(fin, fout):
             return "clone"
         if _copy_range(fin, fout):

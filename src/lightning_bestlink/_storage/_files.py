@@ -12,7 +12,7 @@ import itertools
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import lightning_bestlink._storage._syscalls as _syscalls
@@ -22,31 +22,27 @@ from lightning_bestlink._storage.base import AliasState, Ident, LinkKind
 #: what marks a temporary name (``.<alias>.bestlink-<tag>-<pid>-<random>``); the alias's cleanup, run
 #: under its lock, removes every such name of that alias: no writer of it can be half-way then
 TMP_MARK = ".bestlink-"
-#: an extended attribute set on every copy this library makes, before its first byte: how the
-#: cleanup tells a copy a killed writer left under a temporary name from whatever a user had put
-#: at the alias path and an exchange moved there (a writer killed before swapping it back)
-MADE_XATTR = "user.lightning_bestlink"
+#: the tags of an alias's temporary names. STAGED: a new alias made there and never published (only
+#: a writer of the alias makes one: a leftover is always removed). SWAPPED: the slot an exchange
+#: swaps the old alias into, where a file someone had put at the alias path lands if the writer is
+#: killed before swapping it back: a leftover there is removed only if it is a link, or what the
+#: alias's record names (the new alias, about to be swapped in, or the old one it replaced)
+STAGED, SWAPPED = "tmp", "out"
 
 
-def mark_made(file: int | str) -> None:
-    """Mark a copy as made by this library (a file descriptor, or a folder's path)."""
-    try:
-        os.setxattr(file, MADE_XATTR, b"1")
-    except OSError:  # no user attributes on this filesystem: such a leftover is kept, with a warning
-        pass
+def slot_of(staged: str) -> str:
+    """The exchange slot of a staged temporary name (the same name, tagged SWAPPED)."""
+    head, _, name = staged.rpartition("/")
+    return f"{head}/{name.replace(f'{TMP_MARK}{STAGED}-', f'{TMP_MARK}{SWAPPED}-', 1)}"
 
 
-def removable_leftover(path: str, st: os.stat_result) -> bool:
-    """Whether what sits at a temporary name of an alias (``st``, not followed) can be removed without
-    losing anything a user made: a link, another name of a file, an empty file or folder, or a copy
-    marked as this library's. Anything else may be a user's file that came out of the alias path."""
-    if stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode) and (st.st_nlink > 1 or st.st_size == 0)):
+def removable_leftover(tag_and_rest: str, st: os.stat_result, ours: Collection[Ident]) -> bool:
+    """Whether a leftover under a temporary name of an alias (the name after its ``TMP_MARK``, and
+    ``st``, not followed) can be removed without losing anything a user made; ``ours``: the
+    identities the alias's record names."""
+    if tag_and_rest.startswith(f"{STAGED}-") or stat.S_ISLNK(st.st_mode):
         return True
-    try:
-        os.getxattr(path, MADE_XATTR, follow_symlinks=False)
-        return True
-    except OSError:
-        return stat.S_ISDIR(st.st_mode) and not os.listdir(path)
+    return ident_of(st) in ours
 
 
 # Errors that mean "this filesystem cannot make that kind of link here". Anything
@@ -213,7 +209,11 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
             _syscalls.exchange(tmp, alias)
             raise _changed(alias)
         if stat.S_ISDIR(old.st_mode):
-            discard(tmp)
+            # emptied one file at a time, a killed removal would leave a tree the record no longer
+            # names: it is first renamed as staged, which the cleanup removes whatever is left of it
+            doomed = tmp_name(alias, STAGED)
+            os.rename(tmp, doomed)
+            discard(doomed)
         else:
             _unlink_quietly(tmp)
         return
@@ -222,7 +222,7 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
         raise _changed(alias)
     if expected.kind == "dir" or (os.path.isdir(tmp) and not os.path.islink(tmp)):
         # rename() cannot put a directory over a file or a non-empty directory
-        trash = tmp_name(alias, "old")
+        trash = tmp_name(alias, SWAPPED)
         os.rename(alias, trash)  # short window without an alias: no atomic exchange on this platform
         try:
             os.rename(tmp, alias)
@@ -318,11 +318,9 @@ def make(kind: LinkKind, target: str, tmp: str, is_dir: bool, *, durable: bool) 
         from lightning_bestlink._storage import _clone  # a clone where the filesystem can, file by file
 
         if is_dir:
-            os.mkdir(tmp)
-            mark_made(tmp)
-            shutil.copytree(target, tmp, symlinks=True, copy_function=_clone.copy2, dirs_exist_ok=True)
+            shutil.copytree(target, tmp, symlinks=True, copy_function=_clone.copy2)
         else:
-            _clone.copyfile(target, tmp, mark=mark_made)
+            _clone.copyfile(target, tmp)
             shutil.copymode(target, tmp)
         _stamp(tmp)
         if durable and not is_dir:

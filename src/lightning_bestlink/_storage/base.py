@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Collection, Iterable
     from contextlib import AbstractContextManager
 
 LinkKind = Literal["symlink", "hardlink", "copy"]
@@ -200,9 +200,10 @@ class Storage(ABC):
         """Remove whatever :meth:`stage` left; never raises."""
         return None
 
-    def cleanup(self, alias: str, *bookkeeping: str) -> list[str]:
+    def cleanup(self, alias: str, *bookkeeping: str, ours: Collection[Ident] = ()) -> list[str]:
         """Remove temporary names that a killed process left next to ``alias`` and its ``bookkeeping``
-        files (the record)."""
+        files (the record). ``ours``: the identities the alias's record names (its new alias and the
+        one it replaced): what an exchange swapped out of the alias path is removed only if it is one."""
         return []
 
     # --- the record ----------------------------------------------------------------

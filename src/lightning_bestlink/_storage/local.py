@@ -10,15 +10,18 @@ The file primitives live in ``_files.py``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from lightning_bestlink._errors import warn
 from lightning_bestlink._storage._compare import same_bytes, same_tree
 from lightning_bestlink._storage._files import (
+    STAGED,
+    SWAPPED,
     TMP_MARK,
     DescriptorLock,
     discard,
@@ -34,6 +37,7 @@ from lightning_bestlink._storage._files import (
     removable_leftover,
     remove_tree_or_file,
     replace_expected,
+    slot_of,
     swap_in,
     tmp_name,
     virtual_devices,
@@ -247,7 +251,9 @@ class LocalStorage(Storage):
     def stage(self, target: str, alias: str, choice: LinkChoice, *, is_dir: bool, durable: bool) -> Staged:
         candidates = self._candidates(choice, is_dir)
         for i, kind in enumerate(candidates):
-            tmp = tmp_name(alias, "tmp")
+            # a link is exchanged where it is staged (what comes out is judged by the cleanup); a file or
+            # folder is moved to its exchange slot first (only what the record names is removed from there)
+            tmp = tmp_name(alias, SWAPPED if kind == "symlink" else STAGED)
             try:
                 try:
                     make(kind, target, tmp, is_dir, durable=durable)
@@ -275,15 +281,25 @@ class LocalStorage(Storage):
         assert tmp is not None
         if expected.kind == "missing":
             publish_new(tmp, alias)
-        else:
+        elif staged.kind == "symlink":
             replace_expected(tmp, alias, expected, self.inspect)
+        else:
+            slot = slot_of(tmp)
+            os.rename(tmp, slot)
+            try:
+                replace_expected(slot, alias, expected, self.inspect)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    if ident_of(os.lstat(slot)) == staged.ident:  # ours, swapped back: anything else stays
+                        discard(slot)
+                raise
         if durable:
             fsync_dir(os.path.dirname(alias))
 
     def abort(self, staged: Staged) -> None:
         discard(staged.tmp)
 
-    def cleanup(self, alias: str, *bookkeeping: str) -> list[str]:
+    def cleanup(self, alias: str, *bookkeeping: str, ours: Collection[Ident] = ()) -> list[str]:
         # called with the alias's lock held: no other writer is half-way, every temporary name
         # of these paths is a leftover of a killed one (on this host or another sharing the folder)
         removed: list[str] = []
@@ -302,12 +318,12 @@ class LocalStorage(Storage):
                     st = entry.stat(follow_symlinks=False)
                     if st.st_uid != me:  # a leftover is this user's: a name planted by another user is left alone
                         continue
-                    if path == alias and not removable_leftover(entry.path, st):
+                    if path == alias and not removable_leftover(entry.name[len(prefix) :], st, ours):
                         warn(
-                            f"{entry.path!r}, a temporary name of the alias {alias!r}, holds something "
-                            f"lightning-bestlink cannot tell it made: a file put at the alias path while an update "
-                            f"was killed, or a copy it was making when it was killed, on a filesystem without extended "
-                            f"attributes; it was left as it is. Move it back if it is yours; delete it if not"
+                            f"{entry.path!r}, a temporary name of the alias {alias!r}, holds something its "
+                            f"record does not name: a file put at the alias path while an update was killed (it was "
+                            f"swapped out, not yet back); it was left as it is. Move it back if it is yours; delete it "
+                            f"if not"
                         )
                         continue
                     remove_tree_or_file(entry.path)
