@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from tests._cli import cli
-from tests._helpers import as_nobody, as_root, write_ckpt
+from tests._helpers import as_nobody, as_root, fill_of, write_ckpt
 
 from lightning_bestlink import (
     AliasConflictError,
@@ -280,6 +280,30 @@ def test_a_record_another_user_planted_does_not_make_a_users_file_at_the_alias_o
     repair = cli("repair", shared_folder)
     assert repair.returncode == 1 and "foreign" in repair.stdout, repair.stdout + repair.stderr
     assert alias.read_text() == "hand-picked"
+
+
+@as_root
+def test_a_record_of_another_user_who_could_replace_the_alias_vouches_for_it(shared_folder: Path) -> None:
+    # a sweep two users write (no sticky bit): the other user's update wrote its record and was
+    # killed before it published; whoever updates next completes it
+    shared_folder.chmod(0o777)
+    alias = shared_folder / "best.ckpt"
+    BestLinker(alias, link="copy").update(0.5, write_ckpt(shared_folder / "a.ckpt", 1))
+    write_ckpt(shared_folder / "b.ckpt", 2).chmod(0o644)
+    as_nobody(
+        """
+        st = os.stat(sys.argv[1])
+        record = json.loads(Path(sys.argv[1] + ".bestlink.json").read_text())
+        record.update(target="b.ckpt", score=0.4, previous_alias_id=[st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns],
+                      alias_id=[st.st_dev, st.st_ino + 1, st.st_size, st.st_mtime_ns])
+        Path(sys.argv[1] + ".bestlink.json.new").write_text(json.dumps(record))
+        os.replace(sys.argv[1] + ".bestlink.json.new", sys.argv[1] + ".bestlink.json")
+        """,
+        str(alias),
+    )
+    assert (shared_folder / "best.ckpt.bestlink.json").stat().st_uid == 65534
+    assert BestLinker(alias, link="copy").update(0.3, write_ckpt(shared_folder / "c.ckpt", 3))
+    assert fill_of(alias) == 3
 
 
 def test_a_symlink_repointed_through_a_linked_folder_is_judged_by_where_it_leads(tmp_path: Path) -> None:

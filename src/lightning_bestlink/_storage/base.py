@@ -143,8 +143,9 @@ class Storage(ABC):
 
     def may_vouch(self, record: str, alias: AliasState) -> bool:
         """Whether the record file ``record`` may prove that what is at the alias (``alias``) is ours to
-        replace: where files have owners, only a record written by the alias's owner or by this process's
-        user may (anyone can copy an identity into a record they plant in a shared folder)."""
+        replace: where files have owners and a sticky folder keeps users from replacing each other's
+        files, only a record written by the alias's owner, this process's user or the folder's owner
+        may (anyone can copy an identity into a record they plant in a shared folder)."""
         return True
 
     @abstractmethod

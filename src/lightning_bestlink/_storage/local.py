@@ -187,9 +187,14 @@ class LocalStorage(Storage):
     def may_vouch(self, record: str, alias: AliasState) -> bool:
         try:
             uid = os.lstat(record).st_uid
+            if uid in (os.geteuid(), alias.owner):
+                return True
+            folder = os.stat(folder_of(record))
         except (FileNotFoundError, NotADirectoryError):
             return False
-        return uid == os.geteuid() or uid == alias.owner
+        # without the sticky bit, whoever could write the record could replace the alias too: their
+        # record proves no more than they could do (two users' sweep in a group-writable folder)
+        return not folder.st_mode & stat.S_ISVTX or uid == folder.st_uid
 
     def identity(self, path: str) -> Ident:
         try:
