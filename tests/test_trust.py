@@ -189,6 +189,17 @@ def test_verify_of_a_copied_shard_directory_sees_a_shard_rewritten_in_place(tmp_
     assert cli("path", tmp_path).returncode == 1
 
 
+def test_a_copied_shard_directory_whose_filesystem_keeps_whole_seconds_is_still_its_copy(tmp_path: Path) -> None:
+    a = write_ckpt(tmp_path / "a.ckpt", 1, kind="dir")
+    linker = BestLinker(tmp_path / "best.ckpt", link="copy")
+    linker.update(0.5, a)
+    for shard in (tmp_path / "best.ckpt").iterdir():  # as ext2 with small inodes, or FAT, stores the copy's times
+        st = shard.stat()
+        os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns - st.st_mtime_ns % 10**9))
+        shard.chmod(0o755)
+    assert linker.verify().ok
+
+
 @pytest.mark.parametrize("shared", [False, True], ids=["plain", "shared"])
 def test_a_repair_made_before_a_writer_moved_the_alias_never_puts_back_the_older_best(
     tmp_path: Path, shared: bool

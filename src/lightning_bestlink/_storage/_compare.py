@@ -30,7 +30,16 @@ def same_tree(a: str, b: str) -> bool:
     """Whether the directory trees ``a`` and ``b`` hold files of the same names, sizes and modification
     times (in ns), and the same sub-folders and links: a copy (``copytree`` with ``copystat``) keeps them,
     so a file of the checkpoint rewritten in place since, or one added or removed, shows here."""
-    return _shape(a) == _shape(b)
+    copy, checkpoint = _shape(a), _shape(b)
+    return len(copy) == len(checkpoint) and all(
+        c[:3] == k[:3] and _same_time(c[3], k[3]) for c, k in zip(copy, checkpoint, strict=True)
+    )
+
+
+def _same_time(copy_ns: int, checkpoint_ns: int) -> bool:
+    """A filesystem that keeps whole seconds (ext2 with small inodes) or two (FAT) stores a copy's
+    time rounded: what it can keep of the checkpoint's time is all it is held to."""
+    return copy_ns == checkpoint_ns or (copy_ns % 10**9 == 0 and abs(checkpoint_ns - copy_ns) < 2 * 10**9)
 
 
 def _shape(top: str) -> list[tuple[str, int, int, int]]:
@@ -40,8 +49,9 @@ def _shape(top: str) -> list[tuple[str, int, int, int]]:
             path = os.path.join(folder, name)
             st = os.lstat(path)
             where = os.path.relpath(path, top)
+            kind = stat.S_IFMT(st.st_mode)  # not the permissions: a filesystem may not keep them (FAT)
             if stat.S_ISDIR(st.st_mode):
-                found.append((where, st.st_mode, 0, 0))  # a folder's time changes as its files are written
+                found.append((where, kind, 0, 0))  # a folder's time changes as its files are written
             else:
-                found.append((where, st.st_mode, st.st_size, st.st_mtime_ns))
+                found.append((where, kind, st.st_size, st.st_mtime_ns))
     return sorted(found)
