@@ -984,6 +984,17 @@ def test_a_checkpoint_better_than_the_alias_is_kept_when_the_alias_failed_to_mov
     assert checkpoints(tmp_path) == ["epoch=3.ckpt"], "once the alias moved past it, it goes as the policy says"
 
 
+def test_with_ties_last_a_checkpoint_tied_with_the_alias_is_not_kept_as_better_than_it(tmp_path: Path) -> None:
+    # ties="last" moves the alias to each tie; one tied with what the alias holds is no better than it
+    best = BestLinker(tmp_path / "best.ckpt", mode="max", ties="last")
+    keep = Retention(best, keep_best=1)
+    state = {"best": best, "keep": keep}
+    for epoch, accuracy in enumerate([0.9, 1.0, 1.0, 1.0, 1.0, 1.0, 0.95, 0.97]):
+        save_and_link(json_save, tmp_path / f"epoch={epoch}.ckpt", state, score=accuracy, retention=keep)
+    assert os.readlink(best.link_path) == "epoch=5.ckpt", "the last of the ties"
+    assert checkpoints(tmp_path) == ["epoch=5.ckpt", "epoch=7.ckpt"], "the best (also the one best kept), the newest"
+
+
 def test_save_and_link_warns_when_the_retention_is_not_in_the_state(tmp_path: Path) -> None:
     best = BestLinker(tmp_path / "best.ckpt")
     keep = Retention(best, keep_best=0)
