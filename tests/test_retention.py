@@ -984,6 +984,17 @@ def test_a_checkpoint_better_than_the_alias_is_kept_when_the_alias_failed_to_mov
     assert checkpoints(tmp_path) == ["epoch=3.ckpt"], "once the alias moved past it, it goes as the policy says"
 
 
+def test_with_ties_last_a_checkpoint_tied_with_the_alias_is_not_kept_as_better_than_it(tmp_path: Path) -> None:
+    # ties="last" moves the alias to each tie; one tied with what the alias holds is no better than it
+    best = BestLinker(tmp_path / "best.ckpt", mode="max", ties="last")
+    keep = Retention(best, keep_best=1)
+    state = {"best": best, "keep": keep}
+    for epoch, accuracy in enumerate([0.9, 1.0, 1.0, 1.0, 1.0, 1.0, 0.95, 0.97]):
+        save_and_link(json_save, tmp_path / f"epoch={epoch}.ckpt", state, score=accuracy, retention=keep)
+    assert os.readlink(best.link_path) == "epoch=5.ckpt", "the last of the ties"
+    assert checkpoints(tmp_path) == ["epoch=5.ckpt", "epoch=7.ckpt"], "the best (also the one best kept), the newest"
+
+
 def test_save_and_link_warns_when_the_retention_is_not_in_the_state(tmp_path: Path) -> None:
     best = BestLinker(tmp_path / "best.ckpt")
     keep = Retention(best, keep_best=0)
@@ -1206,3 +1217,69 @@ def fill_of_any(path: Path) -> int:
     """The epoch a checkpoint written by CHILD holds (its JSON head names it)."""
     head = (path / "state.json" if path.is_dir() else path).read_bytes().split(b"\n", 1)[0]
     return int(json.loads(head)["epoch"])
+
+
+KILLED_REMOVAL = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from pathlib import Path
+    sys.path.insert(0, {repo!r})
+    from lightning_bestlink import BestLinker, Retention, save_and_link
+    from lightning_bestlink._storage import _remove
+
+    folder, phase, kill_at = sys.argv[1], sys.argv[2], sys.argv[3]
+
+    def save(state, path):  # a sharded save: a file at the top, the weights in a sub-folder
+        os.makedirs(os.path.join(path, "model"))
+        Path(path, "state.json").write_text(json.dumps(state))
+        Path(path, "model", "weights.bin").write_bytes(b"w" * 64)
+
+    def die(*a, **k):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    best = BestLinker(os.path.join(folder, "best.ckpt"))
+    keep = Retention(best, keep_best=0)
+    state = {{"best": best, "keep": keep}}
+    if phase == "run":
+        save_and_link(save, os.path.join(folder, "epoch=0.ckpt"), state, score=0.5, retention=keep)
+        if kill_at == "checking":  # the user adds a file below the top, then the deletion is killed as it looks
+            model = Path(folder, "epoch=0.ckpt", "model")
+            Path(model, "my_eval.json").write_text("hours of evaluation")
+            for p in (model / "my_eval.json", model):  # a second later: a clock coarser than this script
+                os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+            _remove._changed_inside = die
+        else:  # the deletion is killed half-way: the top's file and the sub-folder's are gone, not the folder
+            rmdir = os.rmdir
+            os.rmdir = lambda *a, **k: die() if "dir_fd" in k else rmdir(*a, **k)
+        save_and_link(save, os.path.join(folder, "epoch=1.ckpt"), state, score=0.4, retention=keep)
+    else:  # resumed from the newest checkpoint
+        saved = json.loads(Path(folder, "epoch=1.ckpt", "state.json").read_text())
+        best.load_state_dict(saved["best"]); keep.load_state_dict(saved["keep"])
+        save_and_link(save, os.path.join(folder, "epoch=2.ckpt"), state, score=0.3, retention=keep)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", ["checking", "removing"])
+def test_a_directory_deletion_killed_half_way_is_finished_by_the_next_run_only_if_it_passes_every_check(
+    tmp_path: Path, kill_at: str
+) -> None:
+    script = tmp_path / "killed_removal.py"
+    script.write_text(KILLED_REMOVAL.format(repo=REPO))
+    run = tmp_path / "run"
+    run.mkdir()
+    first = run_forked([script, run, "run", kill_at], preload=CHILD_IMPORTS, timeout=120)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
+    assert len(leftovers(run)) == 1 and not (run / "epoch=0.ckpt").exists(), "killed under its hidden name"
+    second = run_forked([script, run, "resume", kill_at], preload=CHILD_IMPORTS, timeout=120)
+    assert second.returncode == 0, second.stderr[-2000:]
+    if kill_at == "checking":  # never looked inside: the next run looks, finds the user's file, puts it all back
+        model = run / "epoch=0.ckpt" / "model"
+        assert (model / "my_eval.json").read_text() == "hours of evaluation", "the user's file, under its name"
+        assert (model / "weights.bin").read_bytes() == b"w" * 64, "and the checkpoint around it"
+        assert checkpoints(run) == ["epoch=0.ckpt", "epoch=2.ckpt"]
+        assert re.search(r"epoch=0\.ckpt' is no longer.*'model[^']*' inside it was modified.*put back", second.stderr)
+    else:  # checked, then half removed: the next run finishes it, though its folders' times changed
+        assert checkpoints(run) == ["epoch=2.ckpt"]
+    assert leftovers(run) == []

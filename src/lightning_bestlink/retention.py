@@ -2,9 +2,9 @@
 
 What is kept is a pure policy (:mod:`._keep`): the ``keep_best`` best by score, what the
 aliases point at, the newest save, every save without a score, and every save that scored
-better than the best alias holds (the alias failed to move to it: kept until it has moved past
-it). What may be deleted is decided on the authority of the run itself, never of a file in the
-folder:
+strictly better than the best alias holds (the alias failed to move to it: kept until it has
+moved past it; a tie is not, whatever ``ties``). What may be deleted is decided on the
+authority of the run itself, never of a file in the folder:
 
 - only checkpoints this run saved, or the run it resumed from: the list travels in the run's
   state, inside its checkpoints (:meth:`Retention.state_dict`, which the ``save_and_link``
@@ -241,9 +241,9 @@ class Retention:
                 ranks.append(Saved(best_path, best_score, -1))  # not on the list, never deleted, yet among the best
             protected = {a.best_path for a in aliases if a.best_path is not None}
             if best_score is not None:  # better than what the alias holds: it failed to move there; kept until it has
-                mode, ties = self._best.mode, self._best.ties
+                mode = self._best.mode  # strictly better ("first"): a tie is no better than what the alias keeps
                 protected.update(
-                    e.path for e in entries if e.score is not None and is_better(e.score, best_score, mode, ties)
+                    e.path for e in entries if e.score is not None and is_better(e.score, best_score, mode, "first")
                 )
             doomed = {
                 s.path

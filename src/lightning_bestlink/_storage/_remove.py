@@ -6,9 +6,11 @@ for a symlink since the save stops it, and nothing outside the alias's folder is
 The checkpoint is first renamed to a hidden name in its own folder and checked there (kind,
 owner, identity): a file moved onto the path after the first look is put back, not deleted; so
 is a directory holding a file of another user, or one modified or added after it was saved.
-A directory is then removed with ``os.fwalk`` through descriptors (``shutil.rmtree(dir_fd=)``
-needs Python 3.11). A run killed half-way leaves the hidden name; the next run that still
-lists the checkpoint finishes it, if it is that checkpoint.
+A directory that passes is renamed once more, to say so (:data:`CHECKED`), then removed with
+``os.fwalk`` through descriptors (``shutil.rmtree(dir_fd=)`` needs Python 3.11). A run killed
+half-way leaves a hidden name; the next run that still lists the checkpoint finishes it, if it
+is that checkpoint: one not yet checked passes every check first (or goes back), one checked
+and half removed has lost files and folder times, so only what is left is looked at.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ _CAN_DIR_FD = {os.open, os.stat, os.rename, os.unlink, os.rmdir} <= os.supports_
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 #: ``.<name>.bestlink-trash-<pid>-<random>``: a saved checkpoint being deleted
 TRASH = f"{_files.TMP_MARK}trash-"
+#: the end of a trash name once the directory passed every check: its removal began, so a run
+#: killed then leaves a tree whose folders' times changed, which is not a reason to keep it
+CHECKED = "-checked"
 
 
 def remove_saved(folder: str, path: str, ident: Ident, kind: TargetType) -> Removal:
@@ -63,15 +68,16 @@ def _open_folder(parts: list[str]) -> int:
     return fd
 
 
-def _mismatch(st: os.stat_result, ident: Ident, kind: TargetType) -> Removal | None:
-    """Why what ``st`` describes is not the checkpoint saved as ``ident`` and ``kind`` (None: it is)."""
+def _mismatch(st: os.stat_result, ident: Ident, kind: TargetType, items: int = 4) -> Removal | None:
+    """Why what ``st`` describes is not the checkpoint saved as ``ident`` and ``kind`` (None: it is);
+    ``items=2``: the same device and inode (a tree half removed has changed size and time)."""
     mode = stat.S_IFMT(st.st_mode)
     if mode != (stat.S_IFDIR if kind == "dir" else stat.S_IFREG):
         what = {stat.S_IFLNK: "a symbolic link", stat.S_IFDIR: "a directory", stat.S_IFREG: "a file"}
         return Removal("changed", f"{what.get(mode, 'a special file')} is there now, where a {kind} was saved")
     if st.st_uid != os.geteuid():
         return Removal("foreign", f"it is owned by another user (uid {st.st_uid})")
-    if not isinstance(ident, (list, tuple)) or _files.ident_of(st) != list(ident)[:4]:  # a directory's has a 5th
+    if not isinstance(ident, (list, tuple)) or _files.ident_of(st)[:items] != list(ident)[:items]:  # a dir's has a 5th
         return Removal("changed", "another file is there now")
     return None
 
@@ -103,23 +109,30 @@ def _remove_in(fd: int, name: str, ident: Ident, kind: TargetType) -> Removal:
         _rename_new(fd, name, trash)
     except FileNotFoundError:
         return Removal("gone")
-    problem = _mismatch(os.stat(trash, dir_fd=fd, follow_symlinks=False), ident, kind)
-    if problem is not None:  # moved onto the path after the first look: it goes back
+    return _check_and_remove(fd, trash, name, ident, kind)
+
+
+def _check_and_remove(fd: int, hidden: str, name: str, ident: Ident, kind: TargetType) -> Removal:
+    """Remove ``hidden`` (``name`` renamed) if it is all the checkpoint saved; else put it back under ``name``."""
+    # moved onto the path after the first look; or another user's file inside, or one changed since
+    problem = _mismatch(os.stat(hidden, dir_fd=fd, follow_symlinks=False), ident, kind)
+    if problem is None and kind == "dir":
+        problem = _changed_inside(fd, hidden, ident)
+    if problem is not None:
         try:
-            _rename_new(fd, trash, name)
+            _rename_new(fd, hidden, name)
         except FileExistsError:
-            kept = f"{problem.detail}; yet another file took its name, so it is kept as {trash!r}"
+            kept = f"{problem.detail}; another file took its name, so it is kept as {hidden!r}"
             return Removal(problem.outcome, kept)
-        return Removal(problem.outcome, f"{problem.detail} (it arrived while being deleted, and was put back)")
-    inside = _changed_inside(fd, trash, ident) if kind == "dir" else None
-    if inside is not None:  # another user's file inside, or one changed since: all of it goes back
-        _rename_new(fd, trash, name)
-        return inside
+        return Removal(problem.outcome, f"{problem.detail} (it was put back under its name)")
+    if kind == "dir":  # checked: a kill from here on leaves a tree half removed, to be finished (see _finish)
+        _rename_new(fd, hidden, hidden + CHECKED)
+        hidden += CHECKED
     try:
-        _remove_at(fd, trash, kind)
+        _remove_at(fd, hidden, kind)
     except OSError:
         if kind == "file":  # nothing was removed: back under its name (a half-removed tree stays hidden)
-            _rename_new(fd, trash, name)
+            _rename_new(fd, hidden, name)
         raise
     return Removal("deleted")
 
@@ -147,29 +160,30 @@ def _rename_new(fd: int, src: str, dst: str) -> None:
 
 
 def _finish(fd: int, name: str, ident: Ident, kind: TargetType) -> Removal:
-    """Nothing at ``name``: finish a deletion a killed run left under a hidden name, if it is this checkpoint."""
+    """Nothing at ``name``: finish a deletion a killed run left under a hidden name, if it is this checkpoint
+    and passes the checks of a first removal; one that fails goes back under ``name``."""
     prefix = f".{name}{TRASH}"
     with os.scandir(fd) as entries:
         names = [e.name for e in entries if e.name.startswith(prefix)]
     for hidden in names:
         st = os.stat(hidden, dir_fd=fd, follow_symlinks=False)
-        # half deleted, a directory has lost entries (its size and time changed), not its inode
-        same = _mismatch(st, ident, kind) is None or (
-            kind == "dir"
-            and stat.S_ISDIR(st.st_mode)
-            and st.st_uid == os.geteuid()
-            and isinstance(ident, (list, tuple))
-            and [st.st_dev, st.st_ino] == list(ident[:2])
-        )
-        if same:
-            _remove_at(fd, hidden, kind)
-            return Removal("deleted")
+        if not isinstance(ident, (list, tuple)) or [st.st_dev, st.st_ino] != list(ident[:2]):
+            continue  # not this checkpoint: a name proves nothing (another user's, another save's)
+        if not (kind == "dir" and hidden.endswith(CHECKED)):  # killed before it was checked: check it all now
+            return _check_and_remove(fd, hidden, name, ident, kind)
+        # checked, then killed while removing: what is left is looked at, not the folders' times
+        problem = _mismatch(st, ident, kind, items=2) or _changed_inside(fd, hidden, ident, folder_times=False)
+        if problem is not None:  # half of it may be gone: never put back under its name
+            return Removal(problem.outcome, f"{problem.detail}; half removed, it is kept as {hidden!r}")
+        _remove_at(fd, hidden, kind)
+        return Removal("deleted")
     return Removal("gone")
 
 
-def _changed_inside(fd: int, name: str, ident: Ident) -> Removal | None:
+def _changed_inside(fd: int, name: str, ident: Ident, *, folder_times: bool = True) -> Removal | None:
     """Why the tree ``name`` is not all the checkpoint saved: an entry of another user, or one modified
-    after the newest time in ``ident`` (:func:`newest_mtime`, its 5th item); None if it is."""
+    after the newest time in ``ident`` (:func:`newest_mtime`, its 5th item); None if it is.
+    ``folder_times=False``: a folder's time is not looked at (removing its entries changed it)."""
     if not isinstance(ident, (list, tuple)) or len(ident) < 5:
         return Removal("changed", "it was listed without the times of the files inside it, so they cannot be checked")
     me = os.geteuid()
@@ -179,7 +193,7 @@ def _changed_inside(fd: int, name: str, ident: Ident) -> Removal | None:
             where = os.path.join(top, child)[len(name) + 1 :]
             if st.st_uid != me:
                 return Removal("foreign", f"it holds {where!r} (uid {st.st_uid}), owned by another user")
-            if st.st_mtime_ns > ident[4]:
+            if st.st_mtime_ns > ident[4] and (folder_times or not stat.S_ISDIR(st.st_mode)):
                 return Removal("changed", f"{where!r} inside it was modified or added after it was saved")
     return None
 
