@@ -135,10 +135,48 @@ def test_check_extra(extra: Any, match: str) -> None:
         _record.check_extra(extra)
 
 
+class Score(float):
+    """A subclass of float, as numpy's float64 is: JSON writes it as a number."""
+
+
 def test_check_extra_accepts_json() -> None:
-    extra = {"monitor": "val/loss", "epoch": 3, "nested": {"a": [1, 2.5, None, True]}, "inf": math.inf}
+    extra = {"monitor": "val/loss", "epoch": 3, "nested": {"a": [1, 2.5, None, True, Score(0.5)]}, "inf": math.inf}
     assert _record.check_extra(extra) == extra
     assert _record.check_extra(None) == {}
+
+
+NESTED_KEYS = [
+    ({"per_class": {1: 0.9, "1": 0.8}}, "int 1", "extra['per_class']"),  # both are written as "1"
+    ({"a": [{"b": {True: 1, "true": 2}}]}, "bool True", "extra['a'][0]['b']"),  # at any depth
+    ({"a": ({"b": 1.5}, {"c": {None: 1, "null": 2}})}, "NoneType None", "extra['a'][1]['c']"),
+    ({"a": {1.0: 1, "1.0": 2}}, "float 1.0", "extra['a']"),
+    ({"a": {0: 0.9, 1: 0.8}}, "int 0", "extra['a']"),  # no collision yet: the rule is str keys at every depth
+]
+
+
+@pytest.mark.parametrize(("extra", "key", "where"), NESTED_KEYS)
+def test_check_extra_refuses_keys_that_are_not_str_at_any_depth(extra: Any, key: str, where: str) -> None:
+    """JSON writes every key as a string, so 1 and "1" would become one repeated key, a record that
+    decode() then refuses: refused up front instead, naming the key, where it is and the fix."""
+    with pytest.raises(TypeError) as caught:
+        _record.check_extra(extra)
+    message = str(caught.value)
+    assert message.startswith(f"extra must have str keys at every depth, got the key {key} in {where}: ")
+    assert "nothing was written. Convert the keys with str() first" in message
+
+
+def test_an_extra_with_colliding_keys_writes_nothing(tmp_path: Path) -> None:
+    paths = [write_ckpt(tmp_path / f"epoch={i}.ckpt", i) for i in range(2)]
+    linker = BestLinker(tmp_path / "best.ckpt", mode="min", link="symlink")
+    linker.update(0.5, paths[0], extra={"per_class": {"1": 0.8}})
+    text = Path(linker.record_path).read_text()
+
+    with pytest.raises(TypeError, match=r"got the key int 1 in extra\['per_class'\]"):
+        linker.update(0.4, paths[1], extra={"per_class": {1: 0.9, "1": 0.8}})
+    assert Path(linker.record_path).read_text() == text  # nothing was written
+    assert os.readlink(tmp_path / "best.ckpt") == "epoch=0.ckpt" and linker.best_score == 0.5
+    # the record stays one that a new process reads and moves on
+    assert BestLinker(tmp_path / "best.ckpt", mode="min", link="symlink").update(0.4, paths[1])
 
 
 @given(

@@ -3,10 +3,13 @@ and the one reader of a checkpoint: epoch and step, or nothing, never a wrong nu
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._helpers import write_ckpt
 
 from lightning_bestlink import BestLinker, read_record
 from lightning_bestlink._trainer_resume import (
@@ -15,6 +18,7 @@ from lightning_bestlink._trainer_resume import (
     restore_alias,
     restored_best,
     taken_over_key,
+    written_after_change,
 )
 
 SAVED = {"best_score": 1.0, "best_path": "/run/a.ckpt"}
@@ -107,6 +111,129 @@ def test_on_resume_a_rewritten_checkpoint_is_described_by_its_own_numbers_not_an
     restore_alias(resumed, first.state_dict(), None, ("", 0, 0))
     extra = read_record(tmp_path / "best.ckpt")["extra"]  # type: ignore[index]
     assert (extra["epoch"], extra["step"]) == (2, 6)
+
+
+SECOND = 1_000_000_000  # ns
+
+
+def unreadable_checkpoint(path: Path, kind: str, epoch: int) -> Path:
+    """A checkpoint that cannot tell its own epoch and step: a file ``torch.load(weights_only=True)``
+    refuses (``save_hyperparameters`` with a ``pathlib.Path``, a common pattern), or a directory
+    (a sharded checkpoint)."""
+    if kind == "dir":
+        return write_ckpt(path, epoch, kind="dir")
+    torch = pytest.importorskip("torch")
+    torch.save({"epoch": epoch, "global_step": 3 * epoch, "hyper_parameters": {"data_dir": Path("/data")}}, path)
+    assert checkpoint_position(str(path)) is None  # the premise: the file cannot say
+    return path
+
+
+def newest_file(checkpoint: Path) -> Path:
+    """The file that changes when ``checkpoint`` is rewritten (a shard, for a directory)."""
+    return checkpoint / "shard-0.bin" if checkpoint.is_dir() else checkpoint
+
+
+def set_mtime(path: Path, ns: int) -> None:
+    os.utime(path, ns=(ns, ns), follow_symlinks=False)
+
+
+def followed(tmp_path: Path, checkpoint: Path, link: str = "symlink") -> BestLinker:
+    """A linker whose record says epoch 1, step 4 of ``checkpoint``, written 10 s after its last change."""
+    for inside in (checkpoint, *(checkpoint.iterdir() if checkpoint.is_dir() else ())):
+        set_mtime(inside, os.stat(checkpoint).st_mtime_ns - 10 * SECOND)
+    linker = BestLinker(tmp_path / "best.ckpt", link=link)
+    linker.follow(None, checkpoint, extra={"epoch": 1, "step": 4, "monitor": None, "filename": checkpoint.name})
+    return linker
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_on_resume_a_checkpoint_that_cannot_tell_its_position_is_not_described_by_an_older_record(
+    tmp_path: Path, kind: str
+) -> None:
+    # the fixed-name checkpoint was rewritten at epoch 2 after the record of epoch 1 was written,
+    # and the run killed before the record caught up: the numbers are left out, never stale
+    model = unreadable_checkpoint(tmp_path / "model.ckpt", kind, 1)
+    first = followed(tmp_path, model)
+    unreadable_checkpoint(model, kind, 2)
+    set_mtime(newest_file(model), os.stat(first.record_path).st_mtime_ns + SECOND)
+
+    restore_alias(BestLinker(tmp_path / "best.ckpt"), first.state_dict(), None, ("", 0, 0))
+    extra = read_record(tmp_path / "best.ckpt")["extra"]  # type: ignore[index]
+    assert extra == {"monitor": None, "filename": "model.ckpt", "follows": "latest"}
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_on_resume_a_record_written_after_its_checkpoint_last_changed_keeps_its_epoch_and_step(
+    tmp_path: Path, kind: str
+) -> None:
+    model = unreadable_checkpoint(tmp_path / "model.ckpt", kind, 1)
+    first = followed(tmp_path, model)
+    os.remove(first.link_path)  # repaired on resume: the record is judged as it was before
+
+    restore_alias(BestLinker(tmp_path / "best.ckpt"), first.state_dict(), None, ("", 0, 0))
+    extra = read_record(tmp_path / "best.ckpt")["extra"]  # type: ignore[index]
+    assert (extra["epoch"], extra["step"]) == (1, 4)
+
+
+def rewrite_record(linker: BestLinker, **fields: Any) -> None:
+    """Change fields of ``linker``'s record, keeping the record file's modification time."""
+    path = Path(linker.record_path)
+    mtime = path.stat().st_mtime_ns
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+    set_mtime(path, mtime)
+
+
+def writer_clock_ahead(linker: BestLinker, checkpoint: Path) -> None:
+    # the writer's clock a minute ahead of the filesystem's: the rewrite a second after the record
+    # is still before the record's unix_time; the record file's own time, stamped by the filesystem, says
+    rewrite_record(linker, unix_time=json.loads(Path(linker.record_path).read_text())["unix_time"] + 60)
+    set_mtime(checkpoint, os.stat(linker.record_path).st_mtime_ns + SECOND)
+
+
+def same_tick(linker: BestLinker, checkpoint: Path) -> None:
+    # the same time as the record (one clock tick, or one second of a coarse filesystem): either came first
+    set_mtime(checkpoint, os.stat(linker.record_path).st_mtime_ns)
+
+
+def record_copied_later(linker: BestLinker, checkpoint: Path) -> None:
+    # a record file copied (or touched) after the checkpoint was rewritten: newer than what it reports
+    written = json.loads(Path(linker.record_path).read_text())["unix_time"]
+    set_mtime(checkpoint, int(written * 1e9) + SECOND)
+    set_mtime(Path(linker.record_path), int(written * 1e9) + 2 * SECOND)
+
+
+def written_by_a_repair(linker: BestLinker, checkpoint: Path) -> None:
+    # a repair keeps an older record's extra under a new time: it vouches for nothing
+    rewrite_record(linker, writer={"host": "h", "pid": 1, "id": "x", "repair": True})
+
+
+def copy_rewritten_in_the_past(linker: BestLinker, checkpoint: Path) -> None:
+    # a copy's checkpoint rewritten with a time older than the record (copied over with its times
+    # kept): its identity is no longer the one the record gives
+    before = os.stat(checkpoint).st_mtime_ns
+    write_ckpt(checkpoint, 2, size=8192)
+    set_mtime(checkpoint, before)
+
+
+@pytest.mark.parametrize(
+    ("link", "change"),
+    [
+        ("symlink", writer_clock_ahead),
+        ("symlink", same_tick),
+        ("symlink", record_copied_later),
+        ("symlink", written_by_a_repair),
+        ("copy", copy_rewritten_in_the_past),
+    ],
+)
+def test_a_record_is_not_shown_written_after_its_checkpoint_changed(tmp_path: Path, link: str, change: Any) -> None:
+    model = write_ckpt(tmp_path / "model.ckpt", 1)
+    linker = followed(tmp_path, model, link)
+    record = read_record(linker.link_path)
+    assert record is not None and written_after_change(record, linker.record_path, linker.storage)  # as written
+
+    change(linker, model)
+    record = read_record(linker.link_path)
+    assert record is not None and not written_after_change(record, linker.record_path, linker.storage)
 
 
 def test_lightnings_score_is_restored_as_a_plain_number() -> None:

@@ -342,7 +342,35 @@ def check_extra(extra: Any) -> dict[str, Any]:
         ) from err
     if size > EXTRA_LIMIT:
         raise ValueError(f"extra must encode to at most {EXTRA_LIMIT} bytes of JSON, got {size}; keep it small")
+    found = _key_not_str(extra)  # after encoding: a cycle or a structure nested too deeply was refused there
+    if found is not None:
+        where, key = found
+        raise TypeError(
+            f"extra must have str keys at every depth, got the key {_shown(key)} in {where}: "
+            f"JSON writes every key as a string, so it could become the same key as another (1 and '1', True and "
+            f"'true') and the record could not be read back; nothing was written. Convert the keys with str() first"
+        )
     return dict(extra)
+
+
+def _key_not_str(extra: dict[str, Any]) -> tuple[str, Any] | None:
+    """Where in ``extra`` (as ``extra['a'][0]``) a dict has a key that is not a str, and that key;
+    None when every key is a str. Walks containers only: lists of plain scalars are passed over in C."""
+    todo: list[tuple[Any, tuple[Any, ...]]] = [(extra, ())]
+    while todo:
+        value, at = todo.pop()
+        if isinstance(value, dict):
+            if not _STR.issuperset(map(type, value)):  # a str subclass is a str to JSON too
+                for key in value:
+                    if not isinstance(key, str):
+                        return "extra" + "".join(f"[{step!r:.80}]" for step in at), key
+            items: Any = value.items()
+            values = value.values()
+        else:  # a list or a tuple
+            items, values = enumerate(value), value
+        if not _SCALARS.issuperset(map(type, values)):  # a container, or a subclass of a scalar (numpy's float64)
+            todo.extend((inner, (*at, step)) for step, inner in items if isinstance(inner, (dict, list, tuple)))
+    return None
 
 
 def _shown(value: Any) -> str:

@@ -5,19 +5,22 @@ On a resume the callback has two candidates for the best: the one Lightning rest
 which may lag one decision behind in the very checkpoint that became the best.
 :func:`restored_best` picks the better; :func:`taken_over_key` finds state saved under
 another class's key; :func:`described` says what the record's ``extra`` must hold so that
-it describes its target (monitor, epoch, step, file name), and :func:`checkpoint_position`
-reads epoch and step from a checkpoint the run did not see saved.
+it describes its target (monitor, epoch, step, file name), :func:`checkpoint_position`
+reads epoch and step from a checkpoint the run did not see saved, and :func:`proven` keeps a
+record's epoch and step only where the record was written after its checkpoint last changed.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from typing import Any
 
+from lightning_bestlink._record import record_path
 from lightning_bestlink._score import check_mode, is_better, to_score
 from lightning_bestlink._state import check_state
-from lightning_bestlink._storage import is_url
+from lightning_bestlink._storage import Storage, is_url
 from lightning_bestlink.linker import BestLinker, read_record
 
 
@@ -121,6 +124,11 @@ def restore_alias(linker: BestLinker, state: dict[str, Any], monitor: str | None
     rebuild the alias if needed, and make its record describe its target. Returns why the alias
     or its record was rebuilt ("" when nothing was wrong)."""
     linker.load_state_dict(state, allow_outside=True)  # the user chose to resume from this checkpoint
+    storage, mine = linker.storage, record_path(linker.link_path)
+    # judged as it is before a repair, which keeps the extra of a record of the same target under a
+    # new time and identity
+    first = _read(linker.link_path)
+    kept = proven(first, mine, storage)
     before = linker.verify()
     after = linker.repair()
     repaired = "" if before.ok or not after.ok else before.detail
@@ -128,13 +136,14 @@ def restore_alias(linker: BestLinker, state: dict[str, Any], monitor: str | None
         return repaired
     saved = read_record(linker.link_path)
     origin = state.get("link_path")  # the alias where the state was saved (a resume into a new folder)
-    try:
-        there = read_record(origin) if isinstance(origin, str) and origin != linker.link_path else None
-    except (OSError, ValueError):
-        there = None  # only a description: the checkpoint itself is read instead
+    there = _read(origin) if isinstance(origin, str) and origin != linker.link_path else None
     # a record naming the same file may be older than its bytes: a fixed file name, rewritten, and the
-    # run killed before the record caught up; the file's own numbers are read once per resume
-    wanted = describe(linker.best_path, monitor, [saved, there], seen, file_first=True)
+    # run killed before the record caught up; the file's own numbers are read once per resume, and a
+    # record's only where it was written after the file last changed
+    known = [kept, kept if saved == first else proven(saved, mine, storage)]
+    if there is not None:
+        known.append(proven(there, record_path(str(origin)), storage))
+    wanted = describe(linker.best_path, monitor, known, seen, file_first=True)
     if saved is None or (saved["target"], saved["score"], saved["extra"]) != (
         linker.best_path,
         linker.best_score,
@@ -146,6 +155,68 @@ def restore_alias(linker: BestLinker, state: dict[str, Any], monitor: str | None
         why = "its record was missing" if saved is None else "its record did not describe its checkpoint"
         repaired = repaired or why
     return repaired
+
+
+def _read(link_path: str) -> dict[str, Any] | None:
+    """The record of ``link_path``, or None when there is none or it cannot be read (only a
+    description: the checkpoint itself is read instead, and verify() reports the record)."""
+    try:
+        return read_record(link_path)
+    except (OSError, ValueError):
+        return None
+
+
+def proven(record: dict[str, Any] | None, record_file: str, storage: Storage) -> dict[str, Any] | None:
+    """``record`` (as ``read_record`` returns it, read from ``record_file``) as a description of its
+    target: without its epoch and step unless :func:`written_after_change` shows they are of the bytes
+    the target holds now. Their absence is the safe answer: a resumed record leaves them out."""
+    if record is None or not isinstance(record.get("extra"), dict):
+        return record
+    if not {"epoch", "step"} & record["extra"].keys() or written_after_change(record, record_file, storage):
+        return record
+    return {**record, "extra": {k: v for k, v in record["extra"].items() if k not in ("epoch", "step")}}
+
+
+def written_after_change(record: dict[str, Any], record_file: str, storage: Storage) -> bool:
+    """Whether ``record`` was written after its checkpoint last changed (its ``extra`` is of its bytes).
+
+    False wherever that cannot be shown:
+
+    - a record written by a repair: it keeps an older record's extra under a new time and identity;
+    - a record of a copy whose checkpoint no longer has the identity it had when copied (``target_id``);
+    - a checkpoint (a file, or the newest entry of a directory) modified at or after the time of the
+      record file, or on another filesystem: one filesystem stamps both with one clock and one
+      granularity, so strictly earlier is earlier (equal: the same second of a coarse filesystem, or
+      the same clock tick), whatever the writer's clock says;
+    - or at or after the record's ``unix_time`` (the writer's clock): a record file copied or touched
+      later is newer than the writing it reports;
+    - a URL, a link, anything that cannot be stat'ed.
+    """
+    target, written, writer = record.get("target"), record.get("unix_time"), record.get("writer")
+    if isinstance(writer, dict) and writer.get("repair"):
+        return False
+    if not isinstance(target, str) or is_url(target) or is_url(record_file):
+        return False
+    if isinstance(written, bool) or not isinstance(written, (int, float)):
+        return False
+    try:
+        checkpoint, record_st = os.lstat(target), os.lstat(record_file)
+        if stat.S_ISREG(checkpoint.st_mode):
+            changed: int | None = checkpoint.st_mtime_ns
+        elif stat.S_ISDIR(checkpoint.st_mode):
+            changed = storage.tree_time(target)  # a file rewritten inside leaves the directory's own time
+        else:
+            return False
+        if record.get("target_id") is not None and storage.identity(target) != record["target_id"]:
+            return False
+    except OSError:
+        return False
+    return (
+        changed is not None
+        and checkpoint.st_dev == record_st.st_dev
+        and changed < record_st.st_mtime_ns
+        and changed < written * 1e9
+    )
 
 
 def has_position(extra: dict[str, Any]) -> bool:
