@@ -184,10 +184,11 @@ def written_after_change(record: dict[str, Any], record_file: str, storage: Stor
 
     - a record written by a repair: it keeps an older record's extra under a new time and identity;
     - a record of a copy whose checkpoint no longer has the identity it had when copied (``target_id``);
-    - a checkpoint (a file, or the newest entry of a directory) modified at or after the time of the
-      record file, or on another filesystem: one filesystem stamps both with one clock and one
-      granularity, so strictly earlier is earlier (equal: the same second of a coarse filesystem, or
-      the same clock tick), whatever the writer's clock says;
+    - a checkpoint (a file, or the newest entry of a directory) modified after the time of the
+      record file, or on another filesystem: one filesystem stamps both with one clock, whatever the
+      writer's clock says. The same time counts as before: a save and its record, written a moment
+      apart, often share a clock tick, while a rewrite after the record would need a whole epoch and
+      its save within one tick;
     - or at or after the record's ``unix_time`` (the writer's clock): a record file copied or touched
       later is newer than the writing it reports;
     - a URL, a link, anything that cannot be stat'ed.
@@ -214,7 +215,7 @@ def written_after_change(record: dict[str, Any], record_file: str, storage: Stor
     return (
         changed is not None
         and checkpoint.st_dev == record_st.st_dev
-        and changed < record_st.st_mtime_ns
+        and changed <= record_st.st_mtime_ns
         and changed < written * 1e9
     )
 
