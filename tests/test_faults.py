@@ -7,6 +7,7 @@ falls back to the next kind only on "not supported here" errors.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pickle
@@ -18,8 +19,8 @@ from typing import Any
 import pytest
 from tests._helpers import KIND_TARGET, KINDS, fill_of, leftovers, write_ckpt
 
-from lightning_bestlink import AliasWriteError, BestLinker
-from lightning_bestlink._errors import AliasBusyError
+from lightning_bestlink import AliasWriteError, BestLinker, BestLinkWarning
+from lightning_bestlink._errors import AliasBusyError, AliasConflictError
 from lightning_bestlink._storage import _clone, _syscalls
 from lightning_bestlink._storage.local import LocalStorage
 
@@ -361,3 +362,37 @@ def test_leftovers_of_a_killed_writer_are_removed_under_the_lock(tmp_path: Path)
     assert linker.update(1.0, a)
     assert leftovers(tmp_path) == []
     assert linker.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("kind", "next_update"),
+    # a copy: the record was put back, so the new copy left at the alias cannot be shown to be ours
+    [("symlink", contextlib.nullcontext()), ("copy", pytest.raises(AliasConflictError))],
+    ids=["symlink", "copy"],
+)
+def test_a_file_swapped_out_of_the_alias_is_kept_when_swapping_it_back_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, next_update: Any
+) -> None:
+    linker = BestLinker(tmp_path / "best.ckpt", link=kind)
+    linker.update(0.5, write_ckpt(tmp_path / "a.ckpt", 1))
+    alias, real = str(linker.link_path), _syscalls.exchange
+    onto_alias = 0
+
+    def exchange(a: str, b: str) -> bool:
+        nonlocal onto_alias
+        if b == alias:
+            onto_alias += 1
+            if onto_alias == 1:  # someone puts their file at the alias path after the writer looked
+                (tmp_path / "theirs").write_text("my notes")
+                os.replace(tmp_path / "theirs", alias)
+            else:  # ... and swapping it back fails
+                raise OSError(errno.EIO, "injected")
+        return real(a, b)
+
+    monkeypatch.setattr(_syscalls, "exchange", exchange)
+    with pytest.raises(AliasWriteError):
+        linker.update(0.1, write_ckpt(tmp_path / "b.ckpt", 2))
+    monkeypatch.undo()
+    with pytest.warns(BestLinkWarning, match="left as it is"), next_update:
+        BestLinker(tmp_path / "best.ckpt", link=kind).update(0.05, write_ckpt(tmp_path / "c.ckpt", 3))
+    assert [p.read_text() for p in tmp_path.iterdir() if p.is_file() and p.stat().st_size == 8] == ["my notes"]

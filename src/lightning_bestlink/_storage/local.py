@@ -302,6 +302,10 @@ class LocalStorage(Storage):
             fsync_dir(os.path.dirname(alias))
 
     def abort(self, staged: Staged) -> None:
+        if staged.tmp is not None and staged.kind == "symlink":  # staged in its slot: what is there may have
+            with contextlib.suppress(OSError):  # come out of the alias path, if swapping it back failed
+                if not stat.S_ISLNK(os.lstat(staged.tmp).st_mode):
+                    return  # not ours: the cleanup keeps it, with a warning
         discard(staged.tmp)
 
     def cleanup(self, alias: str, *bookkeeping: str, ours: Collection[Ident] = ()) -> list[str]:
