@@ -21,7 +21,7 @@ from tests._helpers import KIND_TARGET, KINDS, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import AliasWriteError, BestLinker, BestLinkWarning
 from lightning_bestlink._errors import AliasBusyError, AliasConflictError
-from lightning_bestlink._storage import _clone, _syscalls
+from lightning_bestlink._storage import _clone, _files, _syscalls
 from lightning_bestlink._storage.local import LocalStorage
 
 ERRNOS = {"EXDEV": errno.EXDEV, "EPERM": errno.EPERM, "ENOSPC": errno.ENOSPC}
@@ -396,3 +396,23 @@ def test_a_file_swapped_out_of_the_alias_is_kept_when_swapping_it_back_fails(
     with pytest.warns(BestLinkWarning, match="left as it is"), next_update:
         BestLinker(tmp_path / "best.ckpt", link=kind).update(0.05, write_ckpt(tmp_path / "c.ckpt", 3))
     assert [p.read_text() for p in tmp_path.iterdir() if p.is_file() and p.stat().st_size == 8] == ["my notes"]
+
+
+def test_without_an_exchange_a_directory_alias_whose_removal_stopped_half_way_is_removed_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_syscalls, "exchange", lambda a, b: False)  # as on NFS: renameat2 flags refused
+    monkeypatch.setattr(_syscalls, "rename_noreplace", lambda a, b: False)
+    linker = BestLinker(tmp_path / "best.ckpt", link="copy")
+    linker.update(0.5, write_ckpt(tmp_path / "a.ckpt", 1, kind="dir"))
+
+    def one_file_then_killed(path: str | None) -> None:
+        assert path is not None
+        os.unlink(os.path.join(path, sorted(os.listdir(path))[0]))
+
+    with monkeypatch.context() as m:
+        m.setattr(_files, "discard", one_file_then_killed)
+        linker.update(0.1, write_ckpt(tmp_path / "b.ckpt", 2, kind="dir"))
+    assert len(leftovers(tmp_path)) == 1  # the old alias, half removed
+    BestLinker(tmp_path / "best.ckpt", link="copy").update(0.05, write_ckpt(tmp_path / "c.ckpt", 3, kind="dir"))
+    assert leftovers(tmp_path) == []

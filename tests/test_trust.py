@@ -193,11 +193,16 @@ def test_a_copied_shard_directory_whose_filesystem_keeps_whole_seconds_is_still_
     a = write_ckpt(tmp_path / "a.ckpt", 1, kind="dir")
     linker = BestLinker(tmp_path / "best.ckpt", link="copy")
     linker.update(0.5, a)
-    for shard in (tmp_path / "best.ckpt").iterdir():  # as ext2 with small inodes, or FAT, stores the copy's times
+    for shard in (tmp_path / "best.ckpt").iterdir():  # as ext2 with small inodes stores the copy's times
         st = shard.stat()
         os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns - st.st_mtime_ns % 10**9))
         shard.chmod(0o755)
     assert linker.verify().ok
+    shard = a / "shard-1.bin"  # rewritten in place a second later, with the same size
+    later = shard.stat().st_mtime_ns + 10**9
+    shard.write_bytes(bytes(len(shard.read_bytes())))
+    os.utime(shard, ns=(later, later))
+    assert linker.verify().status == "mismatch"
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["plain", "shared"])
@@ -315,6 +320,20 @@ def test_a_record_of_another_user_who_could_replace_the_alias_vouches_for_it(sha
     assert (shared_folder / "best.ckpt.bestlink.json").stat().st_uid == 65534
     assert BestLinker(alias, link="copy").update(0.3, write_ckpt(shared_folder / "c.ckpt", 3))
     assert fill_of(alias) == 3
+
+
+def test_the_old_alias_of_another_writer_left_in_a_slot_is_removed_by_the_next_writer(tmp_path: Path) -> None:
+    # a sweep two users write: this writer swapped out the other's copy, and was killed before removing it
+    BestLinker(tmp_path / "best.ckpt", link="copy").update(0.5, write_ckpt(tmp_path / "a.ckpt", 1))
+    theirs = write_ckpt(tmp_path / ".best.ckpt.bestlink-out-1-0000abcd", 7)
+    os.chown(theirs, 65534, 65534)
+    record_file = tmp_path / "best.ckpt.bestlink.json"
+    st = theirs.stat()
+    record = json.loads(record_file.read_text())
+    record["previous_alias_id"] = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+    record_file.write_text(json.dumps(record))
+    BestLinker(tmp_path / "best.ckpt", link="copy").update(0.1, write_ckpt(tmp_path / "b.ckpt", 2))
+    assert not theirs.exists()
 
 
 def test_a_symlink_repointed_through_a_linked_folder_is_judged_by_where_it_leads(tmp_path: Path) -> None:

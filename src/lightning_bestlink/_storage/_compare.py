@@ -37,9 +37,11 @@ def same_tree(a: str, b: str) -> bool:
 
 
 def _same_time(copy_ns: int, checkpoint_ns: int) -> bool:
-    """A filesystem that keeps whole seconds (ext2 with small inodes) or two (FAT) stores a copy's
-    time rounded: what it can keep of the checkpoint's time is all it is held to."""
-    return copy_ns == checkpoint_ns or (copy_ns % 10**9 == 0 and abs(checkpoint_ns - copy_ns) < 2 * 10**9)
+    """A filesystem that keeps whole seconds (ext2 with small inodes) stores a copy's time cut down to
+    them: what it can keep of the checkpoint's time is all it is held to (a rewrite within that second
+    is what a time cannot see). FAT's two seconds are not allowed for: half of the rewrites a second
+    later would pass."""
+    return copy_ns == checkpoint_ns or copy_ns == checkpoint_ns - checkpoint_ns % 10**9
 
 
 def _shape(top: str) -> list[tuple[str, int, int, int]]:

@@ -229,7 +229,9 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
         except BaseException:
             os.rename(trash, alias)
             raise
-        discard(trash)
+        doomed = tmp_name(alias, STAGED)  # as after an exchange: a killed removal leaves a staged name
+        os.rename(trash, doomed)
+        discard(doomed)
     else:
         os.replace(tmp, alias)
 

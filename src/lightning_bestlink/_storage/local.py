@@ -323,9 +323,13 @@ class LocalStorage(Storage):
             for entry in entries:
                 if not entry.name.startswith(prefix):
                     continue
+                theirs = False
                 try:
                     st = entry.stat(follow_symlinks=False)
-                    if st.st_uid != me:  # a leftover is this user's: a name planted by another user is left alone
+                    theirs = st.st_uid != me
+                    if theirs and not (path == alias and ident_of(st) in ours):
+                        # another user's name is left alone, unless it is what the record names: the alias
+                        # another writer of a shared folder had made, which this writer swapped out
                         continue
                     if path == alias and not removable_leftover(entry.name[len(prefix) :], st, ours):
                         warn(
@@ -339,6 +343,9 @@ class LocalStorage(Storage):
                     removed.append(entry.path)
                 except FileNotFoundError:
                     pass
+                except PermissionError:
+                    if not theirs:
+                        raise  # a sticky folder keeps another user's: left for them
         return removed
 
     # --- the record ----------------------------------------------------------------
