@@ -14,6 +14,7 @@ from tests._helpers import write_ckpt
 from lightning_bestlink import BestLinker, read_record
 from lightning_bestlink._trainer_resume import (
     checkpoint_position,
+    describe,
     described,
     restore_alias,
     restored_best,
@@ -238,6 +239,21 @@ def test_a_checkpoint_and_its_record_of_one_clock_tick_are_taken_as_saved_then_r
     set_mtime(model, os.stat(linker.record_path).st_mtime_ns)
     record = read_record(linker.link_path)
     assert record is not None and written_after_change(record, linker.record_path, linker.storage)
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_an_update_to_a_checkpoint_the_run_did_not_see_saved_keeps_the_numbers_its_record_proves(
+    tmp_path: Path, kind: str
+) -> None:
+    # a fit re-run from last.ckpt with nothing left to train: the alias is updated at teardown with
+    # the best of the earlier run, a file torch cannot read with weights_only (or a sharded directory)
+    model = write_ckpt(tmp_path / "model.ckpt", 1, kind=kind)
+    linker = followed(tmp_path, model)
+    extra = describe(str(model), None, [], ("", 0, 0), alias=linker)
+    assert (extra.get("epoch"), extra.get("step")) == (1, 4)
+    set_mtime(model, os.stat(linker.record_path).st_mtime_ns + SECOND)  # rewritten after its record
+    extra = describe(str(model), None, [], ("", 0, 0), alias=linker)
+    assert "epoch" not in extra and "step" not in extra
 
 
 def test_lightnings_score_is_restored_as_a_plain_number() -> None:

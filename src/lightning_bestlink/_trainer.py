@@ -263,7 +263,7 @@ class BestLinkMixin(_Base):
     ) -> bool | None:
         """Point the alias at ``best`` (rank zero); None when the file is not there (yet)."""
         try:
-            extra = describe(linker.storage.normalize(best), self.monitor, [], seen)
+            extra = describe(linker.storage.normalize(best), self.monitor, [], seen, alias=linker)
             if score is None:  # the alias follows the latest save: there is no score to record
                 return linker.follow(None, best, extra=extra)
             if saved == best == self._aliased:  # the file the alias names was rewritten: what it holds now

@@ -105,15 +105,22 @@ def describe(
     seen: tuple[str, int, int],
     *,
     file_first: bool = False,
+    alias: BestLinker | None = None,
 ) -> dict[str, Any]:
     """:func:`described`, with the epoch and step of ``target``'s save when no record gives them:
     from ``seen`` (the last save of the best this run saw: normalised path, epoch, step), else
-    read from the checkpoint (else left out). ``file_first``: the checkpoint's own numbers win over
-    a record's where it has them (a record of the same name may be older than the file's bytes)."""
+    read from the checkpoint, else from ``alias``'s record where it names ``target`` and was written
+    after it last changed (:func:`proven`), else left out. ``file_first``: the checkpoint's own
+    numbers win over a record's where it has them (a record of the same name may be older than the
+    file's bytes)."""
     extra = described(target, monitor, known)
     if file_first or not has_position(extra):
         saved, epoch, step = seen
         position = (epoch, step) if saved == target else checkpoint_position(target)
+        if position is None and alias is not None:  # read only then: an update rarely gets here
+            record = proven(_read(alias.link_path), record_path(alias.link_path), alias.storage)
+            told = described(target, monitor, [record])
+            position = (told["epoch"], told["step"]) if has_position(told) else None
         if position is not None:
             extra.update(epoch=position[0], step=position[1])
     return extra
