@@ -108,9 +108,7 @@ def test_on_resume_a_rewritten_checkpoint_is_described_by_its_own_numbers_not_an
     torch.save({"epoch": 2, "global_step": 6}, model)
     first = BestLinker(tmp_path / "best.ckpt")
     first.follow(None, model, extra={"epoch": 1, "step": 4, "monitor": None, "filename": "model.ckpt"})
-    resumed = BestLinker(tmp_path / "best.ckpt")
-    restore_alias(resumed, first.state_dict(), None, ("", 0, 0))
-    extra = read_record(tmp_path / "best.ckpt")["extra"]  # type: ignore[index]
+    extra = resumed_extra(tmp_path, first)
     assert (extra["epoch"], extra["step"]) == (2, 6)
 
 
@@ -132,6 +130,13 @@ def unreadable_checkpoint(path: Path, kind: str, epoch: int) -> Path:
 def newest_file(checkpoint: Path) -> Path:
     """The file that changes when ``checkpoint`` is rewritten (a shard, for a directory)."""
     return checkpoint / "shard-0.bin" if checkpoint.is_dir() else checkpoint
+
+
+def resumed_extra(tmp_path: Path, first: BestLinker) -> dict[str, Any]:
+    """The record's ``extra`` once another process resumed from ``first``'s state (``restore_alias``)."""
+    restore_alias(BestLinker(tmp_path / "best.ckpt"), first.state_dict(), None, ("", 0, 0))
+    extra: dict[str, Any] = read_record(tmp_path / "best.ckpt")["extra"]  # type: ignore[index]
+    return extra
 
 
 def set_mtime(path: Path, ns: int) -> None:
@@ -158,8 +163,7 @@ def test_on_resume_a_checkpoint_that_cannot_tell_its_position_is_not_described_b
     unreadable_checkpoint(model, kind, 2)
     set_mtime(newest_file(model), os.stat(first.record_path).st_mtime_ns + SECOND)
 
-    restore_alias(BestLinker(tmp_path / "best.ckpt"), first.state_dict(), None, ("", 0, 0))
-    extra = read_record(tmp_path / "best.ckpt")["extra"]  # type: ignore[index]
+    extra = resumed_extra(tmp_path, first)
     assert extra == {"monitor": None, "filename": "model.ckpt", "follows": "latest"}
 
 
@@ -171,8 +175,7 @@ def test_on_resume_a_record_written_after_its_checkpoint_last_changed_keeps_its_
     first = followed(tmp_path, model)
     os.remove(first.link_path)  # repaired on resume: the record is judged as it was before
 
-    restore_alias(BestLinker(tmp_path / "best.ckpt"), first.state_dict(), None, ("", 0, 0))
-    extra = read_record(tmp_path / "best.ckpt")["extra"]  # type: ignore[index]
+    extra = resumed_extra(tmp_path, first)
     assert (extra["epoch"], extra["step"]) == (1, 4)
 
 
