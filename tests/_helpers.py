@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_bestlink._storage.local import TMP_MARK
+from lightning_bestlink._storage._files import TMP_MARK
 
 #: every ``link=`` choice of a local linker
 KINDS = ("symlink", "hardlink", "copy", "auto")

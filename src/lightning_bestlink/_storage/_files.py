@@ -12,7 +12,7 @@ import itertools
 import os
 import stat
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 import lightning_bestlink._storage._syscalls as _syscalls
@@ -28,21 +28,6 @@ TMP_MARK = ".bestlink-"
 #: killed before swapping it back: a leftover there is removed only if it is a link, or what the
 #: alias's record names (the new alias, about to be swapped in, or the old one it replaced)
 STAGED, SWAPPED = "tmp", "out"
-
-
-def slot_of(staged: str) -> str:
-    """The exchange slot of a staged temporary name (the same name, tagged SWAPPED)."""
-    head, _, name = staged.rpartition("/")
-    return f"{head}/{name.replace(f'{TMP_MARK}{STAGED}-', f'{TMP_MARK}{SWAPPED}-', 1)}"
-
-
-def removable_leftover(tag_and_rest: str, st: os.stat_result, ours: Collection[Ident]) -> bool:
-    """Whether a leftover under a temporary name of an alias (the name after its ``TMP_MARK``, and
-    ``st``, not followed) can be removed without losing anything a user made; ``ours``: the
-    identities the alias's record names."""
-    if tag_and_rest.startswith(f"{STAGED}-") or stat.S_ISLNK(st.st_mode):
-        return True
-    return ident_of(st) in ours
 
 
 # Errors that mean "this filesystem cannot make that kind of link here". Anything

@@ -17,12 +17,10 @@ import stat
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
-from lightning_bestlink._errors import warn
 from lightning_bestlink._storage._compare import same_bytes, same_tree
 from lightning_bestlink._storage._files import (
     STAGED,
     SWAPPED,
-    TMP_MARK,
     DescriptorLock,
     discard,
     folder_of,
@@ -34,14 +32,12 @@ from lightning_bestlink._storage._files import (
     publish_new,
     read_regular,
     relative_to_folder,
-    removable_leftover,
-    remove_tree_or_file,
     replace_expected,
-    slot_of,
     swap_in,
     tmp_name,
     virtual_devices,
 )
+from lightning_bestlink._storage._leftovers import remove_leftovers, slot_of
 from lightning_bestlink._storage.base import (
     LOCAL_SCHEMES,
     AliasKind,
@@ -309,44 +305,8 @@ class LocalStorage(Storage):
         discard(staged.tmp)
 
     def cleanup(self, alias: str, *bookkeeping: str, ours: Collection[Ident] = ()) -> list[str]:
-        # called with the alias's lock held: no other writer is half-way, every temporary name
-        # of these paths is a leftover of a killed one (on this host or another sharing the folder)
-        removed: list[str] = []
-        me = os.geteuid()
-        for path in (alias, *bookkeeping):
-            head, base = os.path.split(path)
-            prefix = f".{base}{TMP_MARK}"
-            try:
-                entries = list(os.scandir(head))
-            except FileNotFoundError:
-                continue
-            for entry in entries:
-                if not entry.name.startswith(prefix):
-                    continue
-                theirs = False
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                    theirs = st.st_uid != me
-                    if theirs and not (path == alias and ident_of(st) in ours):
-                        # another user's name is left alone, unless it is what the record names: the alias
-                        # another writer of a shared folder had made, which this writer swapped out
-                        continue
-                    if path == alias and not removable_leftover(entry.name[len(prefix) :], st, ours):
-                        warn(
-                            f"{entry.path!r}, a temporary name of the alias {alias!r}, holds something its "
-                            f"record does not name: a file put at the alias path while an update was killed (it was "
-                            f"swapped out, not yet back); it was left as it is. Move it back if it is yours; delete it "
-                            f"if not"
-                        )
-                        continue
-                    remove_tree_or_file(entry.path)
-                    removed.append(entry.path)
-                except FileNotFoundError:
-                    pass
-                except PermissionError:
-                    if not theirs:
-                        raise  # a sticky folder keeps another user's: left for them
-        return removed
+        # called with the alias's lock held: no other writer is half-way
+        return remove_leftovers(alias, bookkeeping, ours)
 
     # --- the record ----------------------------------------------------------------
 

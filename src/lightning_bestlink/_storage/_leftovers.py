@@ -1,0 +1,73 @@
+"""What a killed writer left next to an alias: the temporary names of its updates, and which of them
+can be removed without losing anything a user made (:data:`~._files.STAGED` and
+:data:`~._files.SWAPPED` say what each name may hold)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Collection, Iterable
+
+from lightning_bestlink._errors import warn
+from lightning_bestlink._storage._files import STAGED, SWAPPED, TMP_MARK, ident_of, remove_tree_or_file
+from lightning_bestlink._storage.base import Ident
+
+
+def slot_of(staged: str) -> str:
+    """The exchange slot of a staged temporary name (the same name, tagged SWAPPED)."""
+    head, _, name = staged.rpartition("/")
+    return f"{head}/{name.replace(f'{TMP_MARK}{STAGED}-', f'{TMP_MARK}{SWAPPED}-', 1)}"
+
+
+def removable_leftover(tag_and_rest: str, st: os.stat_result, ours: Collection[Ident]) -> bool:
+    """Whether a leftover under a temporary name of an alias (the name after its ``TMP_MARK``, and
+    ``st``, not followed) can be removed without losing anything a user made; ``ours``: the
+    identities the alias's record names."""
+    if tag_and_rest.startswith(f"{STAGED}-") or stat.S_ISLNK(st.st_mode):
+        return True
+    return ident_of(st) in ours
+
+
+def remove_leftovers(alias: str, bookkeeping: Iterable[str], ours: Collection[Ident]) -> list[str]:
+    """Remove what killed writers left under the temporary names of ``alias`` and its ``bookkeeping``
+    files (the record), with the alias's lock held: no writer of it is half-way then. ``ours``: the
+    identities the record names. Returns the paths removed.
+
+    Every temporary name of these paths is a leftover of a killed writer (on this host, or another
+    sharing the folder)."""
+    removed: list[str] = []
+    me = os.geteuid()
+    for path in (alias, *bookkeeping):
+        head, base = os.path.split(path)
+        prefix = f".{base}{TMP_MARK}"
+        try:
+            entries = list(os.scandir(head))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if not entry.name.startswith(prefix):
+                continue
+            theirs = False
+            try:
+                st = entry.stat(follow_symlinks=False)
+                theirs = st.st_uid != me
+                if theirs and not (path == alias and ident_of(st) in ours):
+                    # another user's name is left alone, unless it is what the record names: the alias
+                    # another writer of a shared folder had made, which this writer swapped out
+                    continue
+                if path == alias and not removable_leftover(entry.name[len(prefix) :], st, ours):
+                    warn(
+                        f"{entry.path!r}, a temporary name of the alias {alias!r}, holds something its "
+                        f"record does not name: a file put at the alias path while an update was killed (it was "
+                        f"swapped out, not yet back); it was left as it is. Move it back if it is yours; delete it "
+                        f"if not"
+                    )
+                    continue
+                remove_tree_or_file(entry.path)
+                removed.append(entry.path)
+            except FileNotFoundError:
+                pass
+            except PermissionError:
+                if not theirs:
+                    raise  # a sticky folder keeps another user's: left for them
+    return removed
