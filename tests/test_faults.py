@@ -416,3 +416,26 @@ def test_without_an_exchange_a_directory_alias_whose_removal_stopped_half_way_is
     assert len(leftovers(tmp_path)) == 1  # the old alias, half removed
     BestLinker(tmp_path / "best.ckpt", link="copy").update(0.05, write_ckpt(tmp_path / "c.ckpt", 3, kind="dir"))
     assert leftovers(tmp_path) == []
+
+
+def test_without_an_exchange_a_folder_put_at_the_alias_after_the_last_check_is_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_syscalls, "exchange", lambda a, b: False)  # as on NFS: renameat2 flags refused
+    monkeypatch.setattr(_syscalls, "rename_noreplace", lambda a, b: False)
+    linker = BestLinker(tmp_path / "best.ckpt", link="copy")
+    linker.update(0.5, write_ckpt(tmp_path / "a.ckpt", 1, kind="dir"))
+    alias, real = str(linker.link_path), os.rename
+
+    def theirs_first(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if os.fspath(src) == alias and not (tmp_path / "ours").exists():  # between the last check and the rename
+            real(alias, tmp_path / "ours")
+            (tmp_path / "theirs").mkdir()
+            (tmp_path / "theirs" / "notes.txt").write_text("my notes")
+            real(tmp_path / "theirs", alias)
+        real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", theirs_first)
+    with pytest.raises(AliasConflictError):
+        linker.update(0.1, write_ckpt(tmp_path / "b.ckpt", 2, kind="dir"))
+    assert (tmp_path / "best.ckpt" / "notes.txt").read_text() == "my notes"

@@ -209,6 +209,9 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
         # rename() cannot put a directory over a file or a non-empty directory
         trash = tmp_name(alias, SWAPPED)
         os.rename(alias, trash)  # short window without an alias: no atomic exchange on this platform
+        if key_of(os.lstat(trash)) != expected.key:  # moved in after the last check: it goes back
+            os.rename(trash, alias)
+            raise _changed(alias)
         try:
             os.rename(tmp, alias)
         except BaseException:
