@@ -189,17 +189,20 @@ def test_verify_of_a_copied_shard_directory_sees_a_shard_rewritten_in_place(tmp_
     assert cli("path", tmp_path).returncode == 1
 
 
-def test_a_copied_shard_directory_whose_filesystem_keeps_whole_seconds_is_still_its_copy(tmp_path: Path) -> None:
+@pytest.mark.parametrize("step", [100, 10**7, 10**9], ids=["NTFS-100ns", "exFAT-10ms", "ext2-1s"])
+def test_a_copied_shard_directory_on_a_filesystem_with_coarser_times_is_still_its_copy(
+    tmp_path: Path, step: int
+) -> None:
     a = write_ckpt(tmp_path / "a.ckpt", 1, kind="dir")
     linker = BestLinker(tmp_path / "best.ckpt", link="copy")
     linker.update(0.5, a)
-    for shard in (tmp_path / "best.ckpt").iterdir():  # as ext2 with small inodes stores the copy's times
+    for shard in (tmp_path / "best.ckpt").iterdir():  # as such a filesystem stores the copy's times
         st = shard.stat()
-        os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns - st.st_mtime_ns % 10**9))
+        os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns - st.st_mtime_ns % step))
         shard.chmod(0o755)
     assert linker.verify().ok
-    shard = a / "shard-1.bin"  # rewritten in place a second later, with the same size
-    later = shard.stat().st_mtime_ns + 10**9
+    shard = a / "shard-1.bin"  # rewritten in place a step later, with the same size
+    later = shard.stat().st_mtime_ns + step
     shard.write_bytes(bytes(len(shard.read_bytes())))
     os.utime(shard, ns=(later, later))
     assert linker.verify().status == "mismatch"

@@ -36,12 +36,16 @@ def same_tree(a: str, b: str) -> bool:
     )
 
 
+#: the time steps of filesystems coarser than a nanosecond: NTFS and CIFS (100 ns), exFAT (10 ms),
+#: ext2 with small inodes (1 s); FAT's two seconds are not among them: half of the rewrites a second
+#: later would pass
+_STEPS = (100, 10**7, 10**9)
+
+
 def _same_time(copy_ns: int, checkpoint_ns: int) -> bool:
-    """A filesystem that keeps whole seconds (ext2 with small inodes) stores a copy's time cut down to
-    them: what it can keep of the checkpoint's time is all it is held to (a rewrite within that second
-    is what a time cannot see). FAT's two seconds are not allowed for: half of the rewrites a second
-    later would pass."""
-    return copy_ns == checkpoint_ns or copy_ns == checkpoint_ns - checkpoint_ns % 10**9
+    """A coarser filesystem stores a copy's time cut down to its step: what it can keep of the
+    checkpoint's time is all it is held to (a rewrite within one step is what a time cannot see)."""
+    return copy_ns == checkpoint_ns or any(copy_ns == checkpoint_ns - checkpoint_ns % step for step in _STEPS)
 
 
 def _shape(top: str) -> list[tuple[str, int, int, int]]:
