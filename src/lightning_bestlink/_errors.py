@@ -75,6 +75,11 @@ class AliasWriteError(BestLinkError, OSError):
         return (type(self), (self.message, self.errno))
 
 
+def link_loop(text: str) -> str:
+    """What is wrong with a path that is a loop of symbolic links, and the fix."""
+    return f"path {text!r} is a loop of symbolic links; pass the checkpoint itself"
+
+
 def warn(message: str, category: type[Warning] = BestLinkWarning) -> None:
     """Warn at the user's line, however deep in the package the warning was raised (a fixed
     ``stacklevel`` is right for one call path only)."""

@@ -7,7 +7,7 @@ import errno
 import os
 from typing import Any, NamedTuple
 
-from lightning_bestlink._errors import AliasWriteError, OutsideFolderError
+from lightning_bestlink._errors import AliasWriteError, OutsideFolderError, link_loop
 from lightning_bestlink._record import bookkeeping
 from lightning_bestlink._storage import Ident, LinkChoice, Storage, TargetType
 
@@ -50,7 +50,7 @@ def check_target(
         target, kind, ident = storage.describe(given)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise ValueError(f"path {text!r} is a loop of symbolic links; pass the checkpoint itself") from None
+            raise ValueError(link_loop(text)) from None
         raise AliasWriteError.from_os_error(err, f"looking at path {text!r}") from err
     what = bookkeeping(text) or (bookkeeping(target) if target != text else None)
     if what is not None:

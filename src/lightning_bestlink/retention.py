@@ -29,7 +29,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from lightning_bestlink._errors import warn
+from lightning_bestlink._errors import link_loop, warn
 from lightning_bestlink._keep import Entry, Saved, check_keep_best, decode, encode, next_seq, to_delete
 from lightning_bestlink._record import bookkeeping
 from lightning_bestlink._score import is_better, to_score
@@ -177,7 +177,7 @@ class Retention:
                 storage.target_type(given)  # follows it
             except OSError as err:
                 if err.errno == errno.ELOOP:
-                    return f"path {text!r} is a loop of symbolic links; pass the checkpoint itself"
+                    return link_loop(text)
                 raise
             return (
                 f"path {text!r} is a symbolic link (to {now.points_to!r}): Retention deletes only a checkpoint "
@@ -329,7 +329,7 @@ class Retention:
             kind = storage.target_type(target)
         except OSError as err:
             if err.errno == errno.ELOOP:  # a link on the way to it (one at the path itself: see refusal())
-                raise ValueError(f"path {text!r} is a loop of symbolic links; pass the checkpoint itself") from None
+                raise ValueError(link_loop(text)) from None
             raise
         if any(a.link_path in (given, target) for a in self.aliases()):
             raise ValueError(f"path {text!r} is an alias, not a checkpoint; pass the checkpoint that was saved")
