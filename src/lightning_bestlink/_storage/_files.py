@@ -194,11 +194,7 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
             _syscalls.exchange(tmp, alias)
             raise _changed(alias)
         if stat.S_ISDIR(old.st_mode):
-            # emptied one file at a time, a killed removal would leave a tree the record no longer
-            # names: it is first renamed as staged, which the cleanup removes whatever is left of it
-            doomed = tmp_name(alias, STAGED)
-            os.rename(tmp, doomed)
-            discard(doomed)
+            _remove_old_tree(tmp, alias)
         else:
             _unlink_quietly(tmp)
         return
@@ -217,11 +213,18 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
         except BaseException:
             os.rename(trash, alias)
             raise
-        doomed = tmp_name(alias, STAGED)  # as after an exchange: a killed removal leaves a staged name
-        os.rename(trash, doomed)
-        discard(doomed)
+        _remove_old_tree(trash, alias)
     else:
         os.replace(tmp, alias)
+
+
+def _remove_old_tree(old: str, alias: str) -> None:
+    """Remove the old alias, checked and swapped out to ``old``. Emptied one file at a time, a killed
+    removal would leave a tree the record no longer names: it is first renamed as staged, which the
+    cleanup removes whatever is left of it."""
+    doomed = tmp_name(alias, STAGED)
+    os.rename(old, doomed)
+    discard(doomed)
 
 
 def folder_of(path: str) -> str:
