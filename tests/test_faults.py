@@ -398,13 +398,18 @@ def test_a_file_swapped_out_of_the_alias_is_kept_when_swapping_it_back_fails(
     assert [p.read_text() for p in tmp_path.iterdir() if p.is_file() and p.stat().st_size == 8] == ["my notes"]
 
 
-def test_without_an_exchange_a_directory_alias_whose_removal_stopped_half_way_is_removed_next(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_syscalls, "exchange", lambda a, b: False)  # as on NFS: renameat2 flags refused
-    monkeypatch.setattr(_syscalls, "rename_noreplace", lambda a, b: False)
+def copied_directory_alias(tmp_path: Path) -> BestLinker:
+    """A linker whose alias is a copy of a directory checkpoint (``a.ckpt``, fill 1)."""
     linker = BestLinker(tmp_path / "best.ckpt", link="copy")
     linker.update(0.5, write_ckpt(tmp_path / "a.ckpt", 1, kind="dir"))
+    return linker
+
+
+@pytest.mark.parametrize("platform", ["portable"], indirect=True)  # as on NFS: renameat2 flags refused
+def test_without_an_exchange_a_directory_alias_whose_removal_stopped_half_way_is_removed_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str
+) -> None:
+    linker = copied_directory_alias(tmp_path)
 
     def one_file_then_killed(path: str | None) -> None:
         assert path is not None
@@ -418,13 +423,11 @@ def test_without_an_exchange_a_directory_alias_whose_removal_stopped_half_way_is
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("platform", ["portable"], indirect=True)  # as on NFS: renameat2 flags refused
 def test_without_an_exchange_a_folder_put_at_the_alias_after_the_last_check_is_put_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str
 ) -> None:
-    monkeypatch.setattr(_syscalls, "exchange", lambda a, b: False)  # as on NFS: renameat2 flags refused
-    monkeypatch.setattr(_syscalls, "rename_noreplace", lambda a, b: False)
-    linker = BestLinker(tmp_path / "best.ckpt", link="copy")
-    linker.update(0.5, write_ckpt(tmp_path / "a.ckpt", 1, kind="dir"))
+    linker = copied_directory_alias(tmp_path)
     alias, real = str(linker.link_path), os.rename
 
     def theirs_first(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
