@@ -136,3 +136,75 @@ def floor_link_and_record(d: str, alias: str, i: int, target: str, *, exchange: 
         os.unlink(tmp)
     else:
         os.replace(tmp, alias + ".json")
+
+
+_lock_fds: dict[str, int] = {}
+_record_encoder = json.JSONEncoder(separators=(", ", ": "), allow_nan=False)
+
+
+def syscalls_of_an_update(d: str, alias: str, target: str, score: float, epoch: int, step: int) -> None:
+    """The system calls of BestLinker's improving symlink update (the list in tests/test_linker.py,
+    in its order), in straight-line code: no checks, no layers, a record of the same fields and size.
+    What is left between this and BestLinker is the library's Python, not its system calls."""
+    import fcntl
+
+    from lightning_bestlink._storage import _syscalls
+
+    fd = _lock_fds.get(alias)
+    if fd is None:  # BestLinker opens its lock file once too
+        fd = _lock_fds[alias] = os.open(os.path.join(d, ".best.bench.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    name = os.path.basename(target)
+    record = alias + ".json"
+    os.lstat(target)  # the checkpoint
+    pid = os.getpid()  # the lock
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        try:
+            os.stat(record)  # the record: still the one written last
+        except FileNotFoundError:
+            pass
+        try:
+            old: os.stat_result | None = os.lstat(alias)  # what is at the alias
+        except FileNotFoundError:
+            old = None
+        tmp = os.path.join(d, f".best.bench-out-{pid}")
+        os.symlink(name, tmp)
+        text = _record_encoder.encode(
+            {
+                "format": 1,
+                "alias": os.path.basename(alias),
+                "target": name,
+                "link": "symlink",
+                "mode": "min",
+                "score": score,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00", time.gmtime()),
+                "unix_time": time.time(),
+                "alias_id": None,
+                "previous_alias_id": None,
+                "target_id": None,
+                "writer": {"host": platform.node(), "pid": os.getpid(), "id": "0123456789abcdef"},
+                "extra": {"monitor": "val_loss", "epoch": epoch, "step": step, "filename": name},
+            }
+        )
+        rtmp = os.path.join(d, f".best.bench.json-tmp-{pid}")
+        rfd = os.open(rtmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        os.write(rfd, (text + "\n").encode())
+        os.fstat(rfd)
+        os.close(rfd)
+        if old is None:
+            os.replace(rtmp, record)
+            os.replace(tmp, alias)
+        else:
+            _syscalls.exchange(rtmp, record)
+            os.unlink(rtmp)
+            _syscalls.exchange(tmp, alias)
+            os.lstat(tmp)
+            os.unlink(tmp)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def close_update_locks() -> None:
+    """Close the lock files :func:`syscalls_of_an_update` opened (one per alias, kept as BestLinker keeps its own)."""
+    while _lock_fds:
+        os.close(_lock_fds.popitem()[1])

@@ -20,6 +20,7 @@ from sections.imports import CORE, STDLIB
 from sections.noop import FLOAT, TENSOR
 from sections.trainer import FLOOR as TRAINER_FLOOR
 from sections.trainer import LINK_BEST
+from sections.trainer import SYSCALLS as TRAINER_SYSCALLS
 
 Results = dict[str, Any]
 Measured = tuple[float | None, str]  # the figure compared with the limit (None: not measurable), and the words
@@ -92,13 +93,16 @@ def noop_update(res: Results) -> Measured:
 
 def trainer_overhead(res: Results) -> Measured:
     rows = res["trainer"]["rows"]
-    tr, floor = rows[LINK_BEST], rows.get(TRAINER_FLOOR)
+    tr = rows[LINK_BEST]
     overhead = (tr["ratio_median_of_pairs"] - 1.0) * 100
-    same_fit = (
-        ""
-        if floor is None
-        else f"; the floor plus a JSON record in the same fit: {(floor['ratio_median_of_pairs'] - 1) * 100:+.2f}%, "
-        f"its step {floor['link_share'] * 100:.2f}% of the fit"
+    same_fit = "".join(
+        f"; {what} in the same fit: {(row['ratio_median_of_pairs'] - 1) * 100:+.2f}%, "
+        f"its step {row['link_share'] * 100:.2f}% of the fit"
+        for what, row in (
+            ("the floor plus a JSON record", rows.get(TRAINER_FLOOR)),
+            ("BestLinker's system calls alone", rows.get(TRAINER_SYSCALLS)),
+        )
+        if row is not None
     )
     return overhead, (
         f"{overhead:+.2f}% (median of paired ratios; range {(tr['ratio_min'] - 1) * 100:+.1f}% .. "

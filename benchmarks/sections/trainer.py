@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from _common import Section, floor_link_and_record, log, spread, wchar
+from _common import Section, close_update_locks, floor_link_and_record, log, spread, syscalls_of_an_update, wchar
 from _tables import Column, Part, fmt_time, named_rows
 
 STOCK = "stock ModelCheckpoint"
 LINK_BEST = "ModelCheckpointWithLinkBest(save_best=True)"
 FLOOR = "stock + the floor and a JSON record (exchange)"
+SYSCALLS = "stock + BestLinker's system calls, straight-line"
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,22 @@ def run(cfg: Settings, root: str, rng: random.Random) -> dict[str, Any]:
             alias = os.path.join(folder, "best.ckpt")
             self.timed(partial(floor_link_and_record, folder, alias, trainer.global_step, filepath, exchange=True))
 
+    class TimedSyscalls(_TimedStep, ModelCheckpoint):
+        """The stock class, plus the system calls of BestLinker's update at each new best, without the
+        library's Python around them: how much of the alias step the guarantees' system calls take."""
+
+        _linked = ""
+
+        def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
+            super()._save_checkpoint(trainer, filepath)
+            if filepath != self.best_model_path or filepath == self._linked:
+                return
+            self._linked = filepath
+            folder = os.path.dirname(filepath)
+            score, epoch, step = float(self.best_model_score), trainer.current_epoch, trainer.global_step
+            alias = os.path.join(folder, "best.ckpt")
+            self.timed(partial(syscalls_of_an_update, folder, alias, filepath, score, epoch, step))
+
     torch.set_num_threads(1)  # the same for both contenders; less scheduling noise on 2 shared cores
     losses = _val_losses(cfg.epochs)
     new_bests = sum(1 for i, v in enumerate(losses) if v < min(losses[:i], default=float("inf")))
@@ -146,6 +163,7 @@ def run(cfg: Settings, root: str, rng: random.Random) -> dict[str, Any]:
         STOCK: lambda d: ModelCheckpoint(dirpath=d, **settings),
         LINK_BEST: lambda d: TimedLinkBest(save_best=True, dirpath=d, **settings),
         FLOOR: lambda d: TimedFloor(dirpath=d, **settings),
+        SYSCALLS: lambda d: TimedSyscalls(dirpath=d, **settings),
         "ModelCheckpointWithLinkBest(save_best='copy')": lambda d: TimedLinkBest(
             save_best="copy", dirpath=d, **settings
         ),
@@ -180,6 +198,7 @@ def run(cfg: Settings, root: str, rng: random.Random) -> dict[str, Any]:
             "link_wchar": getattr(ckpt, "link_wchar", 0),
             **_scan_ckpt_dir(os.path.join(d, "checkpoints")),
         }
+        close_update_locks()
         shutil.rmtree(d)
         return result
 
@@ -243,7 +262,9 @@ def report(res: dict[str, Any]) -> list[Part]:
                 'by alias step" is counted in the warm-up fit, untimed. The third row is the stock class plus, at '
                 "each new best, the least an alias with a record costs (a symlink renamed over the alias, a JSON "
                 "record swapped in by an exchange: the baseline of the 1.25x target above), in the same fit: what "
-                "any such alias would add to it."
+                "any such alias would add to it. The fourth row is the stock class plus, at each new best, the system "
+                "calls of BestLinker's update (the list in tests/test_linker.py, in its order, with a record of the "
+                "same fields) in straight-line code: what the alias step costs without the library's Python."
             ],
             columns=[
                 Column("callback", "{name}"),
