@@ -30,7 +30,7 @@ from lightning_bestlink._errors import (
 )
 from lightning_bestlink._health import not_owned_detail, owned
 from lightning_bestlink._storage import AliasState, LinkChoice, Staged, Storage
-from lightning_bestlink._storage.base import record_stamp
+from lightning_bestlink._storage.base import Displaced, record_stamp
 from lightning_bestlink._targets import Checked
 
 
@@ -160,9 +160,25 @@ class AliasWriter:
                 # where copies are stamped (object stores), with the record they are made for
                 stamp = record_stamp(text) if storage.stamps else ""
                 storage.commit_stamped(staged, seen.state, stamp=stamp, durable=self.durable)
+            except Displaced:
+                raise  # the new alias is in: its record stays
             except BaseException:
                 self._restore_record(seen.text)
                 raise
+        except Displaced as err:
+            self._finish(staged, new, text)
+            what = (
+                "a symbolic link, replaced as one at the alias path always is; it stays there until the next "
+                "writer of this alias removes it"
+                if err.link
+                else "kept as it is. Move it where you want it"
+            )
+            warn(
+                f"something was put at {alias!r} while the alias was being updated, and putting it back failed "
+                f"({err.cause}); the alias points at {checked.path!r}, as its record says. What was put there is "
+                f"now {err.kept!r}: {what}"
+            )
+            return new
         except FileExistsError as err:
             storage.abort(staged)
             raise AliasConflictError(

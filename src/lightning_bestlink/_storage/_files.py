@@ -17,7 +17,7 @@ from typing import Any
 
 import lightning_bestlink._storage._syscalls as _syscalls
 from lightning_bestlink._errors import AliasConflictError, RecordError
-from lightning_bestlink._storage.base import AliasState, Ident, LinkKind
+from lightning_bestlink._storage.base import AliasState, Displaced, Ident, LinkKind
 
 #: what marks a temporary name (``.<alias>.bestlink-<tag>-<pid>-<random>``); the alias's cleanup, run
 #: under its lock, removes every such name of that alias: no writer of it can be half-way then
@@ -191,7 +191,10 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
         # the old alias now sits at tmp: it must be what was checked, or it goes back
         old = os.lstat(tmp)
         if key_of(old) != expected.key:
-            _syscalls.exchange(tmp, alias)
+            try:
+                _syscalls.exchange(tmp, alias)
+            except OSError as err:  # the new alias stays in; what came out is kept where it is
+                raise Displaced(alias, tmp, stat.S_ISLNK(old.st_mode), err) from err
             raise _changed(alias)
         if stat.S_ISDIR(old.st_mode):
             _remove_old_tree(tmp, alias)
@@ -205,8 +208,13 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
         # rename() cannot put a directory over a file or a non-empty directory
         trash = tmp_name(alias, SWAPPED)
         os.rename(alias, trash)  # short window without an alias: no atomic exchange on this platform
-        if key_of(os.lstat(trash)) != expected.key:  # moved in after the last check: it goes back
-            os.rename(trash, alias)
+        out = os.lstat(trash)
+        if key_of(out) != expected.key:  # moved in after the last check: it goes back
+            try:
+                os.rename(trash, alias)
+            except OSError as err:  # never no alias: the new one goes in, what came out is kept
+                os.rename(tmp, alias)
+                raise Displaced(alias, trash, stat.S_ISLNK(out.st_mode), err) from err
             raise _changed(alias)
         try:
             os.rename(tmp, alias)

@@ -194,7 +194,8 @@ class Storage(ABC):
         """Publish a staged alias in one atomic step, only over what ``expected`` describes.
 
         Raises ``FileExistsError`` (and changes nothing) when something else appeared at
-        the alias path, or replaced what was there, since :meth:`inspect` described it.
+        the alias path, or replaced what was there, since :meth:`inspect` described it;
+        :class:`Displaced` when the new alias is in but what had appeared could not be put back.
         """
 
     def abort(self, staged: Staged) -> None:
@@ -373,6 +374,16 @@ def record_stamp(text: str) -> str:
     import hashlib  # only where aliases are stamped
 
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+class Displaced(Exception):
+    """The new alias is published, but what someone put at the alias path after it was looked at
+    could not be put back: it was kept at ``kept`` (``link``: it is a symbolic link, which the alias's
+    next cleanup removes). Nothing else was removed; the alias and its record agree."""
+
+    def __init__(self, alias: str, kept: str, link: bool, cause: OSError) -> None:
+        super().__init__(alias, kept, link, cause)
+        self.alias, self.kept, self.link, self.cause = alias, kept, link, cause
 
 
 class LostRace(FileExistsError):

@@ -42,6 +42,7 @@ from lightning_bestlink._storage.base import (
     LOCAL_SCHEMES,
     AliasKind,
     AliasState,
+    Displaced,
     Ident,
     Item,
     LinkChoice,
@@ -280,20 +281,25 @@ class LocalStorage(Storage):
     def commit(self, staged: Staged, expected: AliasState, *, durable: bool) -> None:
         tmp, alias = staged.tmp, staged.alias
         assert tmp is not None
-        if expected.kind == "missing":
-            publish_new(tmp, alias)
-        elif staged.kind == "symlink":
-            replace_expected(tmp, alias, expected, self.inspect)
-        else:
-            slot = slot_of(tmp)
-            os.rename(tmp, slot)
-            try:
-                replace_expected(slot, alias, expected, self.inspect)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    if ident_of(os.lstat(slot)) == staged.ident:  # ours, swapped back: anything else stays
-                        discard(slot)
-                raise
+        try:
+            if expected.kind == "missing":
+                publish_new(tmp, alias)
+            elif staged.kind == "symlink":
+                replace_expected(tmp, alias, expected, self.inspect)
+            else:
+                slot = slot_of(tmp)
+                os.rename(tmp, slot)
+                try:
+                    replace_expected(slot, alias, expected, self.inspect)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        if ident_of(os.lstat(slot)) == staged.ident:  # ours, swapped back: anything else stays
+                            discard(slot)
+                    raise
+        except Displaced:  # published all the same
+            if durable:
+                fsync_dir(os.path.dirname(alias))
+            raise
         if durable:
             fsync_dir(os.path.dirname(alias))
 
