@@ -815,13 +815,12 @@ def test_a_state_of_another_folder_loads_empty_and_deletes_nothing_there_or_here
     assert fill_of(mine) == 7 and checkpoints(a) == ["epoch=2.ckpt"]
 
 
-@pytest.mark.parametrize("names_folder", [True, False], ids=["this folder's state", "a state naming no folder"])
 def test_entries_without_an_identity_are_never_deleted_unless_the_checkpoint_the_state_was_saved_in(
-    tmp_path: Path, names_folder: bool
+    tmp_path: Path,
 ) -> None:
     (tmp_path / "notes.txt").write_text("my notes")
     dataset = write_ckpt(tmp_path / "dataset", 4, kind="dir")
-    state = state_with(tmp_path if names_folder else None, path="notes.txt", kind=None, identity=None, score=9.0)
+    state = state_with(tmp_path, path="notes.txt", kind=None, identity=None, score=9.0)
     state["saved"].append({"path": "dataset", "score": 9.0, "seq": 2, "kind": None, "identity": None})
     state["saved"].append({"path": "epoch=0.ckpt", "score": 9.0, "seq": 3, "kind": "file", "identity": [1, 2, 3, 4]})
     best = BestLinker(tmp_path / "best.ckpt")
@@ -832,6 +831,19 @@ def test_entries_without_an_identity_are_never_deleted_unless_the_checkpoint_the
         save_one(best, keep, tmp_path / f"epoch={epoch}.ckpt", score, epoch)
     assert (tmp_path / "notes.txt").read_text() == "my notes" and fill_of(dataset) == 4
     assert checkpoints(tmp_path) == ["epoch=2.ckpt"], "what it saved, it still deletes"
+
+
+def test_a_state_that_names_no_folder_lists_nothing_deletable(tmp_path: Path) -> None:
+    a_run(tmp_path, [0.4, 0.5])  # epoch 0 the best, epoch 1 the newest: both kept, both listed
+    state = saved_state(tmp_path / "epoch=1.ckpt")
+    del state["folder"]  # as states were written before they named their folder
+    resumed = Retention(BestLinker(tmp_path / "best.ckpt"), keep_best=0)
+    with pytest.warns(BestLinkWarning, match=r"2 checkpoint\(s\) saved by a state that names no folder"):
+        resumed.load_state_dict(state)
+    resumed.best.load_state_dict(json.loads((tmp_path / "epoch=1.ckpt").read_text())["best"])
+    state = {"best": resumed.best, "keep": resumed}
+    save_and_link(json_save, tmp_path / "epoch=2.ckpt", state, score=0.1, retention=resumed)
+    assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"], "nothing deleted on its word"
 
 
 def test_a_resume_in_the_same_folder_names_the_resumed_checkpoint_by_identity_and_goes_on_deleting(

@@ -124,7 +124,8 @@ def decode(state: Any, folder: str, mode: Mode, ties: Ties) -> tuple[list[Entry]
     ``ValueError`` names what is wrong. An entry without an identity is identified as it is
     when first looked at: only the checkpoint the state was saved in may be one (the newest
     entry of a state naming this folder); any other is left out, and so never deleted. A state
-    of another folder (a run moved, or resumed into a new folder) vouches for none of its entries.
+    of another folder (a run moved, or resumed into a new folder), or naming none, vouches for none
+    of its entries.
 
     >>> decode(encode([Entry("/r/a.ckpt", 0.5, 1, "file", [1, 2, 3, 4])], "/r/", "min", "first"), "/r/", "min", "first")
     ([Entry(path='/r/a.ckpt', score=0.5, seq=1, kind='file', ident=[1, 2, 3, 4])], [])
@@ -146,17 +147,17 @@ def decode(state: Any, folder: str, mode: Mode, ties: Ties) -> tuple[list[Entry]
                 f"state was saved with {name}={state.get(name)!r} but the best alias has {name}={mine!r}; "
                 f"construct the best alias with {name}={state.get(name)!r}"
             )
-    theirs = state.get("folder")  # None: saved before states named their folder
+    theirs = state.get("folder")  # None: saved by a development build before states named their folder
     if theirs is not None and not isinstance(theirs, str):
         raise ValueError(f"state['folder'] must be a str, got {type(theirs).__name__} {theirs!r:.200}")
     entries = {}
     for i, raw in enumerate(state["saved"]):
         entry = _entry(raw, folder, f"state['saved'][{i}]")
         entries[entry.path] = entry
-    if theirs is not None and theirs != folder:  # what was saved there is not deleted here on its word
+    if theirs != folder:  # what was saved elsewhere (or who knows where) is not deleted here on its word
         return [], sorted(entries)
     seqs = [e.seq for e in entries.values()]
-    newest = max(seqs, default=0) if seqs.count(max(seqs, default=0)) == 1 and theirs == folder else None
+    newest = max(seqs, default=0) if seqs.count(max(seqs, default=0)) == 1 else None
     dropped = sorted(e.path for e in entries.values() if e.kind is None and e.seq != newest)
     return sorted((e for e in entries.values() if e.path not in dropped), key=lambda e: e.seq), dropped
 

@@ -376,8 +376,8 @@ class Retention:
         Only the checkpoint the state was saved in may be listed without an identity (it is
         identified when first looked at); any other such entry is left out, with a warning, and
         never deleted. A state saved by a Retention of another folder (a run moved, or resumed
-        into a new folder) lists nothing deletable here: it loads empty, with a warning. A state
-        saved before states named their folder is loaded without its entries that lack an identity.
+        into a new folder), or one that names no folder, lists nothing deletable here: it loads
+        empty, with a warning.
 
         Raises:
             ValueError: ``state`` is not a state of this format, was saved with another ``mode``
@@ -387,11 +387,16 @@ class Retention:
         with self._lock:
             self._entries = entries
         theirs = state.get("folder")
-        if theirs not in (None, self._prefix) and dropped:
+        if theirs != self._prefix and dropped:
+            where = (
+                "a state that names no folder (written before states named it)"
+                if theirs is None
+                else f"a Retention of {theirs!r}, not of this best alias's folder {self._prefix!r} (a run moved, or "
+                f"resumed into a new folder)"
+            )
             warn(
-                f"the state lists {len(dropped)} checkpoint(s) saved by a Retention of {theirs!r}, not of this "
-                f"best alias's folder {self._prefix!r} (a run moved, or resumed into a new folder): Retention never "
-                f"deletes them here; delete what is no longer needed yourself"
+                f"the state lists {len(dropped)} checkpoint(s) saved by {where}: Retention never deletes them "
+                f"here; delete what is no longer needed yourself"
             )
         elif dropped:
             names = ", ".join(repr(p[len(self._prefix) :]) for p in dropped[:5]) + (" ..." if len(dropped) > 5 else "")
