@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from tests._helpers import KIND_TARGET, KINDS, fill_of, leftovers, write_ckpt
 
-from lightning_bestlink import AliasWriteError, BestLinker, BestLinkWarning
+from lightning_bestlink import AliasWriteError, BestLinker, BestLinkWarning, read_record
 from lightning_bestlink._errors import AliasBusyError, AliasConflictError
 from lightning_bestlink._storage import _clone, _files, _syscalls
 from lightning_bestlink._storage.local import LocalStorage
@@ -402,7 +402,7 @@ def test_what_was_put_at_the_alias_mid_update_is_kept_when_swapping_it_back_fail
     assert kept is not None
     if theirs == "file":
         assert Path(kept[1]).read_text() == "my notes"
-        next_writer = pytest.warns(BestLinkWarning, match="left as it is")
+        next_writer = pytest.warns(BestLinkWarning, match=r"not put back \(the update was killed, or putting it back")
     else:
         assert os.readlink(kept[1]) == "their-target"
         next_writer = contextlib.nullcontext()
@@ -410,6 +410,33 @@ def test_what_was_put_at_the_alias_mid_update_is_kept_when_swapping_it_back_fail
         assert BestLinker(tmp_path / "best.ckpt", link=kind).update(0.05, write_ckpt(tmp_path / "c.ckpt", 3))
     assert fill_of(alias) == 3
     assert os.path.lexists(kept[1]) == (theirs == "file")
+
+
+def test_what_was_put_at_the_alias_goes_back_when_the_new_alias_was_taken_away_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    linker = BestLinker(tmp_path / "best.ckpt", link="symlink")
+    a = write_ckpt(tmp_path / "a.ckpt", 1)
+    linker.update(0.5, a)
+    alias, real = str(linker.link_path), _syscalls.exchange
+    onto_alias = 0
+
+    def exchange(x: str, y: str) -> bool:
+        nonlocal onto_alias
+        if y == alias:
+            onto_alias += 1
+            if onto_alias == 1:  # someone puts their file at the alias path after the writer looked
+                (tmp_path / "theirs").write_text("my notes")
+                os.replace(tmp_path / "theirs", alias)
+            else:  # ... and someone moves the new alias away before it is swapped back
+                os.rename(alias, tmp_path / "moved away")
+        return real(x, y)
+
+    monkeypatch.setattr(_syscalls, "exchange", exchange)
+    with pytest.raises(AliasConflictError, match="created or replaced by someone else"):
+        linker.update(0.1, write_ckpt(tmp_path / "b.ckpt", 2))
+    assert Path(alias).read_text() == "my notes"
+    assert linker.best_path == read_record(alias)["target"] == str(a)  # type: ignore[index]
 
 
 def copied_directory_alias(tmp_path: Path) -> BestLinker:
@@ -488,3 +515,34 @@ def test_without_an_exchange_a_folder_that_cannot_be_put_back_is_kept_and_the_ne
     assert kept is not None
     assert (Path(kept[1]) / "notes.txt").read_text() == "my notes"
     assert (fill_of(alias), linker.best_path, linker.verify().ok) == (2, str(b), True)
+
+
+@pytest.mark.parametrize("platform", ["portable"], indirect=True)  # as on NFS: renameat2 flags refused
+@pytest.mark.parametrize("kind", ["symlink", "copy"])
+def test_without_an_exchange_a_folder_that_cannot_go_back_over_a_third_file_keeps_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str, kind: str
+) -> None:
+    linker = copied_directory_alias(tmp_path)
+    linker = BestLinker(linker.link_path, link=kind)  # a symlink replaces a copied folder through this path too
+    alias, real, moved_out = str(linker.link_path), os.rename, ""
+
+    def two_hands(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal moved_out
+        if os.fspath(src) == moved_out:  # as theirs goes back, another hand writes a file there
+            Path(alias).write_text("another user's file")
+        if os.fspath(src) == alias and not moved_out:  # between the last check and the rename
+            real(alias, tmp_path / "ours")
+            (tmp_path / "theirs").mkdir()
+            (tmp_path / "theirs" / "notes.txt").write_text("my notes")
+            real(tmp_path / "theirs", alias)
+            moved_out = os.fspath(dst)
+        real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", two_hands)
+    with pytest.raises(AliasConflictError, match=r"could not be put back .* kept as '([^']+)'") as raised:
+        linker.update(0.1, write_ckpt(tmp_path / "b.ckpt", 2, kind="dir"))
+    monkeypatch.undo()
+    assert Path(alias).read_text() == "another user's file"
+    kept = re.search(r"kept as '([^']+)'", str(raised.value))
+    assert kept is not None and (Path(kept[1]) / "notes.txt").read_text() == "my notes"
+    assert read_record(alias)["target"] == str(tmp_path / "a.ckpt")  # type: ignore[index]

@@ -160,12 +160,23 @@ class AliasWriter:
                 # where copies are stamped (object stores), with the record they are made for
                 stamp = record_stamp(text) if storage.stamps else ""
                 storage.commit_stamped(staged, seen.state, stamp=stamp, durable=self.durable)
-            except Displaced:
-                raise  # the new alias is in: its record stays
+            except Displaced as err:
+                if not err.published:
+                    self._restore_record(seen.text)
+                raise
             except BaseException:
                 self._restore_record(seen.text)
                 raise
         except Displaced as err:
+            if not err.published:
+                if err.kept != staged.tmp:  # else it holds theirs now
+                    storage.abort(staged)
+                raise AliasConflictError(
+                    f"link_path {alias!r} was changed by someone else while the new alias was being written, and "
+                    f"what they had put there could not be put back ({err.cause}): it is kept as {err.kept!r}. "
+                    f"Whatever is at the alias path now was left as it is, the record is as it was before this "
+                    f"update, and nothing was removed. Move what was kept where you want it, then retry"
+                ) from err
             self._finish(staged, new, text)
             what = (
                 "a symbolic link, replaced as one at the alias path always is; it stays there until the next "

@@ -13,7 +13,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning_bestlink._storage._syscalls as _syscalls
 from lightning_bestlink._errors import AliasConflictError, RecordError
@@ -193,8 +193,11 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
         if key_of(old) != expected.key:
             try:
                 _syscalls.exchange(tmp, alias)
-            except OSError as err:  # the new alias stays in; what came out is kept where it is
-                raise Displaced(alias, tmp, stat.S_ISLNK(old.st_mode), err) from err
+            except OSError as err:
+                link = stat.S_ISLNK(old.st_mode)
+                if os.path.lexists(alias):  # the new alias, exchanged in: it stays, what came out is kept
+                    raise Displaced(alias, tmp, link, err, published=True) from err
+                _not_put_back(tmp, tmp, alias, link, err)  # someone took the new alias away meanwhile
             raise _changed(alias)
         if stat.S_ISDIR(old.st_mode):
             _remove_old_tree(tmp, alias)
@@ -211,10 +214,9 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
         out = os.lstat(trash)
         if key_of(out) != expected.key:  # moved in after the last check: it goes back
             try:
-                os.rename(trash, alias)
-            except OSError as err:  # never no alias: the new one goes in, what came out is kept
-                os.rename(tmp, alias)
-                raise Displaced(alias, trash, stat.S_ISLNK(out.st_mode), err) from err
+                publish_new(trash, alias)  # not over what yet another hand put there meanwhile
+            except OSError as err:
+                _not_put_back(trash, tmp, alias, stat.S_ISLNK(out.st_mode), err)
             raise _changed(alias)
         try:
             os.rename(tmp, alias)
@@ -224,6 +226,27 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
         _remove_old_tree(trash, alias)
     else:
         os.replace(tmp, alias)
+
+
+def _not_put_back(kept: str, new: str, alias: str, link: bool, err: OSError) -> NoReturn:
+    """What came out of the alias path (at ``kept``) could not go back (``err``): it stays at ``kept``,
+    and ``new`` (another name, or ``kept`` itself when it holds nothing of ours) goes in only where
+    the alias path is empty. Raises :class:`Displaced` saying which."""
+    if new != kept:
+        try:
+            publish_new(new, alias)
+        except OSError:
+            pass
+        else:
+            raise Displaced(alias, kept, link, err, published=True) from err
+    elif not os.path.lexists(alias):
+        try:
+            publish_new(kept, alias)  # theirs back after all, on an empty path
+        except OSError:
+            pass
+        else:
+            raise _changed(alias) from err
+    raise Displaced(alias, kept, link, err, published=False) from err
 
 
 def _remove_old_tree(old: str, alias: str) -> None:

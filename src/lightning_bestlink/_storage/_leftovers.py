@@ -58,9 +58,10 @@ def remove_leftovers(alias: str, bookkeeping: Iterable[str], ours: Collection[Id
                 if path == alias and not removable_leftover(entry.name[len(prefix) :], st, ours):
                     warn(
                         f"{entry.path!r}, a temporary name of the alias {alias!r}, holds something its "
-                        f"record does not name: a file put at the alias path while an update was killed (it was "
-                        f"swapped out, not yet back); it was left as it is. Move it back if it is yours; delete it "
-                        f"if not"
+                        f"record does not name: something put at the alias path during an update, swapped out and "
+                        f"not put back (the update was killed, or putting it back failed); it was left as it is. "
+                        f"If it is yours, move it where you want it (not onto the alias path, which holds the "
+                        f"alias); delete it if not"
                     )
                     continue
                 remove_tree_or_file(entry.path)

@@ -377,13 +377,14 @@ def record_stamp(text: str) -> str:
 
 
 class Displaced(Exception):
-    """The new alias is published, but what someone put at the alias path after it was looked at
-    could not be put back: it was kept at ``kept`` (``link``: it is a symbolic link, which the alias's
-    next cleanup removes). Nothing else was removed; the alias and its record agree."""
+    """What someone put at the alias path after it was looked at came out and could not be put back:
+    it was kept at ``kept`` (``link``: it is a symbolic link, which the alias's next cleanup removes).
+    ``published``: the new alias is in (the alias path was empty for it); else the alias path holds
+    whatever someone else left there, or nothing. Nothing was removed or replaced."""
 
-    def __init__(self, alias: str, kept: str, link: bool, cause: OSError) -> None:
-        super().__init__(alias, kept, link, cause)
-        self.alias, self.kept, self.link, self.cause = alias, kept, link, cause
+    def __init__(self, alias: str, kept: str, link: bool, cause: OSError, *, published: bool) -> None:
+        super().__init__(alias, kept, link, cause, published)
+        self.alias, self.kept, self.link, self.cause, self.published = alias, kept, link, cause, published
 
 
 class LostRace(FileExistsError):
