@@ -14,6 +14,7 @@ import pickle
 import re
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -365,6 +366,21 @@ def test_leftovers_of_a_killed_writer_are_removed_under_the_lock(tmp_path: Path)
     assert linker.verify().ok
 
 
+def exchange_with_a_hand_at(alias: str, put_theirs: Callable[[], None], *, then: Callable[[], None]) -> Any:
+    """``_syscalls.exchange``, with someone at work on the alias path: ``put_theirs`` runs just before
+    the writer exchanges the new alias in (after it looked), ``then`` just before it swaps back."""
+    real, onto_alias = _syscalls.exchange, 0
+
+    def exchange(a: str, b: str) -> bool:
+        nonlocal onto_alias
+        if b == alias:
+            onto_alias += 1
+            (put_theirs if onto_alias == 1 else then)()
+        return real(a, b)
+
+    return exchange
+
+
 @pytest.mark.parametrize("kind", ["symlink", "copy"])
 @pytest.mark.parametrize("theirs", ["file", "symlink"])
 def test_what_was_put_at_the_alias_mid_update_is_kept_when_swapping_it_back_fails(
@@ -375,25 +391,20 @@ def test_what_was_put_at_the_alias_mid_update_is_kept_when_swapping_it_back_fail
     symbolic link (replaced, as one at the alias path always is) until the next writer's cleanup."""
     linker = BestLinker(tmp_path / "best.ckpt", link=kind)
     linker.update(0.5, write_ckpt(tmp_path / "a.ckpt", 1))
-    alias, real = str(linker.link_path), _syscalls.exchange
-    onto_alias = 0
+    alias = str(linker.link_path)
 
-    def exchange(a: str, b: str) -> bool:
-        nonlocal onto_alias
-        if b == alias:
-            onto_alias += 1
-            if onto_alias == 1:  # someone puts their file or link at the alias path after the writer looked
-                if theirs == "file":
-                    (tmp_path / "theirs").write_text("my notes")
-                else:
-                    os.symlink("their-target", tmp_path / "theirs")
-                os.replace(tmp_path / "theirs", alias)
-            else:  # ... and swapping it back fails
-                raise OSError(errno.EIO, "injected")
-        return real(a, b)
+    def put_theirs() -> None:
+        if theirs == "file":
+            (tmp_path / "theirs").write_text("my notes")
+        else:
+            os.symlink("their-target", tmp_path / "theirs")
+        os.replace(tmp_path / "theirs", alias)
+
+    def fail() -> None:
+        raise OSError(errno.EIO, "injected")
 
     b = write_ckpt(tmp_path / "b.ckpt", 2)
-    monkeypatch.setattr(_syscalls, "exchange", exchange)
+    monkeypatch.setattr(_syscalls, "exchange", exchange_with_a_hand_at(alias, put_theirs, then=fail))
     with pytest.warns(BestLinkWarning, match=r"putting it back failed \(\[Errno 5\] injected\)") as said:
         assert linker.update(0.1, b)
     monkeypatch.undo()
@@ -418,21 +429,16 @@ def test_what_was_put_at_the_alias_goes_back_when_the_new_alias_was_taken_away_m
     linker = BestLinker(tmp_path / "best.ckpt", link="symlink")
     a = write_ckpt(tmp_path / "a.ckpt", 1)
     linker.update(0.5, a)
-    alias, real = str(linker.link_path), _syscalls.exchange
-    onto_alias = 0
+    alias = str(linker.link_path)
 
-    def exchange(x: str, y: str) -> bool:
-        nonlocal onto_alias
-        if y == alias:
-            onto_alias += 1
-            if onto_alias == 1:  # someone puts their file at the alias path after the writer looked
-                (tmp_path / "theirs").write_text("my notes")
-                os.replace(tmp_path / "theirs", alias)
-            else:  # ... and someone moves the new alias away before it is swapped back
-                os.rename(alias, tmp_path / "moved away")
-        return real(x, y)
+    def put_theirs() -> None:
+        (tmp_path / "theirs").write_text("my notes")
+        os.replace(tmp_path / "theirs", alias)
 
-    monkeypatch.setattr(_syscalls, "exchange", exchange)
+    def move_the_new_alias_away() -> None:
+        os.rename(alias, tmp_path / "moved away")
+
+    monkeypatch.setattr(_syscalls, "exchange", exchange_with_a_hand_at(alias, put_theirs, then=move_the_new_alias_away))
     with pytest.raises(AliasConflictError, match="created or replaced by someone else"):
         linker.update(0.1, write_ckpt(tmp_path / "b.ckpt", 2))
     assert Path(alias).read_text() == "my notes"
@@ -464,22 +470,32 @@ def test_without_an_exchange_a_directory_alias_whose_removal_stopped_half_way_is
     assert leftovers(tmp_path) == []
 
 
+def rename_with_a_folder_put_at(alias: str, tmp_path: Path, *, on_put_back: Callable[[], None] | None = None) -> Any:
+    """``os.rename``, with someone replacing the alias by their folder (``theirs``, holding notes.txt)
+    between the writer's last check and its rename; ``on_put_back`` runs as the writer puts it back."""
+    real, moved_out = os.rename, ""
+
+    def rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal moved_out
+        if on_put_back is not None and os.fspath(src) == moved_out:
+            on_put_back()
+        if os.fspath(src) == alias and not moved_out:
+            real(alias, tmp_path / "ours")
+            (tmp_path / "theirs").mkdir()
+            (tmp_path / "theirs" / "notes.txt").write_text("my notes")
+            real(tmp_path / "theirs", alias)
+            moved_out = os.fspath(dst)
+        real(src, dst, *args, **kwargs)
+
+    return rename
+
+
 @pytest.mark.parametrize("platform", ["portable"], indirect=True)  # as on NFS: renameat2 flags refused
 def test_without_an_exchange_a_folder_put_at_the_alias_after_the_last_check_is_put_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str
 ) -> None:
     linker = copied_directory_alias(tmp_path)
-    alias, real = str(linker.link_path), os.rename
-
-    def theirs_first(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        if os.fspath(src) == alias and not (tmp_path / "ours").exists():  # between the last check and the rename
-            real(alias, tmp_path / "ours")
-            (tmp_path / "theirs").mkdir()
-            (tmp_path / "theirs" / "notes.txt").write_text("my notes")
-            real(tmp_path / "theirs", alias)
-        real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "rename", theirs_first)
+    monkeypatch.setattr(os, "rename", rename_with_a_folder_put_at(str(linker.link_path), tmp_path))
     with pytest.raises(AliasConflictError):
         linker.update(0.1, write_ckpt(tmp_path / "b.ckpt", 2, kind="dir"))
     assert (tmp_path / "best.ckpt" / "notes.txt").read_text() == "my notes"
@@ -490,24 +506,13 @@ def test_without_an_exchange_a_folder_that_cannot_be_put_back_is_kept_and_the_ne
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str
 ) -> None:
     linker = copied_directory_alias(tmp_path)
-    alias, real = str(linker.link_path), os.rename
+    alias = str(linker.link_path)
 
-    moved_out = ""
-
-    def theirs_first_and_no_way_back(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        nonlocal moved_out
-        if os.fspath(src) == moved_out:  # putting theirs back
-            raise OSError(errno.EIO, "injected")
-        if os.fspath(src) == alias and not moved_out:  # between the last check and the rename
-            real(alias, tmp_path / "ours")
-            (tmp_path / "theirs").mkdir()
-            (tmp_path / "theirs" / "notes.txt").write_text("my notes")
-            real(tmp_path / "theirs", alias)
-            moved_out = os.fspath(dst)
-        real(src, dst, *args, **kwargs)
+    def fail() -> None:
+        raise OSError(errno.EIO, "injected")
 
     b = write_ckpt(tmp_path / "b.ckpt", 2, kind="dir")
-    monkeypatch.setattr(os, "rename", theirs_first_and_no_way_back)
+    monkeypatch.setattr(os, "rename", rename_with_a_folder_put_at(alias, tmp_path, on_put_back=fail))
     with pytest.warns(BestLinkWarning, match="putting it back failed") as said:
         assert linker.update(0.1, b)
     monkeypatch.undo()
@@ -524,21 +529,12 @@ def test_without_an_exchange_a_folder_that_cannot_go_back_over_a_third_file_keep
 ) -> None:
     linker = copied_directory_alias(tmp_path)
     linker = BestLinker(linker.link_path, link=kind)  # a symlink replaces a copied folder through this path too
-    alias, real, moved_out = str(linker.link_path), os.rename, ""
+    alias = str(linker.link_path)
 
-    def two_hands(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        nonlocal moved_out
-        if os.fspath(src) == moved_out:  # as theirs goes back, another hand writes a file there
-            Path(alias).write_text("another user's file")
-        if os.fspath(src) == alias and not moved_out:  # between the last check and the rename
-            real(alias, tmp_path / "ours")
-            (tmp_path / "theirs").mkdir()
-            (tmp_path / "theirs" / "notes.txt").write_text("my notes")
-            real(tmp_path / "theirs", alias)
-            moved_out = os.fspath(dst)
-        real(src, dst, *args, **kwargs)
+    def another_hand() -> None:  # as theirs goes back, another hand writes a file there
+        Path(alias).write_text("another user's file")
 
-    monkeypatch.setattr(os, "rename", two_hands)
+    monkeypatch.setattr(os, "rename", rename_with_a_folder_put_at(alias, tmp_path, on_put_back=another_hand))
     with pytest.raises(AliasConflictError, match=r"could not be put back .* kept as '([^']+)'") as raised:
         linker.update(0.1, write_ckpt(tmp_path / "b.ckpt", 2, kind="dir"))
     monkeypatch.undo()

@@ -124,9 +124,8 @@ def run(cfg: Settings, root: str, rng: random.Random) -> dict[str, Any]:
         def _link_best(self, *args: Any, **kwargs: Any) -> None:
             self.timed(partial(super()._link_best, *args, **kwargs))
 
-    class TimedFloor(_TimedStep, ModelCheckpoint):
-        """The stock class, plus the least an alias with a record costs at each new best (the baseline of
-        the alias section's 1.25x target), timed as the alias step is."""
+    class TimedAtNewBest(_TimedStep, ModelCheckpoint):
+        """The stock class, plus ``step`` at each new best, timed as the alias step is."""
 
         _linked = ""
 
@@ -136,24 +135,24 @@ def run(cfg: Settings, root: str, rng: random.Random) -> dict[str, Any]:
                 return
             self._linked = filepath
             folder = os.path.dirname(filepath)
-            alias = os.path.join(folder, "best.ckpt")
-            self.timed(partial(floor_link_and_record, folder, alias, trainer.global_step, filepath, exchange=True))
+            self.timed(partial(self.step, trainer, folder, os.path.join(folder, "best.ckpt"), filepath))
 
-    class TimedSyscalls(_TimedStep, ModelCheckpoint):
-        """The stock class, plus the system calls of BestLinker's update at each new best, without the
-        library's Python around them: how much of the alias step the guarantees' system calls take."""
+        def step(self, trainer: Any, folder: str, alias: str, filepath: str) -> None:
+            raise NotImplementedError
 
-        _linked = ""
+    class TimedFloor(TimedAtNewBest):
+        """The least an alias with a record costs (the baseline of the alias section's 1.25x target)."""
 
-        def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
-            super()._save_checkpoint(trainer, filepath)
-            if filepath != self.best_model_path or filepath == self._linked:
-                return
-            self._linked = filepath
-            folder = os.path.dirname(filepath)
+        def step(self, trainer: Any, folder: str, alias: str, filepath: str) -> None:
+            floor_link_and_record(folder, alias, trainer.global_step, filepath, exchange=True)
+
+    class TimedSyscalls(TimedAtNewBest):
+        """The system calls of BestLinker's update, without the library's Python around them: how much
+        of the alias step the guarantees' system calls take."""
+
+        def step(self, trainer: Any, folder: str, alias: str, filepath: str) -> None:
             score, epoch, step = float(self.best_model_score), trainer.current_epoch, trainer.global_step
-            alias = os.path.join(folder, "best.ckpt")
-            self.timed(partial(syscalls_of_an_update, folder, alias, filepath, score, epoch, step))
+            syscalls_of_an_update(folder, alias, filepath, score, epoch, step)
 
     torch.set_num_threads(1)  # the same for both contenders; less scheduling noise on 2 shared cores
     losses = _val_losses(cfg.epochs)
