@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests._cli import BEST, cli, held, holds, make_run, needs_symlinks
+from tests._cli import BEST, cli, faults, held, holds, make_run, needs_symlinks
 
 from lightning_bestlink import BestLinker, LatestLinker, save_and_link
 
@@ -45,6 +45,22 @@ def test_an_alias_of_any_name_and_a_directory_checkpoint(tmp_path: Path) -> None
     BestLinker(tmp_path / "model-best").update(0.1, shard)  # no suffix, a name of the user's choice
     assert cli("path", tmp_path).stdout == f"{shard}\n"
     assert cli("path", tmp_path / "model-best").stdout == f"{shard}\n"
+
+
+@pytest.mark.parametrize("json_out", [False, True], ids=["path", "path --json"])
+def test_an_alias_moved_on_while_it_is_checked_prints_the_checkpoint_the_check_vouched_for(
+    tmp_path: Path, json_out: bool
+) -> None:
+    make_run(tmp_path, link="copy")  # a copy: its check reads the record again
+    newer = tmp_path / "epoch=9.ckpt"
+    newer.write_bytes(b"newer weights")
+    # training moves the alias on, and deletes the checkpoint it named, after the record was read
+    env = {"BESTLINK_TEST_MOVE_ON_CHECK": f"{tmp_path / 'best.ckpt'}|{newer}|0.01"}
+    result = faults("path", *(["--json"] if json_out else []), tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (json.loads(result.stdout)["target"] if json_out else result.stdout) == (
+        str(newer) if json_out else f"{newer}\n"
+    )
 
 
 @needs_symlinks

@@ -10,6 +10,9 @@
   name relative to one, costs only its own length).
 - ``BESTLINK_TEST_UID``: the command runs as this user (and group), the privileges dropped once
   the command line is imported (the interpreter's own files may not be readable to that user).
+- ``BESTLINK_TEST_MOVE_ON_CHECK``: ``ALIAS|CHECKPOINT|SCORE``; the first time the command looks at
+  ALIAS itself, a writer moves it to CHECKPOINT (a copy, SCORE) and deletes the checkpoint it named
+  before, as training does between the command's read of the record and its check of the alias.
 """
 
 from __future__ import annotations
@@ -125,6 +128,23 @@ if counts_file or syscalls_file:
     atexit.register(dump)
 
 from lightning_bestlink.cli import main  # noqa: E402
+
+if os.environ.get("BESTLINK_TEST_MOVE_ON_CHECK"):
+    from lightning_bestlink import BestLinker, read_record
+    from lightning_bestlink._storage.local import LocalStorage
+
+    _alias, _checkpoint, _score = os.environ["BESTLINK_TEST_MOVE_ON_CHECK"].split("|")
+    _inspect = LocalStorage.inspect
+
+    def inspect_after_a_move(self: Any, alias: str, *args: Any, **kwargs: Any) -> Any:
+        if alias == _alias and LocalStorage.inspect is inspect_after_a_move:
+            LocalStorage.inspect = _inspect  # type: ignore[method-assign]
+            before = (read_record(alias) or {})["target"]
+            BestLinker(alias, link="copy").update(float(_score), _checkpoint)
+            os.remove(before)
+        return _inspect(self, alias, *args, **kwargs)
+
+    LocalStorage.inspect = inspect_after_a_move  # type: ignore[method-assign]
 
 if os.environ.get("BESTLINK_TEST_UID"):
     # what the command imports on first use, imported now: the interpreter's files may be closed

@@ -181,11 +181,32 @@ def load_alias(
     ``record_item`` is what a listing saw at the record's path (looked up when not given).
     ``allow_outside``: a record naming a checkpoint outside the alias's folder is checked like
     any other instead of being ``outside`` (see the module docstring); so is one naming a
-    checkpoint under ``root``, the folder the user asked about.
+    checkpoint under ``root``, the folder the user asked about. When training moved the alias
+    on while it was checked (the check read a newer record), it is read and checked again: the
+    record returned is the one the check vouches for.
     """
-    alias = Alias(os.path.basename(path), path, allow_outside=allow_outside)
     try:
         storage = storage or storage_of(path)
+    except OSError as err:
+        alias = Alias(os.path.basename(path), path, allow_outside=allow_outside)
+        alias.error = f"cannot read {alias.name}{SUFFIX}: {reason(err)}"
+        return alias
+    for _ in range(_LOOKS):
+        alias = _look(path, record_item, storage, allow_outside=allow_outside, root=root)
+        report, target = alias.report, alias.target
+        if report is None or target is None or report.expected in (None, storage.normalize(target)):
+            return alias
+        record_item = None  # moved on meanwhile: look again
+    alias.report, alias.error = None, f"the alias moved on at each of {_LOOKS} looks (training updates it); try again"
+    return alias
+
+
+_LOOKS = 3
+
+
+def _look(path: str, record_item: Item | None, storage: Storage, *, allow_outside: bool, root: str | None) -> Alias:
+    alias = Alias(os.path.basename(path), path, allow_outside=allow_outside)
+    try:
         item = record_item if record_item is not None else storage.lookup(alias.record_path)
     except OSError as err:
         alias.error = f"cannot read {alias.name}{SUFFIX}: {reason(err)}"
