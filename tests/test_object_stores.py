@@ -207,6 +207,17 @@ def test_a_foreign_object_at_the_alias_is_left_alone(store: Store, run: str) -> 
     assert not store.fs().exists(f"{run}/best.ckpt.bestlink.json")
 
 
+def test_a_copy_of_another_runs_alias_is_left_alone(store: Store, run: str) -> None:
+    """A user seeds a run with another run's alias, copied with its metadata (the store's own copy
+    keeps it, as ``aws s3 cp`` does): a stamp counts only on the key it was made for."""
+    store.linker(f"{run}/a/best.ckpt").update(0.5, store.put(f"{run}/a/x.ckpt", b"a" * 5000))
+    store.fs().cp_file(f"{run}/a/best.ckpt", f"{run}/b/best.ckpt")
+    assert store.stamp(f"{run}/b/best.ckpt") == store.stamp(f"{run}/a/best.ckpt") is not None
+    with pytest.raises(AliasConflictError):
+        store.linker(f"{run}/b/best.ckpt").update(0.1, store.put(f"{run}/b/y.ckpt", b"b" * 6000))
+    assert store.fs().cat_file(f"{run}/b/best.ckpt") == b"a" * 5000
+
+
 def test_new_bytes_of_the_same_size_at_the_alias_make_it_foreign(store: Store, run: str) -> None:
     linker, _old, new, alias = _two_bests(store, run)
     assert linker.verify().ok

@@ -359,6 +359,20 @@ class Removal(NamedTuple):
 
 #: the object metadata key of an alias's stamp (Azure allows only C identifiers: no dashes)
 STAMP_KEY = "bestlink_record"
+#: ... and of the key it was made as: a copy of the alias elsewhere keeps its metadata (CopyObject
+#: does by default, ``aws s3 cp`` too), and is no alias of the place it was copied to
+ALIAS_KEY = "bestlink_alias"
+
+
+def alias_mark(key: str) -> str:
+    """What binds a stamped copy to the object key it was made as (ASCII, as metadata must be).
+
+    >>> alias_mark("bucket/run/best.ckpt") == alias_mark("bucket/other/best.ckpt")
+    False
+    """
+    import hashlib  # only where aliases are stamped
+
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
 def record_stamp(text: str) -> str:

@@ -5,9 +5,10 @@ object atomically. Never a download and re-upload, never a second serialisation.
 One alias update is one copy request: ``CopyObject`` on S3 (s3fs), ``objects.rewrite``
 on Google Cloud Storage (gcsfs), ``Copy Blob`` on Azure Blob (adlfs); the server copies
 the bytes, the client sends and receives only headers and small JSON or XML answers.
-On S3, GCS and Azure each copy is stamped with the record it was made for (object
-metadata, :data:`~.base.STAMP_KEY`), and the record can be written only over the version
-read (conditional writes, for a shared alias without locks): ``_objects.py`` calls each
+On S3, GCS and Azure each copy is stamped with the record it was made for and the key it
+was made as (object metadata, :data:`~.base.STAMP_KEY`, :data:`~.base.ALIAS_KEY`), and the
+record can be written only over the version read (conditional writes, for a shared alias
+without locks): ``_objects.py`` calls each
 store's client for what fsspec does not offer. Identities are read from ``info()`` by kind
 of key, not by store name (:data:`_VERSION_KEYS`). Errors of the client library
 that are not ``OSError`` (botocore's connection errors, for one) are turned into
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from lightning_bestlink._errors import RecordError
 from lightning_bestlink._storage._objects import objects_for
 from lightning_bestlink._storage.base import (
+    ALIAS_KEY,
     STAMP_KEY,
     AliasKind,
     AliasState,
@@ -36,6 +38,7 @@ from lightning_bestlink._storage.base import (
     Staged,
     Storage,
     TargetType,
+    alias_mark,
     is_url,
 )
 
@@ -141,7 +144,9 @@ class FsspecStorage(Storage):
             return AliasState("missing")
         kind: AliasKind = "dir" if info.get("type") == "directory" else "file"
         ident = _ident_of(info)
-        stamp = (info.get("metadata") or {}).get(STAMP_KEY) if kind == "file" else None
+        meta = (info.get("metadata") or {}) if kind == "file" else {}
+        # a stamp counts only on the key it was made as (else: a user's copy of another run's alias)
+        stamp = meta.get(STAMP_KEY) if meta.get(ALIAS_KEY) == alias_mark(self._strip(alias)) else None
         return AliasState(kind, ident=ident, key=ident, stamp=stamp)
 
     def identity(self, path: str) -> Ident:
@@ -305,7 +310,8 @@ class FsspecStorage(Storage):
             return self.commit(staged, expected, durable=durable)
         try:
             with as_os_error(f"copying {staged.target!r} to", staged.alias):
-                self._objects.copy(self._strip(staged.target), self._strip(staged.alias), {STAMP_KEY: stamp})
+                key = self._strip(staged.alias)
+                self._objects.copy(self._strip(staged.target), key, {STAMP_KEY: stamp, ALIAS_KEY: alias_mark(key)})
         finally:
             self._forget(staged.alias)
 
