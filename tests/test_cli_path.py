@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ import pytest
 from tests._cli import BEST, cli, faults, held, holds, make_run, needs_symlinks
 
 from lightning_bestlink import BestLinker, LatestLinker, save_and_link
+from lightning_bestlink._storage.local import LocalStorage
 
 
 @pytest.mark.parametrize("link", ["symlink", "hardlink", "copy"])
@@ -216,6 +219,41 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition never came true"
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("own_group", [True, False], ids=["its group given", "its group not given"])
+def test_a_hold_that_must_copy_exposes_the_checkpoint_to_no_one_new(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_group: bool
+) -> None:
+    """Where no hard link can be made (protected_hardlinks: another user's file), the hold copies:
+    readable by its maker alone while it fills, then the checkpoint's group and mode, or no group
+    rights where the maker cannot give it that group."""
+    from lightning_bestlink._storage import _clone
+
+    checkpoint = tmp_path / "epoch=1.ckpt"
+    checkpoint.write_bytes(b"weights of another user")
+    os.chown(checkpoint, -1, 4321)
+    checkpoint.chmod(0o640)
+    modes_while_filling = []
+    real_copy_range = _clone._copy_range
+
+    def copy_range(fin: Any, fout: Any) -> bool:
+        modes_while_filling.append(stat.S_IMODE(os.fstat(fout.fileno()).st_mode))
+        return bool(real_copy_range(fin, fout))
+
+    def no_hard_link(*args: Any, **kwargs: Any) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    def chown_refused(*args: Any, **kwargs: Any) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_link)
+    monkeypatch.setattr(_clone, "_copy_range", copy_range)
+    if not own_group:
+        monkeypatch.setattr(os, "chown", chown_refused)
+    held = os.stat(LocalStorage().hold(str(checkpoint)))  # type: ignore[arg-type]
+    assert modes_while_filling == [0o600]
+    assert (held.st_gid, stat.S_IMODE(held.st_mode)) == ((4321, 0o640) if own_group else (os.getgid(), 0o600))
 
 
 def test_hold_refuses_a_bad_time(tmp_path: Path) -> None:

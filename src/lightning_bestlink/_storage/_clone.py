@@ -63,14 +63,14 @@ FICLONE = _ficlone_number()
 _CHUNK = 1 << 30
 
 
-def copyfile(src: str, dst: str) -> How:
+def copyfile(src: str, dst: str, *, mode: int = 0o666) -> How:
     """Copy the regular file ``src`` to the new file ``dst``; returns how the bytes were made.
 
     ``dst`` must not exist (it is created with ``O_EXCL``, so nothing is written through a
-    link planted at its name). The plain copy that ends the chain truncates whatever an
-    earlier step left half-done.
+    link planted at its name), with ``mode`` (less the umask). The plain copy that ends the
+    chain truncates whatever an earlier step left half-done.
     """
-    with open(src, "rb") as fin, open(dst, "xb") as fout:
+    with open(src, "rb") as fin, open(dst, "xb", opener=lambda name, flags: os.open(name, flags, mode)) as fout:
         if _clone(fin, fout):
             return "clone"
         if _copy_range(fin, fout):

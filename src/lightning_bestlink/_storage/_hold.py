@@ -35,7 +35,12 @@ def _host() -> str:
 
 
 def hold(path: str) -> str:
-    """Hold the checkpoint (file or directory) at ``path``; returns the held path (see the module)."""
+    """Hold the checkpoint (file or directory) at ``path``; returns the held path (see the module).
+
+    A directory is held file by file: one deleted while it is walked is held in part, without an
+    error (a file deleted before the walk reached it is simply not listed). Training deletes a
+    checkpoint only once the alias has moved on, so a caller holding what an alias names checks
+    afterwards that the alias still names it (``path --hold``, ``watch --exec``)."""
     folder, name = os.path.split(path)
     st = os.lstat(path)  # FileNotFoundError: the checkpoint is gone already
     place = os.path.join(folder, f"{HOLD_MARK}{_host()}-{os.getpid()}-{os.urandom(4).hex()}")
@@ -43,7 +48,7 @@ def hold(path: str) -> str:
     held = os.path.join(place, name)
     try:
         if stat.S_ISDIR(st.st_mode):
-            _hold_tree(path, held)
+            _hold_tree(path, held)  # see hold()'s docstring: what a walk cannot see
         else:
             _hold_file(path, held)
     except BaseException:
@@ -65,8 +70,16 @@ def _hold_file(src: str, dst: str) -> None:
         return
     from lightning_bestlink._storage import _clone  # a clone where the filesystem can, else a copy
 
-    _clone.copyfile(src, dst)
-    shutil.copymode(src, dst)
+    # readable by no one else while it fills; then the checkpoint's own group and mode, as a link
+    # would have kept them, or none of the group's rights where this user cannot give it that group
+    _clone.copyfile(src, dst, mode=0o600)
+    st = os.stat(src)
+    mode = stat.S_IMODE(st.st_mode)
+    try:
+        os.chown(dst, -1, st.st_gid)
+    except OSError:
+        mode &= ~0o070
+    os.chmod(dst, mode)
 
 
 def _hold_tree(src: str, dst: str) -> None:
