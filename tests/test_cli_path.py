@@ -256,6 +256,33 @@ def test_a_hold_that_must_copy_exposes_the_checkpoint_to_no_one_new(
     assert (held.st_gid, stat.S_IMODE(held.st_mode)) == ((4321, 0o640) if own_group else (os.getgid(), 0o600))
 
 
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_hold_holds_what_the_alias_still_names_once_held(tmp_path: Path, kind: str) -> None:
+    """A directory is held file by file: one deleted meanwhile would be held in part. Training deletes
+    a checkpoint only after the alias moved on, so a directory's hold the alias no longer names is
+    let go, and the new best is held instead. A file's hold is whole (a hard link) or fails."""
+    older, newer = tmp_path / "epoch=1.ckpt", tmp_path / "epoch=9.ckpt"
+    for checkpoint in (older, newer):
+        weights = f"weights of {checkpoint.name}".encode()
+        if kind == "dir":
+            checkpoint.mkdir()
+            (checkpoint / "shard").write_bytes(weights)
+        else:
+            checkpoint.write_bytes(weights)
+    BestLinker(tmp_path / "best.ckpt").update(0.5, older)
+    env = {"BESTLINK_TEST_MOVE_ON_HOLD": f"{tmp_path / 'best.ckpt'}|{newer}|0.01"}
+    result = faults("path", "--hold", "3600", tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    path = Path(result.stdout[:-1])
+    assert held(str(path), tmp_path)
+    expected = newer if kind == "dir" else older  # the file was held whole before training deleted it
+    assert path.name == expected.name
+    assert (path / "shard" if kind == "dir" else path).read_bytes() == f"weights of {expected.name}".encode()
+    wait_for(lambda: holds(tmp_path) == [path.parent.name])  # a first hold of the directory, let go
+    os.kill(keeper_of(str(path)), signal.SIGTERM)
+    wait_for(lambda: not holds(tmp_path))
+
+
 def test_hold_refuses_a_bad_time(tmp_path: Path) -> None:
     make_run(tmp_path)
     for value in ("0", "-1", "nan", "inf", "soon"):

@@ -369,7 +369,8 @@ def test_a_killed_watch_leaves_a_hold_the_next_one_removes(tmp_path: Path) -> No
     assert not holds(tmp_path)  # the stale hold went with the next new best's, and that one too
 
 
-def test_a_terminated_watch_releases_its_hold(tmp_path: Path) -> None:
+@pytest.mark.parametrize("polite", [signal.SIGTERM, signal.SIGHUP], ids=["kill", "terminal closed"])
+def test_a_terminated_watch_releases_its_hold(tmp_path: Path, polite: signal.Signals) -> None:
     make_run(tmp_path)
     started = tmp_path / "started"
     w = watch(tmp_path, *FAST, "--exec", sleeper(started))
@@ -381,8 +382,8 @@ def test_a_terminated_watch_releases_its_hold(tmp_path: Path) -> None:
             assert w.proc.poll() is None, w.err.pending()
             time.sleep(0.01)  # a pause, not a measure
         assert len(holds(tmp_path)) == 1
-        w.proc.terminate()
-        assert w.wait() == 128 + signal.SIGTERM
+        w.proc.send_signal(polite)
+        assert w.wait() == 128 + polite
         assert not pids_running(started)  # its command was stopped with it
     finally:
         stop_sleepers(started)

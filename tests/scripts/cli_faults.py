@@ -11,8 +11,10 @@
 - ``BESTLINK_TEST_UID``: the command runs as this user (and group), the privileges dropped once
   the command line is imported (the interpreter's own files may not be readable to that user).
 - ``BESTLINK_TEST_MOVE_ON_CHECK``: ``ALIAS|CHECKPOINT|SCORE``; the first time the command looks at
-  ALIAS itself, a writer moves it to CHECKPOINT (a copy, SCORE) and deletes the checkpoint it named
-  before, as training does between the command's read of the record and its check of the alias.
+  ALIAS itself, a writer moves it to CHECKPOINT (SCORE, the alias's link kind) and deletes the
+  checkpoint it named before, as training does between the command's read of the record and its
+  check of the alias.
+- ``BESTLINK_TEST_MOVE_ON_HOLD``: the same, right after ``path --hold``'s first hold is made.
 """
 
 from __future__ import annotations
@@ -129,22 +131,45 @@ if counts_file or syscalls_file:
 
 from lightning_bestlink.cli import main  # noqa: E402
 
-if os.environ.get("BESTLINK_TEST_MOVE_ON_CHECK"):
+
+def _move_on(spec: str) -> None:
+    """Move the alias ``ALIAS|CHECKPOINT|SCORE`` on, as training does, and delete what it named."""
+    import shutil
+
     from lightning_bestlink import BestLinker, read_record
+
+    alias, checkpoint, score = spec.split("|")
+    record = read_record(alias) or {}
+    BestLinker(alias, link=record["link"]).update(float(score), checkpoint)
+    (shutil.rmtree if os.path.isdir(record["target"]) else os.remove)(record["target"])
+
+
+if os.environ.get("BESTLINK_TEST_MOVE_ON_CHECK"):
     from lightning_bestlink._storage.local import LocalStorage
 
-    _alias, _checkpoint, _score = os.environ["BESTLINK_TEST_MOVE_ON_CHECK"].split("|")
     _inspect = LocalStorage.inspect
 
     def inspect_after_a_move(self: Any, alias: str, *args: Any, **kwargs: Any) -> Any:
-        if alias == _alias and LocalStorage.inspect is inspect_after_a_move:
+        spec = os.environ["BESTLINK_TEST_MOVE_ON_CHECK"]
+        if alias == spec.split("|")[0] and LocalStorage.inspect is inspect_after_a_move:
             LocalStorage.inspect = _inspect  # type: ignore[method-assign]
-            before = (read_record(alias) or {})["target"]
-            BestLinker(alias, link="copy").update(float(_score), _checkpoint)
-            os.remove(before)
+            _move_on(spec)
         return _inspect(self, alias, *args, **kwargs)
 
     LocalStorage.inspect = inspect_after_a_move  # type: ignore[method-assign]
+
+if os.environ.get("BESTLINK_TEST_MOVE_ON_HOLD"):
+    from lightning_bestlink._cli import path as _path
+
+    _hold_detached = _path.hold_detached
+
+    def hold_then_move(target: str, seconds: float) -> Any:
+        _path.hold_detached = _hold_detached
+        held = _hold_detached(target, seconds)
+        _move_on(os.environ["BESTLINK_TEST_MOVE_ON_HOLD"])
+        return held
+
+    _path.hold_detached = hold_then_move
 
 if os.environ.get("BESTLINK_TEST_UID"):
     # what the command imports on first use, imported now: the interpreter's files may be closed

@@ -25,9 +25,10 @@ from lightning_bestlink._cli.survey import parent, reason, storage_of
 _log = logging.getLogger(__name__)
 
 
-def hold_detached(target: str, seconds: float) -> str | None:
-    """Hold ``target`` for ``seconds`` in a detached process; the held path, or None when the
-    storage cannot hold anything (an object store). Raises ``OSError`` when no hold can be made."""
+def hold_detached(target: str, seconds: float) -> tuple[str | None, int]:
+    """Hold ``target`` for ``seconds`` in a detached process: the held path (None when the storage
+    cannot hold anything: an object store) and the process, which releases it when sent SIGTERM.
+    Raises ``FileNotFoundError`` when ``target`` is gone, ``OSError`` when no hold can be made."""
     keeper = subprocess.Popen(
         [sys.executable, "-m", __name__, target, repr(seconds)],
         stdin=subprocess.DEVNULL,
@@ -44,9 +45,9 @@ def hold_detached(target: str, seconds: float) -> str | None:
     except ValueError:
         raise OSError(f"the process that holds the checkpoint stopped before it answered ({line[:200]!r})") from None
     if "error" in answer:
-        raise OSError(str(answer["error"]))
+        raise (FileNotFoundError if answer.get("gone") else OSError)(str(answer["error"]))
     held = answer["held"]
-    return None if held is None else str(held)
+    return None if held is None else str(held), keeper.pid
 
 
 def _answer(document: dict[str, object]) -> None:
@@ -70,12 +71,13 @@ def main(argv: Sequence[str]) -> int:
         storage.release_stale(parent(target))
         held = storage.hold(target)
     except OSError as err:
-        _answer({"error": f"cannot hold {target}: {reason(err)}"})
+        _answer({"error": f"cannot hold {target}: {reason(err)}", "gone": isinstance(err, FileNotFoundError)})
         return 1
     if held is None:
         _answer({"held": None})
         return 0
-    signal.signal(signal.SIGTERM, _stop)  # released on a polite kill too
+    for polite in (signal.SIGTERM, signal.SIGHUP):  # released on a polite kill too
+        signal.signal(polite, _stop)
     try:
         _answer({"held": held})
         time.sleep(seconds)

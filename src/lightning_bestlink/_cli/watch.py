@@ -19,6 +19,7 @@ import argparse
 import datetime
 import logging
 import math
+import os
 import re
 import shlex
 import shutil
@@ -81,6 +82,16 @@ class Follower:
 
     def _load(self) -> Alias:
         return load_alias(str(self.alias), allow_outside=self.allow_outside)
+
+    def names(self, target: str) -> bool:
+        """Whether the alias still names ``target`` (its record unchanged since the last look, or
+        naming it when read again)."""
+        try:
+            if self._identity() == self._print:
+                return True
+        except OSError:
+            pass
+        return self._load().target == target
 
     def shown(self) -> str:
         """The alias as the user would type it: under the DIR (or next to the record) they passed."""
@@ -192,6 +203,11 @@ def _held(follower: Follower, target: str, err: TextIO) -> tuple[str | None, boo
     storage.release_stale(parent(target))  # holds a killed watch left here
     try:
         held = storage.hold(target)
+        if held is not None and os.path.isdir(held) and not follower.names(target):
+            # a directory is held file by file, and training deletes a checkpoint only once the alias
+            # moved on: no longer named, it may be held in part (a file's hold is whole or fails)
+            storage.release(held)
+            raise FileNotFoundError(target)
         if held is None and not follower.said_unheld:
             follower.said_unheld = True
             say(
@@ -270,7 +286,8 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return argv
     follower = Follower(args.target, allow_outside=args.allow_outside)
     if argv is not None:
-        signal.signal(signal.SIGTERM, _terminated)  # a polite kill leaves no hold behind
+        for polite in (signal.SIGTERM, signal.SIGHUP):  # a polite kill, or a closed terminal, leaves no hold behind
+            signal.signal(polite, _terminated)
     fatal = follower.start()
     if fatal is not None:
         say(err, f"lightning-bestlink watch: {fatal}")
