@@ -67,6 +67,20 @@ def test_an_alias_moved_on_while_it_is_checked_prints_the_checkpoint_the_check_v
 
 
 @needs_symlinks
+@pytest.mark.parametrize("command", ["path", "verify"])
+def test_a_symlink_alias_moved_on_while_it_is_checked_is_no_false_alarm(tmp_path: Path, command: str) -> None:
+    """Found ahead of the record read before it (training moved both on meanwhile, and deleted the
+    checkpoint the first record named), the alias is looked at again, not reported broken."""
+    make_run(tmp_path, link="symlink")
+    newer = tmp_path / "epoch=9.ckpt"
+    newer.write_bytes(b"newer weights")
+    env = {"BESTLINK_TEST_MOVE_ON_CHECK": f"{tmp_path / 'best.ckpt'}|{newer}|0.01"}
+    result = faults(command, tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert str(newer) in result.stdout if command == "path" else "epoch=9.ckpt" in result.stdout
+
+
+@needs_symlinks
 def test_no_healthy_alias_prints_nothing_on_stdout(tmp_path: Path) -> None:
     make_run(tmp_path / "broken")
     (tmp_path / "broken" / "best.ckpt").unlink()

@@ -194,14 +194,26 @@ def load_alias(
     for _ in range(_LOOKS):
         alias = _look(path, record_item, storage, allow_outside=allow_outside, root=root)
         report, target = alias.report, alias.target
-        if report is None or target is None or report.expected in (None, storage.normalize(target)):
+        if report is None or target is None:
             return alias
-        record_item = None  # moved on meanwhile: look again
+        moved_on = report.expected not in (None, storage.normalize(target)) or (not alias.ok and _changed(alias))
+        if not moved_on:
+            return alias
+        record_item = None  # moved on meanwhile (a new record while the alias was checked): look again
     alias.report, alias.error = None, f"the alias moved on at each of {_LOOKS} looks (training updates it); try again"
     return alias
 
 
 _LOOKS = 3
+
+
+def _changed(alias: Alias) -> bool:
+    """Whether the record now differs from the one ``alias`` was checked against (an alias found
+    ahead of the record it was checked against was moved on by training meanwhile)."""
+    try:
+        return read_record(alias.path) != alias.record
+    except (AliasConflictError, OSError, *_DAMAGE):
+        return False
 
 
 def _look(path: str, record_item: Item | None, storage: Storage, *, allow_outside: bool, root: str | None) -> Alias:
