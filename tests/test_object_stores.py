@@ -218,6 +218,16 @@ def test_a_copy_of_another_runs_alias_is_left_alone(store: Store, run: str) -> N
     assert store.fs().cat_file(f"{run}/b/best.ckpt") == b"a" * 5000
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_an_empty_record_is_refused_as_no_record(store: Store, run: str, shared: bool) -> None:
+    """A range read of an empty object fails on every store (416): it is read as empty, not as an error."""
+    _linker, _old, new, alias = _two_bests(store, run)
+    store.put(f"{alias}.bestlink.json", b"")
+    with pytest.raises(AliasConflictError, match=r"best\.ckpt\.bestlink\.json.* not a lightning-bestlink record"):
+        store.linker(alias, mode="min", shared=shared).update(0.1, new)
+    assert store.fs().cat_file(f"{alias}.bestlink.json") == b""
+
+
 def test_new_bytes_of_the_same_size_at_the_alias_make_it_foreign(store: Store, run: str) -> None:
     linker, _old, new, alias = _two_bests(store, run)
     assert linker.verify().ok
