@@ -94,7 +94,10 @@ def noop_update(res: Results) -> Measured:
 def trainer_overhead(res: Results) -> Measured:
     rows = res["trainer"]["rows"]
     tr = rows[LINK_BEST]
-    overhead = (tr["ratio_median_of_pairs"] - 1.0) * 100
+    # the fit's ratio is noise at this size (its range spans tens of percent); the time inside the alias
+    # step is work the stock class does not do: the overhead is at least that, whatever the ratio says
+    fit, step = (tr["ratio_median_of_pairs"] - 1.0) * 100, tr["link_share"] * 100
+    overhead = max(fit, step)
     same_fit = "".join(
         f"; {what} in the same fit: {(row['ratio_median_of_pairs'] - 1) * 100:+.2f}%, "
         f"its step {row['link_share'] * 100:.2f}% of the fit"
@@ -105,9 +108,9 @@ def trainer_overhead(res: Results) -> Measured:
         if row is not None
     )
     return overhead, (
-        f"{overhead:+.2f}% (median of paired ratios; range {(tr['ratio_min'] - 1) * 100:+.1f}% .. "
-        f"{(tr['ratio_max'] - 1) * 100:+.1f}%); time inside the alias update {tr['link_share'] * 100:.2f}% of the fit"
-        + same_fit
+        f"{overhead:+.2f}% (the larger of the fit's median of paired ratios, {fit:+.2f}% with a range of "
+        f"{(tr['ratio_min'] - 1) * 100:+.1f}% .. {(tr['ratio_max'] - 1) * 100:+.1f}%, and the time inside the alias "
+        f"update, {step:.2f}% of the fit)" + same_fit
     )
 
 

@@ -338,6 +338,30 @@ def test_exec_holds_a_directory_checkpoint_as_a_tree(tmp_path: Path) -> None:
     assert not holds(tmp_path)
 
 
+def test_exec_skips_a_directory_the_alias_no_longer_names_once_held(tmp_path: Path) -> None:
+    """A directory is held file by file: training deleting it meanwhile (after moving the alias on)
+    would hand the command part of it. Held and no longer named, it is let go; the newer best runs."""
+    linker = BestLinker(tmp_path / "best.ckpt")  # this process trains
+    for step, fill in ((100, 1), (200, 2), (300, 3)):
+        write_ckpt(tmp_path / f"step={step}", fill, kind="dir")
+    assert linker.update(0.9, tmp_path / "step=100")
+    log = tmp_path / "exec.log"
+    command = shlex.join([sys.executable, str(SCRIPTS / "cli_exec_tree.py"), str(log), "{target}"])
+    env = {"BESTLINK_TEST_MOVE_ON_STORAGE_HOLD": f"{tmp_path / 'best.ckpt'}|{tmp_path / 'step=300'}|0.1"}
+    w = watch(tmp_path, "--count", "2", *FAST, "--exec", command, env=env, faults=True)
+    try:
+        w.err.until("watch: following")
+        assert linker.update(0.5, tmp_path / "step=200")  # held, then moved on from and deleted
+        assert "step=200" in (w.out.next() or "") and "step=300" in (w.out.next() or "")
+        assert w.wait() == 0
+    finally:
+        w.stop()
+    assert any("--exec not run for step=200: the alias moved on while it was held" in line for line in w.err.pending())
+    seen = json.loads(log.read_text())
+    assert (seen["name"], seen["fill"]) == ("step=300", 3)  # the newer best, complete
+    assert not holds(tmp_path)
+
+
 def test_a_killed_watch_leaves_a_hold_the_next_one_removes(tmp_path: Path) -> None:
     make_run(tmp_path)
     started = tmp_path / "started"

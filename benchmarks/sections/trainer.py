@@ -75,8 +75,9 @@ def _scan_ckpt_dir(d: str, alias_name: str = "best.ckpt") -> dict[str, int]:
     entries = {e.name: e.stat(follow_symlinks=False) for e in os.scandir(d)}
     alias = entries.pop(alias_name, None)
     records = {name for name in entries if name.endswith(".bestlink.json") or name == f"{alias_name}.json"}
+    locks = {name for name in entries if name.startswith(".") and name.endswith(".lock")}  # empty, not checkpoints
     meta = sum(st.st_size for name, st in entries.items() if name in records)
-    ckpts = {name: st for name, st in entries.items() if name not in records}
+    ckpts = {name: st for name, st in entries.items() if name not in records | locks}
     alias_data = 0
     if alias is not None and not os.path.islink(os.path.join(d, alias_name)):
         shared = any(os.path.samestat(alias, st) for st in ckpts.values())  # a hard link

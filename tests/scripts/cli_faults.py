@@ -15,6 +15,8 @@
   checkpoint it named before, as training does between the command's read of the record and its
   check of the alias.
 - ``BESTLINK_TEST_MOVE_ON_HOLD``: the same, right after ``path --hold``'s first hold is made.
+- ``BESTLINK_TEST_MOVE_ON_STORAGE_HOLD``: the same, right after the first hold made in this process
+  (``watch --exec``).
 """
 
 from __future__ import annotations
@@ -170,6 +172,19 @@ if os.environ.get("BESTLINK_TEST_MOVE_ON_HOLD"):
         return held
 
     _path.hold_detached = hold_then_move
+
+if os.environ.get("BESTLINK_TEST_MOVE_ON_STORAGE_HOLD"):
+    from lightning_bestlink._storage.local import LocalStorage
+
+    _hold = LocalStorage.hold
+
+    def hold_and_move(self: Any, path: str) -> Any:
+        LocalStorage.hold = _hold  # type: ignore[method-assign]
+        held = _hold(self, path)
+        _move_on(os.environ["BESTLINK_TEST_MOVE_ON_STORAGE_HOLD"])
+        return held
+
+    LocalStorage.hold = hold_and_move  # type: ignore[method-assign]
 
 if os.environ.get("BESTLINK_TEST_UID"):
     # what the command imports on first use, imported now: the interpreter's files may be closed

@@ -207,7 +207,12 @@ def _held(follower: Follower, target: str, err: TextIO) -> tuple[str | None, boo
             # a directory is held file by file, and training deletes a checkpoint only once the alias
             # moved on: no longer named, it may be held in part (a file's hold is whole or fails)
             storage.release(held)
-            raise FileNotFoundError(target)
+            say(
+                err,
+                f"watch: --exec not run for {rel(target, parent(str(follower.alias)))}: the alias moved on while "
+                f"it was held (training may have deleted part of it); still watching",
+            )
+            return None, False
         if held is None and not follower.said_unheld:
             follower.said_unheld = True
             say(
