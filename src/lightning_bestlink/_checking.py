@@ -105,8 +105,8 @@ class AliasChecks(LinkerFields):
             # a shared alias on an object store: first the alias catches up with the record; only
             # when there is none, or this linker's best beats it, is a record written
             self._catch_up(self._swapper.complete())
-            if not self._verify().ok:  # never over a better best another writer recorded meanwhile
-                self._write(self._best_score, target, extra, against_disk=True, repair=True)
+            if not self._verify().ok:
+                self._write(self._best_score, target, extra, repair=True)
             return self._verify()
 
     def _lost(self, before: AliasReport) -> AliasReport:

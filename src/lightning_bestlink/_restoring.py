@@ -11,7 +11,7 @@ from lightning_bestlink._fields import LinkerFields
 from lightning_bestlink._record import read_record
 from lightning_bestlink._score import to_score
 from lightning_bestlink._state import check_state, make_state
-from lightning_bestlink._storage import LINK_CHOICES, LinkChoice, Storage, storage_for
+from lightning_bestlink._storage import LINK_CHOICES, LinkChoice, storage_for
 from lightning_bestlink._targets import check_inside, located
 
 _L = TypeVar("_L", bound="StateIO")
@@ -105,8 +105,7 @@ class StateIO(LinkerFields):
         probe = storage_for(link_path, storage_options)
         recorded_link = record.get("link")
         link: LinkChoice = recorded_link if recorded_link in probe.link_kinds else "auto"
-        kwargs = cls._record_kwargs(record, probe)
-        linker = cls(link_path, link=link, storage_options=storage_options, **kwargs)  # type: ignore[call-arg]
+        linker = cls(link_path, link=link, storage_options=storage_options, **cls._record_kwargs(record))  # type: ignore[call-arg]
         state = {"best_score": record["score"], "best_path": record["target"], "link_kind": record.get("link")}
         linker.load_state_dict(state, allow_outside=allow_outside)
         linker._follows_record = True  # the record, not this process, says what the best is
@@ -114,8 +113,6 @@ class StateIO(LinkerFields):
         return linker
 
     @classmethod
-    def _record_kwargs(cls, record: dict[str, Any], storage: Storage) -> dict[str, Any]:
-        """The constructor arguments a record fixes (a subclass with fixed ones overrides this). Where
-        writers cannot lock but can write conditionally (an object store), a repair is a shared
-        writer's: it never writes over a record another writer changed meanwhile (a sweep's trial)."""
-        return {"mode": record["mode"], "shared": storage.can_swap and not storage.can_lock}
+    def _record_kwargs(cls, record: dict[str, Any]) -> dict[str, Any]:
+        """The constructor arguments a record fixes (a subclass with fixed ones overrides this)."""
+        return {"mode": record["mode"]}

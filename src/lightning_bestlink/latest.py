@@ -13,7 +13,7 @@ import operator
 import os
 from typing import Any
 
-from lightning_bestlink._storage import LinkChoice, Storage
+from lightning_bestlink._storage import LinkChoice
 from lightning_bestlink.linker import BestLinker
 
 
@@ -89,7 +89,7 @@ class LatestLinker(BestLinker):
         )
 
     @classmethod
-    def _record_kwargs(cls, record: dict[str, Any], storage: Storage) -> dict[str, Any]:
+    def _record_kwargs(cls, record: dict[str, Any]) -> dict[str, Any]:
         if record["mode"] != "max":
             raise ValueError(
                 f"the record of {record.get('alias')!r} ranks by a score (mode={record['mode']!r}), not by step: "
