@@ -372,6 +372,39 @@ def test_a_writer_killed_between_its_record_and_its_copy(store: Store, sweep: st
         agree(store, sweep, c, 0.1)
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_a_repair_never_puts_back_a_worse_best_a_writer_recorded_meanwhile(
+    store: Store, sweep: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_bestlink._storage.fsspec import FsspecStorage
+
+    a, b, c = ckpt(store, sweep, 0, 0), ckpt(store, sweep, 1, 0), ckpt(store, sweep, 2, 0)
+    alias = f"{sweep}/best.ckpt"
+    assert shared(store, sweep).update(0.5, a)
+    kill_at_copy(store, alias, b, 0.4, shared=True)  # the record says b, the alias holds a
+    repairing = BestLinker.from_record(alias, storage_options=store.options)  # lightning-bestlink repair
+    met: list[str] = []
+
+    def and_a_trial_meanwhile(name: str) -> Any:
+        real = getattr(FsspecStorage, name)
+
+        def read(self: FsspecStorage, path: str, limit: int) -> Any:
+            found = real(self, path, limit)
+            if self is repairing.storage and not met:  # the repair has read the record: a trial finds 0.3
+                met.append(path)
+                assert shared(store, sweep).update(0.3, c)
+            return found
+
+        return read
+
+    for name in ("read_text", "read_versioned"):
+        monkeypatch.setattr(FsspecStorage, name, and_a_trial_meanwhile(name))
+    repairing.repair()
+    monkeypatch.undo()
+    assert met == [f"{alias}.bestlink.json"]
+    agree(store, sweep, c, 0.3)
+
+
 # --- what a shared alias refuses ---------------------------------------------------------------------
 
 

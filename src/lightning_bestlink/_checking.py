@@ -6,11 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_bestlink import _record
-from lightning_bestlink._errors import AliasConflictError, warn
+from lightning_bestlink._errors import AliasConflictError, AliasWriteError, warn
 from lightning_bestlink._fields import LinkerFields
 from lightning_bestlink._health import AliasReport, diagnose
 from lightning_bestlink._storage import AliasState
-from lightning_bestlink._storage.base import record_stamp
+from lightning_bestlink._storage.base import LostRace, record_stamp
+
+#: how many times a repair where writers cannot lock reads the record again after losing its write
+_LOOKS = 3
 
 
 class AliasChecks(LinkerFields):
@@ -78,36 +81,49 @@ class AliasChecks(LinkerFields):
         state (:meth:`load_state_dict`), it is also forgotten with a :class:`BestLinkWarning`,
         so the next checkpoint offered becomes the best.
         """
+        # where writers cannot lock (an object store), the record is written only over the version
+        # read: a writer that recorded a new best meanwhile (a sweep's trial) is followed, not overwritten
+        conditional = self._swapper is None and self._storage.can_swap and not self._storage.can_lock
         with self._lock:
             self._needs_check = False
-            with self._writer.exclusive():
-                seen = self._writer.look()
-                self._catch_up(seen.record)
-                assert seen.state is not None  # look() looks at the alias too
-                before = self._diagnose(seen.state, seen.record, text=seen.text)
-                if before.status == "foreign":
-                    raise AliasConflictError(before.detail)
-                if before.ok:
-                    return before
-                assert self._best_path is not None
-                try:
-                    target = self._checked_target(self._best_path, confined=self._confined)
-                except FileNotFoundError:
-                    return self._lost(before)
-                record = seen.record
-                same = record is not None and self._storage.absolute(str(record["target"]), self._link_path)
-                # the record's extra describes its own target only: kept when the target is the same
-                extra = dict(record.get("extra") or {}) if record is not None and same == target.path else {}
-                if self._swapper is None:
-                    record = self._writer.publish(seen, self._best_score, target, self._mode, extra, repair=True)
-                    self._best_path, self._link_kind = target.path, str(record["link"])
-                    return self._verify()
-            # a shared alias on an object store: first the alias catches up with the record; only
-            # when there is none, or this linker's best beats it, is a record written
-            self._catch_up(self._swapper.complete())
-            if not self._verify().ok:
-                self._write(self._best_score, target, extra, repair=True)
-            return self._verify()
+            for _ in range(_LOOKS if conditional else 1):
+                with self._writer.exclusive():
+                    seen = self._writer.look(versioned=conditional)
+                    self._catch_up(seen.record)
+                    assert seen.state is not None  # look() looks at the alias too
+                    before = self._diagnose(seen.state, seen.record, text=seen.text)
+                    if before.status == "foreign":
+                        raise AliasConflictError(before.detail)
+                    if before.ok:
+                        return before
+                    assert self._best_path is not None
+                    try:
+                        target = self._checked_target(self._best_path, confined=self._confined)
+                    except FileNotFoundError:
+                        return self._lost(before)
+                    record = seen.record
+                    same = record is not None and self._storage.absolute(str(record["target"]), self._link_path)
+                    # the record's extra describes its own target only: kept when the target is the same
+                    extra = dict(record.get("extra") or {}) if record is not None and same == target.path else {}
+                    if self._swapper is None:
+                        try:
+                            record = self._writer.publish(
+                                seen, self._best_score, target, self._mode, extra, repair=True, conditional=conditional
+                            )
+                        except LostRace:  # the record changed since it was read: decide again from it
+                            continue
+                        self._best_path, self._link_kind = target.path, str(record["link"])
+                        return self._verify()
+                # a shared alias on an object store: first the alias catches up with the record; only
+                # when there is none, or this linker's best beats it, is a record written
+                self._catch_up(self._swapper.complete())
+                if not self._verify().ok:
+                    self._write(self._best_score, target, extra, repair=True)
+                return self._verify()
+            raise AliasWriteError(
+                f"repairing {self._link_path!r}: its record {self._record_path!r} changed before each of {_LOOKS} "
+                f"writes (another writer is updating it); nothing was changed. Retry when it is done"
+            )
 
     def _lost(self, before: AliasReport) -> AliasReport:
         """The best checkpoint is gone: nothing to point at (and a restored best is forgotten)."""

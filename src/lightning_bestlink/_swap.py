@@ -85,9 +85,11 @@ class SwapWriter(AliasWriter):
         extra: dict[str, Any],
         *,
         repair: bool = False,
+        conditional: bool = True,
     ) -> dict[str, Any]:
         """Record the checkpoint ``checked`` as the best if the record is still as ``seen``, then copy it and
-        converge. Raises :class:`LostRace` (nothing written) when another writer wrote it first.
+        converge. Raises :class:`LostRace` (nothing written) when another writer wrote it first. Always
+        conditional (``conditional`` is the base class's choice).
         """
         storage, alias = self.storage, self.link_path
         action = pointing(alias, checked)

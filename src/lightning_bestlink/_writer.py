@@ -30,7 +30,7 @@ from lightning_bestlink._errors import (
 )
 from lightning_bestlink._health import not_owned_detail, owned
 from lightning_bestlink._storage import AliasState, LinkChoice, Staged, Storage
-from lightning_bestlink._storage.base import Displaced, record_stamp
+from lightning_bestlink._storage.base import Displaced, LostRace, record_stamp
 from lightning_bestlink._targets import Checked
 
 
@@ -105,12 +105,17 @@ class AliasWriter:
         without reading where a symlink alias points (deciding and publishing need its kind and key)."""
         return self.look(resolve=False)
 
-    def look(self, *, resolve: bool = True) -> Look:
+    def look(self, *, resolve: bool = True, versioned: bool = False) -> Look:
         """The record and what is at the alias path, read under the lock (after removing what a
-        killed writer left). Writes nothing but that cleanup. ``resolve``: as :meth:`Storage.inspect`."""
+        killed writer left). Writes nothing but that cleanup. ``resolve``: as :meth:`Storage.inspect`;
+        ``versioned``: with the record's version, for a conditional :meth:`publish`."""
         storage, alias = self.storage, self.link_path
+        version = None
         try:
-            text = storage.read_text(self.record_path, _record.LIMIT)
+            if versioned:
+                text, version = storage.read_versioned(self.record_path, _record.LIMIT)
+            else:
+                text = storage.read_text(self.record_path, _record.LIMIT)
             record = self._decoded(text)
             if self.shared or not self._cleaned:
                 # what a killed writer swapped out of the alias path is removed only if the record names it
@@ -122,7 +127,7 @@ class AliasWriter:
             raise
         except OSError as err:
             raise AliasWriteError.from_os_error(err, f"looking at {alias!r}") from err
-        return Look(text, record, state)
+        return Look(text, record, state, version)
 
     def _decoded(self, text: str | None) -> dict[str, Any] | None:
         if text is None:
@@ -140,11 +145,14 @@ class AliasWriter:
         extra: dict[str, Any],
         *,
         repair: bool = False,
+        conditional: bool = False,
     ) -> dict[str, Any]:
         """Point the alias at ``target`` over what ``seen`` found there; returns the new record.
 
         Call it inside :meth:`exclusive`, after :meth:`look`. ``repair``: the record says so
-        (a repair rebuilds an alias; it is no other writer's decision).
+        (a repair rebuilds an alias; it is no other writer's decision). ``conditional``: the
+        record is written only over the version ``seen`` read (a look with ``versioned``), else
+        :class:`LostRace` and nothing changed: where writers cannot lock (an object store).
         """
         storage, alias = self.storage, self.link_path
         assert seen.state is not None  # a local look always looks at the alias
@@ -155,7 +163,10 @@ class AliasWriter:
             # the record goes first: it names the staged alias, so a run killed between the
             # two renames still recognises whichever alias it finds as its own
             text = _record.encode(new)
-            storage.write_text(self.record_path, text, durable=self.durable)
+            if conditional:
+                storage.swap_text(self.record_path, text, seen.version)
+            else:
+                storage.write_text(self.record_path, text, durable=self.durable)
             try:
                 # where copies are stamped (object stores), with the record they are made for
                 stamp = record_stamp(text) if storage.stamps else ""
@@ -190,6 +201,9 @@ class AliasWriter:
                 f"now {err.kept!r}: {what}"
             )
             return new
+        except LostRace:
+            storage.abort(staged)
+            raise
         except FileExistsError as err:
             storage.abort(staged)
             raise AliasConflictError(
