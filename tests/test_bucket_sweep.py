@@ -15,6 +15,7 @@ record it was made for, catches up (``src/lightning_bestlink/_swap.py``). Shown 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -402,6 +403,39 @@ def test_a_repair_never_puts_back_a_worse_best_a_writer_recorded_meanwhile(
     repairing.repair()
     monkeypatch.undo()
     assert met == [f"{alias}.bestlink.json"]
+    agree(store, sweep, c, 0.3)
+
+
+@pytest.mark.parametrize("its_copy", ["lands last", "fails"])
+def test_a_repair_whose_copy_races_a_writer_leaves_that_writers_better_best(
+    store: Store, sweep: str, monkeypatch: pytest.MonkeyPatch, its_copy: str
+) -> None:
+    """Between the repair's record and its copy a trial records 0.3 and copies it: the alias then
+    follows the record as it is (a copy landing last is made again), and a failed copy leaves the
+    trial's record as it is (nothing put back over it)."""
+    from lightning_bestlink._storage.fsspec import FsspecStorage
+
+    a, c = ckpt(store, sweep, 0, 0), ckpt(store, sweep, 2, 0)
+    alias = f"{sweep}/best.ckpt"
+    assert shared(store, sweep).update(0.5, a)
+    store.fs().rm_file(alias)  # the alias lost: a repair is needed
+    repairing = BestLinker.from_record(alias, storage_options=store.options)
+    real = FsspecStorage.commit_stamped
+
+    def copy_with_a_trial_meanwhile(self: FsspecStorage, *args: Any, **kwargs: Any) -> None:
+        if self is repairing.storage:
+            monkeypatch.setattr(FsspecStorage, "commit_stamped", real)
+            assert shared(store, sweep).update(0.3, c)
+            if its_copy == "fails":
+                raise OSError(errno.EIO, "injected: the copy failed")
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(FsspecStorage, "commit_stamped", copy_with_a_trial_meanwhile)
+    if its_copy == "fails":
+        with pytest.raises(AliasWriteError, match="the record was written first"):
+            repairing.repair()
+    else:
+        assert repairing.repair().ok
     agree(store, sweep, c, 0.3)
 
 

@@ -113,6 +113,10 @@ class AliasChecks(LinkerFields):
                         except LostRace:  # the record changed since it was read: decide again from it
                             continue
                         self._best_path, self._link_kind = target.path, str(record["link"])
+                        if conditional:  # a writer that recorded a better best during the copy: the alias follows it
+                            from lightning_bestlink._swap import SwapWriter
+
+                            self._catch_up(SwapWriter.like(self._writer).complete())
                         return self._verify()
                 # a shared alias on an object store: first the alias catches up with the record; only
                 # when there is none, or this linker's best beats it, is a record written

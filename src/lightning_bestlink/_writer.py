@@ -176,7 +176,8 @@ class AliasWriter:
                     self._restore_record(seen.text)
                 raise
             except BaseException:
-                self._restore_record(seen.text)
+                if not conditional:  # else another writer may have recorded a better best since: left ahead
+                    self._restore_record(seen.text)
                 raise
         except Displaced as err:
             if not err.published:
@@ -212,7 +213,10 @@ class AliasWriter:
             ) from err
         except OSError as err:
             storage.abort(staged)
-            raise AliasWriteError.from_os_error(err, pointing(alias, checked)) from err
+            ahead = (
+                " (the record was written first: the next repair or update completes the alias)" if conditional else ""
+            )
+            raise AliasWriteError.from_os_error(err, pointing(alias, checked) + ahead) from err
         except BaseException:
             storage.abort(staged)
             raise
