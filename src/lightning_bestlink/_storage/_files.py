@@ -197,7 +197,7 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
                 link = stat.S_ISLNK(old.st_mode)
                 if os.path.lexists(alias):  # the new alias, exchanged in: it stays, what came out is kept
                     raise Displaced(alias, tmp, link, err, published=True) from err
-                _not_put_back(tmp, tmp, alias, link, err)  # someone took the new alias away meanwhile
+                _not_put_back(tmp, None, alias, link, err)  # someone took the new alias away meanwhile
             raise _changed(alias)
         if stat.S_ISDIR(old.st_mode):
             _remove_old_tree(tmp, alias)
@@ -228,25 +228,18 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
         os.replace(tmp, alias)
 
 
-def _not_put_back(kept: str, new: str, alias: str, link: bool, err: OSError) -> NoReturn:
-    """What came out of the alias path (at ``kept``) could not go back (``err``): it stays at ``kept``,
-    and ``new`` (another name, or ``kept`` itself when it holds nothing of ours) goes in only where
-    the alias path is empty. Raises :class:`Displaced` saying which."""
-    if new != kept:
-        try:
-            publish_new(new, alias)
-        except OSError:
-            pass
-        else:
-            raise Displaced(alias, kept, link, err, published=True) from err
-    elif not os.path.lexists(alias):
-        try:
-            publish_new(kept, alias)  # theirs back after all, on an empty path
-        except OSError:
-            pass
-        else:
-            raise _changed(alias) from err
-    raise Displaced(alias, kept, link, err, published=False) from err
+def _not_put_back(kept: str, new: str | None, alias: str, link: bool, err: OSError) -> NoReturn:
+    """What came out of the alias path (at ``kept``) could not go back (``err``). Only where the alias
+    path is empty does ``new`` go in (:class:`Displaced`, published), or, with no new alias of ours
+    left (None), what came out goes back after all (``FileExistsError``, as on any change); else it
+    stays at ``kept`` (:class:`Displaced`, not published)."""
+    try:
+        publish_new(kept if new is None else new, alias)  # never over what yet another hand put there
+    except OSError:
+        raise Displaced(alias, kept, link, err, published=False) from err
+    if new is None:
+        raise _changed(alias) from err
+    raise Displaced(alias, kept, link, err, published=True) from err
 
 
 def _remove_old_tree(old: str, alias: str) -> None:

@@ -370,9 +370,7 @@ def alias_mark(key: str) -> str:
     >>> alias_mark("bucket/run/best.ckpt") == alias_mark("bucket/other/best.ckpt")
     False
     """
-    import hashlib  # only where aliases are stamped
-
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+    return _digest(key)
 
 
 def record_stamp(text: str) -> str:
@@ -385,6 +383,11 @@ def record_stamp(text: str) -> str:
     >>> record_stamp('{"format": "lightning-bestlink/1"}')
     '63342587bbade83e7b833aef36a1bebf'
     """
+    return _digest(text)
+
+
+def _digest(text: str) -> str:
+    """32 hex digits of the SHA-256 of ``text`` (what stamps and marks are made of)."""
     import hashlib  # only where aliases are stamped
 
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
