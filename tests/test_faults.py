@@ -542,3 +542,52 @@ def test_without_an_exchange_a_folder_that_cannot_go_back_over_a_third_file_keep
     kept = re.search(r"kept as '([^']+)'", str(raised.value))
     assert kept is not None and (Path(kept[1]) / "notes.txt").read_text() == "my notes"
     assert read_record(alias)["target"] == str(tmp_path / "a.ckpt")  # type: ignore[index]
+
+
+@pytest.mark.parametrize("platform", ["portable"], indirect=True)  # as on NFS: renameat2 flags refused
+def test_without_an_exchange_a_directory_alias_that_cannot_go_in_nor_back_is_kept_and_the_error_says_the_path_is_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str
+) -> None:
+    linker = copied_directory_alias(tmp_path)
+    alias, real = str(linker.link_path), os.rename
+
+    def rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if os.fspath(dst) == alias:  # neither the new alias nor, after it, the previous one goes in
+            raise OSError(errno.EIO, "injected")
+        real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    empty = r"the alias path is empty now\. The previous alias is kept as '([^']+)'"
+    with pytest.raises(AliasWriteError, match=empty) as raised:
+        linker.update(0.1, write_ckpt(tmp_path / "b.ckpt", 2, kind="dir"))
+    monkeypatch.undo()
+    kept = re.search(r"kept as '([^']+)'", str(raised.value))
+    assert kept is not None and fill_of(kept[1]) == 1
+    assert not os.path.lexists(alias)
+    assert read_record(alias)["target"] == str(tmp_path / "a.ckpt")  # type: ignore[index]
+    os.rename(kept[1], alias)  # as the message says: moved back, it is the alias its record names
+    assert BestLinker.from_record(alias).verify().ok
+    assert linker.update(0.1, tmp_path / "b.ckpt") and fill_of(alias) == 2 and linker.verify().ok
+
+
+@pytest.mark.parametrize("platform", ["portable"], indirect=True)  # as on NFS: renameat2 flags refused
+def test_without_an_exchange_a_folder_that_cannot_go_back_while_the_new_alias_cannot_go_in_says_the_path_is_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str
+) -> None:
+    linker = copied_directory_alias(tmp_path)
+    alias = str(linker.link_path)
+    theirs_out = rename_with_a_folder_put_at(alias, tmp_path, on_put_back=lambda: None)
+
+    def rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if os.fspath(dst) == alias and os.fspath(src) != alias and os.path.lexists(tmp_path / "ours"):
+            raise OSError(errno.EIO, "injected")  # once theirs is out: it cannot go back, nor the new alias in
+        theirs_out(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(AliasConflictError, match=r"kept as '([^']+)'\. The alias path is empty now") as raised:
+        linker.update(0.1, write_ckpt(tmp_path / "b.ckpt", 2, kind="dir"))
+    monkeypatch.undo()
+    kept = re.search(r"kept as '([^']+)'", str(raised.value))
+    assert kept is not None and (Path(kept[1]) / "notes.txt").read_text() == "my notes"
+    assert not os.path.lexists(alias)
+    assert read_record(alias)["target"] == str(tmp_path / "a.ckpt")  # type: ignore[index]

@@ -183,11 +183,22 @@ class AliasWriter:
             if not err.published:
                 if err.kept != staged.tmp:  # else it holds theirs now
                     storage.abort(staged)
+                if err.ours:
+                    raise AliasWriteError(
+                        f"{pointing(alias, checked)} failed ({err.__cause__}), and putting the previous alias back "
+                        f"failed too ({err.cause}): the alias path is empty now. The previous alias is kept as "
+                        f"{err.kept!r}, and the record is as it was before this update (it names that alias). Move "
+                        f"it back to {alias!r}, or let the next update (or `lightning-bestlink repair`) make the "
+                        f"alias again; nothing was removed",
+                        err.cause.errno,
+                    ) from err
+                now = "is empty now" if self._empty(alias) else "holds what someone else left there"
                 raise AliasConflictError(
                     f"link_path {alias!r} was changed by someone else while the new alias was being written, and "
                     f"what they had put there could not be put back ({err.cause}): it is kept as {err.kept!r}. "
-                    f"Whatever is at the alias path now was left as it is, the record is as it was before this "
-                    f"update, and nothing was removed. Move what was kept where you want it, then retry"
+                    f"The alias path {now}, the record is as it was before this update, and nothing was removed. "
+                    f"Move what was kept where you want it, then retry (an update, or `lightning-bestlink repair`, "
+                    f"makes the alias again where the alias path is empty)"
                 ) from err
             self._finish(staged, new, text)
             what = (
@@ -222,6 +233,13 @@ class AliasWriter:
             raise
         self._finish(staged, new, text)
         return new
+
+    def _empty(self, alias: str) -> bool:
+        """Whether nothing is at the alias path now (for an error's message: unknown counts as not empty)."""
+        try:
+            return self.storage.inspect(alias, resolve=False).kind == "missing"
+        except OSError:
+            return False
 
     def _note_other_writer(self, record: dict[str, Any] | None) -> None:
         """Warn once per other writer that wrote this alias since this one last did: without

@@ -220,8 +220,11 @@ def replace_expected(tmp: str, alias: str, expected: AliasState, inspect: Callab
             raise _changed(alias)
         try:
             os.rename(tmp, alias)
-        except BaseException:
-            os.rename(trash, alias)
+        except BaseException as err:
+            try:
+                publish_new(trash, alias)  # the previous alias goes back, not over what another hand put there
+            except OSError as back:
+                raise Displaced(alias, trash, False, back, published=False, ours=True) from err
             raise
         _remove_old_tree(trash, alias)
     else:

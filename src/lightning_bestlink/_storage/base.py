@@ -397,11 +397,16 @@ class Displaced(Exception):
     """What someone put at the alias path after it was looked at came out and could not be put back:
     it was kept at ``kept`` (``link``: it is a symbolic link, which the alias's next cleanup removes).
     ``published``: the new alias is in (the alias path was empty for it); else the alias path holds
-    whatever someone else left there, or nothing. Nothing was removed or replaced."""
+    whatever someone else left there, or nothing. ``ours``: what came out is the previous alias itself
+    (moved aside where no exchange is, then neither it nor the new alias could go in). Nothing was
+    removed or replaced."""
 
-    def __init__(self, alias: str, kept: str, link: bool, cause: OSError, *, published: bool) -> None:
+    def __init__(
+        self, alias: str, kept: str, link: bool, cause: OSError, *, published: bool, ours: bool = False
+    ) -> None:
         super().__init__(alias, kept, link, cause, published)
         self.alias, self.kept, self.link, self.cause, self.published = alias, kept, link, cause, published
+        self.ours = ours
 
 
 class LostRace(FileExistsError):
