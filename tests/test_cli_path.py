@@ -186,7 +186,7 @@ def test_a_best_alias_is_taken_before_latest_ones(tmp_path: Path) -> None:
 
 def keeper_of(path: str) -> int:
     """The pid of the process that keeps the hold ``path`` (the hold's name says it)."""
-    return int(os.path.basename(os.path.dirname(path)).rsplit("-", 2)[1])
+    return int(os.path.basename(os.path.dirname(path)).rsplit("-", 2)[1].split(".")[0])
 
 
 def ended(pid: int) -> bool:
@@ -225,6 +225,79 @@ def test_hold_keeps_the_checkpoint_readable_after_training_deletes_it(tmp_path: 
     short = cli("path", "--hold", "0.2", tmp_path)  # ...which the next hold in this folder removes
     assert short.returncode == 0 and not os.path.exists(path)
     wait_for(lambda: not holds(tmp_path))  # and this one goes by itself once its time is up
+
+
+IN_A_PID_NAMESPACE = """
+import os, subprocess, sys
+# pid 1 of a new pid namespace: the reader it starts gets the pid asked for, one no process has outside
+with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+    fh.write(str(int(sys.argv[1]) - 1))
+reader = "from lightning_bestlink._storage import _hold; print(_hold.hold(sys.argv[1]), flush=True); sys.stdin.read()"
+subprocess.run([sys.executable, "-c", "import sys; " + reader, sys.argv[2]], check=True)
+"""
+
+
+def free_pid() -> int:
+    """A pid no process of this pid namespace has."""
+    with open("/proc/sys/kernel/pid_max") as fh:
+        pid = int(fh.read()) - 1000
+    while os.path.exists(f"/proc/{pid}"):
+        pid -= 1
+    return pid
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or os.geteuid() != 0, reason="a pid namespace of its own (unshare) needs root"
+)
+def test_a_reader_in_another_pid_namespace_keeps_its_hold(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    expected = (tmp_path / BEST).read_bytes()
+    # a container that shares the host's name and the run folder, but not its processes
+    reader = subprocess.Popen(
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            sys.executable,
+            "-c",
+            IN_A_PID_NAMESPACE,
+            str(free_pid()),
+            str(tmp_path / BEST),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert reader.stdout is not None
+        path = reader.stdout.readline()[:-1]
+        assert held(path, tmp_path) and not os.path.exists(f"/proc/{keeper_of(path)}")  # its pid means nothing here
+        assert cli("path", "--hold", "0.1", tmp_path).returncode == 0  # removes the holds of ended readers
+        (tmp_path / BEST).unlink()  # training deletes it: a better one came
+        assert Path(path).read_bytes() == expected
+    finally:
+        reader.communicate("", timeout=60)
+    # its reader ended without releasing it: kept, as no process here can tell it ended (the price of never
+    # taking a live reader of another namespace for dead); the short hold above went by itself
+    wait_for(lambda: holds(tmp_path) == [os.path.basename(os.path.dirname(path))])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc to tell when a process started")
+def test_a_hold_whose_pid_a_later_process_took_is_released(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    path = cli("path", "--hold", "3600", tmp_path).stdout[:-1]
+    keeper = keeper_of(path)
+    os.kill(keeper, signal.SIGKILL)
+    wait_for(lambda: ended(keeper))
+    place = Path(path).parent
+    # the same hold, as if the pid had been given to this test's process since (a pid is reused)
+    host, process, rand = place.name.rsplit("-", 2)
+    _, namespace, _ = process.split(".")
+    reused = place.rename(place.with_name(f"{host}-{os.getpid()}.{namespace}.1-{rand}"))
+    assert cli("path", "--hold", "0.1", tmp_path).returncode == 0
+    assert not reused.exists()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:

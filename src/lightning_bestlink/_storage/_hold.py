@@ -1,12 +1,14 @@
 """Holding a local checkpoint for a reader: a second name that deleting the checkpoint does not reach.
 
-A hold is a hidden folder next to the checkpoint, ``.bestlink-hold-<host>-<pid>-<random>``,
-with the checkpoint in it under its own file name: a hard link, or for a directory
-checkpoint a tree of hard links (a clone or a copy where the filesystem cannot link).
-Training deleting the checkpoint then removes one name of it; the data stays readable
-through the hold until the hold is released. The name says which process holds it: a
-hold whose process is no longer running on this host was left by a killed reader, and
-:func:`release_stale` removes it.
+A hold is a hidden folder next to the checkpoint,
+``.bestlink-hold-<host>-<pid>.<pid namespace>.<start time>-<random>``, with the checkpoint in
+it under its own file name: a hard link, or for a directory checkpoint a tree of hard links
+(a clone or a copy where the filesystem cannot link). Training deleting the checkpoint then
+removes one name of it; the data stays readable through the hold until the hold is released.
+The name says which process holds it: a hold whose process is no longer running on this host
+was left by a killed reader, and :func:`release_stale` removes it. The process is known by its
+pid namespace and start time too: a container sharing the host's name and the folder, but not
+its processes, never takes another's reader for dead, and a reused pid never keeps a stale hold.
 
 The writer's cleanup removes names starting with ``.<alias>.bestlink-``; a hold never
 starts so (``_record.bookkeeping`` recognises it, and the survey skips hidden names).
@@ -43,7 +45,7 @@ def hold(path: str) -> str:
     afterwards that the alias still names it (``path --hold``, ``watch --exec``)."""
     folder, name = os.path.split(path)
     st = os.lstat(path)  # FileNotFoundError: the checkpoint is gone already
-    place = os.path.join(folder, f"{HOLD_MARK}{_host()}-{os.getpid()}-{os.urandom(4).hex()}")
+    place = os.path.join(folder, f"{HOLD_MARK}{_host()}-{_process(os.getpid())}-{os.urandom(4).hex()}")
     os.mkdir(place)
     held = os.path.join(place, name)
     try:
@@ -113,23 +115,55 @@ def release(held: str) -> None:
         _log.debug("could not release the hold %s", place, exc_info=True)
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host; a zombie does not (a container whose first process
-    reaps no children keeps a killed reader's entry, and ``kill(pid, 0)`` still finds it)."""
+def _namespace() -> str:
+    """The pid namespace of the running process ("" where there is no /proc to say)."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+def _process(pid: int) -> str:
+    """Who holds: ``<pid>.<pid namespace>.<start time>``, or the pid alone where /proc cannot say more."""
+    start = _started(pid)
+    namespace = _namespace()
+    return f"{pid}.{namespace}.{start}" if start and namespace else str(pid)
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` of this pid namespace started (clock ticks since boot); "" when it runs but
+    /proc cannot say (macOS); None when it does not run. A zombie does not: a container whose first
+    process reaps no children keeps a killed reader's entry, and ``kill(pid, 0)`` still finds it."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[-1].split()[:1] not in ([b"Z"], [b"X"])
+            fields = fh.read().rsplit(b")", 1)[-1].split()  # after the name, which may hold anything
+        return None if fields[:1] in ([b"Z"], [b"X"]) else fields[19].decode()  # field 22: starttime
     except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (macOS): ask the kernel
+        return None
+    except (OSError, IndexError):  # no /proc (macOS): ask the kernel
         pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return None
     except OSError:  # EPERM: running, as another user
-        return True
-    return True
+        return ""
+    return ""
+
+
+def _left(process: str) -> bool:
+    """Whether the process a hold's name gives (``<pid>`` or ``<pid>.<namespace>.<start>``) has ended:
+    not running, or its pid reused by a later process. A hold made in another pid namespace is never
+    taken for left (its pid means another process here)."""
+    pid, *more = process.split(".")
+    if not pid.isdigit():
+        return False
+    started = _started(int(pid))
+    if not more:  # a name without them (a hold of an earlier version)
+        return started is None
+    if len(more) != 2 or more[0] != _namespace():
+        return False
+    return started is None or (started != "" and started != more[1])
 
 
 def release_stale(folder: str) -> list[str]:
@@ -142,7 +176,7 @@ def release_stale(folder: str) -> list[str]:
         return removed
     for entry in entries:
         parts = entry.name[len(HOLD_MARK) :].rsplit("-", 2)
-        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or _alive(int(parts[1])):
+        if len(parts) != 3 or parts[0] != host or not _left(parts[1]):
             continue
         try:
             shutil.rmtree(entry.path)
