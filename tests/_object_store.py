@@ -666,7 +666,11 @@ class Store:
         return self._client
 
     def cli(
-        self, *args: str | Path, env: dict[str, str | None] | None = None, timeout: float = 120
+        self,
+        *args: str | Path,
+        env: dict[str, str | None] | None = None,
+        timeout: float = 120,
+        cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """``lightning-bestlink ARGS`` (:func:`tests._cli.cli`) in a subprocess whose environment names
         this store (``env``, by default :attr:`env`), forked from a parent that has imported the command
@@ -675,7 +679,7 @@ class Store:
         from tests._cli import cli
 
         preload = ("lightning_bestlink", "lightning_bestlink.cli", CLIENTS[self.kind])
-        return cli(*args, env=self.env if env is None else env, timeout=timeout, preload=preload)
+        return cli(*args, env=self.env if env is None else env, timeout=timeout, preload=preload, cwd=cwd)
 
     def bucket(self) -> str:
         """``<scheme>://<a new bucket>``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,18 @@ def test_watch(s3: Store, run: str) -> None:
     ops = [r.op for r in requests]
     assert "ListObjectsV2" not in ops and not any(op.startswith("GetBucket") for op in ops)  # never lists
     assert {r.op for r in idle} <= {"HeadObject"}  # between bests: one HEAD of the record per look
+
+
+def test_a_record_naming_a_relative_target_is_refused_and_the_message_shows_it_as_recorded(
+    s3: Store, run: str, tmp_path: Path
+) -> None:
+    fs = s3.fs()
+    record = json.loads(fs.cat_file(f"{run}/best.ckpt.bestlink.json"))
+    fs.pipe_file(
+        f"{run}/best.ckpt.bestlink.json", json.dumps({**record, "target": "../elsewhere/epoch=2.ckpt"}).encode()
+    )
+    verified = s3.cli("verify", run, cwd=tmp_path)  # a relative name: in a bucket, no folder of this machine's
+    assert verified.returncode == 1
+    said = verified.stdout + verified.stderr
+    assert "its record names ../elsewhere/epoch=2.ckpt, outside the alias's folder" in said, said
+    assert str(tmp_path) not in said

@@ -228,7 +228,7 @@ def _look(path: str, record_item: Item | None, storage: Storage, *, allow_outsid
         return alias
     target = str(alias.record["target"])
     if not storage.in_folder_of(path, target):
-        alias.outside = leads_to(target)
+        alias.outside = target if is_url(path) else leads_to(target)  # a bucket's relative name: no folder here
         alias.under_root = root is not None and storage.in_folder_of(_inside(root), target)
         if not alias.trusted_outside:
             return alias  # not looked at further: what it names is none of this folder's business
