@@ -337,7 +337,7 @@ def test_a_hold_that_must_copy_exposes_the_checkpoint_to_no_one_new(
     monkeypatch.setattr(os, "link", no_hard_link)
     monkeypatch.setattr(_clone, "_copy_range", copy_range)
     if not own_group:
-        monkeypatch.setattr(os, "chown", chown_refused)
+        monkeypatch.setattr(os, "fchown", chown_refused)
     held = os.stat(LocalStorage().hold(str(checkpoint)))  # type: ignore[arg-type]
     assert modes_while_filling == [0o600]
     assert (held.st_gid, stat.S_IMODE(held.st_mode)) == ((4321, 0o640) if own_group else (os.getgid(), 0o600))

@@ -192,7 +192,7 @@ def test_on_ext4_the_clone_falls_through_to_copy_file_range(tmp_path: Path, monk
         pytest.skip(f"the temporary folder is on {kind}; this test needs ext4, which cannot clone")
     ioctl = spy(monkeypatch, fcntl, "ioctl")
     ranges = spy(monkeypatch, os, "copy_file_range")
-    plain = spy(monkeypatch, shutil, "copyfile")
+    plain = spy(monkeypatch, _clone, "_plain")
     a, b = write_ckpt(tmp_path / "a.ckpt", 1, size=3 * MiB), write_ckpt(tmp_path / "b.ckpt", 2, kind="dir")
     linker = BestLinker(tmp_path / "best.ckpt", link="copy")
     assert linker.update(0.5, a)
@@ -221,7 +221,7 @@ def faulted(monkeypatch: pytest.MonkeyPatch, step: str, err: int) -> dict[str, l
     return {
         "clone": spy(monkeypatch, fcntl, "ioctl", clone_fault),
         "range": spy(monkeypatch, os, "copy_file_range", err if step in ("range", "both") else None),
-        "plain": spy(monkeypatch, shutil, "copyfile"),
+        "plain": spy(monkeypatch, _clone, "_plain"),
     }
 
 
@@ -294,3 +294,25 @@ def test_the_copy_never_writes_through_a_name_planted_at_the_temporary_path(tmp_
 def test_errnos_that_fall_through_are_only_the_cannot_here_ones() -> None:
     assert {errno.EXDEV, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.ETXTBSY} <= _clone.CANNOT
     assert not {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EBADF} & _clone.CANNOT
+
+
+def test_the_plain_copy_never_writes_through_a_name_planted_at_the_temporary_path_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    victim = write_ckpt(tmp_path / "victim", 9)
+    linker = BestLinker(tmp_path / "best", link="copy")
+    assert linker.update(0.5, write_ckpt(tmp_path / "a", 1))
+
+    def plant(fin: Any, fout: Any) -> bool:  # as the in-kernel copy fails (another filesystem), a hand
+        os.rename(fout.name, tmp_path / "moved-away")  # that may write the folder plants a link at its name
+        os.symlink(victim, fout.name)
+        return False
+
+    monkeypatch.setattr(_clone, "FICLONE", None)
+    monkeypatch.setattr(_clone, "_copy_range", plant)
+    with pytest.raises(AliasWriteError, match="something else was put at the copy's name while it was made"):
+        linker.update(0.1, write_ckpt(tmp_path / "b", 2))
+    monkeypatch.undo()
+    assert fill_of(victim) == 9 and (victim.stat().st_mode & 0o777) == 0o644
+    assert fill_of(tmp_path / "moved-away") == 2  # the copy went to the file it made
+    assert (fill_of(linker.link_path), linker.best_path, linker.verify().ok) == (1, str(tmp_path / "a"), True)

@@ -6,7 +6,11 @@ whatever the size; NFS 4.2 and SMB copy on the server. In order, :func:`copyfile
 
 1. ``ioctl(FICLONE)``: the new file shares every block of the old one (Linux 4.5+);
 2. ``os.copy_file_range``: the kernel copies, and may clone or copy on the server (Linux 4.5+);
-3. ``shutil.copyfile``: the plain copy (on Linux, ``sendfile``).
+3. the plain copy: ``sendfile``, else a read and write loop.
+
+Every step works on the descriptor of the new file, opened once with ``O_EXCL``: nothing is
+re-opened by name, so a link planted at the temporary name during the copy is never written
+through (nor its mode or times changed: see ``finish``).
 
 A step falls through to the next only on an error that means "cannot do it here"
 (:data:`CANNOT`); any other error (ENOSPC, EIO, EDQUOT, ...) is raised, as the plain copy's
@@ -21,6 +25,7 @@ import fcntl
 import os
 import platform
 import shutil
+from collections.abc import Callable
 from typing import IO, Literal
 
 How = Literal["clone", "copy_file_range", "copy"]
@@ -63,27 +68,63 @@ FICLONE = _ficlone_number()
 _CHUNK = 1 << 30
 
 
-def copyfile(src: str, dst: str, *, mode: int = 0o666) -> How:
+def copyfile(
+    src: str, dst: str, *, mode: int = 0o666, finish: Callable[[int, os.stat_result], None] | None = None
+) -> How:
     """Copy the regular file ``src`` to the new file ``dst``; returns how the bytes were made.
 
     ``dst`` must not exist (it is created with ``O_EXCL``, so nothing is written through a
-    link planted at its name), with ``mode`` (less the umask). The plain copy that ends the
-    chain truncates whatever an earlier step left half-done.
+    link planted at its name), with ``mode`` (less the umask). ``finish(fd, st)``: what to do
+    to the copy once its bytes are in, on its descriptor (``st``: the stat of ``src``), e.g.
+    give it ``src``'s mode and times.
     """
     with open(src, "rb") as fin, open(dst, "xb", opener=lambda name, flags: os.open(name, flags, mode)) as fout:
-        if _clone(fin, fout):
-            return "clone"
-        if _copy_range(fin, fout):
-            return "copy_file_range"
-    shutil.copyfile(src, dst)
-    return "copy"
+        how: How = "clone" if _clone(fin, fout) else "copy_file_range" if _copy_range(fin, fout) else "copy"
+        if how == "copy":
+            _plain(fin, fout)
+        if finish is not None:
+            finish(fout.fileno(), os.fstat(fin.fileno()))
+        if not os.path.samestat(os.fstat(fout.fileno()), os.lstat(dst)):  # moved away, something else put there
+            raise FileExistsError(errno.EEXIST, "something else was put at the copy's name while it was made", dst)
+    return how
 
 
 def copy2(src: str, dst: str) -> str:
-    """``shutil.copy2`` through :func:`copyfile`: what ``copytree`` copies each file of a directory with."""
-    copyfile(src, dst)
-    shutil.copystat(src, dst)
+    """``shutil.copy2`` through :func:`copyfile` (mode and times; extended attributes are not
+    copied): what ``copytree`` copies each file of a directory with."""
+    copyfile(src, dst, finish=same_mode_and_times)
     return dst
+
+
+def same_mode_and_times(fd: int, st: os.stat_result) -> None:
+    """Give the open file ``fd`` the mode and times of ``st``, as ``shutil.copystat`` does by name."""
+    os.fchmod(fd, st.st_mode & 0o7777)
+    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _plain(fin: IO[bytes], fout: IO[bytes]) -> None:
+    """The plain copy, from the start (over whatever an earlier step left half-done)."""
+    fout.seek(0)
+    fout.truncate()
+    src, dst = fin.fileno(), fout.fileno()
+    size, offset = os.fstat(src).st_size, 0
+    try:
+        while True:  # in the kernel, where sendfile can write to a file (Linux)
+            n = os.sendfile(dst, src, offset, max(min(size - offset, _CHUNK), 1 << 23))
+            if n == 0:
+                return
+            offset += n
+    except (OSError, AttributeError) as err:
+        if offset or (isinstance(err, OSError) and err.errno not in CANNOT | _NO_SENDFILE):
+            raise
+    fout.seek(0)
+    fin.seek(0)
+    shutil.copyfileobj(fin, fout, 8 << 20)
+    fout.flush()
+
+
+#: sendfile(2) cannot write to a regular file here (macOS and the BSDs: sockets only)
+_NO_SENDFILE = frozenset({errno.ENOTSOCK, getattr(errno, "EOPNOTSUPP", errno.EINVAL)})
 
 
 def _clone(fin: IO[bytes], fout: IO[bytes]) -> bool:

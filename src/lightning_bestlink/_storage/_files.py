@@ -13,6 +13,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NoReturn
 
 import lightning_bestlink._storage._syscalls as _syscalls
@@ -118,13 +119,14 @@ def key_of(st: os.stat_result) -> Ident:
     return [st.st_dev, st.st_ino] if stat.S_ISLNK(st.st_mode) else ident_of(st)
 
 
-def _stamp(path: str) -> None:
-    """Give a fresh copy random nanoseconds in its mtime (within its second).
+def _stamp(path: str | int) -> None:
+    """Give a fresh copy (a directory's path, or a file's descriptor) random nanoseconds in its
+    mtime (within its second).
 
     A copy's identity must not be matched by a file someone writes at the alias path later,
     even one that reuses the freed inode number with the same size in the same clock tick.
     """
-    st = os.lstat(path)
+    st = os.lstat(path) if isinstance(path, str) else os.fstat(path)
     nanos = int.from_bytes(os.urandom(4), "little") % 1_000_000_000
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - st.st_mtime_ns % 1_000_000_000 + nanos))
 
@@ -152,11 +154,6 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _fsync_file(path: str) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
 
 
 def _changed(alias: str) -> FileExistsError:
@@ -339,12 +336,16 @@ def make(kind: LinkKind, target: str, tmp: str, is_dir: bool, *, durable: bool) 
 
         if is_dir:
             shutil.copytree(target, tmp, symlinks=True, copy_function=_clone.copy2)
-        else:
-            _clone.copyfile(target, tmp)
-            shutil.copymode(target, tmp)
-        _stamp(tmp)
-        if durable and not is_dir:
-            _fsync_file(tmp)
+            _stamp(tmp)
+        else:  # mode, stamp and flush on the copy's descriptor: never through a name planted at tmp
+            _clone.copyfile(target, tmp, finish=partial(_finish_copy, durable=durable))
+
+
+def _finish_copy(fd: int, st: os.stat_result, *, durable: bool) -> None:
+    os.fchmod(fd, st.st_mode & 0o7777)  # as shutil.copymode
+    _stamp(fd)
+    if durable:
+        os.fsync(fd)
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

@@ -74,14 +74,17 @@ def _hold_file(src: str, dst: str) -> None:
 
     # readable by no one else while it fills; then the checkpoint's own group and mode, as a link
     # would have kept them, or none of the group's rights where this user cannot give it that group
-    _clone.copyfile(src, dst, mode=0o600)
-    st = os.stat(src)
+    _clone.copyfile(src, dst, mode=0o600, finish=_as_held)
+
+
+def _as_held(fd: int, st: os.stat_result) -> None:
+    """The group and mode of the checkpoint (``st``) for its held copy (``fd``: never by name)."""
     mode = stat.S_IMODE(st.st_mode)
     try:
-        os.chown(dst, -1, st.st_gid)
+        os.fchown(fd, -1, st.st_gid)
     except OSError:
         mode &= ~0o070
-    os.chmod(dst, mode)
+    os.fchmod(fd, mode)
 
 
 def _hold_tree(src: str, dst: str) -> None:
