@@ -14,6 +14,7 @@ import pickle
 import re
 import shutil
 import stat
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from tests._helpers import KIND_TARGET, KINDS, fill_of, leftovers, write_ckpt
 
 from lightning_bestlink import AliasWriteError, BestLinker, BestLinkWarning, read_record
 from lightning_bestlink._errors import AliasBusyError, AliasConflictError
-from lightning_bestlink._storage import _clone, _files, _syscalls
+from lightning_bestlink._storage import _clone, _files, _leftovers, _syscalls
 from lightning_bestlink._storage.local import LocalStorage
 
 ERRNOS = {"EXDEV": errno.EXDEV, "EPERM": errno.EPERM, "ENOSPC": errno.ENOSPC}
@@ -591,3 +592,27 @@ def test_without_an_exchange_a_folder_that_cannot_go_back_while_the_new_alias_ca
     assert kept is not None and (Path(kept[1]) / "notes.txt").read_text() == "my notes"
     assert not os.path.lexists(alias)
     assert read_record(alias)["target"] == str(tmp_path / "a.ckpt")  # type: ignore[index]
+
+
+def test_a_cleanup_killed_half_way_through_an_old_directory_alias_is_finished_by_the_next_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    linker = copied_directory_alias(tmp_path)
+    with monkeypatch.context() as m:  # killed right after the exchange: the old copy stays in its slot
+        m.setattr(_files, "_remove_old_tree", lambda old, alias: None)
+        linker.update(0.1, write_ckpt(tmp_path / "b.ckpt", 2, kind="dir"))
+    assert len(leftovers(tmp_path)) == 1
+
+    def one_file_then_killed(path: str) -> None:
+        os.unlink(os.path.join(path, sorted(os.listdir(path))[0]))
+        raise KeyboardInterrupt  # stands for the kill
+
+    c = write_ckpt(tmp_path / "c.ckpt", 3, kind="dir")
+    with monkeypatch.context() as m:  # the next process's cleanup, killed
+        m.setattr(_leftovers, "remove_tree_or_file", one_file_then_killed)
+        with pytest.raises(KeyboardInterrupt):
+            BestLinker(tmp_path / "best.ckpt", link="copy").update(0.05, c)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # what is left is the library's own: removed without a word
+        assert BestLinker(tmp_path / "best.ckpt", link="copy").update(0.05, c)
+    assert leftovers(tmp_path) == [] and fill_of(tmp_path / "best.ckpt") == 3

@@ -9,7 +9,7 @@ import stat
 from collections.abc import Collection, Iterable
 
 from lightning_bestlink._errors import warn
-from lightning_bestlink._storage._files import STAGED, SWAPPED, TMP_MARK, ident_of, remove_tree_or_file
+from lightning_bestlink._storage._files import STAGED, SWAPPED, TMP_MARK, ident_of, remove_tree_or_file, tmp_name
 from lightning_bestlink._storage.base import Ident
 
 
@@ -64,7 +64,7 @@ def remove_leftovers(alias: str, bookkeeping: Iterable[str], ours: Collection[Id
                         f"alias); delete it if not"
                     )
                     continue
-                remove_tree_or_file(entry.path)
+                _remove(alias, entry.name[len(prefix) :], entry.path, st)
                 removed.append(entry.path)
             except FileNotFoundError:
                 pass
@@ -72,3 +72,14 @@ def remove_leftovers(alias: str, bookkeeping: Iterable[str], ours: Collection[Id
                 if not theirs:
                     raise  # a sticky folder keeps another user's: left for them
     return removed
+
+
+def _remove(alias: str, tag_and_rest: str, path: str, st: os.stat_result) -> None:
+    """Remove a leftover. A tree the record names is first renamed as staged: emptied one file at a
+    time, a removal killed half-way would leave a tree the record no longer names, which the next
+    cleanup could only keep, with a warning; a staged name is removed whatever is left of it."""
+    if stat.S_ISDIR(st.st_mode) and not tag_and_rest.startswith(f"{STAGED}-"):
+        doomed = tmp_name(alias, STAGED)
+        os.rename(path, doomed)
+        path = doomed
+    remove_tree_or_file(path)
