@@ -120,7 +120,8 @@ class AliasWriter:
             if self.shared or not self._cleaned:
                 # what a killed writer swapped out of the alias path is removed only if the record names it
                 ours = [] if record is None else [record.get("alias_id"), record.get("previous_alias_id")]
-                storage.cleanup(alias, self.record_path, ours=[i for i in ours if i is not None])
+                named = None if record is None else record.get("alias_id")
+                storage.cleanup(alias, self.record_path, ours=[i for i in ours if i is not None], named=named)
                 self._cleaned = True
             state = storage.inspect(alias, resolve=resolve)
         except BestLinkError:

@@ -9,7 +9,15 @@ import stat
 from collections.abc import Collection, Iterable
 
 from lightning_bestlink._errors import warn
-from lightning_bestlink._storage._files import STAGED, SWAPPED, TMP_MARK, ident_of, remove_tree_or_file, tmp_name
+from lightning_bestlink._storage._files import (
+    STAGED,
+    SWAPPED,
+    TMP_MARK,
+    ident_of,
+    publish_new,
+    remove_tree_or_file,
+    tmp_name,
+)
 from lightning_bestlink._storage.base import Ident
 
 
@@ -28,10 +36,13 @@ def removable_leftover(tag_and_rest: str, st: os.stat_result, ours: Collection[I
     return ident_of(st) in ours
 
 
-def remove_leftovers(alias: str, bookkeeping: Iterable[str], ours: Collection[Ident]) -> list[str]:
+def remove_leftovers(
+    alias: str, bookkeeping: Iterable[str], ours: Collection[Ident], named: Ident | None = None
+) -> list[str]:
     """Remove what killed writers left under the temporary names of ``alias`` and its ``bookkeeping``
     files (the record), with the alias's lock held: no writer of it is half-way then. ``ours``: the
-    identities the record names. Returns the paths removed.
+    identities the record names; ``named``: the alias it names, which goes back to an empty alias
+    path instead (see :meth:`~lightning_bestlink._storage.base.Storage.cleanup`). Returns the paths removed.
 
     Every temporary name of these paths is a leftover of a killed writer (on this host, or another
     sharing the folder)."""
@@ -54,6 +65,8 @@ def remove_leftovers(alias: str, bookkeeping: Iterable[str], ours: Collection[Id
                 if theirs and not (path == alias and ident_of(st) in ours):
                     # another user's name is left alone, unless it is what the record names: the alias
                     # another writer of a shared folder had made, which this writer swapped out
+                    continue
+                if path == alias and named is not None and ident_of(st) == named and _put_back(entry.path, alias):
                     continue
                 if path == alias and not removable_leftover(entry.name[len(prefix) :], st, ours):
                     warn(
@@ -83,3 +96,15 @@ def _remove(alias: str, tag_and_rest: str, path: str, st: os.stat_result) -> Non
         os.rename(path, doomed)
         path = doomed
     remove_tree_or_file(path)
+
+
+def _put_back(leftover: str, alias: str) -> bool:
+    """Put the alias the record names, left under a temporary name, back at the alias path if nothing
+    is there (a writer killed between moving the old alias aside and moving it in); whether it went."""
+    if os.path.lexists(alias):
+        return False
+    try:
+        publish_new(leftover, alias)  # never over what another hand put there meanwhile
+    except OSError:
+        return False
+    return True

@@ -202,10 +202,15 @@ class Storage(ABC):
         """Remove whatever :meth:`stage` left; never raises."""
         return None
 
-    def cleanup(self, alias: str, *bookkeeping: str, ours: Collection[Ident] = ()) -> list[str]:
+    def cleanup(
+        self, alias: str, *bookkeeping: str, ours: Collection[Ident] = (), named: Ident | None = None
+    ) -> list[str]:
         """Remove temporary names that a killed process left next to ``alias`` and its ``bookkeeping``
         files (the record). ``ours``: the identities the alias's record names (its new alias and the
-        one it replaced): what an exchange swapped out of the alias path is removed only if it is one."""
+        one it replaced): what an exchange swapped out of the alias path is removed only if it is one.
+        ``named``: the alias the record names; left under a temporary name while the alias path is
+        empty (a writer killed between the two renames of a directory alias, where there is no
+        exchange), it goes back to the alias path. Returns the names removed."""
         return []
 
     # --- the record ----------------------------------------------------------------

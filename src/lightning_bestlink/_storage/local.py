@@ -310,9 +310,11 @@ class LocalStorage(Storage):
                     return  # not ours: the cleanup keeps it, with a warning
         discard(staged.tmp)
 
-    def cleanup(self, alias: str, *bookkeeping: str, ours: Collection[Ident] = ()) -> list[str]:
+    def cleanup(
+        self, alias: str, *bookkeeping: str, ours: Collection[Ident] = (), named: Ident | None = None
+    ) -> list[str]:
         # called with the alias's lock held: no other writer is half-way
-        return remove_leftovers(alias, bookkeeping, ours)
+        return remove_leftovers(alias, bookkeeping, ours, named)
 
     # --- the record ----------------------------------------------------------------
 
