@@ -174,6 +174,21 @@ def test_verify_of_a_copy_sees_a_rewritten_checkpoint_and_deep_sees_a_restored_t
     assert report.status == "mismatch" and "does not hold the bytes of" in report.detail
 
 
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_the_command_line_verify_deep_sees_a_checkpoint_rewritten_with_its_time_put_back(
+    tmp_path: Path, kind: str
+) -> None:
+    a = write_ckpt(tmp_path / "a.ckpt", 1, kind=kind)
+    BestLinker(tmp_path / "best.ckpt", link="copy").update(0.5, a)
+    rewritten = a / "shard-1.bin" if kind == "dir" else a
+    before = os.stat(rewritten)
+    rewritten.write_bytes(bytes(len(rewritten.read_bytes())))  # in place, same size, and its time put back
+    os.utime(rewritten, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert cli("verify", tmp_path).returncode == 0  # what an identity cannot see, as documented
+    deep = cli("verify", "--deep", tmp_path)
+    assert deep.returncode == 1 and "mismatch" in deep.stdout and "does not hold the bytes of" in deep.stdout
+
+
 def test_verify_of_a_copied_shard_directory_sees_a_shard_rewritten_in_place(tmp_path: Path) -> None:
     # rewriting a file inside a directory leaves the directory's own identity as it was
     a = write_ckpt(tmp_path / "a.ckpt", 1, kind="dir")

@@ -175,6 +175,7 @@ def load_alias(
     *,
     allow_outside: bool = False,
     root: str | None = None,
+    deep: bool = False,
 ) -> Alias:
     """Read the record of the alias at ``path`` and check the alias against it. Never raises.
 
@@ -183,7 +184,8 @@ def load_alias(
     any other instead of being ``outside`` (see the module docstring); so is one naming a
     checkpoint under ``root``, the folder the user asked about. When training moved the alias
     on while it was checked (the check read a newer record), it is read and checked again: the
-    record returned is the one the check vouches for.
+    record returned is the one the check vouches for. ``deep``: a copy's bytes are compared with
+    the checkpoint's (:meth:`BestLinker.verify`).
     """
     try:
         storage = storage or storage_of(path)
@@ -192,7 +194,7 @@ def load_alias(
         alias.error = f"cannot read {alias.name}{SUFFIX}: {reason(err)}"
         return alias
     for _ in range(_LOOKS):
-        alias = _look(path, record_item, storage, allow_outside=allow_outside, root=root)
+        alias = _look(path, record_item, storage, allow_outside=allow_outside, root=root, deep=deep)
         report, target = alias.report, alias.target
         if report is None or target is None:
             return alias
@@ -216,7 +218,9 @@ def _changed(alias: Alias) -> bool:
         return False
 
 
-def _look(path: str, record_item: Item | None, storage: Storage, *, allow_outside: bool, root: str | None) -> Alias:
+def _look(
+    path: str, record_item: Item | None, storage: Storage, *, allow_outside: bool, root: str | None, deep: bool
+) -> Alias:
     alias = Alias(os.path.basename(path), path, allow_outside=allow_outside)
     try:
         item = record_item if record_item is not None else storage.lookup(alias.record_path)
@@ -235,7 +239,7 @@ def _look(path: str, record_item: Item | None, storage: Storage, *, allow_outsid
     failure: OSError | None = None
     try:
         # checking reads only; acting on the record (repair) is confined the same way
-        alias.report = BestLinker.from_record(path, record=alias.record, allow_outside=True).verify()
+        alias.report = BestLinker.from_record(path, record=alias.record, allow_outside=True).verify(deep=deep)
     except AliasConflictError as err:
         alias.error = str(err)
         return alias

@@ -52,7 +52,8 @@ def survey_root(args: argparse.Namespace, err: TextIO) -> tuple[str, list[Folder
     except OSError as exc:
         say(err, f"lightning-bestlink {args.command}: error: cannot look at {args.dir}: {reason(exc)}")
         return EXIT_PROBLEM
-    return root, folders(root, args.recursive, allow_outside=args.allow_outside)
+    deep = getattr(args, "deep", False)  # verify's option
+    return root, folders(root, args.recursive, allow_outside=args.allow_outside, deep=deep)
 
 
 def _unreadable(found: list[Folder], shown_of: dict[str, str], out: TextIO, width: int) -> int:

@@ -122,12 +122,19 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser], fmt: t
         epilog="examples:\n"
         "  lightning-bestlink verify checkpoints/ && echo healthy\n"
         "  lightning-bestlink verify --require -r lightning_logs   # fail if no alias was written at all\n"
+        "  lightning-bestlink verify --deep checkpoints/            # a copy alias: its bytes compared too\n"
         "  lightning-bestlink verify --json s3://bucket/run        # one JSON document (keys: docs/cli.md)\n\n"
         + _EXIT_HELP,
         formatter_class=fmt,
     )
     _dir_args(p)
     p.add_argument("--require", action="store_true", help="fail (exit 1) when there is no alias record at all")
+    p.add_argument(
+        "--deep",
+        action="store_true",
+        help="also compare a copy alias's bytes with the checkpoint's (reads both whole): finds a checkpoint "
+        "rewritten in place with its size and modification time put back, which the quick check cannot see",
+    )
     how = p.add_mutually_exclusive_group()
     how.add_argument("-q", "--quiet", action="store_true", help="print only the aliases that fail")
     how.add_argument("--json", action="store_true", help="print one JSON document instead (same as show --json)")

@@ -112,12 +112,12 @@ def _unreadable(path: str, err: OSError) -> Folder:
     return Folder(path, error=f"cannot read this folder: {reason(err)}")
 
 
-def scan(folder: str, *, allow_outside: bool = False, root: str | None = None) -> Folder:
+def scan(folder: str, *, allow_outside: bool = False, root: str | None = None, deep: bool = False) -> Folder:
     """Read one directory (a path or URL): checkpoints, aliases with records, last checkpoints.
 
     Changes nothing. A directory that cannot be listed gives a :class:`Folder` with
     ``error`` set; a record that cannot be read gives an :class:`Alias` with ``error`` set.
-    ``allow_outside``, ``root``: see :func:`load_alias`.
+    ``allow_outside``, ``root``, ``deep``: see :func:`load_alias`.
     """
     storage = storage_of(folder)
     path = folder_path(storage, folder)
@@ -125,7 +125,7 @@ def scan(folder: str, *, allow_outside: bool = False, root: str | None = None) -
         items = storage.listing(path)
     except OSError as err:
         return _unreadable(path, err)
-    return _survey(storage, path, items, lambda item: _is_sharded(storage, item.path), allow_outside, root)
+    return _survey(storage, path, items, lambda item: _is_sharded(storage, item.path), allow_outside, root, deep)
 
 
 def _survey(
@@ -135,12 +135,17 @@ def _survey(
     sharded: Callable[[Item], bool],
     allow_outside: bool,
     root: str | None = None,
+    deep: bool = False,
 ) -> Folder:
     """The folder at ``path`` from its listing; ``sharded`` tells a checkpoint directory from a sub-folder."""
     listing = sorted((i for i in items if not i.name.startswith(".")), key=lambda i: natural(i.name))
     records = {i.name[: -len(SUFFIX)]: i for i in listing if i.name.endswith(SUFFIX) and len(i.name) > len(SUFFIX)}
+
+    def path_of(name: str) -> str:  # the alias a record is of
+        return records[name].path[: -len(SUFFIX)]
+
     aliases = [
-        load_alias(records[name].path[: -len(SUFFIX)], records[name], storage, allow_outside=allow_outside, root=root)
+        load_alias(path_of(name), records[name], storage, allow_outside=allow_outside, root=root, deep=deep)
         for name in sorted(records, key=natural)
     ]
     targets = {a.target for a in aliases if a.target is not None}
@@ -203,7 +208,7 @@ def _survey(
     return result
 
 
-def folders(root: str, recursive: bool, *, allow_outside: bool = False) -> list[Folder]:
+def folders(root: str, recursive: bool, *, allow_outside: bool = False, deep: bool = False) -> list[Folder]:
     """``root`` alone, or with ``recursive`` every folder under it holding checkpoints or aliases.
 
     A record naming a checkpoint elsewhere under ``root`` is trusted (:func:`load_alias`): the
@@ -214,7 +219,7 @@ def folders(root: str, recursive: bool, *, allow_outside: bool = False) -> list[
     that turns out to be a sharded checkpoint becomes a row of its parent.
     """
     if not recursive:
-        return [scan(root, allow_outside=allow_outside, root=root)]
+        return [scan(root, allow_outside=allow_outside, root=root, deep=deep)]
     storage = storage_of(root)
     seen: list[Folder] = []
     parent_of: dict[str, Folder] = {}
@@ -233,7 +238,7 @@ def folders(root: str, recursive: bool, *, allow_outside: bool = False) -> list[
             if name.startswith("best"):
                 above.unrecorded = sorted([*above.unrecorded, name], key=natural)
             return []
-        folder = _survey(storage, path, items, lambda item: False, allow_outside, top)
+        folder = _survey(storage, path, items, lambda item: False, allow_outside, top, deep)
         seen.append(folder)
         subdirs = set(folder.subdirs)
         below = [i for i in sorted(items, key=lambda i: natural(i.name)) if i.path in subdirs]
