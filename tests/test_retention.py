@@ -725,7 +725,7 @@ def test_the_state_lists_what_it_saved_and_a_resume_goes_on_deleting_it(tmp_path
     best2.load_state_dict(best.state_dict())  # 0.7 is not better than 0.5
     last2.load_state_dict(last.state_dict(after=(5, tmp_path / "epoch=5.ckpt")))
     keep2 = Retention(best2, last2, keep_best=1)
-    keep2.load_state_dict(after)
+    keep2.load_state_dict(after, saved_in=tmp_path / "epoch=5.ckpt")
     assert last2.repair().ok
     save_one(best2, keep2, tmp_path / "epoch=6.ckpt", 5.0, 6)
     assert checkpoints(tmp_path) == ["epoch=3.ckpt", "epoch=5.ckpt", "epoch=6.ckpt"], "the latest stays"
@@ -776,8 +776,10 @@ def test_a_listed_entry_that_is_a_symlink_when_first_looked_at_is_not_deleted(tm
     best = BestLinker(tmp_path / "best.ckpt")
     keep = Retention(best, keep_best=0)
     target = write_ckpt(tmp_path / "precious.bin", 3)
-    (tmp_path / "epoch=0.ckpt").symlink_to(target.name)
-    keep.load_state_dict(state_with(tmp_path, path="epoch=0.ckpt", kind=None, identity=None, score=9.0))
+    resumed = write_ckpt(tmp_path / "epoch=0.ckpt", 0)
+    keep.load_state_dict(state_with(tmp_path, path=resumed.name, kind=None, identity=None, score=9.0), saved_in=resumed)
+    resumed.unlink()  # then, before Retention first looks at it, a link is put in its place
+    resumed.symlink_to(target.name)
     save_one(best, keep, tmp_path / "epoch=1.ckpt", 1.0, 1)
     assert os.path.islink(tmp_path / "epoch=0.ckpt") and fill_of(target) == 3
     assert listed(keep) == ["epoch=1.ckpt"]
@@ -833,6 +835,28 @@ def test_entries_without_an_identity_are_never_deleted_unless_the_checkpoint_the
     assert checkpoints(tmp_path) == ["epoch=2.ckpt"], "what it saved, it still deletes"
 
 
+@pytest.mark.parametrize("told", [True, False], ids=["saved_in given", "saved_in not given"])
+def test_a_state_cannot_make_a_users_file_deletable_by_naming_it_as_the_checkpoint_it_was_saved_in(
+    tmp_path: Path, told: bool
+) -> None:
+    a_run(tmp_path, [0.5, 0.4])
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hours of evaluation")
+    state = saved_state(tmp_path / "epoch=1.ckpt")  # edited: its newest entry names the user's file
+    seq = max(e["seq"] for e in state["saved"]) + 1
+    state["saved"].append({"path": notes.name, "score": 0.99, "seq": seq, "kind": None, "identity": None})
+    resumed = Retention(BestLinker(tmp_path / "best.ckpt"), keep_best=0)
+    no_longer_newest = r"lists 'epoch=1\.ckpt' without an identity, and not as the checkpoint it was saved in"
+    named = r"lists 'notes\.txt' as the checkpoint it was saved in.*never deletes it"
+    with pytest.warns(BestLinkWarning, match=no_longer_newest), pytest.warns(BestLinkWarning, match=named):
+        resumed.load_state_dict(state, **({"saved_in": tmp_path / "epoch=1.ckpt"} if told else {}))
+    resumed.best.load_state_dict(json.loads((tmp_path / "epoch=1.ckpt").read_text())["best"])
+    for epoch, score in ((2, 0.3), (3, 0.2)):
+        save_and_link(json_save, tmp_path / f"epoch={epoch}.ckpt", {"keep": resumed}, score=score, retention=resumed)
+    assert notes.read_text() == "hours of evaluation"
+    assert "notes.txt" not in listed(resumed)
+
+
 def test_a_state_that_names_no_folder_lists_nothing_deletable(tmp_path: Path) -> None:
     a_run(tmp_path, [0.4, 0.5])  # epoch 0 the best, epoch 1 the newest: both kept, both listed
     state = saved_state(tmp_path / "epoch=1.ckpt")
@@ -851,7 +875,7 @@ def test_a_resume_in_the_same_folder_names_the_resumed_checkpoint_by_identity_an
 ) -> None:
     a_run(tmp_path, [0.5, 0.4])
     resumed = Retention(BestLinker(tmp_path / "best.ckpt"), keep_best=0)  # another process, from epoch 1
-    resumed.load_state_dict(saved_state(tmp_path / "epoch=1.ckpt"))
+    resumed.load_state_dict(saved_state(tmp_path / "epoch=1.ckpt"), saved_in=tmp_path / "epoch=1.ckpt")
     state = {"best": resumed.best, "keep": resumed}
     resumed.best.load_state_dict(json.loads((tmp_path / "epoch=1.ckpt").read_text())["best"])
     save_and_link(json_save, tmp_path / "epoch=2.ckpt", state, score=0.6, retention=resumed)
@@ -859,7 +883,7 @@ def test_a_resume_in_the_same_folder_names_the_resumed_checkpoint_by_identity_an
     assert carried["epoch=1.ckpt"]["kind"] == "file", "identified before epoch 2 was written"
     assert carried["epoch=1.ckpt"]["identity"] == _files.ident_of(os.lstat(tmp_path / "epoch=1.ckpt"))
     again = Retention(BestLinker(tmp_path / "best.ckpt"), keep_best=0)  # a third process, from epoch 2
-    again.load_state_dict(saved_state(tmp_path / "epoch=2.ckpt"))
+    again.load_state_dict(saved_state(tmp_path / "epoch=2.ckpt"), saved_in=tmp_path / "epoch=2.ckpt")
     again.best.load_state_dict(json.loads((tmp_path / "epoch=2.ckpt").read_text())["best"])
     state = {"best": again.best, "keep": again}
     save_and_link(json_save, tmp_path / "epoch=3.ckpt", state, score=0.1, retention=again)
@@ -1171,7 +1195,7 @@ CHILD = textwrap.dedent(
         saved = json.loads(Path(ckpt).read_bytes().split(b"\\n", 1)[0])
         best.load_state_dict(saved["best"]); best.repair()
         last.load_state_dict(saved["last"]); last.repair()
-        keep.load_state_dict(saved["keep"])
+        keep.load_state_dict(saved["keep"], saved_in=last.link_path)
         epoch = saved["epoch"] + 1
 
     def save(state, path):
@@ -1266,7 +1290,8 @@ KILLED_REMOVAL = textwrap.dedent(
         save_and_link(save, os.path.join(folder, "epoch=1.ckpt"), state, score=0.4, retention=keep)
     else:  # resumed from the newest checkpoint
         saved = json.loads(Path(folder, "epoch=1.ckpt", "state.json").read_text())
-        best.load_state_dict(saved["best"]); keep.load_state_dict(saved["keep"])
+        best.load_state_dict(saved["best"])
+        keep.load_state_dict(saved["keep"], saved_in=os.path.join(folder, "epoch=1.ckpt"))
         save_and_link(save, os.path.join(folder, "epoch=2.ckpt"), state, score=0.3, retention=keep)
     """
 )

@@ -108,7 +108,7 @@ def load(fabric: Any, path: str | os.PathLike[str], state: dict[str, Any], **loa
             continue
         restored = remainder.pop(key)
         if isinstance(obj, Retention):
-            obj.load_state_dict(restored)  # no I/O: the same on every rank
+            obj.load_state_dict(restored, saved_in=path)  # the same on every rank
             continue
 
         def restore(linker: BestLinker = obj, restored: Any = restored) -> None:

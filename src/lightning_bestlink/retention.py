@@ -29,6 +29,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from lightning_bestlink import _record
 from lightning_bestlink._errors import link_loop, warn
 from lightning_bestlink._keep import Entry, Saved, check_keep_best, decode, encode, next_seq, to_delete
 from lightning_bestlink._record import bookkeeping
@@ -368,22 +369,33 @@ class Retention:
             entries.append(Entry(target, None if score is None else to_score(score), next_seq(entries), None, None))
         return encode(entries, self._prefix, self._best.mode, self._best.ties)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the list from :meth:`state_dict` (a resume). No I/O.
+    def load_state_dict(self, state: dict[str, Any], *, saved_in: str | os.PathLike[str] | None = None) -> None:
+        """Restore the list from :meth:`state_dict` (a resume). No I/O but resolving ``saved_in``.
 
         The state is input, not authority: each entry must name a path of plain names inside the
         best alias's folder, and is deleted later only if what is there is still what was saved.
         Only the checkpoint the state was saved in may be listed without an identity (it is
-        identified when first looked at); any other such entry is left out, with a warning, and
-        never deleted. A state saved by a Retention of another folder (a run moved, or resumed
-        into a new folder), or one that names no folder, lists nothing deletable here: it loads
-        empty, with a warning.
+        identified when first looked at), and only where ``saved_in``, the checkpoint you loaded
+        the state from (the latest alias's path will do), names it: a state cannot make a file
+        deletable by naming it so. Any other such entry is left out, with a warning, and never
+        deleted. A state saved by a Retention of another folder (a run moved, or resumed into a
+        new folder), or one that names no folder, lists nothing deletable here: it loads empty,
+        with a warning.
 
         Raises:
             ValueError: ``state`` is not a state of this format, was saved with another ``mode``
                 or ``ties``, or is damaged; nothing changed.
         """
         entries, dropped = decode(state, self._prefix, self._best.mode, self._best.ties)
+        unsure = [e.path for e in entries if e.kind is None and e.path != self._origin(saved_in)]
+        if unsure:  # not the checkpoint the caller loaded the state from: nothing vouches for it
+            entries = [e for e in entries if e.path not in unsure]
+            loaded = "" if saved_in is None else f", not {os.fspath(saved_in)!r} it was loaded from"
+            warn(
+                f"the state lists {unsure[0][len(self._prefix) :]!r} as the checkpoint it was saved in{loaded}: "
+                f"Retention never deletes it. Pass load_state_dict(..., saved_in=PATH), PATH being the checkpoint "
+                f"the state was loaded from, so it may go once the policy lets it"
+            )
         with self._lock:
             self._entries = entries
         theirs = state.get("folder")
@@ -405,6 +417,23 @@ class Retention:
                 f"nothing vouches that what is there now is what the run saved, so Retention never deletes "
                 f"{'it' if len(dropped) == 1 else 'them'}; delete what is no longer needed yourself"
             )
+
+    def _origin(self, saved_in: str | os.PathLike[str] | None) -> str | None:
+        """The checkpoint at ``saved_in``, as entries name it: links followed, and for one of this
+        Retention's aliases (a copy or hard link of it too) what its record names."""
+        if saved_in is None or not isinstance(saved_in, (str, os.PathLike)) or "\0" in os.fspath(saved_in):
+            return None
+        text, storage = os.fspath(saved_in), self._storage
+        if not text or not storage.handles(text):
+            return None
+        path = storage.normalize(text)
+        if any(a.link_path == path for a in self.aliases()):
+            try:
+                record = _record.read(storage, _record.record_path(path))
+            except (OSError, ValueError):
+                return None
+            return None if record is None else storage.absolute(str(record["target"]), path)
+        return storage.resolve_target(path)
 
     def identify(self) -> None:
         """Identify, as they are now, the listed checkpoints not looked at yet: the one a loaded state was saved in.
