@@ -9,6 +9,7 @@ owned by this user, reached from the alias's folder without following a link.
 
 from __future__ import annotations
 
+import contextlib
 import doctest
 import json
 import math
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ from lightning_bestlink import (
 )
 from lightning_bestlink._ranks import on_rank_zero
 from lightning_bestlink._score import is_better
-from lightning_bestlink._storage import _files
+from lightning_bestlink._storage import _files, _remove
 from lightning_bestlink._storage import local as local_storage
 
 SCORES = [3.0, 1.0, 2.0, 0.5, 4.0, 0.7, 5.0]  # mode="min": the best is epoch 3
@@ -310,7 +312,6 @@ def test_a_file_that_cannot_be_deleted_is_retried_after_the_next_save(
 def test_a_directory_half_deleted_is_finished_after_the_next_save_and_a_look_alike_is_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lightning_bestlink._storage import _remove
 
     best = BestLinker(tmp_path / "best.ckpt")
     keep = Retention(best, keep_best=0)
@@ -855,6 +856,53 @@ def test_a_state_cannot_make_a_users_file_deletable_by_naming_it_as_the_checkpoi
         save_and_link(json_save, tmp_path / f"epoch={epoch}.ckpt", {"keep": resumed}, score=score, retention=resumed)
     assert notes.read_text() == "hours of evaluation"
     assert "notes.txt" not in listed(resumed)
+
+
+@pytest.mark.parametrize("target", ["file", "dir"])
+def test_a_checkpoint_a_killed_run_was_deleting_is_put_back_for_a_resume_that_keeps_it_or_else_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    best = BestLinker(tmp_path / "best.ckpt")
+    keep = Retention(best, keep_best=0)
+    for epoch, score in ((0, 0.5), (1, 0.4)):
+        path = tmp_path / f"epoch={epoch}.ckpt"
+        save = partial(json_save_as, target)
+        if epoch == 1:  # renamed aside to be deleted, then killed before anything was removed
+            monkeypatch.setattr(_remove, "_remove_at", lambda *args: kill())
+        with contextlib.suppress(KeyboardInterrupt):
+            save_and_link(save, path, {"best": best, "keep": keep}, score=score, retention=keep)
+    monkeypatch.undo()
+    assert checkpoints(tmp_path) == ["epoch=1.ckpt"] and len(leftovers(tmp_path)) == 1
+    saved = json_state(tmp_path / "epoch=1.ckpt")
+    resumed = Retention(BestLinker(tmp_path / "best.ckpt"), keep_best=5)  # a new process keeps more
+    resumed.load_state_dict(saved["keep"], saved_in=tmp_path / "epoch=1.ckpt")
+    resumed.best.load_state_dict(saved["best"])
+    save_and_link(
+        partial(json_save_as, target), tmp_path / "epoch=2.ckpt", {"keep": resumed}, score=0.3, retention=resumed
+    )
+    assert leftovers(tmp_path) == []
+    if target == "file":  # renamed aside, not yet removed: whole, and put back
+        assert checkpoints(tmp_path) == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"]
+        assert json_state(tmp_path / "epoch=0.ckpt")["keep"]["saved"][-1]["path"] == "epoch=0.ckpt"
+    else:  # checked, and its removal begun (it may have lost files): finished
+        assert checkpoints(tmp_path) == ["epoch=1.ckpt", "epoch=2.ckpt"]
+
+
+def kill() -> None:
+    raise KeyboardInterrupt  # stands for the kill
+
+
+def json_save_as(target: str, state: dict[str, Any], path: str) -> None:
+    """json_save, as a checkpoint file, or a shard directory holding the state."""
+    if target == "dir":
+        os.mkdir(path)
+        path = os.path.join(path, "state.json")
+    Path(path).write_text(json.dumps(state))
+
+
+def json_state(path: Path) -> dict[str, Any]:
+    """What :func:`json_save_as` saved in the checkpoint at ``path``."""
+    return dict(json.loads((path / "state.json" if path.is_dir() else path).read_text()))
 
 
 def test_a_state_that_names_no_folder_lists_nothing_deletable(tmp_path: Path) -> None:

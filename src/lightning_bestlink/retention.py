@@ -107,6 +107,7 @@ class Retention:
         link_path = best.link_path
         self._prefix = link_path[: len(link_path) - len(os.path.basename(link_path))]  # the folder, with its "/"
         self._entries: list[Entry] = []
+        self._resumed = False  # a loaded state: a removal a killed run left half-way is undone once
         self._told_old_list = False
         self._lock = threading.Lock()
 
@@ -287,7 +288,23 @@ class Retention:
         return "forget"
 
     def _identified(self, entries: list[Entry]) -> list[Entry]:
-        """The entries, those not looked at yet (from a loaded state) identified as they are now."""
+        """The entries, those not looked at yet (from a loaded state) identified as they are now.
+        After a resume, a listed checkpoint that a killed run was deleting, still whole under a
+        hidden name, is first put back under its name: the policy decides again, perhaps otherwise
+        (``keep_best`` raised, a resume from an older checkpoint whose best it is); one whose
+        deletion had begun is finished (``Storage.settle_saved``)."""
+        if self._resumed:
+            self._resumed = False
+            for e in entries:
+                if e.kind is None:
+                    continue
+                try:
+                    settled = self._storage.settle_saved(self._best.link_path, e.path, e.ident, e.kind)
+                except OSError as err:  # left as it is: the next removal of it tries again
+                    _log.debug("retention: could not settle %s: %s", e.path, err)
+                    continue
+                if settled:
+                    _log.info("retention: %s %s, which a killed run was deleting", settled, e.path)
         out = []
         for e in entries:
             if e.kind is None:
@@ -397,7 +414,7 @@ class Retention:
                 f"the state was loaded from, so it may go once the policy lets it"
             )
         with self._lock:
-            self._entries = entries
+            self._entries, self._resumed = entries, True
         theirs = state.get("folder")
         if theirs != self._prefix and dropped:
             where = (

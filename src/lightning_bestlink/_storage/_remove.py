@@ -54,6 +54,43 @@ def remove_saved(folder: str, path: str, ident: Ident, kind: TargetType) -> Remo
         os.close(fd)
 
 
+def settle_saved(folder: str, path: str, ident: Ident, kind: TargetType) -> str:
+    """Settle a removal of ``path`` a killed run left half-way, if nothing is at ``path``: what was
+    renamed aside and not yet checked is whole, and goes back under its name (``"restored"``); a
+    tree checked and being removed may have lost entries, and its removal is finished
+    (``"removed"``). ``""``: nothing of it was found (or something took its name)."""
+    rel = os.path.relpath(path, folder)
+    parts = rel.split(os.sep)
+    if not _CAN_DIR_FD or os.path.isabs(rel) or any(p in ("", ".", "..") for p in parts):
+        return ""
+    try:
+        fd = _open_folder(folder.split(os.sep)[1:] + parts[:-1])
+    except OSError:
+        return ""
+    try:
+        name = parts[-1]
+        try:
+            os.stat(name, dir_fd=fd, follow_symlinks=False)
+            return ""  # there: whatever it is, the next removal decides
+        except FileNotFoundError:
+            pass
+        prefix = f".{name}{TRASH}"
+        with os.scandir(fd) as entries:
+            hidden = sorted(e.name for e in entries if e.name.startswith(prefix))
+        for leftover in hidden:
+            if leftover.endswith(CHECKED):
+                continue
+            if _mismatch(os.stat(leftover, dir_fd=fd, follow_symlinks=False), ident, kind) is None:
+                try:
+                    _rename_new(fd, leftover, name)
+                except FileExistsError:
+                    return ""
+                return "restored"
+        return "removed" if hidden and _finish(fd, name, ident, kind).outcome == "deleted" else ""
+    finally:
+        os.close(fd)
+
+
 def _open_folder(parts: list[str]) -> int:
     """A descriptor of the folder ``/parts...``, opened one component at a time, never following a link."""
     fd = os.open(os.sep, _DIR_FLAGS)

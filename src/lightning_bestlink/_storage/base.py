@@ -233,6 +233,13 @@ class Storage(ABC):
 
     # --- removing a saved checkpoint (retention) --------------------------------------
 
+    def settle_saved(self, alias: str, path: str, ident: Ident, kind: TargetType) -> str:
+        """Settle what a removal of the checkpoint saved at ``path`` (``ident``, ``kind``), killed
+        half-way, left under a hidden name while nothing is at ``path``: ``"restored"`` under its
+        name when it is whole, ``"removed"`` when its deletion had begun, else ``""``. A storage
+        whose removal is one request leaves nothing to settle (this default)."""
+        return ""
+
     def remove_saved(self, alias: str, path: str, ident: Ident, kind: TargetType) -> Removal:
         """Remove the checkpoint at ``path`` if it is still the one saved there, with identity ``ident``.
 

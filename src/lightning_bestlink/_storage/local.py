@@ -357,6 +357,11 @@ class LocalStorage(Storage):
 
     # --- removing a saved checkpoint (retention) --------------------------------------
 
+    def settle_saved(self, alias: str, path: str, ident: Ident, kind: TargetType) -> str:
+        from lightning_bestlink._storage._remove import settle_saved
+
+        return settle_saved(os.path.dirname(alias), path, ident, kind)
+
     def remove_saved(self, alias: str, path: str, ident: Ident, kind: TargetType) -> Removal:
         # through descriptors opened without following a link, renamed aside and checked before
         # it is deleted: see _remove.py
