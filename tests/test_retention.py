@@ -888,6 +888,33 @@ def test_a_checkpoint_a_killed_run_was_deleting_is_put_back_for_a_resume_that_ke
         assert checkpoints(tmp_path) == ["epoch=1.ckpt", "epoch=2.ckpt"]
 
 
+def test_a_resume_from_an_older_checkpoint_keeps_its_best_that_a_killed_run_was_deleting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    best, last = BestLinker(tmp_path / "best.ckpt"), LatestLinker(tmp_path / "last.ckpt")
+    keep = Retention(best, last, keep_best=0)
+    for epoch, score in enumerate([0.5, 0.3, 0.45, 0.2]):
+        if epoch == 3:  # 0.2 beats 0.3: epoch 1 goes, and the run is killed while deleting it
+            monkeypatch.setattr(_remove, "_remove_at", lambda *args: kill())
+        state = {"best": best, "last": last, "keep": keep}
+        with contextlib.suppress(KeyboardInterrupt):
+            save_and_link(json_save, tmp_path / f"epoch={epoch}.ckpt", state, score=score, step=epoch, retention=keep)
+    monkeypatch.undo()
+    assert "epoch=1.ckpt" not in checkpoints(tmp_path)
+    # a new process goes back to epoch 2 (its best: epoch 1, 0.3) and trains another way
+    saved = json.loads((tmp_path / "epoch=2.ckpt").read_text())
+    best, last = BestLinker(tmp_path / "best.ckpt"), LatestLinker(tmp_path / "last.ckpt")
+    keep = Retention(best, last, keep_best=0)
+    best.load_state_dict(saved["best"])
+    last.load_state_dict(saved["last"])
+    keep.load_state_dict(saved["keep"], saved_in=tmp_path / "epoch=2.ckpt")
+    state = {"best": best, "last": last, "keep": keep}
+    save_and_link(json_save, tmp_path / "epoch=3b.ckpt", state, score=0.6, step=3, retention=keep)
+    assert (best.best_path, best.best_score) == (str(tmp_path / "epoch=1.ckpt"), 0.3)
+    assert best.verify().ok and json.loads((tmp_path / "epoch=1.ckpt").read_text())["keep"]
+    assert leftovers(tmp_path) == []
+
+
 def kill() -> None:
     raise KeyboardInterrupt  # stands for the kill
 

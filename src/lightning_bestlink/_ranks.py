@@ -13,7 +13,7 @@ class Stateful(Protocol):
 
     def state_dict(self) -> dict[str, Any]: ...
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def load_state_dict(self, state: dict[str, Any], *, mirror: bool = ...) -> None: ...
 
 
 def on_rank_zero(
@@ -44,10 +44,7 @@ def on_rank_zero(
     outcome = broadcast(outcome)
     if not is_global_zero:
         for obj, state in zip(objects, outcome["states"], strict=True):
-            if isinstance(obj, BestLinker):
-                obj.load_state_dict(state, mirror=True)  # rank zero looked at the files
-            else:
-                obj.load_state_dict(state)
+            obj.load_state_dict(state, mirror=True)  # rank zero looked at the files
     if error is not None:
         raise error
     if outcome["error"] is not None:

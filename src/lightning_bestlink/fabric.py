@@ -103,12 +103,14 @@ def load(fabric: Any, path: str | os.PathLike[str], state: dict[str, Any], **loa
     rest = {key: obj for key, obj in state.items() if key not in held}
     remainder: dict[str, Any] = fabric.load(os.fspath(path), rest, **load_kwargs) or {}
     state.update(rest)  # fabric.load replaces plain values in the dict it was given
-    for key, obj in held.items():
+    # a Retention first: it settles a deletion a killed run left half-way before an alias is checked
+    for key, obj in sorted(held.items(), key=lambda item: not isinstance(item[1], Retention)):
         if key not in remainder:
             continue
         restored = remainder.pop(key)
         if isinstance(obj, Retention):
-            obj.load_state_dict(restored, saved_in=path)  # the same on every rank
+            obj.load_state_dict(restored, saved_in=path)
+            on_rank_zero(fabric.global_rank == 0, _broadcaster(fabric), [obj], obj.identify, "settle")
             continue
 
         def restore(linker: BestLinker = obj, restored: Any = restored) -> None:

@@ -131,15 +131,16 @@ def refusal(path: str | os.PathLike[str], aliases: Aliases) -> str | None:
 def decide(path: str | os.PathLike[str], score: float, step: int | None, aliases: Aliases) -> Decision:
     """The decision for one save (no file written; see :func:`refusal` for what is looked at).
 
-    An alias restored by ``load_state_dict`` is checked and rebuilt first, once, as the next
-    ``update()`` would (its best may turn out to be gone: then this save can become the best);
-    a restored retention identifies the checkpoint its state was saved in.
+    A restored retention first identifies the checkpoint its state was saved in, and settles a
+    deletion a killed run left half-way (a best it was deleting is whole again); then an alias
+    restored by ``load_state_dict`` is checked and rebuilt, once, as the next ``update()`` would
+    (its best may turn out to be gone: then this save can become the best).
     """
+    if aliases.retention is not None:  # the checkpoint resumed from, before anything new is written
+        aliases.retention.identify()
     for alias in (aliases.best, aliases.latest):
         if alias is not None and alias.needs_check:
             alias.repair()
-    if aliases.retention is not None:  # the checkpoint resumed from, before anything new is written
-        aliases.retention.identify()
     latest = aliases.latest
     becomes_latest = latest is not None and latest.is_better(step)
     becomes_best = aliases.best.is_better(score)

@@ -386,7 +386,9 @@ class Retention:
             entries.append(Entry(target, None if score is None else to_score(score), next_seq(entries), None, None))
         return encode(entries, self._prefix, self._best.mode, self._best.ties)
 
-    def load_state_dict(self, state: dict[str, Any], *, saved_in: str | os.PathLike[str] | None = None) -> None:
+    def load_state_dict(
+        self, state: dict[str, Any], *, saved_in: str | os.PathLike[str] | None = None, mirror: bool = False
+    ) -> None:
         """Restore the list from :meth:`state_dict` (a resume). No I/O but resolving ``saved_in``.
 
         The state is input, not authority: each entry must name a path of plain names inside the
@@ -397,13 +399,18 @@ class Retention:
         deletable by naming it so. Any other such entry is left out, with a warning, and never
         deleted. A state saved by a Retention of another folder (a run moved, or resumed into a
         new folder), or one that names no folder, lists nothing deletable here: it loads empty,
-        with a warning.
+        with a warning. ``mirror=True``: the state of this Retention in another process (rank
+        zero's, after it looked at the files), taken as it is, with nothing looked at.
 
         Raises:
             ValueError: ``state`` is not a state of this format, was saved with another ``mode``
                 or ``ties``, or is damaged; nothing changed.
         """
         entries, dropped = decode(state, self._prefix, self._best.mode, self._best.ties)
+        if mirror:
+            with self._lock:
+                self._entries = entries
+            return
         unsure = [e.path for e in entries if e.kind is None and e.path != self._origin(saved_in)]
         if unsure:  # not the checkpoint the caller loaded the state from: nothing vouches for it
             entries = [e for e in entries if e.path not in unsure]
