@@ -41,6 +41,7 @@ from lightning_bestlink import (
     _keep,
     latest,
     loop,
+    read_record,
     retention,
     save_and_link,
 )
@@ -1395,3 +1396,58 @@ def test_a_directory_deletion_killed_half_way_is_finished_by_the_next_run_only_i
     else:  # checked, then half removed: the next run finishes it, though its folders' times changed
         assert checkpoints(run) == ["epoch=2.ckpt"]
     assert leftovers(run) == []
+
+
+#: a plain loop that saves epochs FIRST..LAST of a run in FOLDER, resuming from its latest alias if there is one
+COPIED_RUN = textwrap.dedent(
+    """
+    import json, os, sys
+    from lightning_bestlink import BestLinker, LatestLinker, Retention, save_and_link
+
+    folder, kind, first, last = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    best = BestLinker(os.path.join(folder, "best.ckpt"), link=kind)
+    latest = LatestLinker(os.path.join(folder, "last.ckpt"), link=kind)
+    keep = Retention(best, latest, keep_best=0)
+    if os.path.lexists(latest.link_path):
+        with open(latest.link_path) as fh:
+            saved = json.load(fh)
+        best.load_state_dict(saved["best"]); latest.load_state_dict(saved["last"])
+        keep.load_state_dict(saved["keep"], saved_in=latest.link_path)
+    scores = [0.5, 0.2, 0.4, 0.6, 0.7, 0.8]
+    for epoch in range(first, last + 1):
+        state = {"epoch": epoch, "best": best, "last": latest, "keep": keep}
+        save = lambda state, path: open(path, "w").write(json.dumps(state))
+        save_and_link(save, os.path.join(folder, f"epoch={epoch}.ckpt"), state, score=scores[epoch], step=epoch,
+                      retention=keep)
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "copy"])
+def test_a_run_folder_copied_with_cp_a_resumes_on_its_own_checkpoints(tmp_path: Path, kind: str) -> None:
+    script = tmp_path / "loop.py"
+    script.write_text(COPIED_RUN)
+    original, copy = tmp_path / "run", tmp_path / "copy"
+    original.mkdir()
+
+    def train(folder: Path, first: int, last: int) -> None:
+        done = run_forked([str(script), str(folder), kind, str(first), str(last)], preload=CHILD_IMPORTS, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    train(original, 0, 2)  # best: epoch 1
+    subprocess.run(["cp", "-a", str(original), str(copy)], check=True)
+    train(copy, 3, 4)  # a new process resumes the copy
+    for folder in (original, copy):
+        assert BestLinker.from_record(folder / "best.ckpt").verify().ok, folder
+    record = read_record(copy / "best.ckpt")
+    assert record is not None and record["target"] == str(copy / "epoch=1.ckpt")  # its own, not the original's
+    train(original, 3, 5)  # the original goes on, and deletes what it no longer keeps
+    # the copy's Retention deletes only what the copy saved (the original's state names another folder)
+    assert checkpoints(copy) == ["epoch=1.ckpt", "epoch=2.ckpt", "epoch=4.ckpt"]
+    assert checkpoints(original) == ["epoch=1.ckpt", "epoch=5.ckpt"]
+    assert BestLinker.from_record(copy / "best.ckpt").verify().ok and fill_of_json(copy / "best.ckpt") == 1
+
+
+def fill_of_json(alias: Path) -> int:
+    """The epoch of the JSON checkpoint ``alias`` holds (COPIED_RUN's saves)."""
+    return int(json.loads(alias.read_text())["epoch"])

@@ -401,3 +401,25 @@ def test_a_file_an_exchange_left_in_its_slot_is_kept_with_a_warning(tmp_path: Pa
     with pytest.warns(BestLinkWarning, match=rf"'{theirs}', a temporary name of the alias .* left as it is"):
         BestLinker(tmp_path / "best.ckpt", link="copy").update(0.1, write_ckpt(tmp_path / "b.ckpt", 2))
     assert theirs.read_bytes() == kept
+
+
+def test_a_file_with_the_size_and_time_of_a_copy_alias_but_other_bytes_is_not_taken_for_it(tmp_path: Path) -> None:
+    # a folder copied with its times (cp -a) has the alias's size and stamped time on another inode: taken
+    # for the alias only if it holds the bytes its record names; anything else at the alias path is kept
+    linker = BestLinker(tmp_path / "best.ckpt", link="copy")
+    linker.update(0.5, write_ckpt(tmp_path / "a.ckpt", 1))
+    alias = Path(linker.link_path)
+    st = alias.stat()
+
+    def put_at_the_alias(data: bytes) -> None:  # another inode, with the alias's size and time
+        (tmp_path / "other").write_bytes(data)
+        os.utime(tmp_path / "other", ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(tmp_path / "other", alias)
+        assert alias.stat().st_ino != st.st_ino and alias.stat().st_mtime_ns == st.st_mtime_ns
+
+    put_at_the_alias(bytes(st.st_size))  # the user's own bytes
+    with pytest.raises(AliasConflictError, match="did not write"):
+        BestLinker(alias, link="copy").update(0.1, write_ckpt(tmp_path / "b.ckpt", 2))
+    assert alias.read_bytes() == bytes(st.st_size)
+    put_at_the_alias((tmp_path / "a.ckpt").read_bytes())  # the alias's bytes, as cp -a copies them: replaced
+    assert BestLinker(alias, link="copy").update(0.1, tmp_path / "b.ckpt") and fill_of(alias) == 2

@@ -64,6 +64,10 @@ def owned(
     recorded = storage.absolute(str(record.get("target")), alias)
     if record.get("link") == "hardlink" and storage.same_file(alias, recorded):
         return True  # another name of the recorded checkpoint (rewritten in place, say): no data lost
+    if record.get("link") == "copy" and storage.copied_with_times(state.ident, record.get("alias_id")):
+        # the alias of a run folder copied with its times (cp -a, rsync -a: the stamped nanoseconds
+        # too): replaced only if it holds the very bytes of what its record names, so nothing is lost
+        return storage.same_content(alias, recorded) is True
     unproven = not (storage.stamps or storage.stages_copies)
     if unproven and record.get("alias_id") is None and record.get("link") == "copy":
         # a copy whose identity is known only once it exists was under way when the

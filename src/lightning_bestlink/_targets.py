@@ -98,11 +98,19 @@ def check_inside(storage: Storage, link_path: str, path: str, what: str) -> None
 
 
 def located(storage: Storage, link_path: str, target: str, state: dict[str, Any]) -> str:
-    """``target``, or the checkpoint next to the alias when the run folder moved with it."""
+    """``target``, or the checkpoint next to the alias when the run folder moved with it, or was
+    copied with it keeping its times (``cp -a``: the copy's own checkpoint, not the original's)."""
     rel = state.get("best_path_relative")
     moved = state.get("link_path", link_path) != link_path
-    if not (isinstance(rel, str) and rel and moved) or storage.target_type(target) is not None:
+    if not (isinstance(rel, str) and rel and moved):
         return target
     beside = storage.absolute(rel, link_path)
-    inside = storage.in_folder_of(link_path, beside)  # a relative path never leads out
-    return beside if inside and storage.target_type(beside) is not None else target
+    if not storage.in_folder_of(link_path, beside) or storage.target_type(beside) is None:
+        return target  # a relative path never leads out; nothing of that name next to the alias
+    if storage.target_type(target) is None:
+        return beside  # moved
+    try:
+        copied = storage.copied_with_times(storage.identity(beside), storage.identity(target))
+    except OSError:
+        return target
+    return beside if copied else target

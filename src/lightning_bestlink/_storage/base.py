@@ -156,6 +156,12 @@ class Storage(ABC):
     def looks_like_copy(self, alias: str, target: str) -> bool:
         """Whether the file at ``alias`` can be a complete copy of ``target`` (a cheap check)."""
 
+    def copied_with_times(self, ident: Any, original: Any) -> bool:
+        """Whether the identity ``ident`` is that of a copy of what had the identity ``original``,
+        made keeping its times (``cp -a``, ``rsync -a``): another file, of the same size and
+        modification time. False where identities cannot tell (this default)."""
+        return False
+
     def same_content(self, a: str, b: str) -> bool | None:
         """Whether ``a`` and ``b`` hold the same bytes (files, or directory trees), read in full;
         None when this storage cannot compare them."""

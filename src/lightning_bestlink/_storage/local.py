@@ -208,6 +208,12 @@ class LocalStorage(Storage):
             return stat.S_ISDIR(a.st_mode) and stat.S_ISDIR(t.st_mode)
         return a.st_size == t.st_size
 
+    def copied_with_times(self, ident: Any, original: Any) -> bool:
+        # device, inode, size, mtime in ns: a copy's random nanoseconds (see _files._stamp) kept too
+        if not (isinstance(ident, list) and isinstance(original, list) and len(ident) == len(original) == 4):
+            return False
+        return bool(ident[:2] != original[:2] and ident[2:] == original[2:])
+
     def same_content(self, a: str, b: str) -> bool | None:
         return same_bytes(a, b)
 
