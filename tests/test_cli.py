@@ -162,6 +162,15 @@ def test_repair_rebuilds_the_recorded_kind(tmp_path: Path, link: str) -> None:
     assert "ok" in row(cli("show", tmp_path).stdout, "best.ckpt").split()
 
 
+def test_repair_of_a_healthy_alias_removes_what_a_killed_update_left_next_to_it(tmp_path: Path) -> None:
+    make_run(tmp_path, link="copy")
+    staged = tmp_path / ".best.ckpt.bestlink-tmp-4242-0000002a"  # a copy a killed update was making
+    staged.write_bytes((tmp_path / BEST).read_bytes())
+    repaired = cli("repair", tmp_path)
+    assert (repaired.returncode, repaired.stdout) == (0, f"ok        {tmp_path / 'best.ckpt'} (nothing to do)\n")
+    assert not staged.exists() and BestLinker.from_record(tmp_path / "best.ckpt").verify().ok
+
+
 def _checkpoint_replaced_same_size(d: Path) -> None:
     size = (d / BEST).stat().st_size
     (d / BEST).unlink()

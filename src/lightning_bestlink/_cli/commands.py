@@ -8,6 +8,7 @@ found with :mod:`.render` (text) or :mod:`.render_json`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from typing import TextIO
 
@@ -144,6 +145,9 @@ def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _repair_one(alias: Alias, folder: Folder, shown_dir: str, where: str, out: TextIO, allow_outside: bool) -> bool:
     """Repair one alias and say how it went; whether it is healthy now."""
     if alias.ok:
+        # under the alias's lock, what a killed update left next to it goes (the look's cleanup)
+        with contextlib.suppress(*_REPAIR_ERRORS):
+            BestLinker.from_record(alias.path, allow_outside=allow_outside or alias.trusted_outside).repair()
         say(out, f"ok        {where} (nothing to do)")
         return True
     before = problem(alias, folder.path)

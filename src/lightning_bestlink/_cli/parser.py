@@ -149,7 +149,8 @@ def _add_repair(sub: argparse._SubParsersAction[argparse.ArgumentParser], fmt: t
         description=_wrap(
             "Rebuild every alias in DIR that is missing, dangling or points at the wrong checkpoint, "
             "from its <alias>.bestlink.json record, with the same atomic swap as during training and "
-            "the link kind the record names. Healthy aliases are left alone. Never replaces a file "
+            "the link kind the record names. Healthy aliases are left alone (what a killed update left "
+            "next to them is removed). Never replaces a file "
             "that lightning-bestlink did not write (reported as REFUSED, exit 1), and cannot help "
             "when the best checkpoint itself was deleted (FAILED, exit 1). " + _STREAMS
         ),
