@@ -191,3 +191,36 @@ def _entry(raw: Any, folder: str, where: str) -> Entry:
     if (kind is None) != (ident is None):
         raise bad(f"'kind' and 'identity' must both be set or both be None, got {kind!r} and {ident!r:.80}")
     return Entry(folder + rel, score, seq, kind, ident)
+
+
+def unvouched(theirs: Any, folder: str, dropped: list[str], unsure: list[str], loaded: str | None) -> list[str]:
+    """What a loaded state lists that Retention will never delete, said as warnings: the entries of a
+    state of another folder (``theirs``) or of none, or without an identity (``dropped``), and the one
+    named as the checkpoint the state was saved in without being the one it was ``loaded`` from."""
+    said = []
+    if unsure:
+        where = "" if loaded is None else f", not {loaded!r} it was loaded from"
+        said.append(
+            f"the state lists {unsure[0][len(folder) :]!r} as the checkpoint it was saved in{where}: Retention never "
+            f"deletes it. Pass load_state_dict(..., saved_in=PATH), PATH being the checkpoint the state was loaded "
+            f"from, so it may go once the policy lets it"
+        )
+    if theirs != folder and dropped:
+        whose = (
+            "a state that names no folder (written before states named it)"
+            if theirs is None
+            else f"a Retention of {theirs!r}, not of this best alias's folder {folder!r} (a run moved, or resumed "
+            f"into a new folder)"
+        )
+        said.append(
+            f"the state lists {len(dropped)} checkpoint(s) saved by {whose}: Retention never deletes them here; "
+            f"delete what is no longer needed yourself"
+        )
+    elif dropped:
+        names = ", ".join(repr(p[len(folder) :]) for p in dropped[:5]) + (" ..." if len(dropped) > 5 else "")
+        said.append(
+            f"the state lists {names} without an identity, and not as the checkpoint it was saved in: nothing "
+            f"vouches that what is there now is what the run saved, so Retention never deletes "
+            f"{'it' if len(dropped) == 1 else 'them'}; delete what is no longer needed yourself"
+        )
+    return said

@@ -31,7 +31,7 @@ from typing import Any
 
 from lightning_bestlink import _record
 from lightning_bestlink._errors import link_loop, warn
-from lightning_bestlink._keep import Entry, Saved, check_keep_best, decode, encode, next_seq, to_delete
+from lightning_bestlink._keep import Entry, Saved, check_keep_best, decode, encode, next_seq, to_delete, unvouched
 from lightning_bestlink._record import bookkeeping
 from lightning_bestlink._score import is_better, to_score
 from lightning_bestlink._storage import Ident, TargetType
@@ -412,35 +412,12 @@ class Retention:
                 self._entries = entries
             return
         unsure = [e.path for e in entries if e.kind is None and e.path != self._origin(saved_in)]
-        if unsure:  # not the checkpoint the caller loaded the state from: nothing vouches for it
-            entries = [e for e in entries if e.path not in unsure]
-            loaded = "" if saved_in is None else f", not {os.fspath(saved_in)!r} it was loaded from"
-            warn(
-                f"the state lists {unsure[0][len(self._prefix) :]!r} as the checkpoint it was saved in{loaded}: "
-                f"Retention never deletes it. Pass load_state_dict(..., saved_in=PATH), PATH being the checkpoint "
-                f"the state was loaded from, so it may go once the policy lets it"
-            )
+        entries = [e for e in entries if e.path not in unsure]  # nothing vouches for them: never deleted
         with self._lock:
             self._entries, self._resumed = entries, True
-        theirs = state.get("folder")
-        if theirs != self._prefix and dropped:
-            where = (
-                "a state that names no folder (written before states named it)"
-                if theirs is None
-                else f"a Retention of {theirs!r}, not of this best alias's folder {self._prefix!r} (a run moved, or "
-                f"resumed into a new folder)"
-            )
-            warn(
-                f"the state lists {len(dropped)} checkpoint(s) saved by {where}: Retention never deletes them "
-                f"here; delete what is no longer needed yourself"
-            )
-        elif dropped:
-            names = ", ".join(repr(p[len(self._prefix) :]) for p in dropped[:5]) + (" ..." if len(dropped) > 5 else "")
-            warn(
-                f"the state lists {names} without an identity, and not as the checkpoint it was saved in: "
-                f"nothing vouches that what is there now is what the run saved, so Retention never deletes "
-                f"{'it' if len(dropped) == 1 else 'them'}; delete what is no longer needed yourself"
-            )
+        loaded = None if saved_in is None else os.fspath(saved_in)
+        for message in unvouched(state.get("folder"), self._prefix, dropped, unsure, loaded):
+            warn(message)
 
     def _origin(self, saved_in: str | os.PathLike[str] | None) -> str | None:
         """The checkpoint at ``saved_in``, as entries name it: links followed, and for one of this
