@@ -6,6 +6,7 @@ but the demo runs without torch or Lightning.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -169,6 +170,17 @@ def test_repair_of_a_healthy_alias_removes_what_a_killed_update_left_next_to_it(
     repaired = cli("repair", tmp_path)
     assert (repaired.returncode, repaired.stdout) == (0, f"ok        {tmp_path / 'best.ckpt'} (nothing to do)\n")
     assert not staged.exists() and BestLinker.from_record(tmp_path / "best.ckpt").verify().ok
+
+
+def test_repair_of_a_healthy_alias_does_not_wait_for_training_holding_its_lock(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    lock = os.open(tmp_path / ".best.ckpt.bestlink.lock", os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a writer in the middle of a long update
+        repaired = cli("repair", tmp_path, timeout=30)  # the default lock timeout is 60 s
+    finally:
+        os.close(lock)
+    assert (repaired.returncode, repaired.stdout) == (0, f"ok        {tmp_path / 'best.ckpt'} (nothing to do)\n")
 
 
 def _checkpoint_replaced_same_size(d: Path) -> None:

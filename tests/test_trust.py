@@ -423,3 +423,17 @@ def test_a_file_with_the_size_and_time_of_a_copy_alias_but_other_bytes_is_not_ta
     assert alias.read_bytes() == bytes(st.st_size)
     put_at_the_alias((tmp_path / "a.ckpt").read_bytes())  # the alias's bytes, as cp -a copies them: replaced
     assert BestLinker(alias, link="copy").update(0.1, tmp_path / "b.ckpt") and fill_of(alias) == 2
+
+
+def test_a_copied_alias_whose_checkpoint_is_gone_is_refused_with_the_usual_error(tmp_path: Path) -> None:
+    linker = BestLinker(tmp_path / "best.ckpt", link="copy")
+    linker.update(0.5, write_ckpt(tmp_path / "a.ckpt", 1))
+    alias = Path(linker.link_path)
+    st = alias.stat()
+    shutil.copy2(alias, tmp_path / "other")  # the alias as cp -a copies it: another inode, its size and time
+    os.replace(tmp_path / "other", alias)
+    assert alias.stat().st_ino != st.st_ino and alias.stat().st_mtime_ns == st.st_mtime_ns
+    (tmp_path / "a.ckpt").unlink()  # what its record names is gone: nothing proves it holds nothing else
+    with pytest.raises(AliasConflictError, match="did not write"):
+        BestLinker(alias, link="copy").update(0.1, write_ckpt(tmp_path / "b.ckpt", 2))
+    assert fill_of(alias) == 1

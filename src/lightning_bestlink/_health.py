@@ -67,7 +67,10 @@ def owned(
     if record.get("link") == "copy" and storage.copied_with_times(state.ident, record.get("alias_id")):
         # the alias of a run folder copied with its times (cp -a, rsync -a: the stamped nanoseconds
         # too): replaced only if it holds the very bytes of what its record names, so nothing is lost
-        return storage.same_content(alias, recorded) is True
+        try:
+            return storage.same_content(alias, recorded) is True
+        except OSError:  # the checkpoint gone, or unreadable: nothing proves the alias is a copy of it
+            return False
     unproven = not (storage.stamps or storage.stages_copies)
     if unproven and record.get("alias_id") is None and record.get("link") == "copy":
         # a copy whose identity is known only once it exists was under way when the

@@ -88,13 +88,15 @@ class StateIO(LinkerFields):
         record: dict[str, Any] | None = None,
         storage_options: dict[str, Any] | None = None,
         allow_outside: bool = False,
+        lock_timeout: float = 60.0,
     ) -> _L:
         """A linker for an existing alias, rebuilt from its record (the CLI's ``repair`` uses this).
 
         The linker makes the alias the way the record says it was made. The record is
         input, not authority: its target must lie inside the alias's folder unless
         ``allow_outside=True``. ``record``: the record as :func:`read_record` returned it,
-        when the caller has read it already (it is not read again). Raises
+        when the caller has read it already (it is not read again). ``lock_timeout``: as for
+        :class:`BestLinker`. Raises
         ``FileNotFoundError`` when there is no record,
         :class:`~lightning_bestlink.RecordError` when it is not a usable one.
         """
@@ -105,7 +107,8 @@ class StateIO(LinkerFields):
         probe = storage_for(link_path, storage_options)
         recorded_link = record.get("link")
         link: LinkChoice = recorded_link if recorded_link in probe.link_kinds else "auto"
-        linker = cls(link_path, link=link, storage_options=storage_options, **cls._record_kwargs(record))  # type: ignore[call-arg]
+        fixed = cls._record_kwargs(record)
+        linker = cls(link_path, link=link, storage_options=storage_options, lock_timeout=lock_timeout, **fixed)  # type: ignore[call-arg]
         state = {"best_score": record["score"], "best_path": record["target"], "link_kind": record.get("link")}
         linker.load_state_dict(state, allow_outside=allow_outside)
         linker._follows_record = True  # the record, not this process, says what the best is

@@ -22,6 +22,8 @@ from lightning_bestlink.linker import BestLinker, read_record
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: what a repair can raise besides the errors it is documented to raise (a damaged record)
+#: how long repair waits for the lock of a healthy alias, to remove what a killed update left
+_GLANCE = 0.2
 _REPAIR_ERRORS = (BestLinkError, OSError, ValueError, TypeError, KeyError, RecursionError, OverflowError)
 
 
@@ -145,9 +147,11 @@ def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _repair_one(alias: Alias, folder: Folder, shown_dir: str, where: str, out: TextIO, allow_outside: bool) -> bool:
     """Repair one alias and say how it went; whether it is healthy now."""
     if alias.ok:
-        # under the alias's lock, what a killed update left next to it goes (the look's cleanup)
+        # under the alias's lock, what a killed update left next to it goes (the look's cleanup); not
+        # waited for: training holding the lock is updating the alias, and cleans up itself
+        trusted = allow_outside or alias.trusted_outside
         with contextlib.suppress(*_REPAIR_ERRORS):
-            BestLinker.from_record(alias.path, allow_outside=allow_outside or alias.trusted_outside).repair()
+            BestLinker.from_record(alias.path, allow_outside=trusted, lock_timeout=_GLANCE).repair()
         say(out, f"ok        {where} (nothing to do)")
         return True
     before = problem(alias, folder.path)
