@@ -262,8 +262,7 @@ def test_real_errors_do_not_fall_through(
         calls = faulted(m, step, err)
         with pytest.raises(AliasWriteError, match="unchanged") as info:
             linker.update(0.1, b)
-    # copytree gathers each file's error into one shutil.Error, which carries no errno: EIO
-    assert info.value.errno == (err if target == "file" else errno.EIO)
+    assert info.value.errno == err
     assert err in calls[step]
     if step == "clone":
         assert calls["range"] == [], "a real error of the clone is not retried another way"
@@ -316,3 +315,50 @@ def test_the_plain_copy_never_writes_through_a_name_planted_at_the_temporary_pat
     assert fill_of(victim) == 9 and (victim.stat().st_mode & 0o777) == 0o644
     assert fill_of(tmp_path / "moved-away") == 2  # the copy went to the file it made
     assert (fill_of(linker.link_path), linker.best_path, linker.verify().ok) == (1, str(tmp_path / "a"), True)
+
+
+def test_a_directory_copy_never_writes_through_a_link_planted_in_place_of_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    victim = tmp_path / "private"
+    victim.mkdir(mode=0o700)
+    linker = BestLinker(tmp_path / "best", link="copy")
+    assert linker.update(0.5, write_ckpt(tmp_path / "a", 1, kind="dir"))
+    real, planted = _clone.copyfile, []
+
+    def copyfile(src: str, dst: str, **kwargs: Any) -> Any:
+        if not planted:  # as the first file is copied, a hand swaps the folder being filled for a link
+            staged = next(p for p in tmp_path.iterdir() if p.name.startswith(".best.") and p.is_dir())
+            staged.rename(tmp_path / "moved-away")
+            staged.symlink_to(victim)
+            planted.append(staged)
+        return real(src, dst, **kwargs)
+
+    monkeypatch.setattr(_clone, "copyfile", copyfile)
+    with pytest.raises(AliasWriteError, match="something else was put at the copy's name"):
+        linker.update(0.1, write_ckpt(tmp_path / "b", 2, kind="dir"))
+    monkeypatch.undo()
+    assert os.listdir(victim) == [] and stat.S_IMODE(victim.stat().st_mode) == 0o700
+    assert fill_of(tmp_path / "moved-away") == 2  # the copy went to the folder it made
+    assert planted[0].is_symlink(), "what was put there is left to whoever put it"
+    assert (fill_of(linker.link_path), linker.verify().ok) == (1, True)
+
+
+def test_what_was_put_at_the_name_of_a_copy_being_made_is_left_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    linker = BestLinker(tmp_path / "best", link="copy")
+    assert linker.update(0.5, write_ckpt(tmp_path / "a", 1))
+
+    def swap(fin: Any, fout: Any) -> bool:  # as the in-kernel copy fails, a hand puts its own file there
+        os.rename(fout.name, tmp_path / "moved-away")
+        Path(fout.name).write_text("someone's notes")
+        return False
+
+    monkeypatch.setattr(_clone, "FICLONE", None)
+    monkeypatch.setattr(_clone, "_copy_range", swap)
+    with pytest.raises(AliasWriteError, match="something else was put at the copy's name"):
+        linker.update(0.1, write_ckpt(tmp_path / "b", 2))
+    monkeypatch.undo()
+    (theirs,) = [p for p in tmp_path.iterdir() if p.name.startswith(".best.bestlink-tmp-")]
+    assert theirs.read_text() == "someone's notes"

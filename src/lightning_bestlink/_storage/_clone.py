@@ -10,7 +10,8 @@ whatever the size; NFS 4.2 and SMB copy on the server. In order, :func:`copyfile
 
 Every step works on the descriptor of the new file, opened once with ``O_EXCL``: nothing is
 re-opened by name, so a link planted at the temporary name during the copy is never written
-through (nor its mode or times changed: see ``finish``).
+through (nor its mode or times changed: see ``finish``). :func:`copytree` makes a directory's
+copy the same way, each entry relative to the descriptor of the folder it made for it.
 
 A step falls through to the next only on an error that means "cannot do it here"
 (:data:`CANNOT`); any other error (ENOSPC, EIO, EDQUOT, ...) is raised, as the plain copy's
@@ -27,6 +28,8 @@ import platform
 import shutil
 from collections.abc import Callable
 from typing import IO, Literal
+
+from lightning_bestlink._storage.base import NameTaken
 
 How = Literal["clone", "copy_file_range", "copy"]
 
@@ -69,31 +72,83 @@ _CHUNK = 1 << 30
 
 
 def copyfile(
-    src: str, dst: str, *, mode: int = 0o666, finish: Callable[[int, os.stat_result], None] | None = None
+    src: str,
+    dst: str,
+    *,
+    mode: int = 0o666,
+    finish: Callable[[int, os.stat_result], None] | None = None,
+    dir_fd: int | None = None,
 ) -> How:
     """Copy the regular file ``src`` to the new file ``dst``; returns how the bytes were made.
 
     ``dst`` must not exist (it is created with ``O_EXCL``, so nothing is written through a
-    link planted at its name), with ``mode`` (less the umask). ``finish(fd, st)``: what to do
-    to the copy once its bytes are in, on its descriptor (``st``: the stat of ``src``), e.g.
-    give it ``src``'s mode and times.
+    link planted at its name), with ``mode`` (less the umask); ``dir_fd``: ``dst`` is relative
+    to that folder. ``finish(fd, st)``: what to do to the copy once its bytes are in, on its
+    descriptor (``st``: the stat of ``src``), e.g. give it ``src``'s mode and times. Raises
+    :class:`NameTaken` when the copy was moved away from ``dst`` meanwhile.
     """
-    with open(src, "rb") as fin, open(dst, "xb", opener=lambda name, flags: os.open(name, flags, mode)) as fout:
+
+    def opener(name: str, flags: int) -> int:
+        return os.open(name, flags, mode, dir_fd=dir_fd)
+
+    with open(src, "rb") as fin, open(dst, "xb", opener=opener) as fout:
         how: How = "clone" if _clone(fin, fout) else "copy_file_range" if _copy_range(fin, fout) else "copy"
         if how == "copy":
             _plain(fin, fout)
         if finish is not None:
             finish(fout.fileno(), os.fstat(fin.fileno()))
-        if not os.path.samestat(os.fstat(fout.fileno()), os.lstat(dst)):  # moved away, something else put there
-            raise FileExistsError(errno.EEXIST, "something else was put at the copy's name while it was made", dst)
+        _still_at(fout.fileno(), dst, dir_fd)
     return how
 
 
-def copy2(src: str, dst: str) -> str:
-    """``shutil.copy2`` through :func:`copyfile` (mode and times; extended attributes are not
-    copied): what ``copytree`` copies each file of a directory with."""
-    copyfile(src, dst, finish=same_mode_and_times)
-    return dst
+def copytree(src: str, dst: str, *, finish: Callable[[int, os.stat_result], None] | None = None) -> None:
+    """Copy the directory tree ``src`` to the new directory ``dst``: files as :func:`copy2` copies
+    them, links as links, folders with their mode and times. Each entry is made relative to the
+    descriptor of the folder made for it (opened without following a link, and readable by no one
+    else until it is complete): a link planted in place of a folder being filled is never written
+    through. ``finish``: as for :func:`copyfile`, on the top folder. Raises :class:`NameTaken` when
+    ``dst`` was moved away meanwhile."""
+    os.mkdir(dst, 0o700)
+    fd = os.open(dst, _FOLDER)
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():  # not the folder just made: someone else's put there
+            raise NameTaken(errno.EEXIST, "something else was put at the copy's name while it was made", dst)
+        _fill(src, fd)
+        top = os.stat(src)
+        same_mode_and_times(fd, top)
+        if finish is not None:
+            finish(fd, top)
+        _still_at(fd, dst, None)
+    finally:
+        os.close(fd)
+
+
+def _fill(src: str, fd: int) -> None:
+    with os.scandir(src) as entries:
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            if entry.is_dir(follow_symlinks=False):
+                os.mkdir(entry.name, 0o700, dir_fd=fd)
+                sub = os.open(entry.name, _FOLDER, dir_fd=fd)
+                try:
+                    _fill(entry.path, sub)
+                    same_mode_and_times(sub, st)  # once filled: filling it changed its time
+                finally:
+                    os.close(sub)
+            elif entry.is_symlink():
+                os.symlink(os.readlink(entry.path), entry.name, dir_fd=fd)
+                os.utime(entry.name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=fd, follow_symlinks=False)
+            else:
+                copyfile(entry.path, entry.name, dir_fd=fd, finish=same_mode_and_times)
+
+
+_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _still_at(fd: int, name: str, dir_fd: int | None) -> None:
+    """Raise :class:`NameTaken` unless ``name`` (in ``dir_fd``) still names what ``fd`` is open on."""
+    if not os.path.samestat(os.fstat(fd), os.stat(name, dir_fd=dir_fd, follow_symlinks=False)):
+        raise NameTaken(errno.EEXIST, "something else was put at the copy's name while it was made", name)
 
 
 def same_mode_and_times(fd: int, st: os.stat_result) -> None:

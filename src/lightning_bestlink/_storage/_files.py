@@ -330,13 +330,10 @@ def make(kind: LinkKind, target: str, tmp: str, is_dir: bool, *, durable: bool) 
     elif kind == "hardlink":
         os.link(target, tmp, follow_symlinks=False)
     else:
-        import shutil  # copies only: the imports stay off the link path
-
         from lightning_bestlink._storage import _clone  # a clone where the filesystem can, file by file
 
-        if is_dir:
-            shutil.copytree(target, tmp, symlinks=True, copy_function=_clone.copy2)
-            _stamp(tmp)
+        if is_dir:  # entry by entry through descriptors, stamped on the folder's own
+            _clone.copytree(target, tmp, finish=lambda fd, st: _stamp(fd))
         else:  # mode, stamp and flush on the copy's descriptor: never through a name planted at tmp
             _clone.copyfile(target, tmp, finish=partial(_finish_copy, durable=durable))
 

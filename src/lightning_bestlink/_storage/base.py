@@ -427,5 +427,10 @@ class Displaced(Exception):
         self.ours = ours
 
 
+class NameTaken(FileExistsError):
+    """What was made under a temporary name was moved away and something else put there meanwhile:
+    not the maker's to remove."""
+
+
 class LostRace(FileExistsError):
     """Another writer wrote the record since it was read: nothing was written; read it again."""

@@ -47,6 +47,7 @@ from lightning_bestlink._storage.base import (
     Item,
     LinkChoice,
     LinkKind,
+    NameTaken,
     Removal,
     Staged,
     Storage,
@@ -272,7 +273,8 @@ class LocalStorage(Storage):
                     os.makedirs(os.path.dirname(alias), exist_ok=True)
                     make(kind, target, tmp, is_dir, durable=durable)
             except OSError as err:
-                discard(tmp)
+                if not isinstance(err, NameTaken):  # else what is there now is someone else's
+                    discard(tmp)
                 if choice == "auto" and i + 1 < len(candidates) and is_unsupported(err, kind):
                     self._unsupported.add(kind)
                     continue
