@@ -615,3 +615,15 @@ def test_a_cleanup_killed_half_way_through_an_old_directory_alias_is_finished_by
         warnings.simplefilter("error")  # what is left is the library's own: removed without a word
         assert BestLinker(tmp_path / "best.ckpt", link="copy").update(0.05, c)
     assert leftovers(tmp_path) == [] and fill_of(tmp_path / "best.ckpt") == 3
+
+
+def test_a_tree_under_a_staged_name_is_never_put_back_at_an_empty_alias_path(tmp_path: Path) -> None:
+    # a staged tree may be one the cleanup was removing when it was killed: from inside out, a folder's
+    # removal leaves the top's identity as it was; only an exchange slot's tree is whole
+    linker = copied_directory_alias(tmp_path)
+    alias = Path(linker.link_path)
+    named = read_record(alias)["alias_id"]  # type: ignore[index]
+    staged = tmp_path / f".best.ckpt{_files.TMP_MARK}{_files.STAGED}-4242-0000002a"
+    alias.rename(staged)
+    assert BestLinker.from_record(alias).repair().ok  # the cleanup removes it; the alias is made anew
+    assert not staged.exists() and read_record(alias)["alias_id"] != named  # type: ignore[index]

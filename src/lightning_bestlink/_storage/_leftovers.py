@@ -66,7 +66,10 @@ def remove_leftovers(
                     # another user's name is left alone, unless it is what the record names: the alias
                     # another writer of a shared folder had made, which this writer swapped out
                     continue
-                if path == alias and named is not None and ident_of(st) == named and _put_back(entry.path, alias):
+                tag_and_rest = entry.name[len(prefix) :]
+                # only from a slot: a tree under a staged name may be half removed, its top unchanged
+                slotted = tag_and_rest.startswith(f"{SWAPPED}-")
+                if path == alias and slotted and ident_of(st) == named and _put_back(entry.path, alias):
                     continue
                 if path == alias and not removable_leftover(entry.name[len(prefix) :], st, ours):
                     warn(
