@@ -362,3 +362,13 @@ def test_what_was_put_at_the_name_of_a_copy_being_made_is_left_there(
     monkeypatch.undo()
     (theirs,) = [p for p in tmp_path.iterdir() if p.name.startswith(".best.bestlink-tmp-")]
     assert theirs.read_text() == "someone's notes"
+
+
+def test_a_directory_checkpoint_holding_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    linker = BestLinker(tmp_path / "best", link="copy")
+    assert linker.update(0.5, write_ckpt(tmp_path / "a", 1, kind="dir"))
+    b = write_ckpt(tmp_path / "b", 2, kind="dir")
+    os.mkfifo(b / "pipe")
+    with pytest.raises(AliasWriteError, match="not a regular file, link or folder"):
+        linker.update(0.1, b)
+    assert (fill_of(linker.link_path), leftovers(tmp_path)) == (1, [])

@@ -26,6 +26,7 @@ import fcntl
 import os
 import platform
 import shutil
+import stat
 from collections.abc import Callable
 from typing import IO, Literal
 
@@ -138,8 +139,10 @@ def _fill(src: str, fd: int) -> None:
             elif entry.is_symlink():
                 os.symlink(os.readlink(entry.path), entry.name, dir_fd=fd)
                 os.utime(entry.name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=fd, follow_symlinks=False)
-            else:
+            elif stat.S_ISREG(st.st_mode):
                 copyfile(entry.path, entry.name, dir_fd=fd, finish=same_mode_and_times)
+            else:  # opening a FIFO would wait for a writer; a device or socket holds no checkpoint
+                raise OSError(errno.EINVAL, "not a regular file, link or folder: a checkpoint holds none", entry.path)
 
 
 _FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
