@@ -295,28 +295,6 @@ def test_errnos_that_fall_through_are_only_the_cannot_here_ones() -> None:
     assert not {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EBADF} & _clone.CANNOT
 
 
-def test_the_plain_copy_never_writes_through_a_name_planted_at_the_temporary_path_meanwhile(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    victim = write_ckpt(tmp_path / "victim", 9)
-    linker = BestLinker(tmp_path / "best", link="copy")
-    assert linker.update(0.5, write_ckpt(tmp_path / "a", 1))
-
-    def plant(fin: Any, fout: Any) -> bool:  # as the in-kernel copy fails (another filesystem), a hand
-        os.rename(fout.name, tmp_path / "moved-away")  # that may write the folder plants a link at its name
-        os.symlink(victim, fout.name)
-        return False
-
-    monkeypatch.setattr(_clone, "FICLONE", None)
-    monkeypatch.setattr(_clone, "_copy_range", plant)
-    with pytest.raises(AliasWriteError, match="something else was put at the copy's name while it was made"):
-        linker.update(0.1, write_ckpt(tmp_path / "b", 2))
-    monkeypatch.undo()
-    assert fill_of(victim) == 9 and (victim.stat().st_mode & 0o777) == 0o644
-    assert fill_of(tmp_path / "moved-away") == 2  # the copy went to the file it made
-    assert (fill_of(linker.link_path), linker.best_path, linker.verify().ok) == (1, str(tmp_path / "a"), True)
-
-
 def test_a_directory_copy_never_writes_through_a_link_planted_in_place_of_its_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -344,26 +322,6 @@ def test_a_directory_copy_never_writes_through_a_link_planted_in_place_of_its_fo
     assert (fill_of(linker.link_path), linker.verify().ok) == (1, True)
 
 
-def test_what_was_put_at_the_name_of_a_copy_being_made_is_left_there(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    linker = BestLinker(tmp_path / "best", link="copy")
-    assert linker.update(0.5, write_ckpt(tmp_path / "a", 1))
-
-    def swap(fin: Any, fout: Any) -> bool:  # as the in-kernel copy fails, a hand puts its own file there
-        os.rename(fout.name, tmp_path / "moved-away")
-        Path(fout.name).write_text("someone's notes")
-        return False
-
-    monkeypatch.setattr(_clone, "FICLONE", None)
-    monkeypatch.setattr(_clone, "_copy_range", swap)
-    with pytest.raises(AliasWriteError, match="something else was put at the copy's name"):
-        linker.update(0.1, write_ckpt(tmp_path / "b", 2))
-    monkeypatch.undo()
-    (theirs,) = [p for p in tmp_path.iterdir() if p.name.startswith(".best.bestlink-tmp-")]
-    assert theirs.read_text() == "someone's notes"
-
-
 def test_a_directory_checkpoint_holding_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
     linker = BestLinker(tmp_path / "best", link="copy")
     assert linker.update(0.5, write_ckpt(tmp_path / "a", 1, kind="dir"))
@@ -372,3 +330,31 @@ def test_a_directory_checkpoint_holding_a_fifo_is_refused_without_waiting_for_a_
     with pytest.raises(AliasWriteError, match="not a regular file, link or folder"):
         linker.update(0.1, b)
     assert (fill_of(linker.link_path), leftovers(tmp_path)) == (1, [])
+
+
+@pytest.mark.parametrize("put", ["a link to another file", "a file of its own"])
+def test_the_plain_copy_never_writes_through_a_name_planted_at_the_temporary_path_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, put: str
+) -> None:
+    victim = write_ckpt(tmp_path / "victim", 9)
+    linker = BestLinker(tmp_path / "best", link="copy")
+    assert linker.update(0.5, write_ckpt(tmp_path / "a", 1))
+
+    def swap(fin: Any, fout: Any) -> bool:  # as the in-kernel copy fails (another filesystem), a hand
+        os.rename(fout.name, tmp_path / "moved-away")  # that may write the folder puts something at its name
+        if put == "a link to another file":
+            os.symlink(victim, fout.name)
+        else:
+            Path(fout.name).write_text("someone's notes")
+        return False
+
+    monkeypatch.setattr(_clone, "FICLONE", None)
+    monkeypatch.setattr(_clone, "_copy_range", swap)
+    with pytest.raises(AliasWriteError, match="something else was put at the copy's name while it was made"):
+        linker.update(0.1, write_ckpt(tmp_path / "b", 2))
+    monkeypatch.undo()
+    assert fill_of(victim) == 9 and (victim.stat().st_mode & 0o777) == 0o644
+    assert fill_of(tmp_path / "moved-away") == 2  # the copy went to the file it made
+    (theirs,) = [p for p in tmp_path.iterdir() if p.name.startswith(".best.bestlink-tmp-")]  # left to its maker
+    assert os.readlink(theirs) == str(victim) if theirs.is_symlink() else theirs.read_text() == "someone's notes"
+    assert (fill_of(linker.link_path), linker.best_path, linker.verify().ok) == (1, str(tmp_path / "a"), True)
