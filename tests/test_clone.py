@@ -14,12 +14,15 @@ import filecmp
 import os
 import shutil
 import stat
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests._helpers import fill_of, leftovers, write_ckpt
+from tests._helpers import as_nobody, as_root, fill_of, leftovers, write_ckpt
 from tests._xfs import cannot_mount, free_bytes, xfs_mount
 
 from lightning_bestlink import AliasWriteError, BestLinker
@@ -358,3 +361,66 @@ def test_the_plain_copy_never_writes_through_a_name_planted_at_the_temporary_pat
     (theirs,) = [p for p in tmp_path.iterdir() if p.name.startswith(".best.bestlink-tmp-")]  # left to its maker
     assert os.readlink(theirs) == str(victim) if theirs.is_symlink() else theirs.read_text() == "someone's notes"
     assert (fill_of(linker.link_path), linker.best_path, linker.verify().ok) == (1, str(tmp_path / "a"), True)
+
+
+@as_root
+def test_a_directory_copy_of_a_checkpoint_with_a_read_only_folder_leaves_no_old_copy_behind(
+    shared_folder: Path,
+) -> None:
+    # a copy keeps its checkpoint's folder modes: its read-only folder must not keep the old copy for good
+    as_nobody(
+        """
+        folder = Path(sys.argv[1])
+        linker = BestLinker(folder / "best", link="copy")
+        for epoch in range(3):
+            shard = folder / f"epoch={epoch}"
+            (shard / "model").mkdir(parents=True)
+            (shard / "model" / "weights.bin").write_bytes(bytes([epoch]) * 100)
+            (shard / "model").chmod(0o555)
+            assert linker.update(1.0 - epoch / 10, shard)
+        left = [n for n in os.listdir(folder) if n.startswith(".best.bestlink-")]
+        assert left == [], left
+        assert linker.verify(deep=True).ok
+        """,
+        str(shared_folder),
+    )
+
+
+def test_verify_deep_of_a_directory_copy_holding_a_dangling_link_compares_the_link(tmp_path: Path) -> None:
+    shard = write_ckpt(tmp_path / "a", 1, kind="dir")
+    os.symlink("no-such-file", shard / "latest")  # a link inside the checkpoint that leads nowhere
+    linker = BestLinker(tmp_path / "best", link="copy")
+    assert linker.update(0.5, shard)
+    assert linker.verify(deep=True).ok
+    os.unlink(Path(linker.link_path) / "latest")
+    os.symlink("another-file", Path(linker.link_path) / "latest")
+    assert not linker.verify(deep=True).ok
+
+
+@as_root
+def test_a_directory_copy_is_made_where_the_filesystem_gives_new_files_another_owner(shared_folder: Path) -> None:
+    # root on NFS with root_squash (or CIFS and FAT mounted with uid=): what this process makes is owned
+    # by someone else; the folder it just made is still the one it fills
+    script = """
+        import ctypes, os, sys
+        from pathlib import Path
+        from lightning_bestlink import BestLinker
+        folder = Path(sys.argv[1])
+        for epoch in range(2):
+            (folder / f"epoch={epoch}").mkdir()
+            (folder / f"epoch={epoch}" / "weights.bin").write_bytes(bytes([epoch]) * 100)
+        warm = BestLinker(folder / "warm-up", link="copy")  # what the library imports on first use, as root
+        for epoch in range(2):
+            assert warm.update(1.0 - epoch / 10, folder / f"epoch={epoch}") and warm.verify(deep=True).ok
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.setfsgid(65534)  # files made from here on belong to 65534, as root squash makes them
+        libc.setfsuid(65534)
+        linker = BestLinker(folder / "best", link="copy")
+        for epoch in range(2):
+            assert linker.update(1.0 - epoch / 10, folder / f"epoch={epoch}")
+        assert os.stat(folder / "best").st_uid == 65534 and linker.verify(deep=True).ok
+        assert [n for n in os.listdir(folder) if n.startswith(".best.bestlink-tmp-")] == []
+    """
+    argv = [sys.executable, "-c", textwrap.dedent(script), str(shared_folder)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]

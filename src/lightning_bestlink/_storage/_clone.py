@@ -112,7 +112,9 @@ def copytree(src: str, dst: str, *, finish: Callable[[int, os.stat_result], None
     os.mkdir(dst, 0o700)
     fd = os.open(dst, _FOLDER)
     try:
-        if os.fstat(fd).st_uid != os.geteuid():  # not the folder just made: someone else's put there
+        # the folder just made: empty, and private (its owner is the filesystem's choice: root squashed
+        # on NFS, uid= on CIFS or FAT)
+        if os.fstat(fd).st_mode & 0o077 or os.listdir(fd):
             raise NameTaken(errno.EEXIST, "something else was put at the copy's name while it was made", dst)
         _fill(src, fd)
         top = os.stat(src)

@@ -8,11 +8,14 @@ import stat
 
 
 def same_bytes(a: str, b: str) -> bool:
-    """Whether the files (or directory trees) ``a`` and ``b`` hold the same bytes, read in full."""
-    sa, sb = os.stat(a), os.stat(b)
-    if stat.S_ISDIR(sa.st_mode) or stat.S_ISDIR(sb.st_mode):
-        if not (stat.S_ISDIR(sa.st_mode) and stat.S_ISDIR(sb.st_mode)):
-            return False
+    """Whether the files (or directory trees) ``a`` and ``b`` hold the same bytes, read in full; links
+    inside a tree are the same when they name the same path (they are not followed: one may dangle)."""
+    sa, sb = os.lstat(a), os.lstat(b)
+    if stat.S_IFMT(sa.st_mode) != stat.S_IFMT(sb.st_mode):
+        return False
+    if stat.S_ISLNK(sa.st_mode):
+        return os.readlink(a) == os.readlink(b)
+    if stat.S_ISDIR(sa.st_mode):
         names = sorted(os.listdir(a))
         return names == sorted(os.listdir(b)) and all(same_bytes(os.path.join(a, n), os.path.join(b, n)) for n in names)
     if sa.st_size != sb.st_size:
