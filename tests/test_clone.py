@@ -330,7 +330,8 @@ def test_a_directory_checkpoint_holding_a_fifo_is_refused_without_waiting_for_a_
     assert linker.update(0.5, write_ckpt(tmp_path / "a", 1, kind="dir"))
     b = write_ckpt(tmp_path / "b", 2, kind="dir")
     os.mkfifo(b / "pipe")
-    with pytest.raises(AliasWriteError, match="not a regular file, link or folder"):
+    refused = "not a regular file, link or folder, which a copy cannot hold; move it out of the checkpoint"
+    with pytest.raises(AliasWriteError, match=refused):
         linker.update(0.1, b)
     assert (fill_of(linker.link_path), leftovers(tmp_path)) == (1, [])
 

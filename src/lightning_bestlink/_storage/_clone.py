@@ -144,7 +144,8 @@ def _fill(src: str, fd: int) -> None:
             elif stat.S_ISREG(st.st_mode):
                 copyfile(entry.path, entry.name, dir_fd=fd, finish=same_mode_and_times)
             else:  # opening a FIFO would wait for a writer; a device or socket holds no checkpoint
-                raise OSError(errno.EINVAL, "not a regular file, link or folder: a checkpoint holds none", entry.path)
+                problem = "not a regular file, link or folder, which a copy cannot hold; move it out of the checkpoint"
+                raise OSError(errno.EINVAL, problem, entry.path)
 
 
 _FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
