@@ -425,3 +425,50 @@ def test_a_directory_copy_is_made_where_the_filesystem_gives_new_files_another_o
     argv = [sys.executable, "-c", textwrap.dedent(script), str(shared_folder)]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@as_root
+def test_a_directory_copy_never_fills_a_folder_another_user_put_in_place_of_the_one_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    linker = BestLinker(tmp_path / "best", link="copy")
+    assert linker.update(0.5, write_ckpt(tmp_path / "a", 1, kind="dir"))
+    real, theirs = os.mkdir, []
+
+    def mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        real(path, *args, **kwargs)
+        if not theirs and os.path.basename(os.fspath(path)).startswith(".best."):  # the copy's folder, just made
+            os.rmdir(path)  # another user who may write the run folder puts an empty private one of theirs there
+            real(path, 0o700)
+            os.chown(path, 65533, 65533)
+            theirs.append(Path(path))
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    with pytest.raises(AliasWriteError, match="something else was put at the copy's name"):
+        linker.update(0.1, write_ckpt(tmp_path / "b", 2, kind="dir"))
+    monkeypatch.undo()
+    assert os.listdir(theirs[0]) == [] and theirs[0].stat().st_uid == 65533  # nothing of the checkpoint in it
+    assert (fill_of(linker.link_path), linker.verify().ok) == (1, True)
+
+
+@as_root
+def test_removing_what_a_killed_update_left_never_makes_the_alias_folder_writable(shared_folder: Path) -> None:
+    as_nobody(
+        """
+        run = Path(sys.argv[1]) / "run"
+        run.mkdir()
+        (run / "a").mkdir()
+        (run / "a" / "w.bin").write_bytes(b"a")
+        BestLinker(run / "best", link="copy").update(1.0, run / "a")
+        leftover = run / ".best.bestlink-tmp-999-0000abcd"  # a copy a killed update was making
+        leftover.mkdir()
+        (leftover / "w.bin").write_bytes(b"b")
+        run.chmod(0o555)  # the user made the run read-only
+        try:
+            BestLinker(run / "best", link="copy").update(0.5, run / "a")
+        except OSError as err:  # AliasWriteError: the leftover cannot be removed from a read-only folder
+            assert "Permission denied" in str(err), err
+        assert oct(run.stat().st_mode & 0o777) == "0o555", oct(run.stat().st_mode)
+        """,
+        str(shared_folder),
+    )

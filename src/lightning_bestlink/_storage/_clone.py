@@ -112,18 +112,33 @@ def copytree(src: str, dst: str, *, finish: Callable[[int, os.stat_result], None
     os.mkdir(dst, 0o700)
     fd = os.open(dst, _FOLDER)
     try:
-        # the folder just made: empty, and private (its owner is the filesystem's choice: root squashed
-        # on NFS, uid= on CIFS or FAT)
-        if os.fstat(fd).st_mode & 0o077 or os.listdir(fd):
+        if os.listdir(fd) or not _made_here(fd):
             raise NameTaken(errno.EEXIST, "something else was put at the copy's name while it was made", dst)
         _fill(src, fd)
         top = os.stat(src)
-        same_mode_and_times(fd, top)
+        same_mode_and_times(fd, top, removable=True)
         if finish is not None:
             finish(fd, top)
         _still_at(fd, dst, None)
     finally:
         os.close(fd)
+
+
+def _made_here(fd: int) -> bool:
+    """Whether the folder open at ``fd`` has the owner this filesystem gives what this process makes
+    (itself, or another where the filesystem chooses: root squashed on NFS, ``uid=`` on CIFS or FAT):
+    a folder another user put in place of the one just made has theirs. Learnt from a file made in it."""
+    probe = os.open(_PROBE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=fd)
+    try:
+        made_by = os.fstat(probe).st_uid
+    finally:
+        os.close(probe)
+        os.unlink(_PROBE, dir_fd=fd)
+    return os.fstat(fd).st_uid == made_by
+
+
+_PROBE = ".bestlink-probe"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def _fill(src: str, fd: int) -> None:
@@ -135,7 +150,7 @@ def _fill(src: str, fd: int) -> None:
                 sub = os.open(entry.name, _FOLDER, dir_fd=fd)
                 try:
                     _fill(entry.path, sub)
-                    same_mode_and_times(sub, st)  # once filled: filling it changed its time
+                    same_mode_and_times(sub, st, removable=True)  # once filled: filling it changed its time
                 finally:
                     os.close(sub)
             elif entry.is_symlink():
@@ -157,9 +172,11 @@ def _still_at(fd: int, name: str, dir_fd: int | None) -> None:
         raise NameTaken(errno.EEXIST, "something else was put at the copy's name while it was made", name)
 
 
-def same_mode_and_times(fd: int, st: os.stat_result) -> None:
-    """Give the open file ``fd`` the mode and times of ``st``, as ``shutil.copystat`` does by name."""
-    os.fchmod(fd, st.st_mode & 0o7777)
+def same_mode_and_times(fd: int, st: os.stat_result, *, removable: bool = False) -> None:
+    """Give the open file ``fd`` the mode and times of ``st``, as ``shutil.copystat`` does by name.
+    ``removable``: a folder of a copy stays writable by its owner (a read-only one could never be
+    emptied, and the copy never removed; a folder's mode is no part of a checkpoint's contents)."""
+    os.fchmod(fd, st.st_mode & 0o7777 | (stat.S_IWUSR | stat.S_IXUSR if removable else 0))
     os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 

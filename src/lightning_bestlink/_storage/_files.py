@@ -11,7 +11,6 @@ import errno
 import itertools
 import os
 import stat
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -86,25 +85,9 @@ def remove_tree_or_file(path: str) -> None:
     if stat.S_ISDIR(st.st_mode):
         import shutil
 
-        if sys.version_info >= (3, 12):  # onerror is deprecated there
-            shutil.rmtree(path, onexc=_writable_then_again)
-        else:
-            shutil.rmtree(path, onerror=lambda func, where, info: _writable_then_again(func, where, info[1]))
+        shutil.rmtree(path)
     else:
         os.unlink(path)
-
-
-def _writable_then_again(func: Callable[..., Any], path: str, error: BaseException) -> None:
-    """``rmtree``'s error handler: a copy keeps its checkpoint's folder modes, a read-only one too; this
-    user's own folder is made writable, and the removal tried again (anything else raises)."""
-    parent = os.path.dirname(path)
-    if not isinstance(error, PermissionError):
-        raise error
-    st = os.lstat(parent)
-    if st.st_uid != os.geteuid() or st.st_mode & stat.S_IWUSR:
-        raise error
-    os.chmod(parent, stat.S_IMODE(st.st_mode) | stat.S_IWUSR | stat.S_IXUSR)
-    func(path)
 
 
 def _unlink_quietly(path: str) -> None:
