@@ -472,3 +472,21 @@ def test_removing_what_a_killed_update_left_never_makes_the_alias_folder_writabl
         """,
         str(shared_folder),
     )
+
+
+def test_verify_deep_follows_a_link_that_leaves_the_checkpoint_to_what_it_reads(tmp_path: Path) -> None:
+    # a relative link out of a sharded checkpoint leads elsewhere from the copy: what loading it reads differs
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "opt.bin").write_bytes(b"AAAA")
+    shard = write_ckpt(tmp_path / "run" / "epoch=3", 3, kind="dir")
+    os.symlink("../../shared/opt.bin", shard / "opt.bin")
+    (shard / "inside").symlink_to(sorted(p.name for p in shard.iterdir() if p.is_file())[0])  # stays inside
+    linker = BestLinker(tmp_path / "aliases" / "run" / "best", link="copy")  # one folder deeper
+    assert linker.update(0.5, shard)
+    assert not linker.verify(deep=True).ok  # the copy's link leads nowhere: the checkpoint's reads AAAA
+    elsewhere = tmp_path / "aliases" / "shared"
+    elsewhere.mkdir()
+    (elsewhere / "opt.bin").write_bytes(b"ZZZZ")  # now it leads to other bytes
+    assert not linker.verify(deep=True).ok
+    (elsewhere / "opt.bin").write_bytes(b"AAAA")  # the same bytes, elsewhere
+    assert linker.verify(deep=True).ok

@@ -7,17 +7,22 @@ import os
 import stat
 
 
-def same_bytes(a: str, b: str) -> bool:
-    """Whether the files (or directory trees) ``a`` and ``b`` hold the same bytes, read in full; links
-    inside a tree are the same when they name the same path (they are not followed: one may dangle)."""
+def same_bytes(a: str, b: str, tops: tuple[str, str] | None = None) -> bool:
+    """Whether the files (or directory trees) ``a`` and ``b`` hold the same bytes, read in full.
+
+    A link inside a tree must name the same path in both, and lead to the same thing: nowhere in both,
+    one file, the same place in each tree (compared there), or files of the same bytes."""
+    tops = tops or (a, b)
     sa, sb = os.lstat(a), os.lstat(b)
     if stat.S_IFMT(sa.st_mode) != stat.S_IFMT(sb.st_mode):
         return False
     if stat.S_ISLNK(sa.st_mode):
-        return os.readlink(a) == os.readlink(b)
+        return os.readlink(a) == os.readlink(b) and _same_lead(a, b, tops)
     if stat.S_ISDIR(sa.st_mode):
         names = sorted(os.listdir(a))
-        return names == sorted(os.listdir(b)) and all(same_bytes(os.path.join(a, n), os.path.join(b, n)) for n in names)
+        return names == sorted(os.listdir(b)) and all(
+            same_bytes(os.path.join(a, n), os.path.join(b, n), tops) for n in names
+        )
     if sa.st_size != sb.st_size:
         return False
     with open(a, "rb") as fa, open(b, "rb") as fb:
@@ -27,6 +32,19 @@ def same_bytes(a: str, b: str) -> bool:
                 return False
             if not chunk:
                 return True
+
+
+def _same_lead(a: str, b: str, tops: tuple[str, str]) -> bool:
+    """Whether the links ``a`` and ``b`` (of the same text) lead to the same thing (see same_bytes)."""
+    la, lb = os.path.realpath(a), os.path.realpath(b)
+    if os.path.exists(la) != os.path.exists(lb):
+        return False
+    if not os.path.exists(la) or os.path.samefile(la, lb):
+        return True
+    at = os.path.relpath(la, os.path.realpath(tops[0]))
+    if at == os.path.relpath(lb, os.path.realpath(tops[1])) and not at.startswith(os.pardir):
+        return True  # the same entry of both trees: compared where the walk meets it
+    return os.path.isfile(la) and os.path.isfile(lb) and same_bytes(la, lb)
 
 
 def same_tree(a: str, b: str) -> bool:
