@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -428,8 +429,9 @@ def test_a_directory_copy_is_made_where_the_filesystem_gives_new_files_another_o
 
 
 @as_root
+@pytest.mark.parametrize("probe", ["made", "refused"], ids=["its probe made", "its probe refused"])
 def test_a_directory_copy_never_fills_a_folder_another_user_put_in_place_of_the_one_it_made(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, probe: str
 ) -> None:
     linker = BestLinker(tmp_path / "best", link="copy")
     assert linker.update(0.5, write_ckpt(tmp_path / "a", 1, kind="dir"))
@@ -443,11 +445,17 @@ def test_a_directory_copy_never_fills_a_folder_another_user_put_in_place_of_the_
             os.chown(path, 65533, 65533)
             theirs.append(Path(path))
 
+    def refused(fd: int) -> bool:  # as where this user may not write in their folder
+        raise PermissionError(errno.EACCES, "Permission denied", ".bestlink-probe")
+
+    b = write_ckpt(tmp_path / "b", 2, kind="dir")
     monkeypatch.setattr(os, "mkdir", mkdir)
-    with pytest.raises(AliasWriteError, match="something else was put at the copy's name"):
-        linker.update(0.1, write_ckpt(tmp_path / "b", 2, kind="dir"))
+    if probe == "refused":
+        monkeypatch.setattr(_clone, "_made_here", refused)
+    with pytest.raises(AliasWriteError, match=r"something else was put at the copy's name.*\.best\.bestlink-tmp-"):
+        linker.update(0.1, b)
     monkeypatch.undo()
-    assert os.listdir(theirs[0]) == [] and theirs[0].stat().st_uid == 65533  # nothing of the checkpoint in it
+    assert os.listdir(theirs[0]) == [] and theirs[0].stat().st_uid == 65533  # left as it is, nothing in it
     assert (fill_of(linker.link_path), linker.verify().ok) == (1, True)
 
 
@@ -486,7 +494,29 @@ def test_verify_deep_follows_a_link_that_leaves_the_checkpoint_to_what_it_reads(
     assert not linker.verify(deep=True).ok  # the copy's link leads nowhere: the checkpoint's reads AAAA
     elsewhere = tmp_path / "aliases" / "shared"
     elsewhere.mkdir()
-    (elsewhere / "opt.bin").write_bytes(b"ZZZZ")  # now it leads to other bytes
+    (elsewhere / "opt.bin").write_bytes(b"AAAA")  # now it leads to another file (what is outside is never read)
     assert not linker.verify(deep=True).ok
-    (elsewhere / "opt.bin").write_bytes(b"AAAA")  # the same bytes, elsewhere
-    assert linker.verify(deep=True).ok
+    os.unlink(Path(linker.link_path) / "opt.bin")
+    os.symlink(tmp_path / "shared" / "opt.bin", Path(linker.link_path) / "opt.bin")  # the very file
+    assert not linker.verify(deep=True).ok, "not the link the checkpoint holds"
+
+
+def test_verify_deep_never_reads_what_a_link_leads_to_outside_the_checkpoint(tmp_path: Path) -> None:
+    # a FIFO (or a file of /proc) read to compare would never end: links out of the tree are compared by
+    # where they lead, never by what is there
+    for pipes in (tmp_path / "pipes", tmp_path / "aliases" / "pipes"):
+        pipes.mkdir(parents=True)
+        os.mkfifo(pipes / "in")
+    shard = write_ckpt(tmp_path / "run" / "epoch=3", 3, kind="dir")
+    os.symlink(tmp_path / "pipes" / "in", shard / "same")  # absolute: the very FIFO from both
+    os.mkdir(shard / "..meta")
+    os.symlink("..meta", shard / "meta")  # inside the tree, whatever its name starts with
+    linker = BestLinker(tmp_path / "aliases" / "run" / "best", link="copy")
+    assert linker.update(0.5, shard) and linker.verify(deep=True).ok
+    os.symlink("../../pipes/in", shard / "feed")  # from the copy, one folder deeper: the other FIFO
+    assert linker.repair().ok  # the checkpoint changed after it was copied: copied again
+    done: list[Any] = []
+    checking = threading.Thread(target=lambda: done.append(linker.verify(deep=True)), daemon=True)
+    checking.start()
+    checking.join(60)
+    assert done and not done[0].ok  # answered, without opening a FIFO

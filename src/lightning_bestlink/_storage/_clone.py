@@ -110,10 +110,18 @@ def copytree(src: str, dst: str, *, finish: Callable[[int, os.stat_result], None
     through. ``finish``: as for :func:`copyfile`, on the top folder. Raises :class:`NameTaken` when
     ``dst`` was moved away meanwhile."""
     os.mkdir(dst, 0o700)
-    fd = os.open(dst, _FOLDER)
+    taken = NameTaken(errno.EEXIST, "something else was put at the copy's name while it was made", dst)
+    try:  # until the folder is known to be the one just made, what is there is not this copy's
+        fd = os.open(dst, _FOLDER)
+    except OSError as err:
+        raise taken from err
     try:
-        if os.listdir(fd) or not _made_here(fd):
-            raise NameTaken(errno.EEXIST, "something else was put at the copy's name while it was made", dst)
+        try:
+            made = not os.listdir(fd) and (os.fstat(fd).st_uid == os.geteuid() or _made_here(fd))
+        except OSError as err:
+            raise taken from err
+        if not made:
+            raise taken
         _fill(src, fd)
         top = os.stat(src)
         same_mode_and_times(fd, top, removable=True)

@@ -11,7 +11,8 @@ def same_bytes(a: str, b: str, tops: tuple[str, str] | None = None) -> bool:
     """Whether the files (or directory trees) ``a`` and ``b`` hold the same bytes, read in full.
 
     A link inside a tree must name the same path in both, and lead to the same thing: nowhere in both,
-    one file, the same place in each tree (compared there), or files of the same bytes."""
+    one file, or the same place in each tree (compared there). What it leads to outside the trees is
+    never read (a file of /proc may never end)."""
     tops = tops or (a, b)
     sa, sb = os.lstat(a), os.lstat(b)
     if stat.S_IFMT(sa.st_mode) != stat.S_IFMT(sb.st_mode):
@@ -36,15 +37,25 @@ def same_bytes(a: str, b: str, tops: tuple[str, str] | None = None) -> bool:
 
 def _same_lead(a: str, b: str, tops: tuple[str, str]) -> bool:
     """Whether the links ``a`` and ``b`` (of the same text) lead to the same thing (see same_bytes)."""
-    la, lb = os.path.realpath(a), os.path.realpath(b)
-    if os.path.exists(la) != os.path.exists(lb):
-        return False
-    if not os.path.exists(la) or os.path.samefile(la, lb):
+    ends = [_end(a), _end(b)]
+    if ends[0] is None or ends[1] is None:
+        return ends[0] is ends[1]  # nowhere in both (dangling, or a loop)
+    if os.path.samestat(ends[0], ends[1]):
         return True
-    at = os.path.relpath(la, os.path.realpath(tops[0]))
-    if at == os.path.relpath(lb, os.path.realpath(tops[1])) and not at.startswith(os.pardir):
-        return True  # the same entry of both trees: compared where the walk meets it
-    return os.path.isfile(la) and os.path.isfile(lb) and same_bytes(la, lb)
+    try:
+        at = [os.path.relpath(os.path.realpath(p), os.path.realpath(top)) for p, top in zip((a, b), tops, strict=True)]
+    except (OSError, RecursionError):  # a chain of links too long to follow
+        return False
+    inside = at[0] != os.pardir and not at[0].startswith(os.pardir + os.sep)
+    return inside and at[0] == at[1]  # the same entry of both trees: compared where the walk meets it
+
+
+def _end(link: str) -> os.stat_result | None:
+    """What ``link`` leads to, or None: nowhere (dangling, a loop, a chain longer than the kernel follows)."""
+    try:
+        return os.stat(link)
+    except OSError:
+        return None
 
 
 def same_tree(a: str, b: str) -> bool:
