@@ -411,7 +411,8 @@ class Retention:
             with self._lock:
                 self._entries = entries
             return
-        unsure = [e.path for e in entries if e.kind is None and e.path != self._origin(saved_in)]
+        origin = self._origin(saved_in) if any(e.kind is None for e in entries) else None  # looked up once
+        unsure = [e.path for e in entries if e.kind is None and e.path != origin]
         entries = [e for e in entries if e.path not in unsure]  # nothing vouches for them: never deleted
         with self._lock:
             self._entries, self._resumed = entries, True

@@ -21,9 +21,9 @@ from lightning_bestlink._storage import is_url
 from lightning_bestlink.linker import BestLinker, read_record
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-#: what a repair can raise besides the errors it is documented to raise (a damaged record)
 #: how long repair waits for the lock of a healthy alias, to remove what a killed update left
 _GLANCE = 0.2
+#: what a repair can raise besides the errors it is documented to raise (a damaged record)
 _REPAIR_ERRORS = (BestLinkError, OSError, ValueError, TypeError, KeyError, RecursionError, OverflowError)
 
 

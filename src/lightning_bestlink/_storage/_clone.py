@@ -30,6 +30,7 @@ import stat
 from collections.abc import Callable
 from typing import IO, Literal
 
+from lightning_bestlink._storage._syscalls import FOLDER, NOFOLLOW
 from lightning_bestlink._storage.base import NameTaken
 
 How = Literal["clone", "copy_file_range", "copy"]
@@ -103,16 +104,16 @@ def copyfile(
 
 
 def copytree(src: str, dst: str, *, finish: Callable[[int, os.stat_result], None] | None = None) -> None:
-    """Copy the directory tree ``src`` to the new directory ``dst``: files as :func:`copy2` copies
-    them, links as links, folders with their mode and times. Each entry is made relative to the
-    descriptor of the folder made for it (opened without following a link, and readable by no one
-    else until it is complete): a link planted in place of a folder being filled is never written
-    through. ``finish``: as for :func:`copyfile`, on the top folder. Raises :class:`NameTaken` when
-    ``dst`` was moved away meanwhile."""
+    """Copy the directory tree ``src`` to the new directory ``dst``: files as :func:`copyfile` copies
+    them, with their mode and times; links as links; folders with their mode and times. Each entry
+    is made relative to the descriptor of the folder made for it (opened without following a link,
+    and readable by no one else until it is complete): a link planted in place of a folder being
+    filled is never written through. ``finish``: as for :func:`copyfile`, on the top folder. Raises
+    :class:`NameTaken` when ``dst`` was moved away meanwhile."""
     os.mkdir(dst, 0o700)
     taken = NameTaken(errno.EEXIST, "something else was put at the copy's name while it was made", dst)
     try:  # until the folder is known to be the one just made, what is there is not this copy's
-        fd = os.open(dst, _FOLDER)
+        fd = os.open(dst, FOLDER)
     except OSError as err:
         raise taken from err
     try:
@@ -136,7 +137,7 @@ def _made_here(fd: int) -> bool:
     """Whether the folder open at ``fd`` has the owner this filesystem gives what this process makes
     (itself, or another where the filesystem chooses: root squashed on NFS, ``uid=`` on CIFS or FAT):
     a folder another user put in place of the one just made has theirs. Learnt from a file made in it."""
-    probe = os.open(_PROBE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=fd)
+    probe = os.open(_PROBE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600, dir_fd=fd)
     try:
         made_by = os.fstat(probe).st_uid
     finally:
@@ -146,7 +147,6 @@ def _made_here(fd: int) -> bool:
 
 
 _PROBE = ".bestlink-probe"
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def _fill(src: str, fd: int) -> None:
@@ -155,7 +155,7 @@ def _fill(src: str, fd: int) -> None:
             st = entry.stat(follow_symlinks=False)
             if entry.is_dir(follow_symlinks=False):
                 os.mkdir(entry.name, 0o700, dir_fd=fd)
-                sub = os.open(entry.name, _FOLDER, dir_fd=fd)
+                sub = os.open(entry.name, FOLDER, dir_fd=fd)
                 try:
                     _fill(entry.path, sub)
                     same_mode_and_times(sub, st, removable=True)  # once filled: filling it changed its time
@@ -169,9 +169,6 @@ def _fill(src: str, fd: int) -> None:
             else:  # opening a FIFO would wait for a writer; a device or socket holds no checkpoint
                 problem = "not a regular file, link or folder, which a copy cannot hold; move it out of the checkpoint"
                 raise OSError(errno.EINVAL, problem, entry.path)
-
-
-_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def _still_at(fd: int, name: str, dir_fd: int | None) -> None:

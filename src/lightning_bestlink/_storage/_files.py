@@ -243,12 +243,17 @@ def _not_put_back(kept: str, new: str | None, alias: str, link: bool, err: OSErr
 
 
 def _remove_old_tree(old: str, alias: str) -> None:
-    """Remove the old alias, checked and swapped out to ``old``. Emptied one file at a time, a killed
-    removal would leave a tree the record no longer names: it is first renamed as staged, which the
-    cleanup removes whatever is left of it."""
+    """Remove the old alias, checked and swapped out to ``old`` (see :func:`as_staged`)."""
+    discard(as_staged(old, alias))
+
+
+def as_staged(tree: str, alias: str) -> str:
+    """Rename ``tree``, a temporary name of ``alias`` about to be removed, to a staged name; returns it.
+    Emptied one file at a time, a killed removal would leave a tree the record no longer names, which
+    the next cleanup could only keep; a staged name it removes whatever is left of it."""
     doomed = tmp_name(alias, STAGED)
-    os.rename(old, doomed)
-    discard(doomed)
+    os.rename(tree, doomed)
+    return doomed
 
 
 def folder_of(path: str) -> str:
@@ -292,7 +297,7 @@ def read_regular(path: str, limit: int) -> str | None:
 
     Never follows a symlink, never blocks on a FIFO, never reads more than ``limit`` + 1 bytes.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _syscalls.NOFOLLOW
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
@@ -345,9 +350,6 @@ def _finish_copy(fd: int, st: os.stat_result, *, durable: bool) -> None:
         os.fsync(fd)
 
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-
-
 def open_lock_file(path: str) -> int:
     """A descriptor of the lock file at ``path``, made if missing; never through a link.
 
@@ -356,11 +358,11 @@ def open_lock_file(path: str) -> int:
     Anything but a regular file there (a symlink, a FIFO, a device) is refused.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _syscalls.NOFOLLOW)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         try:  # a lock someone else makes meanwhile is used as it is
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)  # the umask applies
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _syscalls.NOFOLLOW, 0o666)  # the umask applies
         except FileExistsError:
             return open_lock_file(path)
     except PermissionError as err:

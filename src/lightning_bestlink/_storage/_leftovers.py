@@ -13,10 +13,10 @@ from lightning_bestlink._storage._files import (
     STAGED,
     SWAPPED,
     TMP_MARK,
+    as_staged,
     ident_of,
     publish_new,
     remove_tree_or_file,
-    tmp_name,
 )
 from lightning_bestlink._storage.base import Ident
 
@@ -71,7 +71,7 @@ def remove_leftovers(
                 slotted = tag_and_rest.startswith(f"{SWAPPED}-")
                 if path == alias and slotted and ident_of(st) == named and _put_back(entry.path, alias):
                     continue
-                if path == alias and not removable_leftover(entry.name[len(prefix) :], st, ours):
+                if path == alias and not removable_leftover(tag_and_rest, st, ours):
                     warn(
                         f"{entry.path!r}, a temporary name of the alias {alias!r}, holds something its "
                         f"record does not name: something put at the alias path during an update, swapped out and "
@@ -80,7 +80,7 @@ def remove_leftovers(
                         f"alias); delete it if not"
                     )
                     continue
-                _remove(alias, entry.name[len(prefix) :], entry.path, st)
+                _remove(alias, tag_and_rest, entry.path, st)
                 removed.append(entry.path)
             except FileNotFoundError:
                 pass
@@ -91,13 +91,9 @@ def remove_leftovers(
 
 
 def _remove(alias: str, tag_and_rest: str, path: str, st: os.stat_result) -> None:
-    """Remove a leftover. A tree the record names is first renamed as staged: emptied one file at a
-    time, a removal killed half-way would leave a tree the record no longer names, which the next
-    cleanup could only keep, with a warning; a staged name is removed whatever is left of it."""
+    """Remove a leftover; a tree not under a staged name yet is renamed to one first (:func:`as_staged`)."""
     if stat.S_ISDIR(st.st_mode) and not tag_and_rest.startswith(f"{STAGED}-"):
-        doomed = tmp_name(alias, STAGED)
-        os.rename(path, doomed)
-        path = doomed
+        path = as_staged(path, alias)
     remove_tree_or_file(path)
 
 

@@ -20,11 +20,10 @@ import os
 import stat
 
 from lightning_bestlink._storage import _files
-from lightning_bestlink._storage._syscalls import rename_noreplace
+from lightning_bestlink._storage._syscalls import FOLDER, rename_noreplace
 from lightning_bestlink._storage.base import Ident, Removal, TargetType
 
 _CAN_DIR_FD = {os.open, os.stat, os.rename, os.unlink, os.rmdir} <= os.supports_dir_fd
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 #: ``.<name>.bestlink-trash-<pid>-<random>``: a saved checkpoint being deleted
 TRASH = f"{_files.TMP_MARK}trash-"
 #: the end of a trash name once the directory passed every check: its removal began, so a run
@@ -93,11 +92,11 @@ def settle_saved(folder: str, path: str, ident: Ident, kind: TargetType) -> str:
 
 def _open_folder(parts: list[str]) -> int:
     """A descriptor of the folder ``/parts...``, opened one component at a time, never following a link."""
-    fd = os.open(os.sep, _DIR_FLAGS)
+    fd = os.open(os.sep, FOLDER)
     try:
         for part in parts:
             if part:
-                fd, parent = os.open(part, _DIR_FLAGS, dir_fd=fd), fd
+                fd, parent = os.open(part, FOLDER, dir_fd=fd), fd
                 os.close(parent)
     except BaseException:
         os.close(fd)

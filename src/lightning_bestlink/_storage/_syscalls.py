@@ -4,7 +4,8 @@ Two of its flags make the alias swap safe against a file that appears or changes
 the alias path while the new alias is staged: ``RENAME_NOREPLACE`` publishes only if
 nothing is there, ``RENAME_EXCHANGE`` swaps two names atomically (so what was at the
 alias can be checked, and swapped back, after the swap). Loaded through ctypes on
-first use only, so importing the package stays light.
+first use only, so importing the package stays light. Also the open flags that every walk
+through descriptors here uses.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 # what renameat2 answers where the platform or the filesystem lacks the flag (NFS: EINVAL)
 _UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP)
+
+#: open flags that never follow a link at the last name (nor leak the descriptor to a child)
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+#: ... of a folder, opened to work relative to it
+FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | NOFOLLOW
 
 _renameat2: Any = False  # False: not looked up yet; None: not available
 # what os.fsencode does, as one method call (it is a Python function, called twice per alias update)
